@@ -1,0 +1,362 @@
+"""The NumPy reference kernels: the specification every CUDA kernel is checked against.
+
+Each function here is a pure computation on arrays (no autograd): the ops in minicnn/ops wire
+them into forward/backward pairs. The CUDA backend (minicnn/backends/cuda.py) implements every
+public name below with the same signature, so one op serves both devices.
+
+Conventions shared by both backends:
+    images are NCHW; conv weights are (F, C, kH, kW) like PyTorch
+    stride = (sh, sw); pads = (top, bottom, left, right), all >= 0
+    pooling indices are int32 positions h * W + w inside the (unpadded) input plane;
+      ties go to the first window cell in row-major order (a strict '>' scan), on both devices
+    the dropout mask comes from a counter-based RNG (Philox-4x32-10), so (seed, step) alone
+    determines it and the GPU draws exactly the same mask as the CPU
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+xp = np
+
+
+# --------------------------------------------------------------------------- GEMM, linear
+
+def gemm(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b), where op transposes when asked. a, b: 2-D."""
+    return (a.T if trans_a else a) @ (b.T if trans_b else b)
+
+
+def linear_forward(x, w, b):
+    """x: (N, IN), w: (OUT, IN), b: (OUT,) or None -> y: (N, OUT) = x @ w.T + b."""
+    y = gemm(x, w, trans_b=True)
+    return y if b is None else y + b
+
+
+def bias_grad(dy):
+    """Sum of dy over every axis except 1 (channels / features): dy (N, F, ...) -> (F,)."""
+    return dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
+
+
+# --------------------------------------------------------------------------- windows (im2col)
+
+def _pad(x, pads, value=0.0):
+    top, bottom, left, right = pads
+    if not any(pads):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+
+
+def _windows(xpad, kernel, stride):
+    """A strided view of every sliding window: xpad (N, C, Hp, Wp) -> (N, C, Ho, Wo, kH, kW).
+
+    This *is* im2col, without copying: the copy happens when the view is fed to a matmul.
+    """
+    n, c, hp, wp = xpad.shape
+    kh, kw = kernel
+    sh, sw = stride
+    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
+    s = xpad.strides
+    return as_strided(xpad, (n, c, ho, wo, kh, kw),
+                      (s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3]), writeable=False)
+
+
+def _add_windows(dwin, x_shape, stride, pads):
+    """col2im: the adjoint of _windows. dwin (N, C, Ho, Wo, kH, kW) -> dx (N, C, H, W).
+
+    Overlapping windows add up. The Python loop runs over the kH * kW kernel offsets only,
+    each step adding one strided slab, never over pixels.
+    """
+    n, c, h, w = x_shape
+    top, bottom, left, right = pads
+    _, _, ho, wo, kh, kw = dwin.shape
+    sh, sw = stride
+    dxpad = np.zeros((n, c, h + top + bottom, w + left + right), dwin.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxpad[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += dwin[:, :, :, :, i, j]
+    return dxpad[:, :, top:top + h, left:left + w]
+
+
+# --------------------------------------------------------------------------- convolution
+
+def conv2d_forward(x, w, b, stride, pads):
+    """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
+    win = _windows(_pad(x, pads), w.shape[2:], stride)
+    y = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3]))  # (N, Ho, Wo, F)
+    if b is not None:
+        y += b
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+
+
+def conv2d_backward_data(dy, w, x_shape, stride, pads):
+    """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W)."""
+    dwin = np.tensordot(dy, w, axes=([1], [0]))  # (N, Ho, Wo, C, kH, kW)
+    return _add_windows(dwin.transpose(0, 3, 1, 2, 4, 5), x_shape, stride, pads)
+
+
+def conv2d_backward_weight(dy, x, kernel, stride, pads):
+    """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW)."""
+    win = _windows(_pad(x, pads), kernel, stride)
+    return np.tensordot(dy, win, axes=([0, 2, 3], [0, 2, 3]))
+
+
+# --------------------------------------------------------------------------- pooling
+
+POOL_MODES = ("max", "min", "avg")
+
+
+def pool2d_forward(x, mode, kernel, stride, pads):
+    """x: (N, C, H, W) -> (y: (N, C, Ho, Wo), index: int32 (N, C, Ho, Wo) or None for avg).
+
+    Padded cells never take part: they are -inf for max, +inf for min, and are left out of an
+    average's count (TensorFlow's 'same' pooling behaves this way, and so does PyTorch's
+    count_include_pad=False).
+    """
+    n, c, h, w = x.shape
+    if mode == "avg":
+        win = _windows(_pad(x, pads), kernel, stride)
+        count = _windows(_pad(np.ones((1, 1, h, w), x.dtype), pads), kernel, stride).sum(axis=(4, 5))
+        return win.sum(axis=(4, 5)) / count, None
+    fill = -np.inf if mode == "max" else np.inf
+    win = _windows(_pad(x, pads, fill), kernel, stride)
+    _, _, ho, wo, kh, kw = win.shape
+    flat = win.reshape(n, c, ho, wo, kh * kw)
+    cell = (flat.argmax if mode == "max" else flat.argmin)(axis=4)  # first winner on ties
+    y = np.take_along_axis(flat, cell[..., None], axis=4)[..., 0]
+    # window cell -> row/column in the unpadded input plane
+    row = np.arange(ho)[:, None] * stride[0] + cell // kw - pads[0]
+    col = np.arange(wo)[None, :] * stride[1] + cell % kw - pads[2]
+    return y, (row * w + col).astype(np.int32)
+
+
+def pool2d_backward(dy, index, x_shape, mode, kernel, stride, pads):
+    """dy: (N, C, Ho, Wo) -> dx: x_shape. index: from pool2d_forward (None for avg)."""
+    n, c, h, w = x_shape
+    if mode == "avg":
+        ones = np.ones((1, 1, h, w), dy.dtype)
+        count = _windows(_pad(ones, pads), kernel, stride).sum(axis=(4, 5))
+        share = (dy / count)[..., None, None]
+        return _add_windows(np.broadcast_to(share, share.shape[:4] + tuple(kernel)),
+                            x_shape, stride, pads)
+    # max/min: each output sends its gradient to the one input that won; windows overlap,
+    # so several outputs may hit one input: bincount adds them up.
+    plane = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)
+    dx = np.bincount((plane + index).ravel(), weights=dy.ravel(), minlength=n * c * h * w)
+    return dx.astype(dy.dtype).reshape(x_shape)
+
+
+def global_avg_pool_forward(x):
+    """x: (N, C, H, W) -> (N, C), the mean of each channel's map."""
+    return x.mean(axis=(2, 3))
+
+
+def global_avg_pool_backward(dy, x_shape):
+    """dy: (N, C) -> dx: (N, C, H, W), each cell receiving dy / (H * W)."""
+    h, w = x_shape[2:]
+    return np.ascontiguousarray(np.broadcast_to((dy / (h * w))[:, :, None, None], x_shape))
+
+
+# --------------------------------------------------------------------------- batch norm
+
+def _stat_axes(x):
+    return (0,) + tuple(range(2, x.ndim))  # every axis but the channel axis
+
+
+def _per_channel(v, x):
+    return v.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+def batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, unbiased):
+    """Normalize with the batch's statistics and update the running ones in place.
+
+    x: (N, C) or (N, C, H, W); gamma, beta, running_*: (C,).
+    momentum is the weight of the new batch in the running average (PyTorch's convention;
+    Keras' momentum 0.99 is 0.01 here). unbiased: store n/(n-1) * var in running_var (PyTorch)
+    or the plain batch variance (Keras).
+    Returns y and what backward needs: mean (C,) and rstd = 1 / sqrt(var + eps) (C,).
+    """
+    axes = _stat_axes(x)
+    count = x.size // x.shape[1]
+    mean = x.mean(axis=axes)
+    var = x.var(axis=axes)
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = (x - _per_channel(mean, x)) * _per_channel(rstd * gamma, x) + _per_channel(beta, x)
+    running_mean *= 1 - momentum
+    running_mean += momentum * mean
+    running_var *= 1 - momentum
+    running_var += momentum * (var * count / max(count - 1, 1) if unbiased else var)
+    return y, mean, rstd
+
+
+def batch_norm_forward_eval(x, gamma, beta, running_mean, running_var, eps):
+    """Normalize with the running statistics (inference): an affine map per channel."""
+    scale = gamma / np.sqrt(running_var + eps)
+    return x * _per_channel(scale, x) + _per_channel(beta - running_mean * scale, x)
+
+
+def batch_norm_backward(dy, x, gamma, mean, rstd):
+    """Gradients of training-mode batch norm -> (dx, dgamma, dbeta).
+
+    With xhat = (x - mean) * rstd and m values per channel:
+        dx = gamma * rstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))
+    """
+    axes = _stat_axes(x)
+    count = x.size // x.shape[1]
+    xhat = (x - _per_channel(mean, x)) * _per_channel(rstd, x)
+    dbeta = dy.sum(axis=axes)
+    dgamma = (dy * xhat).sum(axis=axes)
+    dx = _per_channel(gamma * rstd / count, x) * (
+        count * dy - _per_channel(dbeta, x) - xhat * _per_channel(dgamma, x))
+    return dx, dgamma, dbeta
+
+
+# --------------------------------------------------------------------------- activations
+
+def relu_forward(x):
+    return np.maximum(x, 0)
+
+
+def relu_backward(dy, y):
+    """Uses the output y: the gradient passes where y > 0."""
+    return dy * (y > 0)
+
+
+def sigmoid_forward(x):
+    # split by sign so that exp never overflows
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def sigmoid_backward(dy, y):
+    return dy * y * (1 - y)
+
+
+def softmax_forward(x):
+    """x: (N, K) -> probabilities along axis 1."""
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_backward(dy, y):
+    return y * (dy - (dy * y).sum(axis=1, keepdims=True))
+
+
+def log_softmax_forward(x):
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def log_softmax_backward(dy, y):
+    return dy - np.exp(y) * dy.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- loss
+
+def cross_entropy_forward(logits, target):
+    """Fused log-softmax + negative log-likelihood, mean over the batch.
+
+    logits: (N, K); target: int labels (N,) or probabilities (N, K) (one-hot or soft).
+    Returns (loss: 0-d array, probs: (N, K)); probs is what backward needs.
+    """
+    logp = log_softmax_forward(logits)
+    n = logits.shape[0]
+    if target.ndim == 1:
+        picked = logp[np.arange(n), target]
+    else:
+        picked = (logp * target).sum(axis=1)
+    return -picked.sum() / n, np.exp(logp)
+
+
+def cross_entropy_backward(dloss, probs, target):
+    """d loss / d logits = dloss * (probs - target) / N, target as in the forward."""
+    n = probs.shape[0]
+    grad = probs.copy()
+    if target.ndim == 1:
+        grad[np.arange(n), target] -= 1
+    else:
+        grad -= target
+    return grad * (dloss / n)
+
+
+# --------------------------------------------------------------------------- dropout
+
+_PHILOX_M = (0xD2511F53, 0xCD9E8D57)
+_PHILOX_W = (0x9E3779B9, 0xBB67AE85)
+_LOW32 = np.uint64(0xFFFFFFFF)
+
+
+def philox4x32(counter_lo, counter_hi, step, seed):
+    """Philox-4x32-10 (Salmon et al. 2011): 4 random uint32 words per counter.
+
+    counter_lo, counter_hi: uint64 arrays holding 32-bit halves of the element counter;
+    step and seed (ints) fill the other counter words and the key. Arithmetic is done in
+    uint64 and masked to 32 bits, which is exactly what the CUDA kernel does with __umulhi.
+    Returns four uint64 arrays of 32-bit values.
+    """
+    c = [counter_lo, counter_hi,
+         np.full_like(counter_lo, step & 0xFFFFFFFF), np.full_like(counter_lo, (step >> 32) & 0xFFFFFFFF)]
+    k0, k1 = seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF
+    m0, m1 = np.uint64(_PHILOX_M[0]), np.uint64(_PHILOX_M[1])
+    for _ in range(10):
+        p0, p1 = m0 * c[0], m1 * c[2]
+        c = [(p1 >> np.uint64(32)) ^ c[1] ^ np.uint64(k0), p1 & _LOW32,
+             (p0 >> np.uint64(32)) ^ c[3] ^ np.uint64(k1), p0 & _LOW32]
+        k0, k1 = (k0 + _PHILOX_W[0]) & 0xFFFFFFFF, (k1 + _PHILOX_W[1]) & 0xFFFFFFFF
+    return c
+
+
+def dropout_forward(x, rate, seed, step):
+    """Inverted dropout: keep each element with probability 1 - rate, scaled by 1 / (1 - rate).
+
+    Element i uses word i % 4 of Philox(counter = i // 4, step; key = seed); its top 24 bits
+    make a uniform u in [0, 1) and the element is kept when u >= rate.
+    Returns (y, mask) with mask in x's dtype holding 0 or 1 / (1 - rate).
+    """
+    n = x.size
+    counter = np.arange((n + 3) // 4, dtype=np.uint64)
+    words = philox4x32(counter & _LOW32, counter >> np.uint64(32), step, seed)
+    bits = np.stack(words, axis=1).ravel()[:n]
+    uniform = (bits >> np.uint64(8)).astype(np.float64) * 2.0 ** -24
+    mask = ((uniform >= rate) / (1 - rate)).astype(x.dtype).reshape(x.shape)
+    return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    return dy * mask
+
+
+# --------------------------------------------------------------------------- optimizers
+
+def adam_update(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
+                weight_decay, decoupled):
+    """One Adam step on lists of arrays, in place. step counts from 1 (bias correction).
+
+    weight_decay with decoupled=False adds weight_decay * p to the gradient (L2, as Keras'
+    kernel_regularizer / report B); decoupled=True shrinks p by lr * weight_decay (AdamW).
+    """
+    correction1, correction2 = 1 - beta1 ** step, 1 - beta2 ** step
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        if weight_decay and not decoupled:
+            g = g + weight_decay * p
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * g * g
+        if weight_decay and decoupled:
+            p -= lr * weight_decay * p
+        p -= lr * (m / correction1) / (np.sqrt(v / correction2) + eps)
+
+
+def sgd_update(params, grads, velocities, lr, momentum, nesterov, weight_decay):
+    """One SGD step in place (PyTorch's form: v = momentum * v + g; p -= lr * v, or with
+    nesterov p -= lr * (g + momentum * v)). velocities may be None when momentum == 0."""
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if weight_decay:
+            g = g + weight_decay * p
+        if momentum:
+            v = velocities[i]
+            v *= momentum
+            v += g
+            g = g + momentum * v if nesterov else v
+        p -= lr * g
