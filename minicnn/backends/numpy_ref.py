@@ -265,7 +265,7 @@ def cross_entropy_forward(logits, target):
         picked = logp[np.arange(n), target]
     else:
         picked = (logp * target).sum(axis=1)
-    return -picked.sum() / n, np.exp(logp)
+    return np.asarray(-picked.sum() / n), np.exp(logp)
 
 
 def cross_entropy_backward(dloss, probs, target):

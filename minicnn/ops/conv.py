@@ -1,0 +1,23 @@
+"""2-D convolution (cross-correlation, as every framework computes it)."""
+from minicnn.autograd import Function
+
+
+class Conv2d(Function):
+    """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) -> (N, F, Ho, Wo).
+
+    stride = (sh, sw), pads = (top, bottom, left, right): already resolved by functional.conv2d.
+    """
+
+    def __init__(self, stride, pads):
+        self.stride, self.pads = stride, pads
+
+    def forward(self, x, w, b=None):
+        self.x, self.w = x, w
+        return self.kernels.conv2d_forward(x, w, b, self.stride, self.pads)
+
+    def backward(self, dy):
+        k = self.kernels
+        dx = (k.conv2d_backward_data(dy, self.w, self.x.shape, self.stride, self.pads)
+              if self.needs_grad[0] else None)  # the network's input rarely needs a gradient
+        dw = k.conv2d_backward_weight(dy, self.x, self.w.shape[2:], self.stride, self.pads)
+        return (dx, dw, k.bias_grad(dy)) if len(self.needs_grad) == 3 else (dx, dw)
