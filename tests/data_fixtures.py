@@ -101,6 +101,12 @@ class _ArchiveHandler(BaseHTTPRequestHandler):
         asked = self.headers.get("Range")
         if asked and server.honour_range:
             start = int(asked.removeprefix("bytes=").split("-")[0])
+            if start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
         else:

@@ -55,8 +55,10 @@ def _fetch(url: str, part: Path, progress: bool) -> None:
     try:
         response = urllib.request.urlopen(request, timeout=60)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # the .part is no prefix the server recognises: start over
-            part.unlink()
+        if e.code == 416 and offset:  # nothing left to send from `offset`
+            if e.headers.get("Content-Range") == f"bytes */{offset}":
+                return  # the .part is already whole (say, unpacking failed last time)
+            part.unlink()  # the .part is longer than the file: start over
             return _fetch(url, part, progress)
         raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
