@@ -26,15 +26,27 @@ from minicnn.emu.errors import EmulatorCompileError
 
 EMU_DIR = Path(__file__).resolve().parent
 DEFAULT_KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
-RUNTIME_SOURCE = EMU_DIR / "runtime.cpp"
+RUNTIME_SOURCES = [EMU_DIR / "runtime.cpp", EMU_DIR / "checks.cpp"]
 EMU_HEADERS = sorted(EMU_DIR.glob("*.h"))
 
 COMMON_FLAGS = ["-std=c++17", "-O1", "-fPIC", "-g"]
 # Instrumented kernel code; cuda_emu.h turns CUDA into C++ (see its header comment).
-KERNEL_FLAGS = ["-fsanitize=thread", "-DMINICNN_EMULATOR", "-Wno-unknown-pragmas",
+KERNEL_FLAGS = ["-fsanitize=thread", "-fdata-sections", "-DMINICNN_EMULATOR", "-Wno-unknown-pragmas",
                 "-include", str(EMU_DIR / "cuda_emu.h")]
 # -Bsymbolic: each library uses its own runtime even when several are loaded.
 LINK_FLAGS = ["-shared", "-Wl,--no-undefined", "-Wl,-Bsymbolic"]
+# __shared__ is `static` (see cuda_emu.h). With -fdata-sections each function-local static
+# `tile` of f gets its own input section .bss._ZZ<f>4tile; this GNU ld script gathers those
+# of the kernel object into one output section, the block's static shared memory.
+KERNEL_OBJECT = "kernels.o"
+SHARED_MEMORY_SCRIPT = f"""SECTIONS {{
+  emu_shared (NOLOAD) : ALIGN(64) {{
+    __start_emu_shared = .;
+    *{KERNEL_OBJECT}(.bss._ZZ*)
+    __stop_emu_shared = .;
+  }}
+}} INSERT AFTER .bss;
+"""
 MAX_ERROR_LINES = 60
 
 _loaded: dict[str, ctypes.PyDLL] = {}
@@ -52,8 +64,9 @@ def build_module(kernels_dir: Path, source: str, names: tuple[str, ...],
     if not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise ValueError(f"name_expressions must be a non-empty list of kernel names, got {names!r}")
     include_dirs = list(dict.fromkeys([Path(kernels_dir).resolve(), DEFAULT_KERNELS_DIR]))
-    key = _hash([source_path, RUNTIME_SOURCE, *EMU_HEADERS, *_headers(include_dirs)],
-                [*names, *COMMON_FLAGS, *KERNEL_FLAGS, *LINK_FLAGS, _compiler_version()])
+    key = _hash([source_path, *RUNTIME_SOURCES, *EMU_HEADERS, *_headers(include_dirs)],
+                [*names, *COMMON_FLAGS, *KERNEL_FLAGS, *LINK_FLAGS, SHARED_MEMORY_SCRIPT,
+                 _compiler_version()])
     if key not in _loaded:
         cache = Path(cache_dir) if cache_dir else _default_cache_dir()
         library = cache / f"{source_path.stem}-{key[:20]}.so"
@@ -77,29 +90,34 @@ def wrapper_source(source: str, names: tuple[str, ...]) -> str:
 def _compile(source_path: Path, names: tuple[str, ...], include_dirs: list[Path], cache: Path,
              library: Path) -> None:
     cache.mkdir(parents=True, exist_ok=True)
-    runtime_object = _runtime_object(cache)
+    runtime_objects = _runtime_objects(cache)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         wrapper = Path(tmp) / f"{source_path.stem}_entries.cpp"
         wrapper.write_text(wrapper_source(source_path.name, names))
-        kernel_object = Path(tmp) / "kernels.o"
+        kernel_object = Path(tmp) / KERNEL_OBJECT
+        script = Path(tmp) / "shared_memory.ld"
+        script.write_text(SHARED_MEMORY_SCRIPT)
         includes = [f"-I{d}" for d in include_dirs]
         _run_compiler([*COMMON_FLAGS, *KERNEL_FLAGS, *includes, "-c", str(wrapper),
                        "-o", str(kernel_object)], source_path.name)
         partial = Path(tmp) / library.name
-        _run_compiler([*LINK_FLAGS, str(kernel_object), str(runtime_object), "-o", str(partial)],
+        _run_compiler([*LINK_FLAGS, f"-Wl,-T,{script}", str(kernel_object), *map(str, runtime_objects), "-o", str(partial)],
                       source_path.name)
         os.replace(partial, library)  # atomic: a concurrent process sees all or nothing
 
 
-def _runtime_object(cache: Path) -> Path:
-    """runtime.cpp compiled once (without instrumentation) and shared by all modules."""
-    key = _hash([RUNTIME_SOURCE, *EMU_HEADERS], [*COMMON_FLAGS, _compiler_version()])
-    target = cache / f"runtime-{key[:20]}.o"
-    if not target.exists():
-        partial = cache / f"{target.name}.{os.getpid()}.tmp"
-        _run_compiler([*COMMON_FLAGS, "-c", str(RUNTIME_SOURCE), "-o", str(partial)], "runtime.cpp")
-        os.replace(partial, target)
-    return target
+def _runtime_objects(cache: Path) -> list[Path]:
+    """The runtime compiled once (without instrumentation) and shared by all modules."""
+    key = _hash([*RUNTIME_SOURCES, *EMU_HEADERS], [*COMMON_FLAGS, _compiler_version()])
+    objects = []
+    for source in RUNTIME_SOURCES:
+        target = cache / f"{source.stem}-{key[:20]}.o"
+        if not target.exists():
+            partial = cache / f"{target.name}.{os.getpid()}.tmp"
+            _run_compiler([*COMMON_FLAGS, "-c", str(source), "-o", str(partial)], source.name)
+            os.replace(partial, target)
+        objects.append(target)
+    return objects
 
 
 def _run_compiler(arguments: list[str], what: str) -> None:

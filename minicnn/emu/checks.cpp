@@ -1,0 +1,232 @@
+// checks.cpp - checks every load and store the kernel makes.
+//
+// Kernel code is compiled with -fsanitize=thread, but the ThreadSanitizer runtime is not
+// linked: the __tsan_* hooks it calls before each access are defined here instead. Each access
+// must fall in a buffer the kernel was given (an array argument), shared memory, a thread's
+// stack, or the kernel's argument values; anything else is out of bounds and stops the launch
+// before the access happens. Shared memory also keeps a shadow per byte (last writer, readers,
+// barrier interval) to find races and reads of memory no thread has written.
+#include <dlfcn.h>
+#include <cxxabi.h>
+#include <link.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "emu_state.h"
+
+extern "C" {
+// Bounds of all __shared__ variables (see cuda_emu.h); weak: a module may have none.
+extern char __start_emu_shared[] __attribute__((weak));
+extern char __stop_emu_shared[] __attribute__((weak));
+}
+
+namespace emu {
+
+enum class Access { Read, Write, Atomic };
+
+struct Region {
+    uintptr_t begin = 0, end = 0;
+    std::string name;  // "argument 2", "dynamic shared memory", ...
+    bool contains(uintptr_t address, size_t size) const { return address >= begin && address + size <= end; }
+};
+
+// Shadow of one byte of shared memory.
+constexpr int ATOMIC_WRITER = -1, MANY_READERS = -2;
+struct Shadow {
+    int writer, write_epoch;
+    int reader, read_epoch;
+};
+
+struct SharedRegion : Region {
+    std::vector<Shadow> shadow;
+};
+
+static std::vector<Region> buffers;  // array arguments
+static Region arguments, stacks;
+static SharedRegion static_region, dynamic_region;
+
+void prepare_checks(const Arg* args, int nargs, const void* closure, size_t closure_size,
+                    unsigned char* dynamic_memory, size_t dynamic_bytes, const char* stack_memory,
+                    size_t stack_bytes) {
+    buffers.clear();
+    for (int i = 0; i < nargs; ++i) {
+        if (!args[i].is_pointer) continue;
+        uintptr_t begin = *static_cast<const uintptr_t*>(args[i].value);
+        buffers.push_back({begin, begin + args[i].buffer_bytes,
+                           "argument " + std::to_string(i) + " (" + std::to_string(args[i].buffer_bytes) +
+                               "-byte " + dtype_name(args[i].type_code) + " array)"});
+    }
+    arguments = {uintptr_t(closure), uintptr_t(closure) + closure_size, "the kernel arguments"};
+    stacks = {uintptr_t(stack_memory), uintptr_t(stack_memory) + stack_bytes, "thread stacks"};
+    static_region.begin = uintptr_t(__start_emu_shared);
+    static_region.end = uintptr_t(__stop_emu_shared);
+    static_region.name = "static shared memory";
+    dynamic_region.begin = uintptr_t(dynamic_memory);
+    dynamic_region.end = dynamic_region.begin + dynamic_bytes;
+    dynamic_region.name = "dynamic shared memory (shared_mem=" + std::to_string(dynamic_bytes) + " bytes)";
+    for (SharedRegion* region : {&static_region, &dynamic_region})
+        region->shadow.assign(region->end - region->begin, Shadow{0, 0, 0, 0});
+}
+
+// Before each block: all-ones bytes are NaN as float or double, so reads of memory no
+// thread has written stand out even where the shadow check does not stop the launch.
+void poison_shared_memory() {
+    for (SharedRegion* region : {&static_region, &dynamic_region})
+        std::memset(reinterpret_cast<void*>(region->begin), 0xFF, region->end - region->begin);
+}
+
+// "shared variable 'tile' byte 12" (the symbol is found for template kernels) or an offset.
+static std::string describe_shared(const SharedRegion& region, uintptr_t address) {
+    Dl_info info;
+    void* entry = nullptr;
+    if (&region == &static_region &&
+        dladdr1(reinterpret_cast<void*>(address), &info, &entry, RTLD_DL_SYMENT) && entry && info.dli_sname &&
+        address < uintptr_t(info.dli_saddr) + static_cast<const ElfW(Sym)*>(entry)->st_size) {
+        char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, nullptr);
+        std::string name = demangled ? demangled : info.dli_sname;
+        std::free(demangled);
+        size_t scope = name.rfind("::");  // "void f<float>(float*)::tile" -> "tile"
+        if (scope != std::string::npos) name = name.substr(scope + 2);
+        return "shared variable '" + name + "' byte " + std::to_string(address - uintptr_t(info.dli_saddr));
+    }
+    return region.name + " byte " + std::to_string(address - region.begin);
+}
+
+static std::string describe_reader(int reader) {
+    return reader == MANY_READERS ? "other threads" : describe_thread(reader);
+}
+
+static void report_shared(const SharedRegion& region, uintptr_t address, Access access, int self,
+                          const char* problem) {
+    const char* verb = access == Access::Read ? "reads" : access == Access::Write ? "writes" : "atomically updates";
+    report("%s %s %s%s", describe_thread(self).c_str(), verb, describe_shared(region, address).c_str(), problem);
+}
+
+// One byte of shared memory accessed by thread `self`; returns false after reporting a race.
+static bool check_shared_byte(SharedRegion& region, uintptr_t address, Access access, int self) {
+    Shadow& s = region.shadow[address - region.begin];
+    if (access != Access::Write && s.write_epoch < state.block_first_epoch) {
+        report_shared(region, address, access, self, ", which no thread of this block has written (uninitialized shared memory)");
+        return false;
+    }
+    bool other_wrote = s.write_epoch == state.epoch && s.writer != self &&
+                       !(access == Access::Atomic && s.writer == ATOMIC_WRITER);
+    bool other_read = access != Access::Read && s.read_epoch == state.epoch && s.reader != self;
+    if (other_wrote || other_read) {
+        std::string conflict = !other_wrote               ? "a read by " + describe_reader(s.reader)
+                               : s.writer == ATOMIC_WRITER ? std::string("an atomic of another thread")
+                                                           : "a write by " + describe_thread(s.writer);
+        report_shared(region, address, access, self,
+                      (" after " + conflict + " with no __syncthreads() in between (shared-memory race)").c_str());
+        return false;
+    }
+    if (access == Access::Read) {
+        s.reader = s.read_epoch == state.epoch && s.reader != self ? MANY_READERS : self;
+        s.read_epoch = state.epoch;
+    } else {
+        s.writer = access == Access::Atomic ? ATOMIC_WRITER : self;
+        s.write_epoch = state.epoch;
+    }
+    return true;
+}
+
+static void out_of_bounds(uintptr_t address, size_t size, Access access) {
+    const Region* nearest = nullptr;
+    uintptr_t distance = UINTPTR_MAX;
+    auto consider = [&](const Region& region) {
+        uintptr_t d = address < region.begin ? region.begin - address : address + size - region.end;
+        if (region.end > region.begin && d < distance) nearest = &region, distance = d;
+    };
+    for (const Region& buffer : buffers) consider(buffer);
+    consider(static_region);
+    consider(dynamic_region);
+    bool shared = nearest == &static_region || nearest == &dynamic_region;
+    std::string where = "far from any buffer";
+    if (nearest) {
+        long long offset = (long long)(address - nearest->begin);
+        where = "at byte " + std::to_string(offset) + " of " + nearest->name + ", " +
+                (offset < 0 ? std::to_string(-offset) + " bytes before its start"
+                            : std::to_string(address - nearest->end) + " bytes past its end");
+    }
+    report("out-of-bounds %s %s of %zu bytes by %s %s", shared ? "shared" : "global",
+           access == Access::Read ? "read" : "write", size,
+           describe_thread(int(state.current - state.threads.data())).c_str(), where.c_str());
+    abort_thread();
+}
+
+static void check(const void* pointer, size_t size, Access access) {
+    if (!state.current) return;  // the runtime itself, not kernel code
+    uintptr_t address = uintptr_t(pointer);
+    int self = int(state.current - state.threads.data());
+    for (SharedRegion* region : {&static_region, &dynamic_region}) {
+        if (!region->contains(address, size)) continue;
+        for (size_t i = 0; i < size; ++i)
+            if (!check_shared_byte(*region, address + i, access, self)) break;
+        return;
+    }
+    if (stacks.contains(address, size) || (access == Access::Read && arguments.contains(address, size))) return;
+    for (const Region& buffer : buffers)
+        if (buffer.contains(address, size)) return;
+    out_of_bounds(address, size, access);
+}
+
+// ---- Atomics: checked like any access, then done in place (threads only yield at barriers).
+
+template <typename T, typename Update>
+static T atomic_update(T* address, Update update) {
+    check(address, sizeof(T), Access::Atomic);
+    T old = *address;
+    *address = update(old);
+    return old;
+}
+
+}  // namespace emu
+
+using emu::atomic_update;
+float atomicAdd(float* a, float v) { return atomic_update(a, [v](float old) { return old + v; }); }
+double atomicAdd(double* a, double v) { return atomic_update(a, [v](double old) { return old + v; }); }
+int atomicAdd(int* a, int v) { return atomic_update(a, [v](int old) { return int(unsigned(old) + unsigned(v)); }); }
+unsigned atomicAdd(unsigned* a, unsigned v) { return atomic_update(a, [v](unsigned old) { return old + v; }); }
+unsigned long long atomicAdd(unsigned long long* a, unsigned long long v) {
+    return atomic_update(a, [v](unsigned long long old) { return old + v; });
+}
+int atomicSub(int* a, int v) { return atomic_update(a, [v](int old) { return int(unsigned(old) - unsigned(v)); }); }
+unsigned atomicSub(unsigned* a, unsigned v) { return atomic_update(a, [v](unsigned old) { return old - v; }); }
+int atomicMax(int* a, int v) { return atomic_update(a, [v](int old) { return old > v ? old : v; }); }
+unsigned atomicMax(unsigned* a, unsigned v) { return atomic_update(a, [v](unsigned old) { return old > v ? old : v; }); }
+int atomicMin(int* a, int v) { return atomic_update(a, [v](int old) { return old < v ? old : v; }); }
+unsigned atomicMin(unsigned* a, unsigned v) { return atomic_update(a, [v](unsigned old) { return old < v ? old : v; }); }
+int atomicExch(int* a, int v) { return atomic_update(a, [v](int) { return v; }); }
+unsigned atomicExch(unsigned* a, unsigned v) { return atomic_update(a, [v](unsigned) { return v; }); }
+float atomicExch(float* a, float v) { return atomic_update(a, [v](float) { return v; }); }
+int atomicCAS(int* a, int compare, int v) {
+    return atomic_update(a, [=](int old) { return old == compare ? v : old; });
+}
+unsigned atomicCAS(unsigned* a, unsigned compare, unsigned v) {
+    return atomic_update(a, [=](unsigned old) { return old == compare ? v : old; });
+}
+unsigned long long atomicCAS(unsigned long long* a, unsigned long long compare, unsigned long long v) {
+    return atomic_update(a, [=](unsigned long long old) { return old == compare ? v : old; });
+}
+
+// ---- ThreadSanitizer's instrumentation hooks, redirected to check(). ----
+
+#define EMU_TSAN_HOOKS(N)                                                                          \
+    void __tsan_read##N(void* p) { emu::check(p, N, emu::Access::Read); }                         \
+    void __tsan_write##N(void* p) { emu::check(p, N, emu::Access::Write); }                       \
+    void __tsan_unaligned_read##N(void* p) { emu::check(p, N, emu::Access::Read); }               \
+    void __tsan_unaligned_write##N(void* p) { emu::check(p, N, emu::Access::Write); }
+
+extern "C" {
+EMU_TSAN_HOOKS(1)
+EMU_TSAN_HOOKS(2)
+EMU_TSAN_HOOKS(4)
+EMU_TSAN_HOOKS(8)
+EMU_TSAN_HOOKS(16)
+void __tsan_read_range(void* p, unsigned long size) { emu::check(p, size, emu::Access::Read); }
+void __tsan_write_range(void* p, unsigned long size) { emu::check(p, size, emu::Access::Write); }
+void __tsan_init() {}
+void __tsan_func_entry(void*) {}
+void __tsan_func_exit() {}
+}

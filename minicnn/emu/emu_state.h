@@ -1,0 +1,59 @@
+// emu_state.h - the emulator's internal state, shared by runtime.cpp and checks.cpp.
+// (Kernels never see this; they see cuda_emu.h.)
+#pragma once
+
+#include <ucontext.h>
+
+#include <string>
+#include <vector>
+
+#include "cuda_emu.h"
+
+namespace emu {
+
+enum class ThreadState { Runnable, AtBarrier, AtWarpOp, Done };
+
+struct Thread {
+    ucontext_t context;
+    uint3 idx;
+    ThreadState state;
+    // The warp intrinsic it waits in, and its answer.
+    WarpOp op;
+    unsigned mask;
+    uint64_t value;
+    int lane_arg, width;
+    uint64_t result;
+};
+
+constexpr size_t MAX_ERRORS = 3;
+
+struct State {
+    const Launch* launch = nullptr;
+    void (*run)(const void*) = nullptr;
+    const void* closure = nullptr;
+    dim3 grid_dim, block_dim;
+    uint3 block_idx;
+    std::vector<Thread> threads;
+    char* stacks = nullptr;
+    ucontext_t scheduler;
+    Thread* current = nullptr;  // set while kernel code runs; the memory checks act only then
+    // Barrier intervals, numbered across the launch: two shared-memory accesses race when they
+    // come from different threads in the same interval.
+    int epoch = 0, block_first_epoch = 0;
+    std::vector<std::string> errors;
+    bool aborted = false;
+};
+extern State state;
+
+// runtime.cpp
+void report(const char* format, ...);  // records an error of the current block
+void abort_thread();                    // stops the launch from inside the running thread
+std::string describe_thread(int linear);
+
+// checks.cpp
+void prepare_checks(const Arg* args, int nargs, const void* closure, size_t closure_size,
+                    unsigned char* dynamic_shared, size_t dynamic_bytes, const char* stacks,
+                    size_t stack_bytes);
+void poison_shared_memory();
+
+}  // namespace emu
