@@ -164,7 +164,8 @@ class Function:
         self.xp = device.xp
         self.kernels = device.kernels
         self.needs_grad = tuple(t.requires_grad for t in inputs)
-        data = self.forward(*(t.data for t in inputs))
+        # asarray: NumPy reductions return scalars, and a Tensor always holds an array
+        data = self.xp.asarray(self.forward(*(t.data for t in inputs)))
         record = _grad_enabled and any(self.needs_grad)
         output = Tensor(data, device, requires_grad=record, creator=self if record else None)
         if record:

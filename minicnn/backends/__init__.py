@@ -82,7 +82,7 @@ def _emu() -> Device:
     return Device("emu", np, CudaKernels(EmulatorRuntime()))
 
 
-def get_device(spec: "str | Device" = "cpu", *, notice=sys.stderr) -> Device:
+def get_device(spec: "str | Device" = "cpu", *, quiet: bool = False) -> Device:
     """Resolve 'auto' | 'cpu' | 'cuda' | 'emu' (or a Device) to a Device.
 
     'auto' picks the GPU when CuPy sees one, otherwise the CPU with a one-line notice;
@@ -104,6 +104,6 @@ def get_device(spec: "str | Device" = "cpu", *, notice=sys.stderr) -> Device:
         return _cuda()
     if usable:
         return _cuda()
-    if notice is not None:
-        print(f"minicnn: no usable GPU ({reason}); using the CPU", file=notice)
+    if not quiet:
+        print(f"minicnn: no usable GPU ({reason}); using the CPU", file=sys.stderr)
     return _cpu()
