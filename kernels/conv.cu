@@ -1,0 +1,133 @@
+// conv.cu - 2-D convolution forward, backward-data and backward-weight as implicit GEMMs.
+//
+// Maths (NCHW, weights F x C x kH x kW, stride (sh, sw), pads top pt / left pl):
+//   forward   y[n, f, ho, wo] = b[f] + sum_{c,i,j} w[f, c, i, j] * x[n, c, ho*sh - pt + i, wo*sw - pl + j]
+//             = W (F x CkHkW) @ X_col (CkHkW x N*Ho*Wo), X_col being im2col(x)
+//   backward  dw = dY (F x N*Ho*Wo) @ X_col^T               (dY viewed channel-major)
+//             dx = W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W), where dY_col[(f,i,j), (n,h,w)]
+//                  is the dy that pixel (h, w) received through kernel cell (i, j), or 0
+//   (out-of-range input cells are zero padding; the bias gradient is reduce.cu's channel sum.)
+//
+// Why implicit GEMM rather than im2col + GEMM: the three products run the tiled GEMM block
+// loop of gemm.cu (included below) unchanged; only the operands differ, and an operand is a
+// small struct that turns (row, col) into an address in x, w or dy. The im2col matrix is never
+// stored: at batch 512 it would be kH*kW = 9 times the activations (over 1 GB for a 64-channel
+// 32 x 32 layer), and writing then re-reading it costs more memory traffic than the conv itself.
+// col2im's overlapping scatter (which would need atomics, hence nondeterminism) becomes a
+// gather: backward-data computes each dx element once, so results are reproducible.
+// The price is integer division in the operand loads (cheap next to the 64 FMAs each loaded
+// value feeds) and, for backward-data with stride 2, zeros fed through the multiply.
+//
+// Thread layout: as gemm_v2 (256 threads per 64 x 64 tile of the product; grid
+// (ceil(cols / 64), ceil(rows / 64), splits)). Backward-weight has a long K (N*Ho*Wo) and a
+// small output, so it splits K over blockIdx.z into partial sums added by sum_splits.
+#include "gemm.cu"
+
+// x, dy etc. as (N, R, P) arrays viewed as an R x (N*P) matrix: row r, column (n, p).
+// That is how a channel-major GEMM sees an NCHW batch (rows = channels, columns = pixels of
+// every image), and also how W (F, C, kH*kW) looks as the C x (F*kH*kW) matrix of backward-data.
+template <typename T>
+struct BatchedRows {
+    const T* data;
+    int R, P;
+    static constexpr bool contiguous_cols = true;
+    __device__ T operator()(int r, int col) const {
+        return data[((long long)(col / P) * R + r) * P + col % P];
+    }
+};
+
+// Writes the R x (N*P) product into an (N, R, P) array, adding bias[r] when bias is given.
+template <typename T>
+struct BatchedRowsOutput {
+    T* data;
+    const T* bias;
+    int R, P;
+    __device__ void operator()(int r, int col, T value) const {
+        data[((long long)(col / P) * R + r) * P + col % P] = bias ? value + bias[r] : value;
+    }
+};
+
+struct ConvShape {
+    int N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo;
+};
+
+// X_col, the im2col matrix of x: row (c, i, j), column (n, ho, wo). Never stored.
+// TRANSPOSED gives X_col^T (row (n, ho, wo), column (c, i, j)) for backward-weight.
+template <typename T, bool TRANSPOSED>
+struct Im2colOperand {
+    const T* x;
+    ConvShape s;
+    static constexpr bool contiguous_cols = !TRANSPOSED;  // along wo, x is contiguous
+    __device__ T operator()(int r, int col) const {
+        const int k = TRANSPOSED ? col : r, pixel = TRANSPOSED ? r : col;
+        const int c = k / (s.kh * s.kw), i = k / s.kw % s.kh, j = k % s.kw;
+        const int n = pixel / (s.Ho * s.Wo), ho = pixel / s.Wo % s.Ho, wo = pixel % s.Wo;
+        const int h = ho * s.sh - s.pt + i, w = wo * s.sw - s.pl + j;
+        if (h < 0 || h >= s.H || w < 0 || w >= s.W) return T(0);  // zero padding
+        return x[(((long long)n * s.C + c) * s.H + h) * s.W + w];
+    }
+};
+
+// dY_col of backward-data: row (f, i, j), column (n, h, w). Output (ho, wo) reads input
+// h = ho*sh - pt + i, so input h was reached through cell i iff h + pt - i is a non-negative
+// multiple of sh giving ho < Ho (likewise for w).
+template <typename T>
+struct Col2imOperand {
+    const T* dy;
+    ConvShape s;
+    static constexpr bool contiguous_cols = true;
+    __device__ T operator()(int r, int col) const {
+        const int f = r / (s.kh * s.kw), i = r / s.kw % s.kh, j = r % s.kw;
+        const int n = col / (s.H * s.W), h = col / s.W % s.H, w = col % s.W;
+        const int hs = h + s.pt - i, ws = w + s.pl - j;
+        if (hs < 0 || ws < 0 || hs % s.sh != 0 || ws % s.sw != 0) return T(0);
+        const int ho = hs / s.sh, wo = ws / s.sw;
+        if (ho >= s.Ho || wo >= s.Wo) return T(0);
+        return dy[(((long long)n * s.F + f) * s.Ho + ho) * s.Wo + wo];
+    }
+};
+
+// y: (N, F, Ho, Wo) = conv(x: (N, C, H, W), w: (F, C, kH, kW)) + bias: (F,).
+// Grid (ceil(N*Ho*Wo / 64), ceil(F / 64)).
+template <typename T>
+__global__ void __launch_bounds__(GEMM_THREADS)
+conv2d_forward(T* y, const T* x, const T* w, const T* bias, int N, int C, int H, int W, int F,
+               int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
+    __shared__ T a_tile[A_TILE_SIZE];
+    __shared__ T b_tile[B_TILE_SIZE];
+    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
+    const int K = C * kh * kw;
+    gemm_tile(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, s},
+              BatchedRowsOutput<T>{y, bias, F, Ho * Wo}, F, N * Ho * Wo, 0, K, a_tile, b_tile);
+}
+
+// dx: (N, C, H, W) from dy: (N, F, Ho, Wo) and w. Grid (ceil(N*H*W / 64), ceil(C / 64)).
+template <typename T>
+__global__ void __launch_bounds__(GEMM_THREADS)
+conv2d_backward_data(T* dx, const T* dy, const T* w, int N, int C, int H, int W, int F,
+                     int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
+    __shared__ T a_tile[A_TILE_SIZE];
+    __shared__ T b_tile[B_TILE_SIZE];
+    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
+    gemm_tile(BatchedRows<T>{w, C, kh * kw}, Col2imOperand<T>{dy, s},
+              BatchedRowsOutput<T>{dx, nullptr, C, H * W}, C, N * H * W, 0, F * kh * kw,
+              a_tile, b_tile);
+}
+
+// dw_partial: (splits, F, C*kH*kW), slice z summing the pixels (n, ho, wo) in
+// [z * k_chunk, (z + 1) * k_chunk). Grid (ceil(C*kH*kW / 64), ceil(F / 64), splits).
+template <typename T>
+__global__ void __launch_bounds__(GEMM_THREADS)
+conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, int N, int C, int H, int W,
+                       int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo,
+                       int k_chunk) {
+    __shared__ T a_tile[A_TILE_SIZE];
+    __shared__ T b_tile[B_TILE_SIZE];
+    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
+    const int K = N * Ho * Wo, cols = C * kh * kw;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
+    gemm_tile(BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, s},
+              RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * F * cols, cols}, F, cols,
+              k_begin, k_end, a_tile, b_tile);
+}

@@ -1,0 +1,144 @@
+// gemm.cu - C = op(A) @ op(B), the matrix product every conv and linear layer runs on.
+//
+// Maths: C[m, n] = sum_k op(A)[m, k] * op(B)[k, n], with op(A): M x K, op(B): K x N, all
+// matrices row-major; op transposes when TRANS_A / TRANS_B is set (then A is stored K x M,
+// B is stored N x K). numpy_ref.gemm is the specification.
+//
+// Versions (both kept; benchmarks/kernels.py times them side by side):
+//   gemm_v1  naive: one thread per C element, reading its row of A and column of B straight
+//            from global memory. Every A and B element is fetched N (or M) times, so it runs
+//            at a few percent of peak. It is here to read, and as the baseline.
+//   gemm_v2  shared-memory tiling + register blocking. A block of 256 threads owns a
+//            64 x 64 tile of C. It walks K in steps of 16: the 64 x 16 slab of A and the
+//            16 x 64 slab of B are copied into shared memory once (coalesced, zero-filled
+//            past the edges), then each thread computes a 4 x 4 patch of C from registers:
+//            per k it reads 4 values of A and 4 of B and does 16 fused multiply-adds, so
+//            every shared-memory load feeds 2 FMAs instead of 1/2 in v1's global loads.
+//            Thread (tx, ty) = (t % 16, t / 16) owns rows ty + 16 i and columns tx + 16 j
+//            (i, j < 4): strided, not contiguous, so a warp reads 16 consecutive B values
+//            (no bank conflicts), A values are broadcasts, and the final stores of C are
+//            coalesced along rows.
+//            Split-K: when C has too few tiles to fill the GPU (dW = dY^T X: small M x N,
+//            K = batch * pixels), blockIdx.z takes a slice of K and writes its own partial C;
+//            sum_splits then adds the slices in a fixed order. No atomics, so results are
+//            bitwise reproducible from run to run.
+//
+// The v2 block loop (gemm_tile below) does not care where A and B come from: it asks an
+// operand for element (row, col). Here the operands are plain matrices; conv.cu plugs in
+// operands that compute im2col addresses on the fly (implicit GEMM) and reuses it unchanged.
+#include "common.cuh"
+
+constexpr int TILE_M = 64, TILE_N = 64, TILE_K = 16;
+constexpr int GEMM_THREADS = 256;                // 16 x 16 threads, each a 4 x 4 patch
+constexpr int PATCH = 4;                         // TILE_M / 16 == TILE_N / 16
+constexpr int TILE_PAD = 1;                      // one spare column avoids bank conflicts
+constexpr int A_TILE_SIZE = TILE_K * (TILE_M + TILE_PAD);
+constexpr int B_TILE_SIZE = TILE_K * (TILE_N + TILE_PAD);
+
+// op(X) for a row-major matrix X: a rows x cols view, transposed when TRANS.
+// contiguous_cols tells the tile loader which index walks memory with stride 1.
+template <typename T, bool TRANS>
+struct MatrixOperand {
+    const T* data;
+    int rows, cols;
+    static constexpr bool contiguous_cols = !TRANS;
+    __device__ T operator()(int r, int c) const {
+        return TRANS ? data[(long long)c * rows + r] : data[(long long)r * cols + c];
+    }
+};
+
+// Writes C row-major with leading dimension ld.
+template <typename T>
+struct RowMajorOutput {
+    T* data;
+    int ld;
+    __device__ void operator()(int r, int c, T value) const { data[(long long)r * ld + c] = value; }
+};
+
+// Copy the ROWS x COLS block of `op` at (row0, col0) into shared memory: element (r, c) goes
+// to tile[r * row_stride + c * col_stride]; cells past (row_end, col_end) become 0, so the
+// multiply below needs no edge checks. Consecutive threads take consecutive elements along the
+// operand's contiguous index, which makes the global loads coalesced.
+template <int ROWS, int COLS, typename T, typename Operand>
+__device__ void load_tile(const Operand& op, int row0, int col0, int row_end, int col_end,
+                          T* tile, int row_stride, int col_stride) {
+    for (int e = threadIdx.x; e < ROWS * COLS; e += GEMM_THREADS) {
+        const int r = Operand::contiguous_cols ? e / COLS : e % ROWS;
+        const int c = Operand::contiguous_cols ? e % COLS : e / ROWS;
+        const int gr = row0 + r, gc = col0 + c;
+        tile[r * row_stride + c * col_stride] = (gr < row_end && gc < col_end) ? op(gr, gc) : T(0);
+    }
+}
+
+// One block's 64 x 64 tile of C = A @ B over k in [k_begin, k_end); A: M x K, B: K x N.
+// a_tile / b_tile: the kernel's __shared__ arrays of A_TILE_SIZE / B_TILE_SIZE elements.
+template <typename T, typename OperandA, typename OperandB, typename Output>
+__device__ void gemm_tile(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
+                          int k_begin, int k_end, T* a_tile, T* b_tile) {
+    const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    T acc[PATCH][PATCH] = {};
+    for (int k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+        // a_tile holds A^T (k-major) so that a thread's 4 rows sit in one shared-memory row.
+        load_tile<TILE_M, TILE_K>(a, m0, k0, M, k_end, a_tile, 1, TILE_M + TILE_PAD);
+        load_tile<TILE_K, TILE_N>(b, k0, n0, k_end, N, b_tile, TILE_N + TILE_PAD, 1);
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < TILE_K; ++k) {
+            T a_reg[PATCH], b_reg[PATCH];
+#pragma unroll
+            for (int i = 0; i < PATCH; ++i) a_reg[i] = a_tile[k * (TILE_M + TILE_PAD) + ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < PATCH; ++j) b_reg[j] = b_tile[k * (TILE_N + TILE_PAD) + tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < PATCH; ++i)
+#pragma unroll
+                for (int j = 0; j < PATCH; ++j) acc[i][j] += a_reg[i] * b_reg[j];
+        }
+        __syncthreads();  // everyone is done reading before the next slab overwrites the tiles
+    }
+    for (int i = 0; i < PATCH; ++i)
+        for (int j = 0; j < PATCH; ++j) {
+            const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+            if (m < M && n < N) out(m, n, acc[i][j]);
+        }
+}
+
+// v1. Launch: block (16, 16), grid (ceil(N / 16), ceil(M / 16)). c: M x N.
+template <typename T, bool TRANS_A, bool TRANS_B>
+__global__ void gemm_v1(T* c, const T* a, const T* b, int M, int N, int K) {
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    const int m = blockIdx.y * blockDim.y + threadIdx.y;
+    if (m >= M || n >= N) return;
+    const MatrixOperand<T, TRANS_A> op_a{a, M, K};
+    const MatrixOperand<T, TRANS_B> op_b{b, K, N};
+    T sum = 0;
+    for (int k = 0; k < K; ++k) sum += op_a(m, k) * op_b(k, n);
+    c[(long long)m * N + n] = sum;
+}
+
+// v2. Launch: block (256,), grid (ceil(N / 64), ceil(M / 64), splits); k_chunk: a multiple
+// of TILE_K. c: splits x M x N, slice z holding the partial sum over k in
+// [z * k_chunk, (z + 1) * k_chunk); with one split that is C itself.
+template <typename T, bool TRANS_A, bool TRANS_B>
+__global__ void __launch_bounds__(GEMM_THREADS)
+gemm_v2(T* c, const T* a, const T* b, int M, int N, int K, int k_chunk) {
+    __shared__ T a_tile[A_TILE_SIZE];
+    __shared__ T b_tile[B_TILE_SIZE];
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
+    gemm_tile(MatrixOperand<T, TRANS_A>{a, M, K}, MatrixOperand<T, TRANS_B>{b, K, N},
+              RowMajorOutput<T>{c + (long long)blockIdx.z * M * N, N}, M, N, k_begin, k_end,
+              a_tile, b_tile);
+}
+
+// out[i] = sum over s of partial[s * count + i], s ascending (fixed order: reproducible).
+// Launch: one thread per element.
+template <typename T>
+__global__ void sum_splits(T* out, const T* partial, int count, int splits) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    T sum = 0;
+    for (int s = 0; s < splits; ++s) sum += partial[(long long)s * count + i];
+    out[i] = sum;
+}

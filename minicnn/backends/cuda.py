@@ -1,0 +1,334 @@
+"""The CUDA backend: numpy_ref's functions, each computed by our own kernels in kernels/*.cu.
+
+    kernels = CudaKernels(CupyRuntime())        # on a GPU (xp = cupy)
+    kernels = CudaKernels(EmulatorRuntime())    # the same kernels on the CPU emulator (xp = numpy)
+    y = kernels.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1))
+
+Every public function of numpy_ref has a method here with the same name and signature
+(tests/test_kernels_emu.py checks both), so ops call `device.kernels.<name>` and never ask
+which device they run on. Methods take and return arrays of runtime.xp, float32 or float64;
+the xp module is used only for allocation and views: every computation is a kernel launch.
+Launch geometry (grids, split-K, reduction slices) depends on shapes only, never on the GPU,
+so results are bitwise reproducible.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minicnn.backends.cuda_launch import (POOL_MODES, THREADS, TILE, KernelLauncher, cdiv,
+                                          conv_output_size, i32, uint64)
+from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
+
+
+class CudaKernels(KernelLauncher):
+    """numpy_ref's functions computed by the kernels in kernels/*.cu, launched by `runtime`."""
+
+    def __repr__(self) -> str:
+        return f"CudaKernels({self.runtime.name})"
+
+    # ------------------------------------------------------------------ GEMM, linear
+
+    def gemm(self, a, b, trans_a=False, trans_b=False):
+        """op(a) @ op(b), where op transposes when asked. a, b: 2-D."""
+        return self._gemm(a, b, trans_a, trans_b, version=2)
+
+    def _gemm(self, a, b, trans_a, trans_b, version):
+        a, b = self._float_arrays(a, b)
+        if a.ndim != 2 or b.ndim != 2:
+            raise ValueError(f"gemm takes 2-D arrays, got shapes {a.shape} and {b.shape}")
+        m, k = a.shape[::-1] if trans_a else a.shape
+        k_b, n = b.shape[::-1] if trans_b else b.shape
+        if k != k_b:
+            raise ValueError(f"gemm: inner sizes differ ({k} vs {k_b}) for shapes {a.shape}, "
+                             f"{b.shape} with trans_a={trans_a}, trans_b={trans_b}")
+        name = f"gemm_v{version}<{{T}}, {str(bool(trans_a)).lower()}, {str(bool(trans_b)).lower()}>"
+        if version == 2:
+            return self._split_k_product("gemm.cu", name, a.dtype, m, n, k, a, b, *i32(m, n, k))
+        c = self.xp.empty((m, n), a.dtype)
+        if c.size:
+            self._kernel("gemm.cu", name, a.dtype)((cdiv(n, 16), cdiv(m, 16)), (16, 16),
+                                                   (c, a, b, *i32(m, n, k)))
+        return c
+
+    def linear_forward(self, x, w, b):
+        """x: (N, IN), w: (OUT, IN), b: (OUT,) or None -> y: (N, OUT) = x @ w.T + b."""
+        y = self.gemm(x, w, trans_b=True)
+        if b is not None:
+            (b,) = self._float_arrays(b)
+            self._launch("elementwise.cu", "add_bias<{T}>", y.dtype, y.size, y, b,
+                         *i32(y.size, y.shape[1], 1))
+        return y
+
+    def bias_grad(self, dy):
+        """Sum of dy over every axis except 1 (channels / features): dy (N, F, ...) -> (F,)."""
+        (dy,) = self._float_arrays(dy)
+        return self._channel_sum(dy, dy.shape[0], dy.shape[1], math.prod(dy.shape[2:]))
+
+    # ------------------------------------------------------------------ convolution
+
+    def _conv_shape(self, x_shape, w_shape, stride, pads):
+        """The 13 ints (N, C, H, W, F, kH, kW, sh, sw, pt, pl, Ho, Wo) conv.cu's kernels take."""
+        n, c, h, w = x_shape
+        f, c_w, kh, kw = w_shape
+        if c != c_w:
+            raise ValueError(f"conv: input has {c} channels but the weights expect {c_w}")
+        (sh, sw), (pt, pb, pl, pr) = stride, pads
+        ho, wo = conv_output_size(h, kh, sh, pt, pb), conv_output_size(w, kw, sw, pl, pr)
+        return n, c, h, w, f, kh, kw, sh, sw, pt, pl, ho, wo
+
+    def conv2d_forward(self, x, w, b, stride, pads):
+        """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
+        x, w = self._float_arrays(x, w)
+        shape = self._conv_shape(x.shape, w.shape, stride, pads)
+        n, f, ho, wo = shape[0], shape[4], shape[11], shape[12]
+        bias = self.xp.zeros(f, x.dtype) if b is None else self._float_arrays(b, x)[0]
+        y = self.xp.empty((n, f, ho, wo), x.dtype)
+        if y.size:
+            self._kernel("conv.cu", "conv2d_forward<{T}>", x.dtype)(
+                (cdiv(n * ho * wo, TILE), cdiv(f, TILE)), (THREADS,), (y, x, w, bias, *i32(*shape)))
+        return y
+
+    def conv2d_backward_data(self, dy, w, x_shape, stride, pads):
+        """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W)."""
+        dy, w = self._float_arrays(dy, w)
+        shape = self._conv_shape(x_shape, w.shape, stride, pads)
+        n, c, h, wd = shape[:4]
+        dx = self.xp.empty((n, c, h, wd), dy.dtype)
+        if dx.size:
+            self._kernel("conv.cu", "conv2d_backward_data<{T}>", dy.dtype)(
+                (cdiv(n * h * wd, TILE), cdiv(c, TILE)), (THREADS,), (dx, dy, w, *i32(*shape)))
+        return dx
+
+    def conv2d_backward_weight(self, dy, x, kernel, stride, pads):
+        """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW)."""
+        dy, x = self._float_arrays(dy, x)
+        f, (kh, kw) = dy.shape[1], kernel
+        shape = self._conv_shape(x.shape, (f, x.shape[1], kh, kw), stride, pads)
+        n, c, ho, wo = shape[0], shape[1], shape[11], shape[12]
+        dw = self._split_k_product("conv.cu", "conv2d_backward_weight<{T}>", x.dtype, f,
+                                   c * kh * kw, n * ho * wo, dy, x, *i32(*shape))
+        return dw.reshape(f, c, kh, kw)
+
+    # ------------------------------------------------------------------ pooling
+
+    def pool2d_forward(self, x, mode, kernel, stride, pads):
+        """x: (N, C, H, W) -> (y: (N, C, Ho, Wo), index: int32 (N, C, Ho, Wo) or None for avg)."""
+        (x,) = self._float_arrays(x)
+        code, geometry, (ho, wo) = self._pool_geometry(x.shape, mode, kernel, stride, pads)
+        n, c = x.shape[:2]
+        y = self.xp.empty((n, c, ho, wo), x.dtype)
+        index = self.xp.empty(y.shape if mode != "avg" else (1,), np.int32)
+        self._launch("pool.cu", "pool2d_forward<{T}>", x.dtype, y.size, y, index, x,
+                     *i32(code, *geometry))
+        return y, (index if mode != "avg" else None)
+
+    def pool2d_backward(self, dy, index, x_shape, mode, kernel, stride, pads):
+        """dy: (N, C, Ho, Wo) -> dx: x_shape. index: from pool2d_forward (None for avg)."""
+        (dy,) = self._float_arrays(dy)
+        code, geometry, _ = self._pool_geometry(x_shape, mode, kernel, stride, pads)
+        index = self.xp.empty(1, np.int32) if index is None else self._array(index, np.int32)
+        dx = self.xp.empty(tuple(x_shape), dy.dtype)
+        self._launch("pool.cu", "pool2d_backward<{T}>", dy.dtype, dx.size, dx, dy, index,
+                     *i32(code, *geometry))
+        return dx
+
+    @staticmethod
+    def _pool_geometry(x_shape, mode, kernel, stride, pads):
+        """(mode code, (NC, H, W, kH, kW, sh, sw, pt, pl, Ho, Wo), (Ho, Wo)) for pool.cu."""
+        if mode not in POOL_MODES:
+            raise ValueError(f"pool mode must be one of {', '.join(POOL_MODES)}, got {mode!r}")
+        n, c, h, w = x_shape
+        (kh, kw), (sh, sw), (pt, pb, pl, pr) = kernel, stride, pads
+        ho, wo = conv_output_size(h, kh, sh, pt, pb), conv_output_size(w, kw, sw, pl, pr)
+        return POOL_MODES[mode], (n * c, h, w, kh, kw, sh, sw, pt, pl, ho, wo), (ho, wo)
+
+    def global_avg_pool_forward(self, x):
+        """x: (N, C, H, W) -> (N, C), the mean of each channel's map."""
+        (x,) = self._float_arrays(x)
+        n, c, h, w = x.shape
+        return self._channel_sum(x, 1, n * c, h * w, divisor=h * w).reshape(n, c)
+
+    def global_avg_pool_backward(self, dy, x_shape):
+        """dy: (N, C) -> dx: (N, C, H, W), each cell receiving dy / (H * W)."""
+        (dy,) = self._float_arrays(dy)
+        dx = self.xp.empty(tuple(x_shape), dy.dtype)
+        self._launch("elementwise.cu", "global_avg_pool_backward<{T}>", dy.dtype, dx.size, dx, dy,
+                     *i32(dx.size, x_shape[2] * x_shape[3]))
+        return dx
+
+    # ------------------------------------------------------------------ batch norm
+
+    def _bn_view(self, x):
+        """(N, C) or (N, C, H, W) -> (N, C, S, count = N*S): how batchnorm.cu sees x."""
+        n, c, s = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+        return n, c, s, n * s
+
+    def batch_norm_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps,
+                                 unbiased):
+        """Normalize with the batch's statistics and update the running ones in place.
+
+        x: (N, C) or (N, C, H, W); gamma, beta, running_*: (C,). Returns (y, mean, rstd).
+        """
+        x, gamma, beta = self._float_arrays(x, gamma, beta)
+        for name, buffer in (("running_mean", running_mean), ("running_var", running_var)):
+            if not (isinstance(buffer, self.xp.ndarray) and buffer.flags.c_contiguous
+                    and buffer.dtype == x.dtype):
+                raise ValueError(f"{name} must be a C-contiguous {x.dtype} array of this "
+                                 f"device: it is updated in place")
+        n, c, s, count = self._bn_view(x)
+        T = x.dtype.type
+        mean = self._channel_sum(x, n, c, s, divisor=count)
+        sqdev = self._channel_partials("batchnorm.cu", "bn_sqdev_partial_sums<{T}>", x.dtype,
+                                       n, c, s, x, mean)
+        rstd = self.xp.empty(c, x.dtype)
+        self._launch("batchnorm.cu", "bn_finalize_stats<{T}>", x.dtype, c, rstd, running_mean,
+                     running_var, mean, sqdev, *i32(c, sqdev.shape[1], count), T(momentum),
+                     T(1 - momentum), T(eps), *i32(bool(unbiased)))
+        y = self.xp.empty_like(x)
+        self._launch("batchnorm.cu", "bn_normalize<{T}>", x.dtype, x.size, y, x, mean, rstd,
+                     gamma, beta, *i32(x.size, c, s))
+        return y, mean, rstd
+
+    def batch_norm_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
+        """Normalize with the running statistics (inference): an affine map per channel."""
+        x, gamma, beta, running_mean, running_var = self._float_arrays(
+            x, gamma, beta, running_mean, running_var)
+        _, c, s, _ = self._bn_view(x)
+        y = self.xp.empty_like(x)
+        self._launch("batchnorm.cu", "bn_eval<{T}>", x.dtype, x.size, y, x, gamma, beta,
+                     running_mean, running_var, x.dtype.type(eps), *i32(x.size, c, s))
+        return y
+
+    def batch_norm_backward(self, dy, x, gamma, mean, rstd):
+        """Gradients of training-mode batch norm -> (dx, dgamma, dbeta)."""
+        dy, x, gamma, mean, rstd = self._float_arrays(dy, x, gamma, mean, rstd)
+        n, c, s, count = self._bn_view(x)
+        dbeta = self._channel_sum(dy, n, c, s)
+        dgamma = self._sum_partials(self._channel_partials(
+            "batchnorm.cu", "bn_dot_partial_sums<{T}>", x.dtype, n, c, s, dy, x, mean, rstd))
+        dx = self.xp.empty_like(x)
+        self._launch("batchnorm.cu", "bn_backward_dx<{T}>", x.dtype, x.size, dx, dy, x, gamma,
+                     mean, rstd, dbeta, dgamma, *i32(x.size, c, s, count))
+        return dx, dgamma, dbeta
+
+    # ------------------------------------------------------------------ activations
+
+    def _map(self, expression, *inputs):
+        """out = kernel(*inputs) elementwise, in the inputs' dtype and shape."""
+        inputs = self._float_arrays(*inputs)
+        out = self.xp.empty_like(inputs[0])
+        self._launch("elementwise.cu", expression, out.dtype, out.size, out, *inputs,
+                     *i32(out.size))
+        return out
+
+    def relu_forward(self, x):
+        return self._map("relu_forward<{T}>", x)
+
+    def relu_backward(self, dy, y):
+        """Uses the output y: the gradient passes where y > 0."""
+        return self._map("relu_backward<{T}>", dy, y)
+
+    def sigmoid_forward(self, x):
+        return self._map("sigmoid_forward<{T}>", x)
+
+    def sigmoid_backward(self, dy, y):
+        return self._map("sigmoid_backward<{T}>", dy, y)
+
+    def _rows(self, expression, *inputs):
+        """softmax.cu's row kernels: one warp per row of (N, K) inputs."""
+        inputs = self._float_arrays(*inputs)
+        out = self.xp.empty_like(inputs[0])
+        n, k = out.shape
+        self._launch_rows(expression, out.dtype, n, out, *inputs, *i32(n, k))
+        return out
+
+    def softmax_forward(self, x):
+        """x: (N, K) -> probabilities along axis 1."""
+        return self._rows("softmax_forward<{T}>", x)
+
+    def softmax_backward(self, dy, y):
+        return self._rows("softmax_backward<{T}>", dy, y)
+
+    def log_softmax_forward(self, x):
+        return self._rows("log_softmax_forward<{T}>", x)
+
+    def log_softmax_backward(self, dy, y):
+        return self._rows("log_softmax_backward<{T}>", dy, y)
+
+    # ------------------------------------------------------------------ loss
+
+    def _target(self, target, dtype):
+        """('labels', int64 (N,)) or ('soft', (N, K) in the logits' dtype)."""
+        if target.ndim == 1:
+            return "labels", self._array(target, np.int64)
+        return "soft", self._array(target, dtype)
+
+    def cross_entropy_forward(self, logits, target):
+        """Fused log-softmax + negative log-likelihood, mean over the batch.
+
+        logits: (N, K); target: int labels (N,) or probabilities (N, K). Returns (loss: 0-d
+        array, probs: (N, K)). A label outside [0, K) gives an infinite loss.
+        """
+        (logits,) = self._float_arrays(logits)
+        kind, target = self._target(target, logits.dtype)
+        n, k = logits.shape
+        probs, row_loss = self.xp.empty_like(logits), self.xp.empty(n, logits.dtype)
+        self._launch_rows(f"cross_entropy_forward_{kind}<{{T}}>", logits.dtype, n, probs,
+                          row_loss, logits, target, *i32(n, k))
+        loss = self._sum_partials(row_loss.reshape(1, n), divisor=n, source="softmax.cu")
+        return loss.reshape(()), probs
+
+    def cross_entropy_backward(self, dloss, probs, target):
+        """d loss / d logits = dloss * (probs - target) / N, target as in the forward."""
+        (probs,) = self._float_arrays(probs)
+        kind, target = self._target(target, probs.dtype)
+        dloss = self._array(dloss, probs.dtype).reshape(1)
+        dlogits = self.xp.empty_like(probs)
+        self._launch("softmax.cu", f"cross_entropy_backward_{kind}<{{T}}>", probs.dtype,
+                     probs.size, dlogits, probs, dloss, target, *i32(*probs.shape))
+        return dlogits
+
+    # ------------------------------------------------------------------ dropout
+
+    def philox4x32(self, counter_lo, counter_hi, step, seed):
+        """Philox-4x32-10: the 4 random words (uint64 arrays of 32-bit values) per counter."""
+        lo, hi = self._array(counter_lo, np.uint64), self._array(counter_hi, np.uint64)
+        words = self.xp.empty((4,) + lo.shape, np.uint64)
+        self._launch("elementwise.cu", "philox_words", None, lo.size, words, lo, hi,
+                     *i32(lo.size), *uint64(step, seed))
+        return list(words)
+
+    def dropout_forward(self, x, rate, seed, step):
+        """Inverted dropout with a Philox mask bit-identical to numpy_ref's. Returns (y, mask)."""
+        (x,) = self._float_arrays(x)
+        y, mask = self.xp.empty_like(x), self.xp.empty_like(x)
+        self._launch("elementwise.cu", "dropout_forward<{T}>", x.dtype, cdiv(x.size, 4), y, mask,
+                     x, *i32(x.size), np.float64(rate), *uint64(seed, step))
+        return y, mask
+
+    def dropout_backward(self, dy, mask):
+        return self._map("multiply<{T}>", dy, mask)
+
+    # ------------------------------------------------------------------ optimizers
+
+    def adam_update(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
+                    weight_decay, decoupled):
+        """One Adam step on lists of arrays, in place: one fused launch per parameter."""
+        correction1, correction2 = 1 - beta1 ** step, 1 - beta2 ** step
+        for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+            T = self._in_place(p, m, v).type
+            (g,) = self._float_arrays(g)
+            self._launch("optim.cu", "adam_update<{T}>", p.dtype, p.size, p, m, v, g,
+                         *i32(p.size), T(lr), T(beta1), T(beta2), T(eps), T(weight_decay),
+                         *i32(bool(decoupled)), T(correction1), T(correction2))
+
+    def sgd_update(self, params, grads, velocities, lr, momentum, nesterov, weight_decay):
+        """One SGD step in place (v = momentum * v + g; p -= lr * v, or Nesterov's form)."""
+        for i, (p, g) in enumerate(zip(params, grads)):
+            v = velocities[i] if momentum else p  # the kernel leaves v alone without momentum
+            T = self._in_place(p, v).type
+            (g,) = self._float_arrays(g)
+            self._launch("optim.cu", "sgd_update<{T}>", p.dtype, p.size, p, v, g, *i32(p.size),
+                         T(lr), T(momentum), *i32(bool(nesterov)), T(weight_decay))

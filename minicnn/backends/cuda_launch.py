@@ -1,0 +1,180 @@
+"""Launching kernels/*.cu from Python: the table of kernel instantiations, launch geometry,
+and the few multi-launch patterns (two-pass channel sums, split-K products) that CudaKernels
+(minicnn/backends/cuda.py) builds its functions from.
+
+Launch geometry depends on array shapes only, never on the GPU model, so the order of every
+floating-point sum, and hence every result bit, is the same from run to run and GPU to GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# The instantiations each source provides; {T} is float or double.
+KERNELS = {
+    "gemm.cu": [f"gemm_v{v}<{{T}}, {ta}, {tb}>" for v in (1, 2)
+                for ta in ("false", "true") for tb in ("false", "true")] + ["sum_splits<{T}>"],
+    "conv.cu": ["conv2d_forward<{T}>", "conv2d_backward_data<{T}>",
+                "conv2d_backward_weight<{T}>", "sum_splits<{T}>"],
+    "reduce.cu": ["channel_partial_sums<{T}>", "sum_partials<{T}>"],
+    "batchnorm.cu": ["bn_sqdev_partial_sums<{T}>", "bn_dot_partial_sums<{T}>",
+                     "bn_finalize_stats<{T}>", "bn_normalize<{T}>", "bn_eval<{T}>",
+                     "bn_backward_dx<{T}>"],
+    "pool.cu": ["pool2d_forward<{T}>", "pool2d_backward<{T}>"],
+    "elementwise.cu": ["relu_forward<{T}>", "relu_backward<{T}>", "sigmoid_forward<{T}>",
+                       "sigmoid_backward<{T}>", "add_bias<{T}>", "multiply<{T}>",
+                       "global_avg_pool_backward<{T}>", "dropout_forward<{T}>", "philox_words"],
+    "softmax.cu": ["softmax_forward<{T}>", "softmax_backward<{T}>", "log_softmax_forward<{T}>",
+                   "log_softmax_backward<{T}>", "cross_entropy_forward_labels<{T}>",
+                   "cross_entropy_forward_soft<{T}>", "cross_entropy_backward_labels<{T}>",
+                   "cross_entropy_backward_soft<{T}>", "sum_partials<{T}>"],
+    "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>"],
+}
+C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+POOL_MODES = {"max": 0, "min": 1, "avg": 2}  # the mode codes of pool.cu
+
+THREADS = 256        # block size of one-thread-per-element kernels and of the reductions
+TILE = 64            # gemm_v2's output tile (TILE_M = TILE_N in gemm.cu)
+TILE_K = 16          # gemm_v2's K step; split-K slices are multiples of it
+SOFTMAX_ROWS = 4     # rows (warps) per 128-thread block in softmax.cu
+# Split-K and reduction slicing aim for this many blocks: two per SM of a 132-SM H100, enough
+# to fill any current GPU. A constant, not a device query, so that the summation order (and
+# thus the bits of the result) is the same on every GPU.
+TARGET_BLOCKS = 264
+MIN_SPLIT_K = 256             # at least this much K per split-K slice
+MIN_SLICE = THREADS * 16      # at least 16 values per thread in a reduction slice
+INT32_MAX = 2**31 - 1
+
+
+def expand(expression: str) -> list[str]:
+    """'relu_forward<{T}>' -> ['relu_forward<float>', 'relu_forward<double>']."""
+    return [expression.format(T=t) for t in C_TYPES.values()] if "{T}" in expression else [expression]
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def split_k(tiles: int, depth: int) -> tuple[int, int]:
+    """(splits, k_chunk): how to cut a product's K into slices computed by separate blocks.
+
+    Splits only when the output has too few tiles to fill the GPU; k_chunk is a multiple of
+    TILE_K and every slice but the last has exactly k_chunk values of K.
+    """
+    splits = max(1, min(cdiv(TARGET_BLOCKS, tiles), depth // MIN_SPLIT_K))
+    k_chunk = max(TILE_K, cdiv(cdiv(depth, splits), TILE_K) * TILE_K)
+    return max(1, cdiv(depth, k_chunk)), k_chunk
+
+
+def reduction_slices(channels: int, count: int) -> int:
+    """P, the number of blocks that share one channel's count values in reduce.cu's pass 1."""
+    return max(1, min(cdiv(TARGET_BLOCKS, channels), cdiv(count, MIN_SLICE), 65535))
+
+
+def i32(*values) -> tuple:
+    """Kernel int arguments, refusing sizes that would overflow the kernels' int indices."""
+    for v in values:
+        if not -INT32_MAX <= v <= INT32_MAX:
+            raise ValueError(f"size {v} is too large for the CUDA kernels' 32-bit indices")
+    return tuple(np.int32(v) for v in values)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
+    out = (size + pad_before + pad_after - kernel) // stride + 1
+    if out < 1:
+        raise ValueError(f"window {kernel} with stride {stride} and pads ({pad_before}, "
+                         f"{pad_after}) does not fit an input of size {size}")
+    return out
+
+
+def uint64(*values) -> tuple:
+    """Seeds and steps as the kernels' unsigned 64-bit words (negative ints wrap, as in NumPy)."""
+    return tuple(np.uint64(v % 2**64) for v in values)
+
+
+class KernelLauncher:
+    """Finds, memoizes and launches the kernels of kernels/*.cu through `runtime`
+    (CupyRuntime on a GPU, EmulatorRuntime on the CPU)."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.xp = runtime.xp
+        self._kernels: dict[tuple[str, str], object] = {}
+
+    def _kernel(self, source: str, expression: str, dtype=None):
+        """The kernel `expression` of `source`, {T} replaced by dtype's C type."""
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            if dtype not in C_TYPES:
+                raise ValueError(f"CUDA kernels take float32 or float64 arrays, got {dtype}")
+            expression = expression.format(T=C_TYPES[dtype])
+        key = (source, expression)
+        if key not in self._kernels:
+            names = [name for e in KERNELS[source] for name in expand(e)]
+            self._kernels[key] = self.runtime.module(source, names).get_function(expression)
+        return self._kernels[key]
+
+    def _launch(self, source: str, expression: str, dtype, count: int, *args, threads=THREADS):
+        """One thread per item: ceil(count / threads) blocks of `threads` threads."""
+        if count > 0:
+            self._kernel(source, expression, dtype)((cdiv(count, threads),), (threads,), args)
+
+    def _launch_rows(self, expression: str, dtype, rows: int, *args):
+        """softmax.cu's layout: one warp per row, SOFTMAX_ROWS warps per block."""
+        self._launch("softmax.cu", expression, dtype, 32 * rows, *args, threads=32 * SOFTMAX_ROWS)
+
+    def _array(self, a, dtype=None):
+        """a as a C-contiguous array of xp (no copy when it already is one)."""
+        return self.xp.ascontiguousarray(a, dtype=dtype)
+
+    def _float_arrays(self, *arrays):
+        """C-contiguous arrays sharing one float dtype (the kernels read them all as T*)."""
+        arrays = [self._array(a) for a in arrays]
+        dtypes = {a.dtype for a in arrays}
+        if len(dtypes) != 1:
+            raise ValueError(f"arrays must share one dtype, got {sorted(map(str, dtypes))}")
+        return arrays
+
+    def _channel_sum(self, x, n: int, c: int, s: int, divisor: float = 1.0):
+        """x viewed as (n, c, s) -> (c,): the sums over n and s, divided by divisor."""
+        partial = self._channel_partials("reduce.cu", "channel_partial_sums<{T}>", x.dtype,
+                                         n, c, s, x)
+        return self._sum_partials(partial, divisor)
+
+    def _channel_partials(self, source, expression, dtype, n, c, s, *inputs):
+        """Pass 1 of a channel reduction (reduce.cu): partial sums of shape (c, P)."""
+        partial = self.xp.empty((c, reduction_slices(c, n * s)), dtype)
+        if partial.size:
+            self._kernel(source, expression, dtype)(partial.shape, (THREADS,),
+                                                    (partial, *inputs, *i32(n, c, s)))
+        return partial
+
+    def _sum_partials(self, partial, divisor: float = 1.0, source="reduce.cu"):
+        """Pass 2: (C, P) -> (C,), each row added in order, then divided by divisor."""
+        out = self.xp.empty(partial.shape[0], partial.dtype)
+        self._launch(source, "sum_partials<{T}>", partial.dtype, out.size, out, partial,
+                     *i32(*partial.shape), partial.dtype.type(divisor))
+        return out
+
+    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args):
+        """rows x cols = a product over `depth`, split along depth when the output is small."""
+        splits, k_chunk = split_k(cdiv(rows, TILE) * cdiv(cols, TILE), depth)
+        partial = self.xp.empty((splits, rows, cols), dtype)
+        if partial.size == 0:
+            return partial.reshape(rows, cols)
+        self._kernel(source, expression, dtype)((cdiv(cols, TILE), cdiv(rows, TILE), splits),
+                                                (THREADS,), (partial, *args, *i32(k_chunk)))
+        if splits == 1:
+            return partial.reshape(rows, cols)
+        out = self.xp.empty((rows, cols), dtype)
+        self._launch(source, "sum_splits<{T}>", dtype, out.size, out, partial,
+                     *i32(out.size, splits))
+        return out
+
+    def _in_place(self, *arrays):
+        """The shared dtype of arrays a kernel updates in place (so they cannot be copies)."""
+        for a in arrays:
+            if not (isinstance(a, self.xp.ndarray) and a.flags.c_contiguous):
+                raise ValueError("optimizer state must be C-contiguous arrays of this device")
+        if len({a.dtype for a in arrays}) != 1:
+            raise ValueError("a parameter and its optimizer state must share one dtype")
+        return arrays[0].dtype

@@ -1,0 +1,107 @@
+"""CupyRuntime: compiles kernels/*.cu with NVRTC through CuPy and launches them on the GPU.
+
+It is the GPU half of the KernelRuntime contract (the CPU half is minicnn.emu.EmulatorRuntime):
+
+    runtime.name                          "cuda"
+    runtime.xp                            cupy
+    runtime.module(source, expressions)   -> module; source is a file name in kernels/
+    module.get_function(expression)       -> kernel, e.g. "relu_forward<float>"
+    kernel(grid, block, args, shared_mem=0)
+
+CuPy is imported in __init__, never at import time, so CPU-only installs never need it.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
+SCALAR_TYPES = (np.int32, np.uint32, np.int64, np.uint64, np.float32, np.float64)
+
+
+class KernelCompileError(ValueError):
+    """A kernel source failed to compile; the message names the file and line."""
+
+
+def kernels_digest(kernels_dir: Path = KERNELS_DIR) -> str:
+    """A hash of every file in kernels/. CuPy's disk cache keys on the main source only, so
+    this goes into the compile options: editing an included file (common.cuh, gemm.cu) then
+    recompiles every module that includes it."""
+    digest = hashlib.sha256()
+    for path in sorted(kernels_dir.glob("*.cu*")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def first_error(log: str, source: str) -> str:
+    """'gemm.cu:42: error: ...' from an NVRTC log (whose file names are temporary ones)."""
+    match = re.search(r"\((\d+)\): (error|catastrophic error): (.*)", log)
+    if match is None:
+        return f"{source}: {log.strip().splitlines()[-1] if log.strip() else 'compilation failed'}"
+    return f"{source}:{match.group(1)}: {match.group(2)}: {match.group(3).strip()}"
+
+
+class CupyRuntime:
+    """Kernels of kernels/*.cu on the current CuPy device; each file compiled once per process."""
+
+    name = "cuda"
+
+    def __init__(self, kernels_dir: str | Path = KERNELS_DIR):
+        import cupy  # only here: importing minicnn never requires CuPy
+
+        self.xp = cupy
+        self.kernels_dir = Path(kernels_dir)
+        self._options = ("-std=c++17", f"-I{self.kernels_dir}",
+                         f"-DMINICNN_KERNELS_DIGEST={kernels_digest(self.kernels_dir)}")
+        self._modules: dict[tuple[str, tuple[str, ...]], CupyModule] = {}
+
+    def module(self, source: str, name_expressions: Sequence[str]) -> "CupyModule":
+        key = (source, tuple(name_expressions))
+        if key not in self._modules:
+            self._modules[key] = self._compile(source, key[1])
+        return self._modules[key]
+
+    def _compile(self, source: str, names: tuple[str, ...]) -> "CupyModule":
+        cupy = self.xp
+        path = self.kernels_dir / source
+        if not path.is_file():
+            raise FileNotFoundError(f"kernel source {path} does not exist")
+        try:
+            raw = cupy.RawModule(code=path.read_text(), options=self._options,
+                                 name_expressions=list(names))
+            raw.get_function(names[0])  # force compilation now, so errors surface here
+        except cupy.cuda.compiler.CompileException as error:
+            raise KernelCompileError(first_error(str(error), source)) from None
+        return CupyModule(raw, names, cupy.ndarray)
+
+
+class CupyModule:
+    def __init__(self, raw, names: tuple[str, ...], array_type: type):
+        self._raw, self._names, self._array_type = raw, names, array_type
+
+    def get_function(self, name_expression: str) -> "CupyKernel":
+        if name_expression not in self._names:
+            raise ValueError(f"{name_expression!r} was not among the module's name_expressions")
+        return CupyKernel(self._raw.get_function(name_expression), name_expression,
+                          self._array_type)
+
+
+class CupyKernel:
+    """kernel(grid, block, args, shared_mem=0). Python ints and floats are refused: their C
+    type would be a guess, and a wrong guess is silent garbage on a GPU."""
+
+    def __init__(self, function, name: str, array_type: type):
+        self._function, self.name, self._array_type = function, name, array_type
+
+    def __call__(self, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
+        for i, arg in enumerate(args):
+            if not isinstance(arg, (self._array_type, *SCALAR_TYPES)):
+                raise TypeError(f"{self.name}: argument {i} is a {type(arg).__name__}; pass a "
+                                f"CuPy array or a sized NumPy scalar such as np.int32(...)")
+            if isinstance(arg, self._array_type) and not arg.flags.c_contiguous:
+                raise ValueError(f"{self.name}: argument {i} must be C-contiguous")
+        self._function(grid, block, tuple(args), shared_mem=shared_mem)
