@@ -6,12 +6,14 @@
 // stack, or the kernel's argument values; anything else is out of bounds and stops the launch
 // before the access happens. Shared memory also keeps a shadow per byte (last writer, readers,
 // barrier interval) to find races and reads of memory no thread has written.
-#include <dlfcn.h>
 #include <cxxabi.h>
+#include <dlfcn.h>
 #include <link.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include "emu_state.h"
 
@@ -76,21 +78,40 @@ void poison_shared_memory() {
         std::memset(reinterpret_cast<void*>(region->begin), 0xFF, region->end - region->begin);
 }
 
-// "shared variable 'tile' byte 12" (the symbol is found for template kernels) or an offset.
-static std::string describe_shared(const SharedRegion& region, uintptr_t address) {
+// The static shared variable holding `address`, as "shared variable 'tile' byte 12", looked up
+// in the library's full symbol table (.symtab): function-local statics are not in the dynamic
+// one that dladdr() searches. Only runs when an error is reported.
+static std::string describe_static_shared(uintptr_t address) {
     Dl_info info;
-    void* entry = nullptr;
-    if (&region == &static_region &&
-        dladdr1(reinterpret_cast<void*>(address), &info, &entry, RTLD_DL_SYMENT) && entry && info.dli_sname &&
-        address < uintptr_t(info.dli_saddr) + static_cast<const ElfW(Sym)*>(entry)->st_size) {
-        char* demangled = abi::__cxa_demangle(info.dli_sname, nullptr, nullptr, nullptr);
-        std::string name = demangled ? demangled : info.dli_sname;
-        std::free(demangled);
-        size_t scope = name.rfind("::");  // "void f<float>(float*)::tile" -> "tile"
-        if (scope != std::string::npos) name = name.substr(scope + 2);
-        return "shared variable '" + name + "' byte " + std::to_string(address - uintptr_t(info.dli_saddr));
+    if (!dladdr(reinterpret_cast<void*>(address), &info)) return "";
+    std::ifstream file(info.dli_fname, std::ios::binary);
+    std::vector<char> image((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+    if (image.size() < sizeof(ElfW(Ehdr))) return "";
+    const auto* header = reinterpret_cast<const ElfW(Ehdr)*>(image.data());
+    const auto* sections = reinterpret_cast<const ElfW(Shdr)*>(image.data() + header->e_shoff);
+    for (int i = 0; i < header->e_shnum; ++i) {
+        if (sections[i].sh_type != SHT_SYMTAB) continue;
+        const auto* symbols = reinterpret_cast<const ElfW(Sym)*>(image.data() + sections[i].sh_offset);
+        const char* names = image.data() + sections[sections[i].sh_link].sh_offset;
+        for (size_t k = 0; k < sections[i].sh_size / sizeof(ElfW(Sym)); ++k) {
+            uintptr_t begin = uintptr_t(info.dli_fbase) + symbols[k].st_value;
+            if (ELF64_ST_TYPE(symbols[k].st_info) != STT_OBJECT || address < begin ||
+                address >= begin + symbols[k].st_size)
+                continue;
+            char* demangled = abi::__cxa_demangle(names + symbols[k].st_name, nullptr, nullptr, nullptr);
+            std::string name = demangled ? demangled : names + symbols[k].st_name;
+            std::free(demangled);
+            size_t scope = name.rfind("::");  // "void f<float>(float*)::tile" -> "tile"
+            if (scope != std::string::npos) name = name.substr(scope + 2);
+            return "shared variable '" + name + "' byte " + std::to_string(address - begin);
+        }
     }
-    return region.name + " byte " + std::to_string(address - region.begin);
+    return "";
+}
+
+static std::string describe_shared(const SharedRegion& region, uintptr_t address) {
+    std::string variable = &region == &static_region ? describe_static_shared(address) : "";
+    return variable.empty() ? region.name + " byte " + std::to_string(address - region.begin) : variable;
 }
 
 static std::string describe_reader(int reader) {
@@ -107,7 +128,7 @@ static void report_shared(const SharedRegion& region, uintptr_t address, Access 
 static bool check_shared_byte(SharedRegion& region, uintptr_t address, Access access, int self) {
     Shadow& s = region.shadow[address - region.begin];
     if (access != Access::Write && s.write_epoch < state.block_first_epoch) {
-        report_shared(region, address, access, self, ", which no thread of this block has written (uninitialized shared memory)");
+        report_shared(region, address, access, self, ", which no thread of this block has written yet (uninitialized, or a missing __syncthreads())");
         return false;
     }
     bool other_wrote = s.write_epoch == state.epoch && s.writer != self &&
@@ -163,6 +184,7 @@ static void check(const void* pointer, size_t size, Access access) {
         if (!region->contains(address, size)) continue;
         for (size_t i = 0; i < size; ++i)
             if (!check_shared_byte(*region, address + i, access, self)) break;
+        if (state.aborted) abort_thread();  // enough errors: stop here
         return;
     }
     if (stacks.contains(address, size) || (access == Access::Read && arguments.contains(address, size))) return;

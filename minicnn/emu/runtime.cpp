@@ -287,7 +287,7 @@ int run_grid(const Launch* launch, const Arg* args, int nargs, void (*run)(const
     if (state.errors.empty()) return 0;
     last_error = std::string("kernel ") + launch->kernel_name + ":";
     for (const std::string& error : state.errors) last_error += "\n  " + error;
-    if (state.errors.size() >= MAX_ERRORS) last_error += "\n  (stopped after this many errors)";
+    if (state.errors.size() >= MAX_ERRORS) last_error += "\n  (stopped after " + std::to_string(MAX_ERRORS) + " errors)";
     return 1;
 }
 
