@@ -28,13 +28,20 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-def _mount_optional_apps():
-    """Sub-commands that live beside their feature (e.g. `minicnn data`)."""
-    try:
-        from minicnn.data.cli import data_app
-    except ImportError:  # the data package is optional while it is being built
-        return
+def _mount_feature_commands():
+    """Commands that live beside their feature: each package's `commands.register(app)` adds
+    its own (`minicnn data ...`, `minicnn train`, `minicnn visualize` ...)."""
+    import importlib
+    from minicnn.data.cli import data_app
     app.add_typer(data_app, name="data", help="Download and inspect CIFAR-10/100.")
+    for package in ("minicnn.models", "minicnn.train", "minicnn.viz"):
+        try:
+            module = importlib.import_module(f"{package}.commands")
+        except ModuleNotFoundError as error:
+            if error.name not in (package, f"{package}.commands"):
+                raise
+            continue  # that feature is not built yet
+        module.register(app)
 
 
 @app.command()
@@ -108,7 +115,6 @@ def gradcheck(
 
 def main():
     """Console entry point: one-line errors for what a user can get wrong."""
-    _mount_optional_apps()
     try:
         app()
     except (ValueError, OSError) as error:  # DeviceError, DataError and bad arguments are ValueErrors
@@ -118,6 +124,8 @@ def main():
         typer.echo("minicnn: interrupted", err=True)
         sys.exit(130)
 
+
+_mount_feature_commands()
 
 if __name__ == "__main__":
     main()
