@@ -1,0 +1,282 @@
+"""Every CUDA kernel, forward and backward, against the NumPy reference, on the CPU emulator.
+
+`CudaKernels(EmulatorRuntime())` runs the unchanged kernels/*.cu with CUDA's execution model
+(one fiber per CUDA thread, barriers, races and out-of-bounds accesses caught), so these tests
+check the kernels' logic without a GPU. Shapes are tiny and chosen to hit the edges: odd sizes,
+batch 1, channel counts that are not a multiple of the 64-wide GEMM tile, strides 1 and 2,
+no / symmetric / TensorFlow-'same' (bottom-right) padding, split-K, multi-slice reductions.
+
+tests/test_cuda_parity.py imports these cases and runs them again on a real GPU.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minicnn.backends import numpy_ref
+from minicnn.backends.cuda import CudaKernels
+
+RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    try:
+        from minicnn.emu import EmulatorRuntime
+    except ImportError as error:
+        pytest.skip(f"the CUDA emulator (minicnn.emu) is not importable: {error}")
+    return CudaKernels(EmulatorRuntime())
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["f32", "f64"])
+def dtype(request):
+    return np.dtype(request.param)
+
+
+# ---------------------------------------------------------------------------- the harness
+
+def to_device(xp, value):
+    """Arrays (also inside lists/tuples) copied onto xp; everything else unchanged."""
+    if isinstance(value, np.ndarray):
+        return xp.array(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_device(xp, v) for v in value)
+    return value
+
+
+def to_host(value):
+    if hasattr(value, "get"):
+        return value.get()
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_host(v) for v in value)
+    return value
+
+
+def assert_same(expected, actual, exact=False, where="output"):
+    """Recursive comparison: float arrays to RTOL of their dtype (relative to the largest
+    expected magnitude), integer arrays and `exact` ones bit for bit."""
+    if isinstance(expected, np.generic):  # NumPy returns 0-d results as scalars
+        expected = np.asarray(expected)
+    if expected is None:
+        assert actual is None, f"{where}: expected None, got {type(actual).__name__}"
+        return
+    if not isinstance(expected, (np.ndarray, list, tuple)):
+        return  # Python scalars passed through (rates, strides)
+    if isinstance(expected, (list, tuple)):
+        assert len(expected) == len(actual), where
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            assert_same(e, a, exact, f"{where}[{i}]")
+        return
+    actual = np.asarray(actual)
+    assert actual.dtype == expected.dtype, f"{where}: dtype {actual.dtype} != {expected.dtype}"
+    assert actual.shape == expected.shape, f"{where}: shape {actual.shape} != {expected.shape}"
+    if exact or expected.dtype.kind != "f":
+        np.testing.assert_array_equal(actual, expected, err_msg=where)
+    else:
+        rtol = RTOL[expected.dtype]
+        scale = float(np.abs(expected).max()) if expected.size else 0.0
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale, err_msg=where)
+
+
+def check(kernels, name, *args, exact=False):
+    """Run numpy_ref.<name> and kernels.<name> on separate copies of args; compare the results
+    and the arguments afterwards (several functions update their arguments in place)."""
+    ref_args = to_device(np, args)
+    our_args = to_device(kernels.xp, args)
+    expected = getattr(numpy_ref, name)(*ref_args)
+    actual = to_host(getattr(kernels, name)(*our_args))
+    assert_same(expected, actual, exact, f"{name} output")
+    assert_same(ref_args, to_host(our_args), exact, f"{name} arguments after the call")
+    return expected
+
+
+def randn(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+# ---------------------------------------------------------------------------- GEMM, linear
+
+GEMM_SHAPES = [(1, 1, 1), (5, 7, 3), (70, 65, 33), (8, 9, 600)]  # (M, N, K); the last splits K
+
+
+@pytest.mark.parametrize("m, n, k", GEMM_SHAPES)
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (False, True), (True, False),
+                                              (True, True)])
+def test_gemm(kernels, dtype, m, n, k, trans_a, trans_b):
+    rng = np.random.default_rng(m * n + k)
+    a = randn(rng, (k, m) if trans_a else (m, k), dtype)
+    b = randn(rng, (n, k) if trans_b else (k, n), dtype)
+    check(kernels, "gemm", a, b, trans_a, trans_b)
+    naive = to_host(kernels._gemm(kernels.xp.array(a), kernels.xp.array(b), trans_a, trans_b, 1))
+    assert_same(numpy_ref.gemm(a, b, trans_a, trans_b), naive, where="gemm_v1")
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_forward(kernels, dtype, with_bias):
+    rng = np.random.default_rng(1)
+    b = randn(rng, (66,), dtype) if with_bias else None
+    check(kernels, "linear_forward", randn(rng, (5, 7), dtype), randn(rng, (66, 7), dtype), b)
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (1, 70), (2, 3, 5, 5), (2, 3, 64, 64)])
+def test_bias_grad(kernels, dtype, shape):
+    check(kernels, "bias_grad", randn(np.random.default_rng(2), shape, dtype))
+
+
+# ---------------------------------------------------------------------------- convolution
+
+CONV_CASES = {  # (N, C, H, W, F, kernel, stride, pads)
+    "3x3-same": (1, 3, 5, 5, 4, (3, 3), (1, 1), (1, 1, 1, 1)),
+    "3x3-s2-tf-same": (2, 3, 7, 6, 5, (3, 3), (2, 2), (0, 1, 0, 1)),
+    "3x3-valid": (2, 2, 6, 5, 3, (3, 3), (1, 1), (0, 0, 0, 0)),
+    "1x1-s2": (2, 4, 5, 5, 3, (1, 1), (2, 2), (0, 0, 0, 0)),
+    "F67-C65": (1, 65, 4, 3, 67, (3, 3), (1, 1), (1, 1, 1, 1)),  # past the 64-wide tiles
+    "split-k": (4, 2, 16, 16, 3, (3, 3), (1, 1), (1, 1, 1, 1)),  # dW's K = 1024 is split
+}
+
+
+@pytest.fixture(params=list(CONV_CASES), ids=list(CONV_CASES))
+def conv_case(request, dtype):
+    n, c, h, w, f, kernel, stride, pads = CONV_CASES[request.param]
+    rng = np.random.default_rng(3)
+    x, weight = randn(rng, (n, c, h, w), dtype), randn(rng, (f, c) + kernel, dtype)
+    y = numpy_ref.conv2d_forward(x, weight, None, stride, pads)
+    return x, weight, randn(rng, (f,), dtype), randn(rng, y.shape, dtype), stride, pads
+
+
+def test_conv2d_forward(kernels, conv_case):
+    x, w, b, _, stride, pads = conv_case
+    check(kernels, "conv2d_forward", x, w, b, stride, pads)
+    check(kernels, "conv2d_forward", x, w, None, stride, pads)
+
+
+def test_conv2d_backward_data(kernels, conv_case):
+    x, w, _, dy, stride, pads = conv_case
+    check(kernels, "conv2d_backward_data", dy, w, x.shape, stride, pads)
+
+
+def test_conv2d_backward_weight(kernels, conv_case):
+    x, w, _, dy, stride, pads = conv_case
+    check(kernels, "conv2d_backward_weight", dy, x, w.shape[2:], stride, pads)
+
+
+# ---------------------------------------------------------------------------- pooling
+
+POOL_CASES = {  # (x shape, kernel, stride, pads)
+    "3x3s2-same-even": ((2, 3, 8, 8), (3, 3), (2, 2), (0, 1, 0, 1)),  # Keras 'same' on 8
+    "3x3s2-same-odd": ((1, 2, 7, 7), (3, 3), (2, 2), (1, 1, 1, 1)),
+    "3x3s2-valid": ((1, 2, 9, 9), (3, 3), (2, 2), (0, 0, 0, 0)),  # vgg11's pools
+    "2x2s2": ((2, 3, 6, 5), (2, 2), (2, 2), (0, 0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("mode", ["max", "min", "avg"])
+@pytest.mark.parametrize("case", list(POOL_CASES))
+@pytest.mark.parametrize("ties", [False, True], ids=["random", "ties"])
+def test_pool2d(kernels, dtype, mode, case, ties):
+    shape, kernel, stride, pads = POOL_CASES[case]
+    rng = np.random.default_rng(4)
+    # small integers make many ties: the first cell in row-major order must win, as in NumPy
+    x = rng.integers(-2, 3, shape).astype(dtype) if ties else randn(rng, shape, dtype)
+    y, index = check(kernels, "pool2d_forward", x, mode, kernel, stride, pads)
+    dy = randn(rng, y.shape, dtype)
+    check(kernels, "pool2d_backward", dy, index, x.shape, mode, kernel, stride, pads)
+
+
+def test_global_avg_pool(kernels, dtype):
+    rng = np.random.default_rng(5)
+    x = randn(rng, (2, 3, 5, 4), dtype)
+    check(kernels, "global_avg_pool_forward", x)
+    check(kernels, "global_avg_pool_backward", randn(rng, (2, 3), dtype), x.shape)
+
+
+# ---------------------------------------------------------------------------- batch norm
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 5), (1, 2, 64, 64)])
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_batch_norm(kernels, dtype, shape, unbiased):
+    rng = np.random.default_rng(6)
+    c = shape[1]
+    x = (randn(rng, shape, dtype) * 3 + 1).astype(dtype)
+    gamma, beta = randn(rng, (c,), dtype), randn(rng, (c,), dtype)
+    running_mean, running_var = randn(rng, (c,), dtype), rng.uniform(0.5, 2, c).astype(dtype)
+    _, mean, rstd = check(kernels, "batch_norm_forward_train", x, gamma, beta, running_mean,
+                          running_var, 0.1, 1e-3, unbiased)
+    check(kernels, "batch_norm_forward_eval", x, gamma, beta, running_mean, running_var, 1e-3)
+    check(kernels, "batch_norm_backward", randn(rng, shape, dtype), x, gamma, mean, rstd)
+
+
+# ---------------------------------------------------------------------------- activations
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid"])
+def test_activation(kernels, dtype, name):
+    rng = np.random.default_rng(7)
+    x = randn(rng, (3, 37), dtype) * 20  # large |x|: sigmoid must not overflow
+    y = check(kernels, f"{name}_forward", x)
+    check(kernels, f"{name}_backward", randn(rng, x.shape, dtype), y)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape", [(5, 10), (3, 100), (1, 1), (9, 33)])
+def test_softmax(kernels, dtype, name, shape):
+    rng = np.random.default_rng(8)
+    x = randn(rng, shape, dtype) * 10
+    y = check(kernels, f"{name}_forward", x)
+    check(kernels, f"{name}_backward", randn(rng, shape, dtype), y)
+
+
+# ---------------------------------------------------------------------------- loss
+
+@pytest.mark.parametrize("shape", [(5, 10), (1, 3), (6, 100)])
+@pytest.mark.parametrize("soft", [False, True], ids=["labels", "soft"])
+def test_cross_entropy(kernels, dtype, shape, soft):
+    rng = np.random.default_rng(9)
+    logits = randn(rng, shape, dtype) * 5
+    if soft:
+        target = rng.dirichlet(np.ones(shape[1]), shape[0]).astype(dtype)
+    else:
+        target = rng.integers(0, shape[1], shape[0]).astype(np.int64)
+    loss, probs = check(kernels, "cross_entropy_forward", logits, target)
+    assert loss.shape == ()
+    check(kernels, "cross_entropy_backward", np.array(0.5, dtype), probs, target)
+    check(kernels, "cross_entropy_backward", 2.0, probs, target)  # a Python float dloss
+
+
+# ---------------------------------------------------------------------------- dropout
+
+def test_philox_words_match_the_reference(kernels):
+    counter = np.array([0, 1, 2, 0xFFFFFFFF, 12345], np.uint64)
+    check(kernels, "philox4x32", counter, counter[::-1].copy(), 2**33 + 7, 2**40 + 99)
+
+
+@pytest.mark.parametrize("seed, step", [(0, 0), (1234, 7), (2**40 + 5, 2**33 + 1)])
+def test_dropout_masks_are_bit_identical(kernels, dtype, seed, step):
+    rng = np.random.default_rng(10)
+    x = randn(rng, (3, 7, 5), dtype)  # 105 elements: the last counter is partly used
+    y, mask = check(kernels, "dropout_forward", x, 0.3, seed, step, exact=True)
+    assert 0.1 < (mask == 0).mean() < 0.5  # a real mask: about 30% dropped
+    check(kernels, "dropout_backward", randn(rng, x.shape, dtype), mask, exact=True)
+
+
+# ---------------------------------------------------------------------------- optimizers
+
+def optimizer_state(dtype, count):
+    rng = np.random.default_rng(11)
+    shapes = [(3, 4), (5,), (2, 3, 3, 3)]
+    return [[randn(rng, s, dtype) for s in shapes] for _ in range(count)]
+
+
+@pytest.mark.parametrize("weight_decay, decoupled", [(0.0, False), (0.01, False), (0.01, True)])
+def test_adam_update(kernels, dtype, weight_decay, decoupled):
+    params, grads, exp_avgs, exp_avg_sqs = optimizer_state(dtype, 4)
+    exp_avg_sqs = [np.abs(v) for v in exp_avg_sqs]
+    check(kernels, "adam_update", params, grads, exp_avgs, exp_avg_sqs, 3, 1e-3, 0.9, 0.999,
+          1e-8, weight_decay, decoupled)
+
+
+@pytest.mark.parametrize("momentum, nesterov, weight_decay", [(0.0, False, 0.0), (0.9, False, 0.0),
+                                                              (0.9, True, 5e-4)])
+def test_sgd_update(kernels, dtype, momentum, nesterov, weight_decay):
+    params, grads, velocities = optimizer_state(dtype, 3)
+    check(kernels, "sgd_update", params, grads, velocities if momentum else None, 0.1, momentum,
+          nesterov, weight_decay)
