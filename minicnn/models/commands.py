@@ -21,7 +21,7 @@ def _param_count(spec):
 
 def list_models():
     """Every documented network: name, report id, parameters, recipe, the report's figure."""
-    typer.echo(f"{'name':<24} {'id':<4} {'params':>10}  {"recipe":<58} reported")
+    typer.echo(f"{'name':<24} {'id':<4} {'params':>10}  {'recipe':<58} reported")
     for spec in all_specs():
         typer.echo(f"{spec.name:<24} {'/'.join(spec.aliases):<4} {_param_count(spec):>10,}  "
                    f"{_recipe_line(spec.recipe):<58} {spec.reported}")
