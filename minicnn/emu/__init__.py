@@ -7,6 +7,7 @@
 Same interface as the CuPy runtime (minicnn/backends/cuda.py); see runtime.py.
 """
 from minicnn.emu.errors import EmulatorCompileError, EmulatorError
+from minicnn.emu import build
 from minicnn.emu.runtime import EmulatorRuntime
 
 __all__ = ["EmulatorRuntime", "EmulatorError", "EmulatorCompileError"]

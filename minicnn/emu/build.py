@@ -123,7 +123,8 @@ def _runtime_objects(cache: Path) -> list[Path]:
 def _run_compiler(arguments: list[str], what: str) -> None:
     compiler = os.environ.get("CXX", "g++")
     try:
-        result = subprocess.run([compiler, *arguments], capture_output=True, text=True)
+        result = subprocess.run([compiler, *arguments], capture_output=True, text=True,
+                                env={**os.environ, "LC_ALL": "C"})  # plain ASCII quotes
     except FileNotFoundError:
         raise EmulatorCompileError(f"the emulator needs a C++ compiler; {compiler!r} not found")
     if result.returncode != 0:
