@@ -1,0 +1,97 @@
+"""CudaKernels offers exactly numpy_ref's functions, and its launch helpers behave (no GPU needed)."""
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minicnn.backends import numpy_ref
+from minicnn.backends.cuda import CudaKernels
+from minicnn.backends.cuda_launch import (MIN_SPLIT_K, TARGET_BLOCKS, TILE_K, i32,
+                                          reduction_slices, split_k)
+from minicnn.backends.cupy_runtime import first_error
+
+
+def reference_functions():
+    return {name: fn for name, fn in vars(numpy_ref).items()
+            if inspect.isfunction(fn) and not name.startswith("_") and fn.__module__ == numpy_ref.__name__}
+
+
+def test_every_reference_function_has_a_cuda_twin_with_the_same_signature():
+    functions = reference_functions()
+    assert len(functions) > 20
+    for name, fn in functions.items():
+        assert hasattr(CudaKernels, name), f"CudaKernels lacks {name}"
+        ours = inspect.signature(getattr(CudaKernels, name))
+        ours = ours.replace(parameters=list(ours.parameters.values())[1:])  # drop self
+        assert ours == inspect.signature(fn), f"{name}: {ours} != {inspect.signature(fn)}"
+
+
+def test_cuda_kernels_exposes_the_runtime_xp():
+    class FakeRuntime:
+        name, xp = "fake", np
+
+    assert CudaKernels(FakeRuntime()).xp is np
+
+
+def test_importing_the_cuda_backend_does_not_import_cupy():
+    code = "import sys, minicnn.backends.cuda; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("tiles, depth", [(1, 600), (1, 10), (100, 10**6), (4, 4096), (1, 0)])
+def test_split_k_covers_k_exactly_once(tiles, depth):
+    splits, k_chunk = split_k(tiles, depth)
+    assert k_chunk % TILE_K == 0 and splits >= 1
+    assert (splits - 1) * k_chunk < max(depth, 1) <= splits * k_chunk  # no empty slice
+    assert splits == 1 or k_chunk >= MIN_SPLIT_K - TILE_K
+    assert splits * tiles <= TARGET_BLOCKS + tiles
+
+
+def test_split_k_splits_a_long_thin_product():
+    assert split_k(1, 600) == (2, 304)
+    assert split_k(1000, 10**6)[0] == 1  # enough tiles already
+
+
+def test_reduction_slices():
+    assert reduction_slices(64, 100) == 1
+    assert reduction_slices(3, 8192) == 2
+    assert reduction_slices(1, 10**9) == TARGET_BLOCKS
+
+
+def test_sizes_beyond_int32_are_refused():
+    assert i32(5, 2**31 - 1) == (np.int32(5), np.int32(2**31 - 1))
+    with pytest.raises(ValueError, match="too large"):
+        i32(2**31)
+
+
+def test_compile_errors_name_file_and_line():
+    log = "/tmp/tmpab/kern.cu(42): error: identifier \"foo\" is undefined\n1 error detected"
+    assert first_error(log, "gemm.cu") == 'gemm.cu:42: error: identifier "foo" is undefined'
+    assert first_error("something odd", "pool.cu") == "pool.cu: something odd"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda k: k.gemm(np.ones((2, 3)), np.ones((4, 2))), "inner sizes differ"),
+    (lambda k: k.relu_forward(np.ones(3, np.int64)), "float32 or float64"),
+    (lambda k: k.linear_forward(np.ones((2, 3)), np.ones((4, 3), np.float32), None), "one dtype"),
+    (lambda k: k.pool2d_forward(np.ones((1, 1, 4, 4)), "median", (2, 2), (2, 2), (0,) * 4),
+     "pool mode"),
+    (lambda k: k.conv2d_forward(np.ones((1, 2, 3, 3)), np.ones((1, 3, 3, 3)), None, (1, 1),
+                                (0,) * 4), "channels"),
+    (lambda k: k.conv2d_forward(np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3)), None, (1, 1),
+                                (0,) * 4), "does not fit"),
+])
+def test_bad_input_is_a_clear_value_error(call, message):
+    class NoLaunchRuntime:  # validation happens before any kernel is looked up
+        name, xp = "none", np
+
+        def module(self, source, names):
+            raise AssertionError("no kernel should be launched for bad input")
+
+    with pytest.raises(ValueError, match=message):
+        call(CudaKernels(NoLaunchRuntime()))
