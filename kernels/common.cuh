@@ -24,6 +24,7 @@
 //     #pragma unroll, __restrict__, __launch_bounds__, __forceinline__.
 //     For anything else check minicnn/emu/cuda_emu.h first: the emulator must provide it too.
 //   * For code templated on T, use the dev_* helpers below (dev_exp(x) picks expf or exp).
+//     min/max/fmax/fmin are overloaded for float and double already.
 #pragma once
 
 #ifndef MINICNN_EMULATOR
@@ -40,20 +41,15 @@
 #endif  // MINICNN_EMULATOR (cuda_emu.h defines DYNAMIC_SHARED for the CPU)
 
 // Math overloaded on float and double, so templates get the fast float functions for
-// T = float instead of silently computing in double.
-__device__ __forceinline__ float dev_exp(float x) { return expf(x); }
-__device__ __forceinline__ double dev_exp(double x) { return exp(x); }
-__device__ __forceinline__ float dev_log(float x) { return logf(x); }
-__device__ __forceinline__ double dev_log(double x) { return log(x); }
-__device__ __forceinline__ float dev_sqrt(float x) { return sqrtf(x); }
-__device__ __forceinline__ double dev_sqrt(double x) { return sqrt(x); }
-__device__ __forceinline__ float dev_rsqrt(float x) { return rsqrtf(x); }
-__device__ __forceinline__ double dev_rsqrt(double x) { return rsqrt(x); }
-__device__ __forceinline__ float dev_tanh(float x) { return tanhf(x); }
-__device__ __forceinline__ double dev_tanh(double x) { return tanh(x); }
-__device__ __forceinline__ float dev_abs(float x) { return fabsf(x); }
-__device__ __forceinline__ double dev_abs(double x) { return fabs(x); }
-__device__ __forceinline__ float dev_max(float a, float b) { return fmaxf(a, b); }
-__device__ __forceinline__ double dev_max(double a, double b) { return fmax(a, b); }
-__device__ __forceinline__ float dev_min(float a, float b) { return fminf(a, b); }
-__device__ __forceinline__ double dev_min(double a, double b) { return fmin(a, b); }
+// T = float instead of silently computing in double: dev_exp(x) is expf(x) or exp(x).
+// (min, max, fmax and fmin already have float and double overloads in CUDA.)
+#define MINICNN_FLOAT_AND_DOUBLE(name, float_function, double_function)               \
+    __device__ __forceinline__ float name(float x) { return float_function(x); }      \
+    __device__ __forceinline__ double name(double x) { return double_function(x); }
+MINICNN_FLOAT_AND_DOUBLE(dev_exp, expf, exp)
+MINICNN_FLOAT_AND_DOUBLE(dev_log, logf, log)
+MINICNN_FLOAT_AND_DOUBLE(dev_sqrt, sqrtf, sqrt)
+MINICNN_FLOAT_AND_DOUBLE(dev_rsqrt, rsqrtf, rsqrt)
+MINICNN_FLOAT_AND_DOUBLE(dev_tanh, tanhf, tanh)
+MINICNN_FLOAT_AND_DOUBLE(dev_abs, fabsf, fabs)
+#undef MINICNN_FLOAT_AND_DOUBLE
