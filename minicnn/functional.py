@@ -65,6 +65,17 @@ def resolve_padding(op, padding, size, kernel, stride):
     return tuple(int(p) for p in pads)
 
 
+def _check_weight_and_bias(op, x, w, b, weight_layout):
+    """w (laid out as weight_layout, input features on axis 1) must match x's axis 1;
+    b must be (w.shape[0],); all of one dtype."""
+    if w.ndim != weight_layout.count(",") + 1 or w.shape[1] != x.shape[1]:
+        layout = weight_layout.replace("IN", str(x.shape[1]))
+        raise ValueError(f"{op}: weight must be {layout} for input {x.shape}, got {w.shape}")
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"{op}: bias must be ({w.shape[0]},) for weight {w.shape}, got {b.shape}")
+    _check_same_dtype(op, x, w, b)
+
+
 def _check_window(op, x_shape, kernel, pads):
     padded = (x_shape[2] + pads[0] + pads[1], x_shape[3] + pads[2] + pads[3])
     if kernel[0] > padded[0] or kernel[1] > padded[1]:
@@ -77,11 +88,7 @@ def _check_window(op, x_shape, kernel, pads):
 def conv2d(x, w, b=None, stride=1, padding=0):
     """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> (N, F, Ho, Wo)."""
     _check_input("conv2d", x, (4,), "(N, C, H, W)")
-    if w.ndim != 4 or w.shape[1] != x.shape[1]:
-        raise ValueError(f"conv2d: weight must be (F, {x.shape[1]}, kH, kW) for input {x.shape}, got {w.shape}")
-    if b is not None and b.shape != (w.shape[0],):
-        raise ValueError(f"conv2d: bias must be ({w.shape[0]},) for weight {w.shape}, got {b.shape}")
-    _check_same_dtype("conv2d", x, w, b)
+    _check_weight_and_bias("conv2d", x, w, b, "(F, IN, kH, kW)")
     stride = _pair("conv2d", "stride", stride)
     kernel = w.shape[2:]
     pads = resolve_padding("conv2d", padding, x.shape[2:], kernel, stride)
@@ -93,11 +100,7 @@ def conv2d(x, w, b=None, stride=1, padding=0):
 def linear(x, w, b=None):
     """x: (N, IN), w: (OUT, IN), b: (OUT,) -> (N, OUT)."""
     _check_input("linear", x, (2,), "(N, features)")
-    if w.ndim != 2 or w.shape[1] != x.shape[1]:
-        raise ValueError(f"linear: weight must be (OUT, {x.shape[1]}) for input {x.shape}, got {w.shape}")
-    if b is not None and b.shape != (w.shape[0],):
-        raise ValueError(f"linear: bias must be ({w.shape[0]},) for weight {w.shape}, got {b.shape}")
-    _check_same_dtype("linear", x, w, b)
+    _check_weight_and_bias("linear", x, w, b, "(OUT, IN)")
     return basic.Linear()(*((x, w) if b is None else (x, w, b)))
 
 

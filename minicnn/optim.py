@@ -23,10 +23,18 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    def _live(self):
-        """The parameters that received a gradient, and those gradients (same order)."""
+    def step(self):
+        """Update every parameter that received a gradient, in one fused kernel call."""
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        return live, [self.params[i].data for i in live], [self.params[i].grad for i in live]
+        if not live:
+            return
+        self.step_count += 1
+        kernels = self.params[live[0]].device.kernels
+        self._update(kernels, live, [self.params[i].data for i in live], [self.params[i].grad for i in live])
+
+    def _update(self, kernels, live, params, grads):
+        """Apply the rule to params/grads; live holds their indices into self.params."""
+        raise NotImplementedError
 
     def _slots(self):
         """Per-parameter state arrays, allocated once on the parameter's device."""
@@ -62,12 +70,7 @@ class Adam(Optimizer):
         self.eps, self.weight_decay = eps, weight_decay
         self.exp_avg, self.exp_avg_sq = self._slots(), self._slots()
 
-    def step(self):
-        live, params, grads = self._live()
-        if not live:
-            return
-        self.step_count += 1
-        kernels = self.params[live[0]].device.kernels
+    def _update(self, kernels, live, params, grads):
         kernels.adam_update(params, grads, [self.exp_avg[i] for i in live],
                             [self.exp_avg_sq[i] for i in live], self.step_count, self.lr,
                             self.beta1, self.beta2, self.eps, self.weight_decay, self.decoupled)
@@ -92,12 +95,7 @@ class SGD(Optimizer):
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
         self.velocity = self._slots() if momentum else []
 
-    def step(self):
-        live, params, grads = self._live()
-        if not live:
-            return
-        self.step_count += 1
-        kernels = self.params[live[0]].device.kernels
+    def _update(self, kernels, live, params, grads):
         velocities = [self.velocity[i] for i in live] if self.momentum else None
         kernels.sgd_update(params, grads, velocities, self.lr, self.momentum, self.nesterov,
                            self.weight_decay)

@@ -1,45 +1,39 @@
-"""Activations and dropout. Backward passes reuse the forward's output where that is cheaper."""
+"""Activations and dropout.
+
+ReLU, sigmoid, softmax and log-softmax all have backward passes cheapest to write in terms
+of their *output* y (relu: y > 0; sigmoid: y(1 - y); softmax: y(dy - sum(dy y))), so one
+class serves them: it keeps y and calls the kernels named `<kernel>_forward/_backward`.
+"""
 from minicnn.autograd import Function
 
 
-class ReLU(Function):
+class _FromOutput(Function):
+    kernel = None  # the kernel name stem
+
     def forward(self, x):
-        self.y = self.kernels.relu_forward(x)
+        self.y = getattr(self.kernels, f"{self.kernel}_forward")(x)
         return self.y
 
     def backward(self, dy):
-        return self.kernels.relu_backward(dy, self.y)
+        return getattr(self.kernels, f"{self.kernel}_backward")(dy, self.y)
 
 
-class Sigmoid(Function):
-    def forward(self, x):
-        self.y = self.kernels.sigmoid_forward(x)
-        return self.y
-
-    def backward(self, dy):
-        return self.kernels.sigmoid_backward(dy, self.y)
+class ReLU(_FromOutput):
+    kernel = "relu"
 
 
-class Softmax(Function):
+class Sigmoid(_FromOutput):
+    kernel = "sigmoid"
+
+
+class Softmax(_FromOutput):
     """Along axis 1 of (N, K)."""
-
-    def forward(self, x):
-        self.y = self.kernels.softmax_forward(x)
-        return self.y
-
-    def backward(self, dy):
-        return self.kernels.softmax_backward(dy, self.y)
+    kernel = "softmax"
 
 
-class LogSoftmax(Function):
+class LogSoftmax(_FromOutput):
     """Along axis 1 of (N, K)."""
-
-    def forward(self, x):
-        self.y = self.kernels.log_softmax_forward(x)
-        return self.y
-
-    def backward(self, dy):
-        return self.kernels.log_softmax_backward(dy, self.y)
+    kernel = "log_softmax"
 
 
 class Dropout(Function):
