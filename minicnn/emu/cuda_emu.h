@@ -9,6 +9,7 @@
 
 #include <math.h>  // C++'s <math.h>: float overloads (exp(float), ...) in the global namespace, as in CUDA
 #include <cstdint>
+#include <cstdio>  // printf works in kernels, as in CUDA
 #include <cstring>
 #include <tuple>
 #include <type_traits>

@@ -196,6 +196,7 @@ static bool release_warp(int first, int count, std::string& stuck) {
                 report("%s: %s reads lane %d, which is not in the mask or does not exist; "
                        "on a GPU the value is undefined", describe_thread(first + other).c_str(),
                        op_name(t.op), source);
+                state.aborted = true;
                 return false;
             }
             t.result = waiter.op == BALLOT ? votes
