@@ -83,6 +83,7 @@ class EmuModule:
     """One compiled source; get_function() hands out its kernels."""
 
     def __init__(self, library: ctypes.PyDLL, names: tuple[str, ...], schedule: int):
+        library.minicnn_emu_error.restype = ctypes.c_char_p
         self._library = library
         self._names = names
         self._schedule = schedule
@@ -101,7 +102,6 @@ class EmuKernel:
     def __init__(self, library: ctypes.PyDLL, entry, name: str, schedule: int):
         entry.argtypes = [ctypes.POINTER(_Launch), ctypes.POINTER(_Arg), ctypes.c_int]
         entry.restype = ctypes.c_int
-        library.minicnn_emu_error.restype = ctypes.c_char_p
         self._library = library
         self._entry = entry
         self.name = name
