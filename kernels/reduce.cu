@@ -14,7 +14,6 @@
 //
 // Thread layout in pass 1: consecutive threads read consecutive s, so loads are coalesced when
 // S is large (conv maps); for S = 1 (linear layers) the stride is C, still correct.
-#pragma once
 #include "common.cuh"
 
 constexpr int REDUCE_THREADS = 256;

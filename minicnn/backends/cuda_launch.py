@@ -116,6 +116,7 @@ class KernelLauncher:
     def _launch(self, source: str, expression: str, dtype, count: int, *args, threads=THREADS):
         """One thread per item: ceil(count / threads) blocks of `threads` threads."""
         if count > 0:
+            i32(count)
             self._kernel(source, expression, dtype)((cdiv(count, threads),), (threads,), args)
 
     def _launch_rows(self, expression: str, dtype, rows: int, *args):
@@ -129,6 +130,7 @@ class KernelLauncher:
     def _float_arrays(self, *arrays):
         """C-contiguous arrays sharing one float dtype (the kernels read them all as T*)."""
         arrays = [self._array(a) for a in arrays]
+        i32(*(a.size for a in arrays))  # the kernels index with 32-bit ints
         dtypes = {a.dtype for a in arrays}
         if len(dtypes) != 1:
             raise ValueError(f"arrays must share one dtype, got {sorted(map(str, dtypes))}")
