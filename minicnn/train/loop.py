@@ -1,0 +1,278 @@
+"""The training loop: epochs of train steps, validation, checkpoints, and exact resume.
+
+One step is the textbook one: model.train(); forward; cross-entropy; backward; optimizer.step().
+Per-step loss and correct counts stay on the device in two small arrays; the host reads them
+every LOG_EVERY steps (progress bar, NaN check) and once at the end of the epoch.
+
+What makes a resumed run equal an uninterrupted one, bit for bit: the checkpoint holds the
+weights, BN running statistics and dropout (seed, step) (all in model.state_dict()), the
+optimizer's moments and step count, and the epoch; the data loader draws epoch e's shuffle and
+augmentation from a generator seeded by (seed, e), and the learning rate is a function of the
+epoch. `last` is written before epoch 1 and after every epoch, so a kill at any moment loses at
+most the epoch in progress.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from minicnn import functional as F
+from minicnn import optim
+from minicnn.autograd import tensor
+from minicnn.backends import get_device
+from minicnn.data import prepare_data, split_loaders
+from minicnn.random import generator, manual_seed
+from minicnn.train.checkpoint import load_checkpoint, restore, save_checkpoint, write_atomically
+from minicnn.train.config import TrainConfig
+from minicnn.train.errors import DivergedError, TrainError
+from minicnn.train.evaluate import evaluate
+from minicnn.train.metrics import plot_curves, write_metrics_csv
+from minicnn.train.prefetch import prefetch
+
+LOG_EVERY = 20  # steps between host reads of the running loss (progress bar and NaN check)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    config: TrainConfig
+    history: list[dict]           # metrics.csv rows
+    best_epoch: int
+    test_accuracy: float | None   # None when the run was interrupted
+    test_loss: float | None
+    tested: str                   # which checkpoint the test figure comes from: 'best' | 'last'
+    epoch_tested: int             # the epoch of that checkpoint
+    seconds: float                # training + validation time over all epochs (resumed ones included)
+    interrupted: bool = False
+
+
+def build_optimizer(recipe, params):
+    if recipe.optimizer == "adam":
+        return optim.Adam(params, recipe.lr, recipe.betas, recipe.eps, recipe.weight_decay)
+    return optim.SGD(params, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
+
+
+def _new_run_dir(out, arch: str) -> Path:
+    base = Path(out) / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
+
+
+class Trainer:
+    """One run: its data, model, optimizer, progress (epoch, best, history) and folder."""
+
+    def __init__(self, config: TrainConfig, spec, run_dir: Path, data=None, progress=True, log=tqdm.write):
+        self.config, self.spec, self.run_dir = config, spec, Path(run_dir)
+        self.progress, self.log = progress, log
+        self.device = get_device(config.device)
+        self.splits = prepare_data(config.data_recipe(), config.data, data)  # fails before any folder is made
+        self.loaders = split_loaders(self.splits, config.recipe.batch_size, seed=config.seed,
+                                     limit=config.limit, xp=self.device.xp)
+        manual_seed(config.seed)
+        self.model = spec.build(len(self.splits.classes)).to(self.device)
+        self.optimizer = build_optimizer(config.recipe, self.model.parameters())
+        self.epoch, self.saved_epoch = 0, None
+        self.best = {"val_acc": None, "epoch": 0}
+        self.history: list[dict] = []
+
+    # ---- state
+    def meta(self) -> dict:
+        normalizer = self.splits.normalizer
+        return {"epoch": self.epoch, "config": self.config.to_dict(), "best": self.best,
+                "history": self.history, "classes": list(self.splits.classes),
+                "normalizer": {"mean": list(normalizer.mean), "std": list(normalizer.std)},
+                "val_is_test": self.splits.val_is_test,
+                "rng": {"minicnn.random": generator().bit_generator.state,
+                        "data": {"seed": self.config.seed, "next_epoch": self.epoch}}}
+
+    def save(self, name: str) -> None:
+        save_checkpoint(self.run_dir / name, self.model, self.optimizer, self.meta())
+
+    def load(self, checkpoint) -> None:
+        restore(checkpoint, self.model, self.optimizer)
+        meta = checkpoint.meta
+        self.epoch = self.saved_epoch = meta["epoch"]
+        self.best, self.history = meta["best"], meta["history"]
+        generator().bit_generator.state = meta["rng"]["minicnn.random"]
+
+    # ---- running
+    def run(self) -> TrainResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.run_dir / "config.json",
+                         lambda f: f.write(json.dumps(self.config.to_dict(), indent=1).encode()))
+        self.log(f"{self.spec.name} -> {self.run_dir}: {self.splits.describe()}, device {self.device.name}")
+        epochs = self.config.recipe.epochs
+        bar = tqdm(total=epochs, initial=self.epoch, desc=self.spec.name, unit="epoch",
+                   disable=not self.progress, dynamic_ncols=True)
+        try:
+            if self.saved_epoch is None:  # a kill during epoch 1 can still resume
+                self.save("last")
+                self.saved_epoch = 0
+            for epoch in range(self.epoch + 1, epochs + 1):
+                self.run_epoch(epoch)
+                bar.update(1)
+                bar.set_postfix(val_acc=f"{self.history[-1]['val_acc']:.2%}")
+        except KeyboardInterrupt:
+            return self.interrupted()
+        finally:
+            bar.close()
+        return self.finish()
+
+    def run_epoch(self, epoch: int) -> None:
+        start = time.perf_counter()
+        self.optimizer.lr = self.config.lr_at(epoch)
+        train_loss, train_acc, images, train_seconds = self.train_epoch(epoch)
+        val = evaluate(self.model, self.loaders["val"])
+        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
+               "val_acc": val.accuracy, "lr": self.optimizer.lr, "seconds": time.perf_counter() - start,
+               "images_per_s": images / train_seconds}
+        self.history.append(row)
+        self.epoch = epoch
+        improved = self.best["val_acc"] is None or val.accuracy > self.best["val_acc"]
+        if improved:
+            self.best = {"val_acc": val.accuracy, "epoch": epoch}
+        self.save("last")
+        self.saved_epoch = epoch
+        if improved:
+            self.save("best")
+        if self.config.recipe.checkpoint == "every-epoch":
+            self.save(f"epoch-{epoch:03d}")
+        write_metrics_csv(self.run_dir / "metrics.csv", self.history)
+        plot_curves(self.run_dir / "curves.png", self.history, self.spec.name, self.val_label)
+        self.log(f"epoch {epoch}/{self.config.recipe.epochs}: train loss {train_loss:.4f} acc {train_acc:.2%} | "
+                 f"{self.val_label} loss {val.loss:.4f} acc {val.accuracy:.2%}{' *' if improved else ''} | "
+                 f"lr {row['lr']:.3g} | {row['seconds']:.1f}s, {row['images_per_s']:.0f} img/s")
+
+    @property
+    def tested(self) -> str:
+        """The checkpoint whose test accuracy the run reports, by the recipe's rule."""
+        return "best" if self.config.recipe.checkpoint == "best" else "last"
+
+    @property
+    def val_label(self) -> str:
+        return "validation (= test)" if self.splits.val_is_test else "validation"
+
+    def train_epoch(self, epoch: int):
+        """One pass over the training set -> (mean loss, accuracy, images, seconds)."""
+        xp, loader = self.device.xp, self.loaders["train"]
+        loader.set_epoch(epoch - 1)
+        steps = len(loader)
+        loss_sums = xp.zeros(steps, dtype=xp.float64)    # per step: loss * batch size
+        correct = xp.zeros(steps, dtype=xp.int64)        # per step: right answers
+        sizes = np.zeros(steps, dtype=np.int64)
+        self.model.train()
+        start = time.perf_counter()
+        batches = tqdm(prefetch(loader, self.config.workers), total=steps, desc=f"epoch {epoch}",
+                       unit="batch", leave=False, disable=not self.progress, dynamic_ncols=True)
+        checked = 0
+        for step, (x, y) in enumerate(batches):
+            logits = self.model(tensor(x, device=self.device))
+            loss = F.cross_entropy(logits, y)
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            sizes[step] = len(y)
+            loss_sums[step] = loss.data * len(y)
+            correct[step] = (logits.data.argmax(axis=1) == y).sum()
+            if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
+                running = self.check_finite(loss_sums, checked, step + 1, epoch)
+                checked = step + 1
+                seen = sizes[:checked].sum()
+                batches.set_postfix(loss=f"{running / seen:.4f}", acc=f"{int(correct[:checked].sum()) / seen:.2%}",
+                                    img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+        seconds = time.perf_counter() - start
+        images = int(sizes.sum())
+        return float(loss_sums.sum()) / images, int(correct.sum()) / images, images, seconds
+
+    def check_finite(self, loss_sums, first: int, end: int, epoch: int) -> float:
+        """The loss sum of steps [0, end); a NaN/inf among steps [first, end) stops the run."""
+        total = float(loss_sums[:end].sum())
+        if math.isfinite(total):
+            return total
+        window = loss_sums[first:end]
+        bad = first + int(self.device.xp.argmin(self.device.xp.isfinite(window)))
+        raise DivergedError(
+            f"loss became {float(loss_sums[bad]):g} at epoch {epoch}, step {bad + 1} of {len(loss_sums)}; "
+            f"stopped. {self.run_dir / 'last.npz'} keeps epoch {self.saved_epoch} (try a smaller --lr)")
+
+    def interrupted(self) -> TrainResult:
+        if self.saved_epoch != self.epoch:  # Ctrl-C came while that epoch's checkpoint was written
+            self.save("last")
+            self.saved_epoch = self.epoch
+        self.log(f"interrupted: {self.run_dir / 'last.npz'} holds epoch {self.epoch} of "
+                 f"{self.config.recipe.epochs}; continue with `minicnn train --resume {self.run_dir}`")
+        return self.result(None, interrupted=True)
+
+    def finish(self) -> TrainResult:
+        tested = self.tested
+        restore(load_checkpoint(self.run_dir / f"{tested}.npz"), self.model)
+        test = evaluate(self.model, self.loaders["test"])
+        result = self.result(test)
+        summary = {"test_accuracy": test.accuracy, "test_loss": test.loss, "tested": tested,
+                   "epoch_tested": result.epoch_tested,
+                   "reported": self.spec.reported, "reported_accuracy": self.spec.reported_accuracy,
+                   "epochs": self.epoch, "seconds": result.seconds}
+        write_atomically(self.run_dir / "result.json", lambda f: f.write(json.dumps(summary, indent=1).encode()))
+        self.log(f"test accuracy {test.accuracy:.2%} (loss {test.loss:.3f}), {tested} checkpoint "
+                 f"(epoch {summary['epoch_tested']} of {self.epoch}) | report {self.spec.report}: {self.spec.reported}")
+        if self.splits.val_is_test and tested == "best":
+            self.log("note: this recipe validates on the test set (as the report did), so the best epoch "
+                     "was chosen by test accuracy")
+        if self.config.limit:
+            self.log(f"note: only the first {self.config.limit} images of each split were used (--limit)")
+        return result
+
+    def result(self, test, interrupted=False) -> TrainResult:
+        return TrainResult(self.run_dir, self.config, self.history, self.best["epoch"],
+                           test.accuracy if test else None, test.loss if test else None, self.tested,
+                           self.best["epoch"] if self.tested == "best" else self.epoch,
+                           sum(row["seconds"] for row in self.history), interrupted)
+
+
+def _spec_for(config: TrainConfig, spec):
+    if spec is not None:
+        return spec
+    from minicnn.models import get_spec
+    return get_spec(config.arch)
+
+
+def train(config: TrainConfig, *, out="runs", run_dir=None, spec=None, data=None, progress=True,
+          log=tqdm.write) -> TrainResult:
+    """Train `config` from scratch into `run_dir` (default: out/<arch>-<timestamp>/).
+
+    spec: the ModelSpec to build (default: the zoo's config.arch); data: a loaded minicnn.data.Cifar
+    to use instead of reading config.data (tests).
+    """
+    spec = _spec_for(config, spec)
+    trainer = Trainer(config, spec, run_dir or _new_run_dir(out, config.arch), data, progress, log)
+    return trainer.run()
+
+
+def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, spec=None, data=None,
+           progress=True, log=tqdm.write) -> TrainResult:
+    """Continue the run in `run_dir` from its last checkpoint, optionally to a new epoch count."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "last.npz").is_file():
+        raise TrainError(f"--resume {run_dir}: not a run folder (no last.npz); "
+                         f"pass a folder that `minicnn train` wrote, e.g. runs/<arch>-<time>")
+    checkpoint = load_checkpoint(run_dir / "last.npz")
+    changes = {k: v for k, v in dict(epochs=epochs, device=device, data=data_dir, workers=workers).items()
+               if v is not None}
+    config = TrainConfig.from_dict(checkpoint.meta["config"]).replace(**changes)
+    done = checkpoint.meta["epoch"]
+    if done >= config.recipe.epochs:
+        raise TrainError(f"--resume {run_dir}: already trained {done} of {config.recipe.epochs} epochs; "
+                         f"pass --epochs N (N > {done}) to train further")
+    trainer = Trainer(config, _spec_for(config, spec), run_dir, data, progress, log)
+    trainer.load(checkpoint)
+    log(f"resuming {run_dir} after epoch {done}")
+    return trainer.run()

@@ -1,0 +1,34 @@
+"""Shared helpers for tests/test_train_*.py: a tiny zoo-like network and small learnable datasets."""
+import numpy as np
+
+from minicnn import nn
+from minicnn.data import Cifar
+from minicnn.models import ModelSpec, Recipe
+
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+def tiny_net(num_classes=10):
+    """Conv-BN-ReLU-pool-dropout-FC: every kind of state a checkpoint must carry, in ~1k parameters."""
+    return nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(4),
+                         nn.Dropout(0.2), nn.Flatten(), nn.Linear(64, num_classes))
+
+
+def tiny_spec(**recipe):
+    return ModelSpec("tiny", ("T1",), "T", "a test network", tiny_net,
+                     Recipe(**{"batch_size": 16, "epochs": 2, **recipe}), "50.00%", 0.5)
+
+
+def colour_images(labels, rng):
+    """Images whose mean colour depends on the class, plus noise: learnable in a few steps."""
+    palette = np.random.default_rng(123).integers(30, 226, (10, 3))
+    base = palette[labels][:, :, None, None]
+    noise = rng.integers(-30, 31, (len(labels), 3, 32, 32))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def colour_cifar(n_train=96, n_test=48, seed=0) -> Cifar:
+    rng = np.random.default_rng(seed)
+    train_y, test_y = np.arange(n_train) % 10, np.arange(n_test) % 10
+    return Cifar("cifar10", colour_images(train_y, rng), train_y.astype(np.int64),
+                 colour_images(test_y, rng), test_y.astype(np.int64), list(CLASSES), source=None)
