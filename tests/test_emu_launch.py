@@ -12,7 +12,8 @@ GOOD_KERNEL = '#include "common.cuh"\n__global__ void twice(float* y) { y[thread
 
 @pytest.fixture(scope="module")
 def basics():
-    return EmulatorRuntime(kernels_dir=EMU_KERNELS).module("basics.cu", ["axpy<float>", "warp_sum<float>"])
+    return EmulatorRuntime(kernels_dir=EMU_KERNELS).module("basics.cu", ["axpy<float>", "warp_sum<float>",
+                                                                     "histogram"])
 
 
 @pytest.fixture
@@ -83,6 +84,16 @@ def test_shuffle_from_a_lane_that_does_not_exist(basics):
     with pytest.raises(EmulatorError, match=r"thread \(32,0,0\): __shfl_down_sync reads lane 16, which is not "
                                             r"in the mask or does not exist"):
         basics.get_function("warp_sum<float>")((1,), (48,), (x, out, np.int32(48)))
+
+
+def test_atomics_are_bounds_checked_too(basics):
+    """A value outside [0, bins) makes the histogram count past its shared-memory bins."""
+    values, counts = np.array([1, 2, 40], np.int32), np.zeros(37, np.uint32)
+    with pytest.raises(EmulatorError, match=r"out-of-bounds shared atomic update of 4 bytes by thread \(2,0,0\) "
+                                            r"at byte 160 of dynamic shared memory \(shared_mem=148 bytes\), "
+                                            r"12 bytes past its end"):
+        basics.get_function("histogram")((1,), (32,), (values, counts, np.int32(3), np.int32(37)),
+                                         shared_mem=37 * 4)
 
 
 def test_unknown_name_expression_and_missing_source(basics, tmp_path):

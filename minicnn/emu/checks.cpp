@@ -165,13 +165,14 @@ static void out_of_bounds(uintptr_t address, size_t size, Access access) {
     bool shared = nearest == &static_region || nearest == &dynamic_region;
     std::string where = "far from any buffer";
     if (nearest) {
-        long long offset = (long long)(address - nearest->begin);
+        long long offset = (long long)(address - nearest->begin), past = (long long)(address - nearest->end);
         where = "at byte " + std::to_string(offset) + " of " + nearest->name + ", " +
                 (offset < 0 ? std::to_string(-offset) + " bytes before its start"
-                            : std::to_string(address - nearest->end) + " bytes past its end");
+                 : past < 0 ? std::string("running over its end")
+                            : std::to_string(past) + " bytes past its end");
     }
     report("out-of-bounds %s %s of %zu bytes by %s %s", shared ? "shared" : "global",
-           access == Access::Read ? "read" : "write", size,
+           access == Access::Read ? "read" : access == Access::Write ? "write" : "atomic update", size,
            describe_thread(int(state.current - state.threads.data())).c_str(), where.c_str());
     abort_thread();
 }
