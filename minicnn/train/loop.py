@@ -130,8 +130,9 @@ class Trainer:
     def run_epoch(self, epoch: int) -> None:
         start = time.perf_counter()
         self.optimizer.lr = self.config.lr_at(epoch)
-        train_loss, train_acc, images, train_seconds = self.train_epoch(epoch)
-        val = evaluate(self.model, self.loaders["val"])
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught, and said, by check_finite
+            train_loss, train_acc, images, train_seconds = self.train_epoch(epoch)
+            val = evaluate(self.model, self.loaders["val"])
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
                "val_acc": val.accuracy, "lr": self.optimizer.lr, "seconds": time.perf_counter() - start,
                "images_per_s": images / train_seconds}
