@@ -95,3 +95,74 @@ def test_bad_input_is_a_clear_value_error(call, message):
 
     with pytest.raises(ValueError, match=message):
         call(CudaKernels(NoLaunchRuntime()))
+
+
+class FakeCupy:
+    """Stands in for cupy (absent in CI) to check CupyRuntime's own logic: options, one compile
+    per source, errors naming file and line, argument checks."""
+
+    class CompileException(Exception):
+        pass
+
+    class ndarray:  # noqa: N801 (cupy's name)
+        def __init__(self, contiguous=True):
+            self.flags = type("Flags", (), {"c_contiguous": contiguous})()
+
+    def __init__(self):
+        self.compiled, self.launches = [], []
+        self.cuda = type("cuda", (), {"compiler": type("compiler", (), {
+            "CompileException": FakeCupy.CompileException})})
+        fake = self
+
+        class RawModule:
+            def __init__(self, code, options, name_expressions):
+                fake.compiled.append((code, options, name_expressions))
+                if "BROKEN" in code:
+                    raise FakeCupy.CompileException(
+                        "/tmp/x/kern.cu(3): error: identifier \"BROKEN\" is undefined")
+
+            def get_function(self, name):
+                return lambda grid, block, args, shared_mem=0: fake.launches.append((name, args))
+
+        self.RawModule = RawModule
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch, tmp_path):
+    fake = FakeCupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    (tmp_path / "common.cuh").write_text("// header\n")
+    (tmp_path / "ok.cu").write_text('#include "common.cuh"\n')
+    (tmp_path / "bad.cu").write_text('#include "common.cuh"\n\nBROKEN\n')
+    return fake, tmp_path
+
+
+def test_cupy_runtime_compiles_each_source_once_with_our_options(fake_cupy):
+    from minicnn.backends.cupy_runtime import CupyRuntime
+
+    fake, kernels_dir = fake_cupy
+    runtime = CupyRuntime(kernels_dir)
+    assert runtime.name == "cuda" and runtime.xp is fake
+    module = runtime.module("ok.cu", ["f<float>"])
+    assert runtime.module("ok.cu", ["f<float>"]) is module and len(fake.compiled) == 1
+    _, options, names = fake.compiled[0]
+    assert "-std=c++17" in options and f"-I{kernels_dir}" in options and names == ["f<float>"]
+    kernel = module.get_function("f<float>")
+    kernel((1,), (32,), (FakeCupy.ndarray(), np.int32(3), np.float64(0.5)))
+    assert fake.launches == [("f<float>", (fake.launches[0][1][0], np.int32(3), np.float64(0.5)))]
+    with pytest.raises(TypeError, match="argument 1 is a int"):
+        kernel((1,), (32,), (FakeCupy.ndarray(), 3))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        kernel((1,), (32,), (FakeCupy.ndarray(contiguous=False),))
+    with pytest.raises(ValueError, match="not among"):
+        module.get_function("g<float>")
+
+
+def test_cupy_runtime_compile_error_names_file_and_line(fake_cupy):
+    from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError
+
+    runtime = CupyRuntime(fake_cupy[1])
+    with pytest.raises(KernelCompileError, match=r"^bad\.cu:3: error: identifier \"BROKEN\""):
+        runtime.module("bad.cu", ["f<float>"])
+    with pytest.raises(FileNotFoundError, match="missing.cu"):
+        runtime.module("missing.cu", ["f<float>"])
