@@ -5,7 +5,7 @@
     y = kernels.conv2d_forward(x, w, b, (1, 1), (1, 1, 1, 1))
 
 Every public function of numpy_ref has a method here with the same name and signature
-(tests/test_kernels_emu.py checks both), so ops call `device.kernels.<name>` and never ask
+(tests/test_kernels_api.py checks the signatures, tests/test_kernels_emu.py the numbers), so ops call `device.kernels.<name>` and never ask
 which device they run on. Methods take and return arrays of runtime.xp, float32 or float64;
 the xp module is used only for allocation and views: every computation is a kernel launch.
 Launch geometry (grids, split-K, reduction slices) depends on shapes only, never on the GPU,
