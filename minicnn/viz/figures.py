@@ -1,0 +1,210 @@
+"""The figures, drawn with matplotlib's object API (Figure + Agg), never pyplot: nothing global
+is switched and no display is needed. Sizes are fixed by the layout (CELL inches per panel at
+DPI dots per inch), so a grid of R x C panels is a predictable number of pixels.
+
+Images to show are (H, W, 3) floats in [0, 1] (`to_display`); maps are (C, h, w) arrays.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+DPI = 100
+CELL = 1.0         # inches per small panel (a feature map, a filter)
+BIG_CELL = 2.0     # inches per large panel (a CAM overlay)
+TITLE = 0.6        # inches above a grid for its title
+
+
+def to_display(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 3, H, W) or (3, H, W) -> float (N, H, W, 3) or (H, W, 3) in [0, 1]."""
+    return np.moveaxis(np.asarray(images, np.float32) / 255.0, -3, -1)
+
+
+def save(figure: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=DPI)
+    return path
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """(rows, cols) of the squarest grid that holds `count` panels."""
+    cols = math.ceil(math.sqrt(count))
+    return math.ceil(count / cols), cols
+
+
+def _blank(axes):
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def feature_maps_figure(image: np.ndarray, maps: np.ndarray, layer: str, shared_scale: bool = True,
+                        limit: int = 64) -> Figure:
+    """The input image (2x2 cells, at the left) beside a grid of the layer's first `limit` maps.
+
+    image: (H, W, 3) in [0, 1]; maps: (C, h, w). shared_scale: one colour range for every map
+    (compares channels) or each map's own (shows the pattern inside weak maps)."""
+    shown = maps[:limit]
+    rows, cols = grid_shape(len(shown))
+    figure = Figure(figsize=((cols + 2) * CELL, max(rows, 2) * CELL + TITLE))
+    spec = figure.add_gridspec(max(rows, 2), cols + 2, left=0.01, right=0.99, bottom=0.01,
+                               top=1 - TITLE / (max(rows, 2) * CELL + TITLE), wspace=0.08, hspace=0.08)
+    axes = figure.add_subplot(spec[0:2, 0:2])
+    axes.imshow(image)
+    axes.set_title("input", fontsize=8)
+    _blank(axes)
+    low, high = float(shown.min()), float(shown.max())
+    for index, channel in enumerate(shown):
+        axes = figure.add_subplot(spec[index // cols, 2 + index % cols])
+        scale = dict(vmin=low, vmax=high) if shared_scale else {}
+        axes.imshow(channel, cmap="viridis", **scale)
+        axes.set_title(str(index), fontsize=6, pad=1)
+        _blank(axes)
+    count = f"all {len(maps)} channels" if len(shown) == len(maps) else f"first {len(shown)} of {len(maps)} channels"
+    scale = f"shared colour scale [{low:.3g}, {high:.3g}]" if shared_scale else "per-map colour scale"
+    figure.suptitle(f"{layer}: {count}, {maps.shape[1]}x{maps.shape[2]} each; {scale}", fontsize=10)
+    return figure
+
+
+def filters_figure(weight: np.ndarray, layer: str, limit_filters: int = 64, limit_channels: int = 16) -> Figure:
+    """A conv layer's weights (F, C, kH, kW).
+
+    C == 3 (a first layer): each filter as an RGB patch, scaled to [0, 1] on its own range.
+    Otherwise: one row per filter, one column per input channel, on one symmetric colour scale
+    (red positive, blue negative)."""
+    filters, channels = weight.shape[:2]
+    if channels == 3:
+        shown = weight[:limit_filters]
+        rows, cols = grid_shape(len(shown))
+        figure = Figure(figsize=(cols * CELL, rows * CELL + TITLE))
+        for index, patch in enumerate(shown):
+            axes = figure.add_subplot(rows, cols, index + 1)
+            rgb = np.moveaxis(patch, 0, -1)
+            span = rgb.max() - rgb.min()
+            axes.imshow((rgb - rgb.min()) / (span if span > 0 else 1), interpolation="nearest")
+            _blank(axes)
+        what = f"{len(shown)} of {filters} filters" if len(shown) < filters else f"all {filters} filters"
+        figure.suptitle(f"{layer}: {what} ({weight.shape[2]}x{weight.shape[3]}) as RGB, each scaled to its own range",
+                        fontsize=10)
+        return figure
+    shown = weight[:limit_filters, :limit_channels]
+    rows, cols = shown.shape[:2]
+    bound = float(np.abs(shown).max()) or 1.0
+    figure = Figure(figsize=(cols * CELL * 0.6 + 0.6, rows * CELL * 0.6 + TITLE))
+    for f in range(rows):
+        for c in range(cols):
+            axes = figure.add_subplot(rows, cols, f * cols + c + 1)
+            axes.imshow(shown[f, c], cmap="bwr", vmin=-bound, vmax=bound, interpolation="nearest")
+            _blank(axes)
+    figure.suptitle(f"{layer}: filters {rows} of {filters} (rows) x input channels {cols} of {channels} "
+                    f"(columns); colour scale +-{bound:.3g}", fontsize=9)
+    return figure
+
+
+def cam_figure(images: np.ndarray, heatmaps: np.ndarray, titles: list[list[str]], captions: list[str],
+               title: str) -> Figure:
+    """One row per image: the image, then one overlay per class shown.
+
+    images: (N, H, W, 3) in [0, 1]; heatmaps: (N, K, H, W) in [0, 1]; titles[n][k] names
+    overlay k of image n; captions[n] sits over image n (e.g. its prediction)."""
+    count, shown = heatmaps.shape[:2]
+    figure = Figure(figsize=((shown + 1) * BIG_CELL, count * BIG_CELL + TITLE))
+    grid = figure.subplots(count, shown + 1, squeeze=False,
+                           gridspec_kw=dict(left=0.02, right=0.98, bottom=0.02, wspace=0.1, hspace=0.3,
+                                            top=1 - TITLE / (count * BIG_CELL + TITLE)))
+    for n in range(count):
+        grid[n, 0].imshow(images[n])
+        grid[n, 0].set_title(captions[n], fontsize=8)
+        for k in range(shown):
+            grid[n, k + 1].imshow(images[n])
+            grid[n, k + 1].imshow(heatmaps[n, k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            grid[n, k + 1].set_title(titles[n][k], fontsize=8)
+        for axes in grid[n]:
+            _blank(axes)
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def _scatter(axes, coords, groups, names, title, legend=True):
+    cmap = "tab10" if len(names) <= 10 else "tab20"
+    for index, name in enumerate(names):
+        chosen = groups == index
+        axes.scatter(coords[chosen, 0], coords[chosen, 1], s=4, label=name,
+                     color=_colour(cmap, index, len(names)))
+    axes.set_title(title, fontsize=9)
+    _blank(axes)
+    if legend and len(names) <= 20:
+        axes.legend(fontsize=6, markerscale=3, loc="best", frameon=False)
+
+
+def _colour(cmap, index, count):
+    colours = colormaps[cmap]
+    return colours(index % colours.N) if count <= colours.N else colours(index / max(count - 1, 1))
+
+
+def embedding_figure(embedding, classes: list[str], title: str) -> Figure:
+    """t-SNE coordinates coloured by true label; with clusters, a second panel coloured by them."""
+    panels = 1 if embedding.clusters is None else 2
+    figure = Figure(figsize=(6 * panels, 6 + TITLE), layout="constrained")
+    grid = figure.subplots(1, panels, squeeze=False)[0]
+    _scatter(grid[0], embedding.coords, embedding.labels, classes, "coloured by true label")
+    if embedding.clusters is not None:
+        k = int(embedding.clusters.max()) + 1
+        scores = embedding.scores
+        _scatter(grid[1], embedding.coords, embedding.clusters, [f"cluster {i}" for i in range(k)],
+                 f"{k}-component Gaussian mixture: ARI {scores['adjusted_rand_index']:.3f}, "
+                 f"NMI {scores['normalized_mutual_info']:.3f}")
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def progress_figure(panels: list, classes: list[str], title: str) -> Figure:
+    """panels: [(caption, Embedding)], one t-SNE panel each, side by side (4 per row)."""
+    rows, cols = math.ceil(len(panels) / 4), min(len(panels), 4)
+    figure = Figure(figsize=(4 * cols, 4 * rows + TITLE), layout="constrained")
+    grid = figure.subplots(rows, cols, squeeze=False).ravel()
+    for axes, (caption, embedding) in zip(grid, panels):
+        _scatter(axes, embedding.coords, embedding.labels, classes, caption, legend=axes is grid[0])
+    for axes in grid[len(panels):]:
+        axes.set_axis_off()
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def all_layers_figure(image: np.ndarray, outputs: dict, limit: int = 8) -> Figure:
+    """One row per layer: its name and shape, then its first `limit` maps (each on its own scale).
+    A layer with a vector output (N, D) shows the vector as one strip.
+
+    image: (H, W, 3) in [0, 1]; outputs: {layer: (C, h, w) or (D,)} for one image, in order."""
+    rows = len(outputs) + 1
+    figure = Figure(figsize=((limit + 2) * CELL, rows * CELL + TITLE))
+    spec = figure.add_gridspec(rows, limit + 2, left=0.01, right=0.99, bottom=0.01, wspace=0.08,
+                               hspace=0.25, top=1 - TITLE / (rows * CELL + TITLE))
+    axes = figure.add_subplot(spec[0, 2])
+    axes.imshow(image)
+    _blank(axes)
+    _row_label(figure.add_subplot(spec[0, 0:2]), "input", image.shape[:2])
+    for row, (layer, value) in enumerate(outputs.items(), start=1):
+        _row_label(figure.add_subplot(spec[row, 0:2]), layer, value.shape)
+        if value.ndim == 1:
+            axes = figure.add_subplot(spec[row, 2:])
+            axes.imshow(value[None, :], aspect="auto", cmap="viridis")
+            _blank(axes)
+            continue
+        for index, channel in enumerate(value[:limit]):
+            axes = figure.add_subplot(spec[row, 2 + index])
+            axes.imshow(channel, cmap="viridis")
+            _blank(axes)
+    figure.suptitle(f"every layer for one image: first {limit} channels per layer, each map on its own scale",
+                    fontsize=10)
+    return figure
+
+
+def _row_label(axes, name, shape):
+    axes.set_axis_off()
+    axes.text(0.95, 0.5, f"{name}\n{tuple(shape)}", ha="right", va="center", fontsize=8,
+              transform=axes.transAxes)
