@@ -1,11 +1,18 @@
-"""Augmentation: exact identities, independent references (per-pixel loops, np.rot90, SciPy), seeds."""
+"""Augmentation: exact identities, independent references (per-pixel loops, np.rot90, SciPy), seeds.
+
+The array work is numpy_ref.affine_warp / adjust_colour (the specification the CUDA kernels in
+kernels/augment.cu are checked against in test_kernels_augment.py); apply_params takes a kernel set.
+"""
 import math
 
 import numpy as np
 import pytest
 
-from minicnn.data import (PRESETS, AugmentParams, AugmentSpec, DataError, adjust_colour, affine_inverse,
-                          apply_params, augment, augment_preset, sample_params, warp)
+from minicnn.backends import numpy_ref
+from minicnn.data import (PRESETS, AugmentParams, AugmentSpec, DataError, affine_inverse, apply_params, augment,
+                          augment_preset, sample_params)
+
+warp, adjust_colour = numpy_ref.affine_warp, numpy_ref.adjust_colour
 
 
 def images(n=4, c=3, h=8, w=8, seed=0, dtype=np.float64):
@@ -13,7 +20,7 @@ def images(n=4, c=3, h=8, w=8, seed=0, dtype=np.float64):
 
 
 def warp_one(x, inverse, fill="nearest"):
-    return warp(x, np.broadcast_to(inverse, (len(x), 2, 3)), fill, np)
+    return warp(x, np.broadcast_to(inverse, (len(x), 2, 3)), fill)
 
 
 def bilinear_reference(image, inverse, fill):
@@ -94,7 +101,7 @@ def test_vectorized_warp_equals_per_pixel_reference(fill):
     inverse = affine_inverse(7, 9, angle=rng.uniform(-40, 40, 5), shear=rng.uniform(-15, 15, 5),
                              scale=rng.uniform(0.7, 1.3, 5), shift_x=rng.uniform(-3, 3, 5),
                              shift_y=rng.uniform(-3, 3, 5), hflip=[0, 1, 0, 1, 1], vflip=[1, 0, 0, 1, 0])
-    got = warp(x, inverse, fill, np)
+    got = warp(x, inverse, fill)
     for i in range(5):
         np.testing.assert_allclose(got[i], bilinear_reference(x[i], inverse[i], fill), rtol=1e-12, atol=1e-9)
 
@@ -112,32 +119,32 @@ def test_nearest_fill_matches_scipy_as_keras_uses_it():
 def test_batch_equals_each_image_alone():
     x = images(n=6, seed=4)
     params = sample_params(PRESETS["report_b"], 6, np.random.default_rng(5), 8, 8)
-    batch = apply_params(x, params, np)
+    batch = apply_params(x, params, numpy_ref)
     for i in range(6):
         alone = AugmentParams(params.inverse[i:i + 1], params.fill, params.colour[i:i + 1])
-        np.testing.assert_allclose(batch[i:i + 1], apply_params(x[i:i + 1], alone, np), rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(batch[i:i + 1], apply_params(x[i:i + 1], alone, numpy_ref), rtol=1e-12, atol=1e-9)
 
 
 def test_colour_against_formulas():
     x = images(n=3, seed=6)
     factors = np.array([[1.0, 1.0, 1.0], [1.3, 0.6, 1.0], [0.8, 1.0, 0.0]])
-    out = adjust_colour(x, factors, np)
+    out = adjust_colour(x, factors)
     np.testing.assert_allclose(out[0], x[0], atol=1e-9)
     bright = np.clip(x[1] * 1.3, 0, 255)
     mean = np.mean(0.299 * bright[0] + 0.587 * bright[1] + 0.114 * bright[2])
     np.testing.assert_allclose(out[1], np.clip(mean + 0.6 * (bright - mean), 0, 255), atol=1e-9)
     luma = 0.299 * x[2, 0] + 0.587 * x[2, 1] + 0.114 * x[2, 2]
     np.testing.assert_allclose(out[2], np.broadcast_to(np.clip(0.8 * luma, 0, 255), (3, 8, 8)), atol=1e-9)
-    with pytest.raises(DataError, match="3 channels"):
-        adjust_colour(x[:, :1], factors, np)
+    with pytest.raises(ValueError, match=r"need \(N, 3, H, W\) images, got shape \(3, 1, 8, 8\)"):
+        adjust_colour(x[:, :1], factors)
 
 
 def test_seed_reproducibility_and_float32():
     x = images(dtype=np.float32)
     spec = augment_preset("keras_rot_shift_flip")
-    a = augment(x, spec, np.random.default_rng(7), np)
-    b = augment(x, spec, np.random.default_rng(7), np)
-    c = augment(x, spec, np.random.default_rng(8), np)
+    a = augment(x, spec, np.random.default_rng(7), numpy_ref)
+    b = augment(x, spec, np.random.default_rng(7), numpy_ref)
+    c = augment(x, spec, np.random.default_rng(8), numpy_ref)
     assert a.dtype == np.float32 and a.shape == x.shape
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 

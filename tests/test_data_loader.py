@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 
 from data_fixtures import cifar10_root  # noqa: F401
-from minicnn.data import (DATA_RECIPES, AugmentSpec, BatchLoader, Cifar, DataError, DataRecipe, Normalizer,
+from minicnn.backends import Device, DeviceError, get_device, numpy_ref
+from minicnn.data import (DATA_RECIPES, PRESETS, AugmentSpec, BatchLoader, Cifar, DataError, DataRecipe, Normalizer,
                           holdout_indices, load_cifar, prepare_data, split_loaders)
 
 
@@ -124,3 +125,40 @@ def test_mismatched_lengths_and_batch_size():
         BatchLoader(data.train_x, data.train_y[:-1], 10)
     with pytest.raises(DataError, match="batch_size"):
         BatchLoader(data.train_x, data.train_y, 0)
+
+
+class RecordingKernels:
+    """numpy_ref, noting which kernels the loader calls."""
+
+    def __init__(self):
+        self.xp, self.calls = np, []
+
+    def __getattr__(self, name):
+        self.calls.append(name)
+        return getattr(numpy_ref, name)
+
+
+def test_augmentation_runs_through_the_device_kernels():
+    data = fake_cifar(n_train=40)
+    kernels = RecordingKernels()
+    spec = PRESETS["report_b"]   # a warp and colour changes
+    spied = BatchLoader(data.train_x, data.train_y, 16, augment=spec, seed=3, device=Device("spy", np, kernels))
+    plain = BatchLoader(data.train_x, data.train_y, 16, augment=spec, seed=3)
+    assert plain.device is get_device("cpu")
+    for (x, y), (x_cpu, y_cpu) in zip(spied, plain):
+        assert np.array_equal(x, x_cpu) and np.array_equal(y, y_cpu)
+    assert kernels.calls == ["affine_warp", "adjust_colour"] * 3
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        BatchLoader(data.train_x, data.train_y, 16, device="tpu")
+
+
+def test_emulated_cuda_augmentation_matches_the_reference():
+    pytest.importorskip("minicnn.emu")
+    data = fake_cifar(n_train=6)
+    splits = prepare_data(DataRecipe(preprocess="standardize", augment="report_b"), data=data)
+    cpu = split_loaders(splits, 3, seed=4)["train"]
+    emu = split_loaders(splits, 3, seed=4, device="emu")["train"]
+    assert emu.device is get_device("emu")
+    for (x, y), (x_cpu, y_cpu) in zip(emu, cpu):
+        assert np.array_equal(y, y_cpu)
+        np.testing.assert_allclose(x, x_cpu, rtol=1e-4, atol=1e-4)

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from minicnn.backends.cuda_launch import (POOL_MODES, THREADS, TILE, KernelLauncher, cdiv,
-                                          conv_output_size, i32, uint64)
+from minicnn.backends.cuda_launch import (FILL_MODES, POOL_MODES, THREADS, TILE, KernelLauncher,
+                                          cdiv, conv_output_size, i32, uint64)
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
@@ -332,3 +332,41 @@ class CudaKernels(KernelLauncher):
             (g,) = self._float_arrays(g)
             self._launch("optim.cu", "sgd_update<{T}>", p.dtype, p.size, p, v, g, *i32(p.size),
                          T(lr), T(momentum), *i32(bool(nesterov)), T(weight_decay))
+
+    # ------------------------------------------------------------------ augmentation
+
+    def affine_warp(self, images, inverse, fill):
+        """Bilinear warp of each image by its inverse map: images (N, C, H, W), inverse (N, 2, 3)
+        (cast to the images' dtype), fill 'nearest' | 'constant' -> (N, C, H, W)."""
+        (images,) = self._float_arrays(images)
+        if fill not in FILL_MODES:
+            raise ValueError(f"fill must be one of {', '.join(FILL_MODES)}, got {fill!r}")
+        if images.ndim != 4:
+            raise ValueError(f"affine_warp takes (N, C, H, W) images, got shape {images.shape}")
+        n, c, h, w = images.shape
+        inverse = self._array(inverse, images.dtype)
+        if inverse.shape != (n, 2, 3):
+            raise ValueError(f"inverse must have shape ({n}, 2, 3), got {inverse.shape}")
+        out = self.xp.empty_like(images)
+        self._launch("augment.cu", "affine_warp<{T}>", images.dtype, n * h * w, out, images,
+                     inverse, *i32(n, c, h, w, FILL_MODES[fill]))
+        return out
+
+    def adjust_colour(self, images, factors):
+        """Brightness, contrast, saturation: images (N, 3, H, W) in pixel units, factors (N, 3)
+        (cast to the images' dtype) -> (N, 3, H, W) clipped to [0, 255]."""
+        (images,) = self._float_arrays(images)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"colour changes need (N, 3, H, W) images, got shape {images.shape}")
+        n, _, h, w = images.shape
+        factors = self._array(factors, images.dtype)
+        if factors.shape != (n, 3):
+            raise ValueError(f"factors must have shape ({n}, 3), got {factors.shape}")
+        # the images are the "channels" of reduce.cu's (1, C, S) view: one mean per image
+        mean_luma = self._sum_partials(self._channel_partials(
+            "augment.cu", "brightness_luma_partial_sums<{T}>", images.dtype, 1, n, h * w, images,
+            factors), divisor=h * w)
+        out = self.xp.empty_like(images)
+        self._launch("augment.cu", "adjust_colour<{T}>", images.dtype, n * h * w, out, images,
+                     factors, mean_luma, *i32(n, h * w))
+        return out

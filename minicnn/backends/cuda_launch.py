@@ -28,9 +28,11 @@ KERNELS = {
                    "cross_entropy_forward_soft<{T}>", "cross_entropy_backward_labels<{T}>",
                    "cross_entropy_backward_soft<{T}>", "sum_partials<{T}>"],
     "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>"],
+    "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
 }
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 POOL_MODES = {"max": 0, "min": 1, "avg": 2}  # the mode codes of pool.cu
+FILL_MODES = {"nearest": 0, "constant": 1}   # augment.cu's constant_fill flag
 
 THREADS = 256        # block size of one-thread-per-element kernels and of the reductions
 TILE = 64            # gemm_v2's output tile (TILE_M = TILE_N in gemm.cu)

@@ -360,3 +360,71 @@ def sgd_update(params, grads, velocities, lr, momentum, nesterov, weight_decay):
             v += g
             g = g + momentum * v if nesterov else v
         p -= lr * g
+
+
+# --------------------------------------------------------------------------- augmentation
+
+FILL_MODES = ("nearest", "constant")
+MAX_VALUE = 255.0                       # colour changes clip to the pixel range 0..255
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)    # ITU-R 601 luma, as torchvision uses
+
+
+def affine_warp(images, inverse, fill):
+    """Bilinear resampling of each image at the source positions its affine map gives.
+
+    images: (N, C, H, W) float; inverse: (N, 2, 3), output pixel (x, y, 1) -> source (x, y),
+    x the column and y the row. fill 'nearest' clamps source positions to the image (edge
+    pixels repeat, as Keras fills); 'constant' lets corners outside the image contribute 0.
+    Positions and weights are computed in the images' dtype.
+    """
+    if fill not in FILL_MODES:
+        raise ValueError(f"fill must be one of {', '.join(FILL_MODES)}, got {fill!r}")
+    n, c, h, w = images.shape
+    m = np.asarray(inverse, dtype=images.dtype)[:, :, :, None, None]   # (N, 2, 3, 1, 1)
+    xs = np.arange(w, dtype=images.dtype)
+    ys = np.arange(h, dtype=images.dtype)[:, None]
+    src_x = m[:, 0, 0] * xs + m[:, 0, 1] * ys + m[:, 0, 2]             # (N, H, W)
+    src_y = m[:, 1, 0] * xs + m[:, 1, 1] * ys + m[:, 1, 2]
+    if fill == "nearest":
+        src_x, src_y = np.clip(src_x, 0, w - 1), np.clip(src_y, 0, h - 1)
+    x0, y0 = np.floor(src_x), np.floor(src_y)
+    frac_x, frac_y = src_x - x0, src_y - y0
+    x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
+    flat = images.reshape(n, c, h * w)
+    out = np.zeros_like(images)
+    # the four corners in the order (top-left, top-right, bottom-left, bottom-right)
+    for dy, weight_y in ((0, 1 - frac_y), (1, frac_y)):
+        for dx, weight_x in ((0, 1 - frac_x), (1, frac_x)):
+            xi, yi = x0 + dx, y0 + dy
+            weight = weight_y * weight_x
+            if fill == "constant":
+                weight = weight * ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h))
+            index = np.clip(yi, 0, h - 1) * w + np.clip(xi, 0, w - 1)   # (N, H, W) into the flat image
+            corner = np.take_along_axis(flat, index.reshape(n, 1, h * w), axis=2)
+            out += corner.reshape(n, c, h, w) * weight[:, None]
+    return out
+
+
+def _gray(images):
+    """(N, 3, H, W) -> (N, 1, H, W) luma."""
+    weights = np.asarray(GRAY_WEIGHTS, dtype=images.dtype)[:, None, None]
+    return (images * weights).sum(axis=1, keepdims=True)
+
+
+def adjust_colour(images, factors):
+    """Brightness, then contrast, then saturation, clipping to 0..255 after each
+    (torchvision's formulas). images: (N, 3, H, W) float in pixel units; factors: (N, 3),
+    where 1 leaves a property unchanged.
+
+        brightness  x * b
+        contrast    m + c * (x - m), m the mean luma of the whole image
+        saturation  g + s * (x - g), g the pixel's luma
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"colour changes need (N, 3, H, W) images, got shape {images.shape}")
+    f = np.asarray(factors, dtype=images.dtype)[:, :, None, None, None]   # (N, 3, 1, 1, 1)
+    out = np.clip(images * f[:, 0], 0, MAX_VALUE)
+    mean = _gray(out).mean(axis=(1, 2, 3), keepdims=True)
+    out = np.clip((out - mean) * f[:, 1] + mean, 0, MAX_VALUE)
+    gray = _gray(out)
+    return np.clip((out - gray) * f[:, 2] + gray, 0, MAX_VALUE)

@@ -2,11 +2,11 @@
 
     from minicnn.data import DATA_RECIPES, prepare_data, split_loaders
     splits = prepare_data(DATA_RECIPES["report_a"])         # loads CIFAR-10, validation = test
-    loaders = split_loaders(splits, batch_size=512, seed=0)
+    loaders = split_loaders(splits, batch_size=512, seed=0)    # device="cpu"; or get_device("cuda")
     for x, y in loaders["train"]: ...                        # x: (B, 3, 32, 32) float32, y: (B,) int64
 """
-from .augment import (PRESETS, AugmentParams, AugmentSpec, adjust_colour, affine_inverse, apply_params,
-                      augment, augment_preset, sample_params, warp)
+from .augment import (PRESETS, AugmentParams, AugmentSpec, affine_inverse, apply_params, augment,
+                      augment_preset, sample_params)
 from .cifar import SPECS, Cifar, CifarSpec, data_root, find_source, get_spec, load_cifar
 from .download import download
 from .errors import DataError
@@ -15,8 +15,8 @@ from .safe_pickle import RestrictedUnpickler, safe_loads
 from .splits import DATA_RECIPES, DataRecipe, DataSplits, Normalizer, holdout_indices, prepare_data
 
 __all__ = [
-    "PRESETS", "AugmentParams", "AugmentSpec", "adjust_colour", "affine_inverse", "apply_params", "augment",
-    "augment_preset", "sample_params", "warp", "SPECS", "Cifar", "CifarSpec", "data_root", "find_source",
+    "PRESETS", "AugmentParams", "AugmentSpec", "affine_inverse", "apply_params", "augment",
+    "augment_preset", "sample_params", "SPECS", "Cifar", "CifarSpec", "data_root", "find_source",
     "get_spec", "load_cifar", "download", "DataError", "BatchLoader", "split_loaders", "RestrictedUnpickler",
     "safe_loads", "DATA_RECIPES", "DataRecipe", "DataSplits", "Normalizer", "holdout_indices", "prepare_data",
 ]

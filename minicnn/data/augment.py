@@ -1,10 +1,11 @@
-"""Random training-time changes to images, vectorized over the batch, for NumPy or CuPy arrays.
+"""Random training-time changes to images, drawn on the host and applied by the device's kernels.
 
-Two steps, so that a CUDA kernel can later replace the second with the same signature:
+Two steps:
   1. `sample_params` draws each image's random parameters on the host with a NumPy Generator
      (a few small arrays: cheap, and reproducible from a seed);
-  2. `apply_params` applies them to the whole batch with array operations written against `xp`
-     (numpy or cupy), with no per-image Python loop.
+  2. `apply_params` hands them to the device's kernels, `affine_warp` and `adjust_colour`
+     (minicnn/backends/numpy_ref.py is their specification, kernels/augment.cu the CUDA version),
+     so a batch on the GPU is augmented there, like every other op, with no per-image Python loop.
 
 All geometry (flips, rotation, shear, zoom, shift, pad-and-crop) is folded into one affine map
 per image and done by a single bilinear warp, so the image is resampled once and there is one
@@ -14,11 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minicnn.backends.numpy_ref import FILL_MODES as FILLS
+
 from .errors import DataError
 
-FILLS = ("nearest", "constant")
-MAX_VALUE = 255.0                                # colour changes clip to the pixel range
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)             # ITU-R 601 luma, as torchvision uses
 RANGES = ("rotation", "shift", "shear", "scale", "crop_pad", "brightness", "contrast", "saturation")
 
 
@@ -135,69 +135,18 @@ def sample_params(spec: AugmentSpec, n: int, rng: np.random.Generator, height: i
     return AugmentParams(inverse, spec.fill, colour)
 
 
-def warp(images, inverse, fill: str, xp):
-    """Bilinear resampling of each image at the source positions its affine map gives.
-
-    images: (N, C, H, W) float; inverse: (N, 2, 3), output pixel (x, y, 1) -> source (x, y).
-    fill 'nearest' clamps positions to the image (edge pixels repeat, as Keras fills);
-    'constant' lets corners that fall outside contribute 0.
-    """
-    n, c, h, w = images.shape
-    m = xp.asarray(inverse, dtype=images.dtype)[:, :, :, None, None]   # (N, 2, 3, 1, 1)
-    xs = xp.arange(w, dtype=images.dtype)
-    ys = xp.arange(h, dtype=images.dtype)[:, None]
-    src_x = m[:, 0, 0] * xs + m[:, 0, 1] * ys + m[:, 0, 2]             # (N, H, W)
-    src_y = m[:, 1, 0] * xs + m[:, 1, 1] * ys + m[:, 1, 2]
-    if fill == "nearest":
-        src_x, src_y = xp.clip(src_x, 0, w - 1), xp.clip(src_y, 0, h - 1)
-    x0, y0 = xp.floor(src_x), xp.floor(src_y)
-    frac_x, frac_y = src_x - x0, src_y - y0
-    x0, y0 = x0.astype(xp.int64), y0.astype(xp.int64)
-    flat = images.reshape(n, c, h * w)
-    out = xp.zeros_like(images)
-    for dy, weight_y in ((0, 1 - frac_y), (1, frac_y)):
-        for dx, weight_x in ((0, 1 - frac_x), (1, frac_x)):
-            xi, yi = x0 + dx, y0 + dy
-            weight = weight_y * weight_x
-            if fill == "constant":
-                weight = weight * ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h))
-            index = xp.clip(yi, 0, h - 1) * w + xp.clip(xi, 0, w - 1)   # (N, H, W) into the flat image
-            corner = xp.take_along_axis(flat, index.reshape(n, 1, h * w), axis=2)
-            out += corner.reshape(n, c, h, w) * weight[:, None]
-    return out
-
-
-def _gray(images, xp):
-    """(N, 3, H, W) -> (N, 1, H, W) luma."""
-    weights = xp.asarray(GRAY_WEIGHTS, dtype=images.dtype)[:, None, None]
-    return (images * weights).sum(axis=1, keepdims=True)
-
-
-def adjust_colour(images, factors, xp):
-    """Brightness, then contrast, then saturation, clipping to 0..255 after each (torchvision's formulas).
-
-    images: (N, 3, H, W) float in pixel units; factors: (N, 3), 1 leaves a property unchanged.
-    """
-    if images.shape[1] != 3:
-        raise DataError(f"colour changes need 3 channels, got {images.shape[1]}")
-    f = xp.asarray(factors, dtype=images.dtype)[:, :, None, None, None]   # (N, 3, 1, 1, 1)
-    out = xp.clip(images * f[:, 0], 0, MAX_VALUE)
-    mean = _gray(out, xp).mean(axis=(1, 2, 3), keepdims=True)
-    out = xp.clip((out - mean) * f[:, 1] + mean, 0, MAX_VALUE)
-    gray = _gray(out, xp)
-    return xp.clip((out - gray) * f[:, 2] + gray, 0, MAX_VALUE)
-
-
-def apply_params(images, params: AugmentParams, xp):
-    """Apply one batch's drawn parameters. images: (N, C, H, W) float -> same shape and dtype."""
+def apply_params(images, params: AugmentParams, kernels):
+    """Apply one batch's drawn parameters with a device's kernels (`device.kernels`: numpy_ref
+    or the CUDA kernels). images: (N, C, H, W) float arrays of kernels.xp -> same shape, dtype."""
+    xp = kernels.xp  # the small parameter arrays go to the images' device and dtype
     if params.inverse is not None:
-        images = warp(images, params.inverse, params.fill, xp)
+        images = kernels.affine_warp(images, xp.asarray(params.inverse, images.dtype), params.fill)
     if params.colour is not None:
-        images = adjust_colour(images, params.colour, xp)
+        images = kernels.adjust_colour(images, xp.asarray(params.colour, images.dtype))
     return images
 
 
-def augment(images, spec: AugmentSpec, rng: np.random.Generator, xp):
+def augment(images, spec: AugmentSpec, rng: np.random.Generator, kernels):
     """Sample and apply in one call: images (N, C, H, W) float -> augmented copy."""
     n, _, h, w = images.shape
-    return apply_params(images, sample_params(spec, n, rng, h, w), xp)
+    return apply_params(images, sample_params(spec, n, rng, h, w), kernels)

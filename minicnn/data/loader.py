@@ -1,10 +1,13 @@
-"""Batches for training and evaluation, moved to the device array module `xp` (numpy or cupy).
+"""Batches for training and evaluation, moved to a minicnn Device (cpu, cuda or emu).
 
 A batch leaves the host as uint8 (a quarter of the bytes of float32), and becomes float,
-augmented and normalized on the device. Shuffling and augmentation draw from a NumPy Generator
-seeded by (seed, epoch), so any epoch can be replayed exactly, e.g. after resuming a checkpoint.
+augmented (by the device's kernels) and normalized on the device. Shuffling and augmentation
+draw from a NumPy Generator seeded by (seed, epoch), so any epoch can be replayed exactly,
+e.g. after resuming a checkpoint.
 """
 import numpy as np
+
+from minicnn.backends import Device, get_device
 
 from .augment import AugmentSpec, augment, augment_preset
 from .errors import DataError
@@ -12,16 +15,17 @@ from .splits import DataSplits, Normalizer
 
 
 class BatchLoader:
-    """Iterate (x, y): x (B, C, H, W) of `dtype` on `xp`, y (B,) int64 on `xp`.
+    """Iterate (x, y): x (B, C, H, W) of `dtype`, y (B,) int64, both arrays of `device`.
 
     images: (N, C, H, W) uint8 on the host; labels: (N,) int. `limit` keeps the first N samples.
+    device: a Device or its name; its xp holds the batches and its kernels augment them.
     Each `for` loop over the loader is one epoch; `set_epoch` chooses which (for resuming).
     """
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, *,
                  normalizer: Normalizer | None = None, augment: AugmentSpec | None = None,
                  shuffle: bool = False, seed: int = 0, limit: int | None = None,
-                 drop_last: bool = False, xp=np, dtype=np.float32):
+                 drop_last: bool = False, device: Device | str = "cpu", dtype=np.float32):
         if len(images) != len(labels):
             raise DataError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:
@@ -29,7 +33,7 @@ class BatchLoader:
         self.images, self.labels = images[:limit], labels[:limit]
         self.batch_size, self.normalizer, self.augment = batch_size, normalizer, augment
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
-        self.xp, self.dtype = xp, dtype
+        self.device, self.dtype = get_device(device), dtype
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -40,24 +44,24 @@ class BatchLoader:
         self.epoch = epoch
 
     def __iter__(self):
-        xp, n = self.xp, len(self.labels)
+        device, n = self.device, len(self.labels)
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         for b in range(len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            x = xp.asarray(self.images[index]).astype(self.dtype)   # uint8 over the bus, cast on the device
+            x = device.asarray(self.images[index]).astype(self.dtype)   # uint8 over the bus, cast on the device
             if self.augment is not None and (self.augment.geometric or self.augment.colour):
-                x = augment(x, self.augment, rng, xp)
+                x = augment(x, self.augment, rng, device.kernels)
             if self.normalizer is not None:
-                x = self.normalizer(x, xp)
-            yield x, xp.asarray(self.labels[index], dtype=xp.int64)
+                x = self.normalizer(x, device.xp)
+            yield x, device.asarray(self.labels[index], dtype=np.int64)
 
 
 def split_loaders(splits: DataSplits, batch_size: int, *, seed: int = 0, limit: int | None = None,
-                  xp=np, dtype=np.float32) -> dict[str, BatchLoader]:
+                  device: Device | str = "cpu", dtype=np.float32) -> dict[str, BatchLoader]:
     """'train' (shuffled, augmented as the recipe says), 'val' and 'test' loaders for `splits`."""
-    common = dict(normalizer=splits.normalizer, limit=limit, xp=xp, dtype=dtype)
+    common = dict(normalizer=splits.normalizer, limit=limit, device=device, dtype=dtype)
     return {
         "train": BatchLoader(splits.train_x, splits.train_y, batch_size, shuffle=True, seed=seed,
                              augment=augment_preset(splits.recipe.augment), **common),
