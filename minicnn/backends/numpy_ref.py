@@ -50,7 +50,7 @@ def _pad(x, pads, value=0.0):
 def _windows(xpad, kernel, stride):
     """A strided view of every sliding window: xpad (N, C, Hp, Wp) -> (N, C, Ho, Wo, kH, kW).
 
-    This *is* im2col, without copying: the copy happens when the view is fed to a matmul.
+    No copy is made: pooling reduces over the last two axes of this view directly.
     """
     n, c, hp, wp = xpad.shape
     kh, kw = kernel
@@ -61,44 +61,86 @@ def _windows(xpad, kernel, stride):
                       (s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3]), writeable=False)
 
 
-def _add_windows(dwin, x_shape, stride, pads):
-    """col2im: the adjoint of _windows. dwin (N, C, Ho, Wo, kH, kW) -> dx (N, C, H, W).
+def _output_size(x_shape, kernel, stride, pads):
+    h, w = x_shape[2:]
+    return ((h + pads[0] + pads[1] - kernel[0]) // stride[0] + 1,
+            (w + pads[2] + pads[3] - kernel[1]) // stride[1] + 1)
 
-    Overlapping windows add up. The Python loop runs over the kH * kW kernel offsets only,
-    each step adding one strided slab, never over pixels.
+
+def im2col(x, kernel, stride, pads):
+    """x: (N, C, H, W) -> cols: (C * kH * kW, N * Ho * Wo), one column per output pixel.
+
+    Row (c, i, j) of cols holds input channel c shifted by kernel offset (i, j): the loop runs
+    over the kH * kW offsets, each copying one strided slab, never over pixels. (Copying slab
+    by slab is ~3x faster in NumPy than copying one 6-D strided view, and this orientation
+    makes every matmul below a well-shaped one for BLAS.)
     """
-    n, c, h, w = x_shape
-    top, bottom, left, right = pads
-    _, _, ho, wo, kh, kw = dwin.shape
-    sh, sw = stride
-    dxpad = np.zeros((n, c, h + top + bottom, w + left + right), dwin.dtype)
+    n, c = x.shape[:2]
+    (kh, kw), (sh, sw) = kernel, stride
+    ho, wo = _output_size(x.shape, kernel, stride, pads)
+    xpad = _pad(x, pads).transpose(1, 0, 2, 3)  # (C, N, Hp, Wp): channel-major like cols
+    cols = np.empty((c, kh, kw, n, ho, wo), x.dtype)
     for i in range(kh):
         for j in range(kw):
-            dxpad[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += dwin[:, :, :, :, i, j]
-    return dxpad[:, :, top:top + h, left:left + w]
+            cols[:, i, j] = xpad[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw]
+    return cols.reshape(c * kh * kw, n * ho * wo)
+
+
+def col2im(cols, x_shape, kernel, stride, pads):
+    """The adjoint of im2col: cols (C * kH * kW, N * Ho * Wo) -> dx (N, C, H, W).
+
+    Every column is added back at the pixels it was copied from; overlapping windows add up.
+    """
+    n, c, h, w = x_shape
+    (kh, kw), (sh, sw) = kernel, stride
+    top, bottom, left, right = pads
+    ho, wo = _output_size(x_shape, kernel, stride, pads)
+    cols = cols.reshape(c, kh, kw, n, ho, wo)
+    dxpad = np.zeros((c, n, h + top + bottom, w + left + right), cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxpad[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += cols[:, i, j]
+    return np.ascontiguousarray(dxpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3))
 
 
 # --------------------------------------------------------------------------- convolution
 
+def _channels_first(a):
+    """(N, F, Ho, Wo) -> (F, N * Ho * Wo), the layout of im2col's columns."""
+    return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
+
+
 def conv2d_forward(x, w, b, stride, pads):
-    """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
-    win = _windows(_pad(x, pads), w.shape[2:], stride)
-    y = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3]))  # (N, Ho, Wo, F)
+    """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo).
+
+    y = w (F, C*kH*kW) @ im2col(x) (C*kH*kW, N*Ho*Wo), then back to NCHW.
+    """
+    f = w.shape[0]
+    ho, wo = _output_size(x.shape, w.shape[2:], stride, pads)
+    y = (w.reshape(f, -1) @ im2col(x, w.shape[2:], stride, pads)).reshape(f, x.shape[0], ho, wo)
     if b is not None:
-        y += b
-    return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+        y += b.reshape(f, 1, 1, 1)
+    return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, pads):
-    """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W)."""
-    dwin = np.tensordot(dy, w, axes=([1], [0]))  # (N, Ho, Wo, C, kH, kW)
-    return _add_windows(dwin.transpose(0, 3, 1, 2, 4, 5), x_shape, stride, pads)
+    """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W).
+
+    d cols = w.T @ dy, and col2im scatters the columns back onto the input.
+    """
+    dcols = w.reshape(w.shape[0], -1).T @ _channels_first(dy)
+    return col2im(dcols, x_shape, w.shape[2:], stride, pads)
 
 
 def conv2d_backward_weight(dy, x, kernel, stride, pads):
-    """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW)."""
-    win = _windows(_pad(x, pads), kernel, stride)
-    return np.tensordot(dy, win, axes=([0, 2, 3], [0, 2, 3]))
+    """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW).
+
+    dw = dy @ im2col(x).T, computed as (cols @ dy.T).T: BLAS is ~50x faster in that order
+    here, because the long N * Ho * Wo axis is then the contiguous one of both operands.
+    """
+    f = dy.shape[1]
+    dw_t = im2col(x, kernel, stride, pads) @ _channels_first(dy).T  # (C*kH*kW, F)
+    return np.ascontiguousarray(dw_t.T).reshape((f, x.shape[1]) + tuple(kernel))
 
 
 # --------------------------------------------------------------------------- pooling
@@ -136,9 +178,9 @@ def pool2d_backward(dy, index, x_shape, mode, kernel, stride, pads):
     if mode == "avg":
         ones = np.ones((1, 1, h, w), dy.dtype)
         count = _windows(_pad(ones, pads), kernel, stride).sum(axis=(4, 5))
-        share = (dy / count)[..., None, None]
-        return _add_windows(np.broadcast_to(share, share.shape[:4] + tuple(kernel)),
-                            x_shape, stride, pads)
+        share = (dy / count).transpose(1, 0, 2, 3)[:, None, None]  # (C, 1, 1, N, Ho, Wo)
+        cols = np.broadcast_to(share, (c, kernel[0], kernel[1]) + share.shape[3:])
+        return col2im(cols, x_shape, kernel, stride, pads)  # each window cell gets its share
     # max/min: each output sends its gradient to the one input that won; windows overlap,
     # so several outputs may hit one input: bincount adds them up.
     plane = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)
