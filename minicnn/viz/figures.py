@@ -37,6 +37,18 @@ def grid_shape(count: int) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
+def _margins(figure, space=0.08) -> dict:
+    """gridspec keywords: a thin border, TITLE inches kept free at the top."""
+    return dict(left=0.2 / figure.get_figwidth(), right=1 - 0.2 / figure.get_figwidth(),
+                bottom=0.1 / figure.get_figheight(), top=1 - TITLE / figure.get_figheight(),
+                wspace=space, hspace=space)
+
+
+def _title(figure, text, fontsize=10):
+    """A title centred in the TITLE inches at the top, whatever the figure's height."""
+    figure.suptitle(text, y=1 - TITLE / 2 / figure.get_figheight(), va="center", fontsize=fontsize)
+
+
 def _blank(axes):
     axes.set_xticks([])
     axes.set_yticks([])
@@ -51,8 +63,7 @@ def feature_maps_figure(image: np.ndarray, maps: np.ndarray, layer: str, shared_
     shown = maps[:limit]
     rows, cols = grid_shape(len(shown))
     figure = Figure(figsize=((cols + 2) * CELL, max(rows, 2) * CELL + TITLE))
-    spec = figure.add_gridspec(max(rows, 2), cols + 2, left=0.01, right=0.99, bottom=0.01,
-                               top=1 - TITLE / (max(rows, 2) * CELL + TITLE), wspace=0.08, hspace=0.08)
+    spec = figure.add_gridspec(max(rows, 2), cols + 2, **_margins(figure, 0.15))
     axes = figure.add_subplot(spec[0:2, 0:2])
     axes.imshow(image)
     axes.set_title("input", fontsize=8)
@@ -66,42 +77,44 @@ def feature_maps_figure(image: np.ndarray, maps: np.ndarray, layer: str, shared_
         _blank(axes)
     count = f"all {len(maps)} channels" if len(shown) == len(maps) else f"first {len(shown)} of {len(maps)} channels"
     scale = f"shared colour scale [{low:.3g}, {high:.3g}]" if shared_scale else "per-map colour scale"
-    figure.suptitle(f"{layer}: {count}, {maps.shape[1]}x{maps.shape[2]} each; {scale}", fontsize=10)
+    _title(figure, f"{layer}: {count}, {maps.shape[1]}x{maps.shape[2]} each; {scale}")
     return figure
 
 
-def filters_figure(weight: np.ndarray, layer: str, limit_filters: int = 64, limit_channels: int = 16) -> Figure:
+def filters_figure(weight: np.ndarray, layer: str, limit: int = 64, grid: int = 16) -> Figure:
     """A conv layer's weights (F, C, kH, kW).
 
-    C == 3 (a first layer): each filter as an RGB patch, scaled to [0, 1] on its own range.
-    Otherwise: one row per filter, one column per input channel, on one symmetric colour scale
-    (red positive, blue negative)."""
+    C == 3 (a first layer): the first `limit` filters as RGB patches, each scaled to [0, 1] on
+    its own range. Otherwise: the first `grid` filters (rows) x `grid` input channels (columns)
+    on one symmetric colour scale (red positive, blue negative)."""
     filters, channels = weight.shape[:2]
     if channels == 3:
-        shown = weight[:limit_filters]
+        shown = weight[:limit]
         rows, cols = grid_shape(len(shown))
-        figure = Figure(figsize=(cols * CELL, rows * CELL + TITLE))
-        for index, patch in enumerate(shown):
-            axes = figure.add_subplot(rows, cols, index + 1)
+        figure = Figure(figsize=(cols * CELL + 0.4, rows * CELL + TITLE))
+        grid = figure.subplots(rows, cols, squeeze=False, gridspec_kw=_margins(figure)).ravel()
+        for axes in grid[len(shown):]:
+            axes.set_axis_off()
+        for axes, patch in zip(grid, shown):
             rgb = np.moveaxis(patch, 0, -1)
             span = rgb.max() - rgb.min()
             axes.imshow((rgb - rgb.min()) / (span if span > 0 else 1), interpolation="nearest")
             _blank(axes)
         what = f"{len(shown)} of {filters} filters" if len(shown) < filters else f"all {filters} filters"
-        figure.suptitle(f"{layer}: {what} ({weight.shape[2]}x{weight.shape[3]}) as RGB, each scaled to its own range",
-                        fontsize=10)
+        _title(figure, f"{layer}: {what} ({weight.shape[2]}x{weight.shape[3]}) as RGB,\neach scaled to its own range")
         return figure
-    shown = weight[:limit_filters, :limit_channels]
+    shown = weight[:grid, :grid]
     rows, cols = shown.shape[:2]
     bound = float(np.abs(shown).max()) or 1.0
-    figure = Figure(figsize=(cols * CELL * 0.6 + 0.6, rows * CELL * 0.6 + TITLE))
+    size = CELL / 2                                  # small kernels need small panels
+    figure = Figure(figsize=(cols * size + 0.4, rows * size + TITLE))
+    grid = figure.subplots(rows, cols, squeeze=False, gridspec_kw=_margins(figure, 0.1))
     for f in range(rows):
         for c in range(cols):
-            axes = figure.add_subplot(rows, cols, f * cols + c + 1)
-            axes.imshow(shown[f, c], cmap="bwr", vmin=-bound, vmax=bound, interpolation="nearest")
-            _blank(axes)
-    figure.suptitle(f"{layer}: filters {rows} of {filters} (rows) x input channels {cols} of {channels} "
-                    f"(columns); colour scale +-{bound:.3g}", fontsize=9)
+            grid[f, c].imshow(shown[f, c], cmap="bwr", vmin=-bound, vmax=bound, interpolation="nearest")
+            _blank(grid[f, c])
+    _title(figure, f"{layer}: filters {rows} of {filters} (rows) x input channels {cols} of {channels} "
+                   f"(columns); red +, blue -, scale +-{bound:.3g}", fontsize=8)
     return figure
 
 
@@ -113,9 +126,7 @@ def cam_figure(images: np.ndarray, heatmaps: np.ndarray, titles: list[list[str]]
     overlay k of image n; captions[n] sits over image n (e.g. its prediction)."""
     count, shown = heatmaps.shape[:2]
     figure = Figure(figsize=((shown + 1) * BIG_CELL, count * BIG_CELL + TITLE))
-    grid = figure.subplots(count, shown + 1, squeeze=False,
-                           gridspec_kw=dict(left=0.02, right=0.98, bottom=0.02, wspace=0.1, hspace=0.3,
-                                            top=1 - TITLE / (count * BIG_CELL + TITLE)))
+    grid = figure.subplots(count, shown + 1, squeeze=False, gridspec_kw={**_margins(figure, 0.1), "hspace": 0.35})
     for n in range(count):
         grid[n, 0].imshow(images[n])
         grid[n, 0].set_title(captions[n], fontsize=8)
@@ -125,7 +136,7 @@ def cam_figure(images: np.ndarray, heatmaps: np.ndarray, titles: list[list[str]]
             grid[n, k + 1].set_title(titles[n][k], fontsize=8)
         for axes in grid[n]:
             _blank(axes)
-    figure.suptitle(title, fontsize=10)
+    _title(figure, title)
     return figure
 
 
@@ -182,8 +193,7 @@ def all_layers_figure(image: np.ndarray, outputs: dict, limit: int = 8) -> Figur
     image: (H, W, 3) in [0, 1]; outputs: {layer: (C, h, w) or (D,)} for one image, in order."""
     rows = len(outputs) + 1
     figure = Figure(figsize=((limit + 2) * CELL, rows * CELL + TITLE))
-    spec = figure.add_gridspec(rows, limit + 2, left=0.01, right=0.99, bottom=0.01, wspace=0.08,
-                               hspace=0.25, top=1 - TITLE / (rows * CELL + TITLE))
+    spec = figure.add_gridspec(rows, limit + 2, **{**_margins(figure), "hspace": 0.25})
     axes = figure.add_subplot(spec[0, 2])
     axes.imshow(image)
     _blank(axes)
@@ -199,8 +209,7 @@ def all_layers_figure(image: np.ndarray, outputs: dict, limit: int = 8) -> Figur
             axes = figure.add_subplot(spec[row, 2 + index])
             axes.imshow(channel, cmap="viridis")
             _blank(axes)
-    figure.suptitle(f"every layer for one image: first {limit} channels per layer, each map on its own scale",
-                    fontsize=10)
+    _title(figure, f"every layer for one image: first {limit} channels per layer, each map on its own scale")
     return figure
 
 
