@@ -32,3 +32,18 @@ def colour_cifar(n_train=96, n_test=48, seed=0) -> Cifar:
     train_y, test_y = np.arange(n_train) % 10, np.arange(n_test) % 10
     return Cifar("cifar10", colour_images(train_y, rng), train_y.astype(np.int64),
                  colour_images(test_y, rng), test_y.astype(np.int64), list(CLASSES), source=None)
+
+
+def write_colour_cifar10(root, n_per_batch=20, n_test=40, seed=0):
+    """colour_cifar's kind of data in the official CIFAR-10 layout under root/cifar-10-batches-py."""
+    from data_fixtures import cifar10_batch, py2_pickle
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        labels = (np.arange(n_per_batch) + i) % 10
+        (folder / f"data_batch_{i}").write_bytes(cifar10_batch(colour_images(labels, rng), labels))
+    labels = np.arange(n_test) % 10
+    (folder / "test_batch").write_bytes(cifar10_batch(colour_images(labels, rng), labels))
+    (folder / "batches.meta").write_bytes(py2_pickle([(b"label_names", [c.encode() for c in CLASSES])]))
+    return root

@@ -86,7 +86,7 @@ def evaluate_checkpoint(path, *, device="auto", data_dir=None, limit=None, spec=
     checkpoint, config, model = _load_model(path, device, spec)
     splits = prepare_data(config.data_recipe(), data_dir or config.data, data)
     loader = BatchLoader(splits.test_x, splits.test_y, config.recipe.batch_size, normalizer=_normalizer(checkpoint),
-                         limit=limit, xp=model.parameters()[0].device.xp)
+                         limit=limit, device=model.parameters()[0].device)
     evaluation = evaluate(model, loader)
     classes = checkpoint.meta["classes"]
     matrix = confusion_matrix(evaluation.labels, evaluation.predictions, len(classes))

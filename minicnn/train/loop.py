@@ -73,10 +73,10 @@ class Trainer:
     def __init__(self, config: TrainConfig, spec, run_dir: Path, data=None, progress=True, log=tqdm.write):
         self.config, self.spec, self.run_dir = config, spec, Path(run_dir)
         self.progress, self.log = progress, log
-        self.device = get_device(config.device)
         self.splits = prepare_data(config.data_recipe(), config.data, data)  # fails before any folder is made
+        self.device = get_device(config.device)
         self.loaders = split_loaders(self.splits, config.recipe.batch_size, seed=config.seed,
-                                     limit=config.limit, xp=self.device.xp)
+                                     limit=config.limit, device=self.device)
         manual_seed(config.seed)
         self.model = spec.build(len(self.splits.classes)).to(self.device)
         self.optimizer = build_optimizer(config.recipe, self.model.parameters())
