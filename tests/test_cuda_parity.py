@@ -1,6 +1,7 @@
 """The CUDA kernels on a real GPU against numpy_ref: every emulator case again, plus the layer
-shapes of vgg_like (report A13) at batch 512 and of vgg11 (report B), and bitwise run-to-run
-reproducibility. Skipped, with the reason, where CuPy sees no usable GPU.
+shapes of vgg_like (report A13) at batch 512 and of vgg11 (report B), CIFAR augmentation at
+batch 512, and bitwise run-to-run reproducibility. Skipped, with the reason, where CuPy sees no
+usable GPU.
 """
 from __future__ import annotations
 
@@ -82,3 +83,34 @@ def test_results_are_bitwise_reproducible(kernels):
             for _ in range(2)]
     for first, second in zip(*runs):
         np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("preset", ["report_b", "keras_rot_shift_flip", "pad_crop_flip"])
+def test_cifar_augmentation_at_batch_512(kernels, preset):
+    from minicnn.data import PRESETS, sample_params
+
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 255, (512, 3, 32, 32)).astype(np.float32)
+    params = sample_params(PRESETS[preset], 512, rng, 32, 32)
+    warped = check(kernels, "affine_warp", x, params.inverse, params.fill)
+    if params.colour is not None:
+        check(kernels, "adjust_colour", warped, params.colour)
+        colour = kernels.xp.asarray(params.colour)
+        runs = [kernels.adjust_colour(kernels.xp.asarray(warped), colour).get() for _ in range(2)]
+        np.testing.assert_array_equal(*runs)  # the per-image means are deterministic reductions
+
+
+def test_loader_augments_on_the_gpu(kernels):
+    from minicnn.backends import get_device
+    from minicnn.data import BatchLoader, Normalizer, augment_preset
+
+    images = np.random.default_rng(5).integers(0, 256, (600, 3, 32, 32), dtype=np.uint8)
+    labels = np.arange(600) % 10
+    common = dict(normalizer=Normalizer.fit("standardize", images), augment=augment_preset("report_b"),
+                  shuffle=True, seed=6)
+    gpu = BatchLoader(images, labels, 256, device=get_device("cuda"), **common)
+    cpu = BatchLoader(images, labels, 256, **common)
+    for (x, y), (x_cpu, y_cpu) in zip(gpu, cpu):
+        assert isinstance(x, kernels.xp.ndarray) and x.dtype == np.float32
+        np.testing.assert_array_equal(y.get(), y_cpu)
+        np.testing.assert_allclose(x.get(), x_cpu, rtol=1e-4, atol=1e-3)

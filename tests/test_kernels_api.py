@@ -85,6 +85,13 @@ def test_compile_errors_name_file_and_line():
                                 (0,) * 4), "channels"),
     (lambda k: k.conv2d_forward(np.ones((1, 1, 2, 2)), np.ones((1, 1, 3, 3)), None, (1, 1),
                                 (0,) * 4), "does not fit"),
+    (lambda k: k.affine_warp(np.ones((2, 3, 4, 4)), np.ones((2, 2, 3)), "reflect"), "fill must be"),
+    (lambda k: k.affine_warp(np.ones((2, 3, 4, 4)), np.ones((1, 2, 3)), "nearest"),
+     r"inverse must have shape \(2, 2, 3\)"),
+    (lambda k: k.affine_warp(np.ones((3, 4, 4)), np.ones((3, 2, 3)), "nearest"), r"\(N, C, H, W\)"),
+    (lambda k: k.adjust_colour(np.ones((2, 1, 4, 4)), np.ones((2, 3))), r"need \(N, 3, H, W\)"),
+    (lambda k: k.adjust_colour(np.ones((2, 3, 4, 4)), np.ones((3,))),
+     r"factors must have shape \(2, 3\)"),
 ])
 def test_bad_input_is_a_clear_value_error(call, message):
     class NoLaunchRuntime:  # validation happens before any kernel is looked up

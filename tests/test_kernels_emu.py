@@ -280,3 +280,47 @@ def test_sgd_update(kernels, dtype, momentum, nesterov, weight_decay):
     params, grads, velocities = optimizer_state(dtype, 3)
     check(kernels, "sgd_update", params, grads, velocities if momentum else None, 0.1, momentum,
           nesterov, weight_decay)
+
+
+# ---------------------------------------------------------------------------- augmentation
+
+def warp_maps(h, w):
+    """Named (N, 2, 3) inverse maps for (H, W) images, float64 like sample_params draws them."""
+    from minicnn.data import affine_inverse
+
+    rng = np.random.default_rng(12)
+    n = 3
+    return {
+        "identity": np.repeat(affine_inverse(h, w), n, axis=0),
+        "flips": affine_inverse(h, w, hflip=[1, 0, 1], vflip=[0, 1, 1]),
+        "integer-shifts": affine_inverse(h, w, shift_x=[3, -2, 0], shift_y=[-1, 4, 2]),
+        "off-the-image": affine_inverse(h, w, shift_x=[3 * w, -5 * w, 0.5], shift_y=[0, 1, -4 * h]),
+        "rotations": affine_inverse(h, w, angle=[90, -37, 180]),
+        "random": affine_inverse(h, w, angle=rng.uniform(-40, 40, n), shear=rng.uniform(-15, 15, n),
+                                 scale=rng.uniform(0.6, 1.4, n), shift_x=rng.uniform(-3, 3, n),
+                                 shift_y=rng.uniform(-3, 3, n), hflip=[0, 1, 1], vflip=[1, 0, 1]),
+    }
+
+
+EXACT_MAPS = ("identity", "flips", "integer-shifts")   # whole-pixel moves: copies, bit for bit
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 7, 9), (3, 2, 6, 6), (3, 1, 1, 1)], ids=str)
+@pytest.mark.parametrize("fill", ["nearest", "constant"])
+@pytest.mark.parametrize("name", ["identity", "flips", "integer-shifts", "off-the-image",
+                                  "rotations", "random"])
+def test_affine_warp(kernels, dtype, shape, fill, name):
+    x = np.random.default_rng(13).uniform(0, 255, shape).astype(dtype)
+    inverse = warp_maps(*shape[2:])[name]
+    check(kernels, "affine_warp", x, inverse, fill, exact=name in EXACT_MAPS)
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 5, 7), (4, 3, 1, 1), (4, 3, 64, 65)], ids=str)
+def test_adjust_colour(kernels, dtype, shape):
+    rng = np.random.default_rng(14)
+    x = rng.uniform(0, 255, shape).astype(dtype)
+    factors = np.array([[1.0, 1.0, 1.0],     # unchanged
+                        [1.6, 0.7, 1.3],     # brightness clips at 255
+                        [0.8, 1.8, 0.0],     # contrast clips, saturation 0 gives gray
+                        [1.1, 0.0, 2.0]])    # contrast 0 gives the mean luma everywhere
+    check(kernels, "adjust_colour", x, factors)
