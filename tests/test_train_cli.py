@@ -67,6 +67,7 @@ def test_sigkill_loses_at_most_the_epoch_in_progress_and_resume_continues_exactl
     resumed = minicnn("train", "--resume", folder, "--epochs", done + 1, "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {folder} after epoch {done}" in resumed.stdout
+    assert not list(folder.glob(".*"))  # no temporary file of the killed run is left
     assert [line.split(",")[0] for line in (folder / "metrics.csv").read_text().splitlines()[1:]] == \
         [str(e) for e in range(1, done + 2)]
 

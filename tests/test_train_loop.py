@@ -11,6 +11,7 @@ from minicnn.train import (CheckpointError, DivergedError, TrainConfig, TrainErr
                            save_checkpoint, train)
 from minicnn.train.checkpoint import restore
 from minicnn.train.loop import Trainer
+from minicnn.train.reproduce import shortened
 from test_train_fixtures import colour_cifar, tiny_spec
 
 QUIET = dict(progress=False, log=lambda message: None)
@@ -180,3 +181,12 @@ def test_step_schedule_and_config_round_trip():
     assert [config.lr_at(e) for e in (1, 2, 3, 4, 5)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
     again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.recipe.lr_milestones == (2, 4)
+
+
+def test_shortened_recipes_scale_epochs_and_milestones_together():
+    recipe = tiny_spec(epochs=182, lr_milestones=(91, 136)).recipe
+    assert shortened(recipe, epoch_scale=0.1) == {"epochs": 18, "lr_milestones": (9, 13)}  # 91 and 136 of 182 epochs
+    assert shortened(recipe, epochs=2) == {"epochs": 2, "lr_milestones": (1,)}
+    assert shortened(recipe) == {}
+    with pytest.raises(TrainError, match="--epoch-scale must be positive"):
+        shortened(recipe, epoch_scale=0)

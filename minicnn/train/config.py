@@ -16,7 +16,7 @@ from minicnn.train.errors import TrainError
 
 OPTIMIZERS = ("adam", "sgd")
 CHECKPOINT_RULES = ("best", "every-epoch")
-RUN_FIELDS = ("seed", "device", "data", "limit", "workers", "note")
+RUN_FIELDS = ("seed", "device", "data", "limit", "workers")
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,6 @@ class TrainConfig:
     data: str | None = None         # data folder (None: $MINICNN_DATA or the cache)
     limit: int | None = None        # keep only the first N images of every split (quick runs)
     workers: int = 0                # batches prepared ahead in a background thread (0: inline)
-    note: str = ""                  # said in reports, e.g. "epochs scaled by 0.1"
 
     def __post_init__(self):
         r = self.recipe

@@ -107,6 +107,8 @@ class Trainer:
     # ---- running
     def run(self) -> TrainResult:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a run that was killed
+            stale.unlink()
         write_atomically(self.run_dir / "config.json",
                          lambda f: f.write(json.dumps(self.config.to_dict(), indent=1).encode()))
         self.log(f"{self.spec.name} -> {self.run_dir}: {self.splits.describe()}, device {self.device.name}")
