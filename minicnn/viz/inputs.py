@@ -15,6 +15,9 @@ from minicnn.train.evaluate import read_image
 from minicnn.viz.runs import LoadedRun, VizError
 
 
+WANTED = "give an image file, or a test-set index (7), range (0-15) or list (3,5,9-11)"
+
+
 @dataclass
 class Inputs:
     pixels: np.ndarray          # (N, 3, 32, 32) uint8, to show
@@ -39,9 +42,9 @@ def parse_indices(text: str) -> list[int]:
             low, _, high = part.strip().partition("-")
             indices += list(range(int(low), int(high or low) + 1))
     except ValueError:
-        raise VizError(f"--images {text!r}: expected an index (7), a range (0-15) or a list (3,5,9-11)") from None
+        raise VizError(f"--image {text}: {WANTED}") from None
     if not indices:
-        raise VizError(f"--images {text!r}: the range is empty")
+        raise VizError(f"--image {text}: the range is empty")
     return indices
 
 
@@ -49,7 +52,7 @@ def _normalize(run: LoadedRun, pixels: np.ndarray) -> np.ndarray:
     return run.normalizer(pixels.astype(np.float32), np)
 
 
-def test_images(run: LoadedRun, indices, data=None, data_dir=None) -> Inputs:
+def from_test_set(run: LoadedRun, indices, data=None, data_dir=None) -> Inputs:
     """Test-set images by index. data: a loaded minicnn.data.Cifar (else read from data_dir,
     else from where the run read its data)."""
     data = data or load_cifar(run.dataset, data_dir or run.data_dir)
@@ -62,17 +65,17 @@ def test_images(run: LoadedRun, indices, data=None, data_dir=None) -> Inputs:
     return Inputs(pixels, _normalize(run, pixels), data.test_y[list(indices)], [f"test {i}" for i in indices])
 
 
-def image_file(run: LoadedRun, path) -> Inputs:
+def from_file(run: LoadedRun, path) -> Inputs:
     """Any image file Pillow reads, as 32x32 RGB (resized bilinearly)."""
     path = Path(path)
-    if not path.is_file():
-        raise VizError(f"--image {path}: no such file (or give a test-set index, e.g. --image 7)")
     pixels = read_image(path)
     return Inputs(pixels, _normalize(run, pixels), None, [path.stem])
 
 
 def choose_inputs(run: LoadedRun, spec: str, data=None, data_dir=None) -> Inputs:
-    """spec: an index, a range or list of indices, or an image file path."""
-    if spec.replace("-", "").replace(",", "").replace(" ", "").isdigit():
-        return test_images(run, parse_indices(spec), data, data_dir)
-    return image_file(run, spec)
+    """spec: an image file path, else an index, a range or a list of indices."""
+    if Path(spec).is_file():
+        return from_file(run, spec)
+    if not spec[:1].isdigit():
+        raise VizError(f"--image {spec}: no such image file; {WANTED}")
+    return from_test_set(run, parse_indices(spec), data, data_dir)

@@ -17,7 +17,7 @@ from minicnn.viz import figures
 from minicnn.viz.activations import activations, features, layer_table, to_numpy
 from minicnn.viz.cam import cam_layers, class_activation_maps, grad_cam, normalize_maps, softmax, upsample_bilinear
 from minicnn.viz.embed import EmbedConfig, embed
-from minicnn.viz.inputs import Inputs, test_images
+from minicnn.viz.inputs import Inputs, from_test_set
 from minicnn.viz.runs import LoadedRun, VizError, improvement_checkpoints, load_run
 
 
@@ -178,7 +178,7 @@ def _first_test_images(run, samples, data, data_dir) -> Inputs:
     if samples < 5:
         raise VizError(f"--samples must be at least 5, got {samples}")
     data = data or load_cifar(run.dataset, data_dir or run.data_dir)
-    return test_images(run, range(min(samples, len(data.test_y))), data)
+    return from_test_set(run, range(min(samples, len(data.test_y))), data)
 
 
 def _file_part(text: str) -> str:
