@@ -67,7 +67,7 @@ def _output_size(x_shape, kernel, stride, pads):
             (w + pads[2] + pads[3] - kernel[1]) // stride[1] + 1)
 
 
-def im2col(x, kernel, stride, pads):
+def _im2col(x, kernel, stride, pads):
     """x: (N, C, H, W) -> cols: (C * kH * kW, N * Ho * Wo), one column per output pixel.
 
     Row (c, i, j) of cols holds input channel c shifted by kernel offset (i, j): the loop runs
@@ -86,8 +86,8 @@ def im2col(x, kernel, stride, pads):
     return cols.reshape(c * kh * kw, n * ho * wo)
 
 
-def col2im(cols, x_shape, kernel, stride, pads):
-    """The adjoint of im2col: cols (C * kH * kW, N * Ho * Wo) -> dx (N, C, H, W).
+def _col2im(cols, x_shape, kernel, stride, pads):
+    """The adjoint of _im2col: cols (C * kH * kW, N * Ho * Wo) -> dx (N, C, H, W).
 
     Every column is added back at the pixels it was copied from; overlapping windows add up.
     """
@@ -113,11 +113,11 @@ def _channels_first(a):
 def conv2d_forward(x, w, b, stride, pads):
     """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo).
 
-    y = w (F, C*kH*kW) @ im2col(x) (C*kH*kW, N*Ho*Wo), then back to NCHW.
+    y = w (F, C*kH*kW) @ _im2col(x) (C*kH*kW, N*Ho*Wo), then back to NCHW.
     """
     f = w.shape[0]
     ho, wo = _output_size(x.shape, w.shape[2:], stride, pads)
-    y = (w.reshape(f, -1) @ im2col(x, w.shape[2:], stride, pads)).reshape(f, x.shape[0], ho, wo)
+    y = (w.reshape(f, -1) @ _im2col(x, w.shape[2:], stride, pads)).reshape(f, x.shape[0], ho, wo)
     if b is not None:
         y += b.reshape(f, 1, 1, 1)
     return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
@@ -129,17 +129,17 @@ def conv2d_backward_data(dy, w, x_shape, stride, pads):
     d cols = w.T @ dy, and col2im scatters the columns back onto the input.
     """
     dcols = w.reshape(w.shape[0], -1).T @ _channels_first(dy)
-    return col2im(dcols, x_shape, w.shape[2:], stride, pads)
+    return _col2im(dcols, x_shape, w.shape[2:], stride, pads)
 
 
 def conv2d_backward_weight(dy, x, kernel, stride, pads):
     """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW).
 
-    dw = dy @ im2col(x).T, computed as (cols @ dy.T).T: BLAS is ~50x faster in that order
+    dw = dy @ _im2col(x).T, computed as (cols @ dy.T).T: BLAS is ~50x faster in that order
     here, because the long N * Ho * Wo axis is then the contiguous one of both operands.
     """
     f = dy.shape[1]
-    dw_t = im2col(x, kernel, stride, pads) @ _channels_first(dy).T  # (C*kH*kW, F)
+    dw_t = _im2col(x, kernel, stride, pads) @ _channels_first(dy).T  # (C*kH*kW, F)
     return np.ascontiguousarray(dw_t.T).reshape((f, x.shape[1]) + tuple(kernel))
 
 
@@ -180,7 +180,7 @@ def pool2d_backward(dy, index, x_shape, mode, kernel, stride, pads):
         count = _windows(_pad(ones, pads), kernel, stride).sum(axis=(4, 5))
         share = (dy / count).transpose(1, 0, 2, 3)[:, None, None]  # (C, 1, 1, N, Ho, Wo)
         cols = np.broadcast_to(share, (c, kernel[0], kernel[1]) + share.shape[3:])
-        return col2im(cols, x_shape, kernel, stride, pads)  # each window cell gets its share
+        return _col2im(cols, x_shape, kernel, stride, pads)  # each window cell gets its share
     # max/min: each output sends its gradient to the one input that won; windows overlap,
     # so several outputs may hit one input: bincount adds them up.
     plane = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * (h * w)
