@@ -95,7 +95,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, data_dir):
 
     resumed = minicnn("train", "--resume", folder, "--epochs", done + 1, "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert "| report A: 72.87% (loss 1.140)" in resumed.stdout
+    assert "| report A2: 72.87% (loss 1.140)" in resumed.stdout
     assert "validates on the test set" in resumed.stdout and "--limit" in resumed.stdout
 
 

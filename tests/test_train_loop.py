@@ -114,6 +114,27 @@ def test_ctrl_c_keeps_the_last_finished_epoch(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "last.npz").meta["epoch"] == 1
 
 
+def test_ctrl_c_while_checkpoints_are_written_still_leaves_a_consistent_set(tmp_path, monkeypatch):
+    import minicnn.train.loop as loop
+    real_save, interrupted = loop.save_checkpoint, []
+
+    def save_interrupted_once(stem, model, optimizer, meta):
+        if stem.name == "best" and meta["epoch"] >= 2 and not interrupted:  # a later best.npz is cut short
+            interrupted.append(meta["epoch"])
+            raise KeyboardInterrupt
+        return real_save(stem, model, optimizer, meta)
+    monkeypatch.setattr(loop, "save_checkpoint", save_interrupted_once)
+    spec = tiny_spec(lr=0.01, epochs=6)
+    result = run(tmp_path, spec)
+    assert result.interrupted and interrupted
+    last = load_checkpoint(result.run_dir / "last.npz").meta
+    assert last["epoch"] == interrupted[0]  # the finished epoch was saved after all
+    assert load_checkpoint(result.run_dir / "best.npz").meta["epoch"] == last["best"]["epoch"]
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    finished = resume(result.run_dir, spec=spec, data=colour_cifar(), **QUIET)
+    assert len(finished.history) == 6 and finished.test_accuracy is not None
+
+
 def test_a_diverging_loss_stops_with_the_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
     linear = lambda k=10: nn.Sequential(nn.Flatten(), nn.Linear(3072, k))  # noqa: E731 - no BN to tame it
     spec = dataclasses.replace(tiny_spec(optimizer="sgd", momentum=0.0, lr=1e36, epochs=3), build=linear)

@@ -138,17 +138,12 @@ class Trainer:
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
                "val_acc": val.accuracy, "lr": self.optimizer.lr, "seconds": time.perf_counter() - start,
                "images_per_s": images / train_seconds}
+        improved = self.best["val_acc"] is None or val.accuracy > self.best["val_acc"]
         self.history.append(row)
         self.epoch = epoch
-        improved = self.best["val_acc"] is None or val.accuracy > self.best["val_acc"]
         if improved:
             self.best = {"val_acc": val.accuracy, "epoch": epoch}
-        self.save("last")
-        self.saved_epoch = epoch
-        if improved:
-            self.save("best")
-        if self.config.recipe.checkpoint == "every-epoch":
-            self.save(f"epoch-{epoch:03d}")
+        self.save_epoch()
         write_metrics_csv(self.run_dir / "metrics.csv", self.history)
         plot_curves(self.run_dir / "curves.png", self.history, self.spec.name, self.val_label)
         self.log(f"epoch {epoch}/{self.config.recipe.epochs}: train loss {train_loss:.4f} acc {train_acc:.2%} | "
@@ -161,8 +156,23 @@ class Trainer:
         return "best" if self.config.recipe.checkpoint == "best" else "last"
 
     @property
+    def report_id(self) -> str:
+        """The network's id in its report (A13), else the report's letter."""
+        return self.spec.aliases[0] if self.spec.aliases else self.spec.report
+
+    @property
     def val_label(self) -> str:
         return "validation (= test)" if self.splits.val_is_test else "validation"
+
+    def save_epoch(self) -> None:
+        """The finished epoch's checkpoints. `last` goes last: it is what a resume starts from, so
+        whatever it names (best.npz) must already be on disk when it lands."""
+        if self.best["epoch"] == self.epoch:
+            self.save("best")
+        if self.config.recipe.checkpoint == "every-epoch":
+            self.save(f"epoch-{self.epoch:03d}")
+        self.save("last")
+        self.saved_epoch = self.epoch
 
     def train_epoch(self, epoch: int):
         """One pass over the training set -> (mean loss, accuracy, images, seconds)."""
@@ -208,9 +218,8 @@ class Trainer:
             f"stopped. {self.run_dir / 'last.npz'} keeps epoch {self.saved_epoch} (try a smaller --lr)")
 
     def interrupted(self) -> TrainResult:
-        if self.saved_epoch != self.epoch:  # Ctrl-C came while that epoch's checkpoint was written
-            self.save("last")
-            self.saved_epoch = self.epoch
+        if self.saved_epoch != self.epoch:  # Ctrl-C came while that epoch's checkpoints were written
+            self.save_epoch()
         self.log(f"interrupted: {self.run_dir / 'last.npz'} holds epoch {self.epoch} of "
                  f"{self.config.recipe.epochs}; continue with `minicnn train --resume {self.run_dir}`")
         return self.result(None, interrupted=True)
@@ -226,7 +235,7 @@ class Trainer:
                    "epochs": self.epoch, "seconds": result.seconds}
         write_atomically(self.run_dir / "result.json", lambda f: f.write(json.dumps(summary, indent=1).encode()))
         self.log(f"test accuracy {test.accuracy:.2%} (loss {test.loss:.3f}), {tested} checkpoint "
-                 f"(epoch {summary['epoch_tested']} of {self.epoch}) | report {self.spec.report}: {self.spec.reported}")
+                 f"(epoch {summary['epoch_tested']} of {self.epoch}) | report {self.report_id}: {self.spec.reported}")
         if self.splits.val_is_test and tested == "best":
             self.log("note: this recipe validates on the test set (as the report did), so the best epoch "
                      "was chosen by test accuracy")
