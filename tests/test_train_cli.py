@@ -50,10 +50,6 @@ def wait_for_epoch(out, epoch, process, timeout=120):
     raise AssertionError(f"no checkpoint of epoch {epoch} within {timeout}s")
 
 
-def model_arrays(path):
-    return {k: v for k, v in load_checkpoint(path).model.items()}
-
-
 def test_sigkill_loses_at_most_the_epoch_in_progress_and_resume_continues_exactly(tmp_path, data_dir):
     out = tmp_path / "runs"
     process = subprocess.Popen(MINICNN + ["train", "--arch", "cnn4", "--data", str(data_dir), "--out", str(out),
@@ -74,7 +70,8 @@ def test_sigkill_loses_at_most_the_epoch_in_progress_and_resume_continues_exactl
     config = TrainConfig.from_spec(get_spec("cnn4"), epochs=done + 1, batch_size=16, limit=48, device="cpu",
                                    data=str(data_dir))
     reference = train(config, run_dir=tmp_path / "reference", progress=False, log=lambda message: None)
-    expected, got = model_arrays(reference.run_dir / "last.npz"), model_arrays(folder / "last.npz")
+    expected = load_checkpoint(reference.run_dir / "last.npz").model
+    got = load_checkpoint(folder / "last.npz").model
     assert expected.keys() == got.keys()
     for key in expected:
         assert np.array_equal(expected[key], got[key]), key
