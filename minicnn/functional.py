@@ -199,7 +199,9 @@ def cross_entropy(logits, target):
     if t.ndim == 1 and t.dtype.kind in "iu":
         if t.shape != (n,):
             raise ValueError(f"cross_entropy: {n} logits rows but {t.shape[0]} labels")
-        if n and (int(t.min()) < 0 or int(t.max()) >= classes):
+        # Range-check host labels only: on a GPU the check would cost a device-to-host sync
+        # every step. There, a label out of range makes the loss inf, which training reports.
+        if n and isinstance(t, np.ndarray) and (int(t.min()) < 0 or int(t.max()) >= classes):
             raise ValueError(f"cross_entropy: labels must be in [0, {classes}), got range "
                              f"[{int(t.min())}, {int(t.max())}]")
     elif t.shape == logits.shape and t.dtype.kind == "f":
