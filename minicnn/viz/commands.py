@@ -31,7 +31,7 @@ def visualize(
     image: str = typer.Option("0", help="A test-set index (7), a range (0-15) or an image file."),
     images: Optional[str] = typer.Option(None, help="Same as --image, for ranges: 0-15 or 3,5,9-11."),
     class_name: Optional[str] = typer.Option(None, "--class", help="gradcam: explain this class "
-                                             "(default: each image's prediction)."),
+                                             "(default: each image's prediction; --topk is then ignored)."),
     topk: int = typer.Option(1, help="cam/gradcam: the k most likely classes side by side."),
     gmm: Optional[int] = typer.Option(None, help="tsne: fit a Gaussian mixture with this many components."),
     samples: int = typer.Option(2000, help="tsne: how many test images to embed."),

@@ -7,6 +7,7 @@ Images to show are (H, W, 3) floats in [0, 1] (`to_display`); maps are (C, h, w)
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,8 @@ from matplotlib.figure import Figure
 DPI = 100
 CELL = 1.0         # inches per small panel (a feature map, a filter)
 BIG_CELL = 2.0     # inches per large panel (a CAM overlay)
-TITLE = 0.6        # inches above a grid for its title
+TITLE = 0.6        # inches above a grid for its title (two lines)
+CAPTION = 0.4      # inches for two lines of small text over a panel
 
 
 def to_display(images: np.ndarray) -> np.ndarray:
@@ -37,16 +39,19 @@ def grid_shape(count: int) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
-def _margins(figure, space=0.08) -> dict:
-    """gridspec keywords: a thin border, TITLE inches kept free at the top."""
+def _margins(figure, space=0.08, headroom=0.0) -> dict:
+    """gridspec keywords: a thin border, TITLE (+ headroom for panel titles) inches free at the top."""
     return dict(left=0.2 / figure.get_figwidth(), right=1 - 0.2 / figure.get_figwidth(),
-                bottom=0.1 / figure.get_figheight(), top=1 - TITLE / figure.get_figheight(),
+                bottom=0.1 / figure.get_figheight(), top=1 - (TITLE + headroom) / figure.get_figheight(),
                 wspace=space, hspace=space)
 
 
 def _title(figure, text, fontsize=10):
-    """A title centred in the TITLE inches at the top, whatever the figure's height."""
-    figure.suptitle(text, y=1 - TITLE / 2 / figure.get_figheight(), va="center", fontsize=fontsize)
+    """A title centred in the TITLE inches at the top, whatever the figure's height, wrapped to
+    the figure's width (about 7 characters per inch at 10 points)."""
+    width = int(figure.get_figwidth() * 72 / fontsize * 1.6)
+    lines = [wrapped for line in text.splitlines() for wrapped in textwrap.wrap(line, width, break_on_hyphens=False)]
+    figure.suptitle("\n".join(lines), y=1 - TITLE / 2 / figure.get_figheight(), va="center", fontsize=fontsize)
 
 
 def _blank(axes):
@@ -125,8 +130,9 @@ def cam_figure(images: np.ndarray, heatmaps: np.ndarray, titles: list[list[str]]
     images: (N, H, W, 3) in [0, 1]; heatmaps: (N, K, H, W) in [0, 1]; titles[n][k] names
     overlay k of image n; captions[n] sits over image n (e.g. its prediction)."""
     count, shown = heatmaps.shape[:2]
-    figure = Figure(figsize=((shown + 1) * BIG_CELL, count * BIG_CELL + TITLE))
-    grid = figure.subplots(count, shown + 1, squeeze=False, gridspec_kw={**_margins(figure, 0.1), "hspace": 0.35})
+    figure = Figure(figsize=((shown + 1) * BIG_CELL, count * BIG_CELL + TITLE + CAPTION))
+    grid = figure.subplots(count, shown + 1, squeeze=False,
+                           gridspec_kw={**_margins(figure, 0.1, headroom=CAPTION), "hspace": 0.35})
     for n in range(count):
         grid[n, 0].imshow(images[n])
         grid[n, 0].set_title(captions[n], fontsize=8)

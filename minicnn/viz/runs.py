@@ -84,8 +84,8 @@ def improvement_checkpoints(run_dir) -> tuple[list[Path], str]:
     found = [run_dir / f"{name}.npz" for name in ("best", "last") if (run_dir / f"{name}.npz").is_file()]
     if not found:
         raise VizError(f"{run_dir}: no checkpoints in this folder")
-    return found, ("this run kept no per-epoch checkpoints (train with --checkpoint every-epoch for one "
-                   "panel per improvement), so only its best and last checkpoints are shown")
+    return found, ("this run kept no per-epoch checkpoints (its recipe keeps best and last only), so "
+                   "those are shown; a run that saves epoch-NNN checkpoints gets one panel per improvement")
 
 
 def _improvement_epochs(run_dir: Path) -> list[int]:

@@ -162,6 +162,8 @@ def tsne_progress(run_dir, layer: str | None, out, samples=1000, device="auto", 
     panels, inputs, runs = [], None, []
     for path in paths:
         run = load_run(path, device=device)
+        if any(run.checkpoint.meta["epoch"] == shown.checkpoint.meta["epoch"] for shown in runs):
+            continue  # best and last are often the same epoch
         layer = check_layer(run.model, layer or default_layer(run.model, "tsne"))
         inputs = inputs or _first_test_images(run, samples, data, data_dir)
         meta = run.checkpoint.meta
