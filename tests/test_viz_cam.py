@@ -5,8 +5,11 @@ import pytest
 import minicnn as mc
 from minicnn import functional as F
 from minicnn import nn, optim
+from minicnn.models import get_spec
+from minicnn.viz.activations import layer_table
 from minicnn.viz.cam import (CamError, cam_layers, class_activation_maps, grad_cam, normalize_maps,
                              upsample_bilinear)
+from minicnn.viz.views import default_layer
 
 
 def gap_net(channels=3, classes=2, seed=0):
@@ -141,3 +144,23 @@ def test_cam_and_grad_cam_find_the_evidence_after_training():
     accuracy, after = hits()
     assert accuracy >= 0.9
     assert min(after) >= 0.8, after
+
+
+@pytest.mark.parametrize("arch", ["cnn7_bn_dropout", "vgg11_bn", "vgg8_bn", "cifar100_cnn", "resnet20_preact",
+                                  "resnet20_se"])
+def test_every_reports_network_has_default_layers_and_grad_cam(arch):
+    """One network per report (and each residual variant): the default layers exist, Grad-CAM
+    gives each image a map at the last conv's resolution, and CAM exists exactly for GAP + linear."""
+    mc.manual_seed(0)
+    model = get_spec(arch).build(10)
+    shapes = {path: shape for path, _, shape in layer_table(model)}
+    layer = default_layer(model, "gradcam")
+    maps, logits = grad_cam(model, images(2, size=32), layer)
+    assert maps.shape == (2,) + shapes[layer][1:] and logits.shape == (2, 10)
+    assert shapes[default_layer(model, "maps")][0] == model.get_layer(default_layer(model, "maps")).weight.shape[0]
+    assert len(shapes[default_layer(model, "tsne")]) in (1, 3)
+    if arch.startswith("resnet"):
+        assert class_activation_maps(model, images(2, size=32))[0].shape == (2, 8, 8)
+    else:
+        with pytest.raises(CamError):
+            cam_layers(model)

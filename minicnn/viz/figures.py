@@ -192,7 +192,7 @@ def progress_figure(panels: list, classes: list[str], title: str) -> Figure:
     return figure
 
 
-def all_layers_figure(image: np.ndarray, outputs: dict, limit: int = 8) -> Figure:
+def all_layers_figure(image: np.ndarray, outputs: dict, title: str, limit: int = 8) -> Figure:
     """One row per layer: its name and shape, then its first `limit` maps (each on its own scale).
     A layer with a vector output (N, D) shows the vector as one strip.
 
@@ -215,7 +215,7 @@ def all_layers_figure(image: np.ndarray, outputs: dict, limit: int = 8) -> Figur
             axes = figure.add_subplot(spec[row, 2 + index])
             axes.imshow(channel, cmap="viridis")
             _blank(axes)
-    _title(figure, f"every layer for one image: first {limit} channels per layer, each map on its own scale")
+    _title(figure, f"{title}: every layer, first {limit} channels each, each map on its own scale")
     return figure
 
 

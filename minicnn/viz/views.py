@@ -131,7 +131,7 @@ def all_layers(run: LoadedRun, inputs: Inputs, out, limit=8) -> Drawn:
     names = [path for path, _ in run.model.named_modules() if path and "." not in path]
     outputs = activations(run.model, inputs.x[:1], names)
     figure = figures.all_layers_figure(figures.to_display(inputs.pixels[0]), {k: v[0] for k, v in outputs.items()},
-                                       limit)
+                                       f"{run.label}, {inputs.names[0]}", limit)
     return Drawn([figures.save(figure, Path(out) / f"layers-{_file_part(inputs.names[0])}.png")])
 
 
