@@ -154,6 +154,7 @@ def test_the_latest_run_is_the_default_and_layers_lists_names(monkeypatch, capsy
     (("--what", "maps", "--layer", "fc1"), "fc1 outputs vectors"),
     (("--what", "gradcam", "--class", "cat"), "unknown class 'cat'"),
     (("--what", "nope",), "--what must be one of maps, filters"),
+    (("--checkpoint", "epoch-009",), "has no epoch-009.npz (it has: best, epoch-001, epoch-002, epoch-003, last)"),
     (("--images", "3-x",), "--image 3-x: give an image file, or a test-set index (7), range (0-15)"),
     (("--image", "missing.png",), "--image missing.png: no such image file; give an image file, or"),
 ])

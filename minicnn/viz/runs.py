@@ -62,7 +62,10 @@ def load_run(run=None, *, checkpoint: str = "best", device: str = "auto", runs_r
     path = Path(run) if run is not None else latest_run(runs_root)
     if run is not None and not path.exists():
         raise VizError(f"--run {path}: no such run folder or checkpoint")
-    npz = find_checkpoint(path, checkpoint)
+    if path.is_dir() and checkpoint != "best" and not (path / f"{checkpoint}.npz").is_file():
+        kept = ", ".join(sorted(p.stem for p in _checkpoints(path))) or "none"
+        raise VizError(f"--checkpoint {checkpoint}: {path} has no {checkpoint}.npz (it has: {kept})")
+    npz = find_checkpoint(path, checkpoint)  # best, else last
     loaded, config, model = _load_model(npz, device)
     return LoadedRun(npz.parent, loaded, config.arch, model, list(loaded.meta["classes"]),
                      _normalizer(loaded), config.recipe.dataset, config.data)
