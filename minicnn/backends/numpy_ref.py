@@ -15,7 +15,6 @@ Conventions shared by both backends:
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 xp = np
 
@@ -38,7 +37,7 @@ def bias_grad(dy):
     return dy.sum(axis=(0,) + tuple(range(2, dy.ndim)))
 
 
-# --------------------------------------------------------------------------- windows (im2col)
+# --------------------------------------------------------------------------- im2col
 
 def _pad(x, pads, value=0.0):
     top, bottom, left, right = pads
@@ -47,18 +46,13 @@ def _pad(x, pads, value=0.0):
     return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
 
 
-def _windows(xpad, kernel, stride):
-    """A strided view of every sliding window: xpad (N, C, Hp, Wp) -> (N, C, Ho, Wo, kH, kW).
-
-    No copy is made: pooling reduces over the last two axes of this view directly.
-    """
-    n, c, hp, wp = xpad.shape
-    kh, kw = kernel
-    sh, sw = stride
-    ho, wo = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    s = xpad.strides
-    return as_strided(xpad, (n, c, ho, wo, kh, kw),
-                      (s[0], s[1], s[2] * sh, s[3] * sw, s[2], s[3]), writeable=False)
+def _offsets(kernel, stride, out_hw):
+    """For every kernel offset (i, j): the rows and columns of the padded input that offset
+    reads, one per output pixel. Loops over these kH * kW slabs replace loops over pixels."""
+    (kh, kw), (sh, sw), (ho, wo) = kernel, stride, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, slice(i, i + sh * ho, sh), slice(j, j + sw * wo, sw)
 
 
 def _output_size(x_shape, kernel, stride, pads):
@@ -76,14 +70,12 @@ def _im2col(x, kernel, stride, pads):
     makes every matmul below a well-shaped one for BLAS.)
     """
     n, c = x.shape[:2]
-    (kh, kw), (sh, sw) = kernel, stride
     ho, wo = _output_size(x.shape, kernel, stride, pads)
     xpad = _pad(x, pads).transpose(1, 0, 2, 3)  # (C, N, Hp, Wp): channel-major like cols
-    cols = np.empty((c, kh, kw, n, ho, wo), x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = xpad[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw]
-    return cols.reshape(c * kh * kw, n * ho * wo)
+    cols = np.empty((c,) + tuple(kernel) + (n, ho, wo), x.dtype)
+    for i, j, rows, columns in _offsets(kernel, stride, (ho, wo)):
+        cols[:, i, j] = xpad[:, :, rows, columns]
+    return cols.reshape(c * kernel[0] * kernel[1], n * ho * wo)
 
 
 def _col2im(cols, x_shape, kernel, stride, pads):
@@ -92,14 +84,12 @@ def _col2im(cols, x_shape, kernel, stride, pads):
     Every column is added back at the pixels it was copied from; overlapping windows add up.
     """
     n, c, h, w = x_shape
-    (kh, kw), (sh, sw) = kernel, stride
     top, bottom, left, right = pads
     ho, wo = _output_size(x_shape, kernel, stride, pads)
-    cols = cols.reshape(c, kh, kw, n, ho, wo)
+    cols = cols.reshape((c,) + tuple(kernel) + (n, ho, wo))
     dxpad = np.zeros((c, n, h + top + bottom, w + left + right), cols.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            dxpad[:, :, i:i + sh * ho:sh, j:j + sw * wo:sw] += cols[:, i, j]
+    for i, j, rows, columns in _offsets(kernel, stride, (ho, wo)):
+        dxpad[:, :, rows, columns] += cols[:, i, j]
     return np.ascontiguousarray(dxpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3))
 
 
@@ -148,27 +138,40 @@ def conv2d_backward_weight(dy, x, kernel, stride, pads):
 POOL_MODES = ("max", "min", "avg")
 
 
+def _window_counts(x_shape, kernel, stride, pads, dtype):
+    """How many real (unpadded) input cells each window covers: (Ho, Wo)."""
+    out_hw = _output_size(x_shape, kernel, stride, pads)
+    ones = _pad(np.ones((1, 1) + tuple(x_shape[2:]), dtype), pads)[0, 0]
+    return sum(ones[rows, columns] for _, _, rows, columns in _offsets(kernel, stride, out_hw))
+
+
 def pool2d_forward(x, mode, kernel, stride, pads):
     """x: (N, C, H, W) -> (y: (N, C, Ho, Wo), index: int32 (N, C, Ho, Wo) or None for avg).
 
     Padded cells never take part: they are -inf for max, +inf for min, and are left out of an
     average's count (TensorFlow's 'same' pooling behaves this way, and so does PyTorch's
-    count_include_pad=False).
+    count_include_pad=False). Offsets are visited in row-major order and only a strictly
+    better value replaces the current winner, so ties go to the first cell.
     """
     n, c, h, w = x.shape
+    out_hw = _output_size(x.shape, kernel, stride, pads)
     if mode == "avg":
-        win = _windows(_pad(x, pads), kernel, stride)
-        count = _windows(_pad(np.ones((1, 1, h, w), x.dtype), pads), kernel, stride).sum(axis=(4, 5))
-        return win.sum(axis=(4, 5)) / count, None
-    fill = -np.inf if mode == "max" else np.inf
-    win = _windows(_pad(x, pads, fill), kernel, stride)
-    _, _, ho, wo, kh, kw = win.shape
-    flat = win.reshape(n, c, ho, wo, kh * kw)
-    cell = (flat.argmax if mode == "max" else flat.argmin)(axis=4)  # first winner on ties
-    y = np.take_along_axis(flat, cell[..., None], axis=4)[..., 0]
-    # window cell -> row/column in the unpadded input plane
-    row = np.arange(ho)[:, None] * stride[0] + cell // kw - pads[0]
-    col = np.arange(wo)[None, :] * stride[1] + cell % kw - pads[2]
+        xpad = _pad(x, pads)
+        total = sum(xpad[:, :, rows, columns] for _, _, rows, columns in _offsets(kernel, stride, out_hw))
+        return total / _window_counts(x.shape, kernel, stride, pads, x.dtype), None
+    xpad = _pad(x, pads, -np.inf if mode == "max" else np.inf)
+    y = cell = None
+    for i, j, rows, columns in _offsets(kernel, stride, out_hw):
+        slab = xpad[:, :, rows, columns]
+        if y is None:
+            y, cell = slab.copy(), np.zeros(slab.shape, np.int32)
+            continue
+        wins = slab > y if mode == "max" else slab < y
+        np.copyto(y, slab, where=wins)
+        np.copyto(cell, i * kernel[1] + j, where=wins)
+    # winning cell -> row/column in the unpadded input plane
+    row = np.arange(out_hw[0])[:, None] * stride[0] + cell // kernel[1] - pads[0]
+    col = np.arange(out_hw[1])[None, :] * stride[1] + cell % kernel[1] - pads[2]
     return y, (row * w + col).astype(np.int32)
 
 
@@ -176,10 +179,8 @@ def pool2d_backward(dy, index, x_shape, mode, kernel, stride, pads):
     """dy: (N, C, Ho, Wo) -> dx: x_shape. index: from pool2d_forward (None for avg)."""
     n, c, h, w = x_shape
     if mode == "avg":
-        ones = np.ones((1, 1, h, w), dy.dtype)
-        count = _windows(_pad(ones, pads), kernel, stride).sum(axis=(4, 5))
-        share = (dy / count).transpose(1, 0, 2, 3)[:, None, None]  # (C, 1, 1, N, Ho, Wo)
-        cols = np.broadcast_to(share, (c, kernel[0], kernel[1]) + share.shape[3:])
+        share = (dy / _window_counts(x_shape, kernel, stride, pads, dy.dtype)).transpose(1, 0, 2, 3)
+        cols = np.broadcast_to(share[:, None, None], (c,) + tuple(kernel) + share.shape[1:])
         return _col2im(cols, x_shape, kernel, stride, pads)  # each window cell gets its share
     # max/min: each output sends its gradient to the one input that won; windows overlap,
     # so several outputs may hit one input: bincount adds them up.
