@@ -7,6 +7,7 @@ full covariances in thousands of raw dimensions (a 4x4x256 conv output has 4096)
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits  # installed with scikit-learn, which uses it itself
 from tqdm import tqdm
 
 
@@ -23,6 +25,18 @@ class EmbedConfig:
     pca_dims: int = 50         # PCA before t-SNE and the mixture
     covariance: str = "full"   # GaussianMixture covariance_type
     seed: int = 0
+    threads: int | None = None  # OpenMP/BLAS threads; None: the cores not already busy
+
+
+def free_cores() -> int:
+    """Cores not taken by other work (by the 1-minute load average), at least 1.
+
+    scikit-learn's t-SNE runs OpenMP threads that spin while they wait: on cores that are
+    already busy (a training run, a test suite) they slow it down 5-30x instead of helping."""
+    cores = os.cpu_count() or 1
+    if not hasattr(os, "getloadavg"):
+        return cores
+    return max(1, cores - round(os.getloadavg()[0]))
 
 
 def reduce(features: np.ndarray, config: EmbedConfig = EmbedConfig()) -> np.ndarray:
@@ -71,8 +85,8 @@ def embed(features: np.ndarray, labels: np.ndarray, components: int | None = Non
           config: EmbedConfig = EmbedConfig(), progress: bool = True) -> Embedding:
     """PCA, then t-SNE, then (if components) a Gaussian mixture, with a bar over the stages."""
     stages = ["PCA", "t-SNE"] + (["GMM"] if components else [])
-    with tqdm(total=len(stages), desc=f"embedding {len(features)} points", unit="stage",
-              disable=not progress) as bar:
+    with threadpool_limits(config.threads or free_cores()), \
+            tqdm(total=len(stages), desc=f"embedding {len(features)} points", unit="stage", disable=not progress) as bar:
         def stage(name, work):
             bar.set_postfix_str(name)
             result = work()

@@ -168,7 +168,8 @@ def tsne_progress(run_dir, layer: str | None, out, samples=1000, device="auto", 
         inputs = inputs or _first_test_images(run, samples, data, data_dir)
         meta = run.checkpoint.meta
         accuracy = next((row["val_acc"] for row in meta["history"] if row["epoch"] == meta["epoch"]), None)
-        caption = f"{path.stem}: epoch {meta['epoch']}" + ("" if accuracy is None else f", val {accuracy:.2%}")
+        caption = ("" if path.stem.startswith("epoch-") else f"{path.stem}: ") + f"epoch {meta['epoch']}" \
+            + ("" if accuracy is None else f", val {accuracy:.2%}")
         panels.append((caption, embed(features(run.model, inputs.x, layer), inputs.labels, None, config)))
         runs.append(run)
     figure = figures.progress_figure(panels, runs[-1].classes,
