@@ -73,7 +73,7 @@ def test_aliases_and_unknown_names():
 def test_recipes_follow_the_reports():
     assert get_spec("B1").recipe.split == "holdout" and get_spec("B1").recipe.normalization == "standardize"
     assert get_spec("A1").recipe.normalization == "raw" and get_spec("A2").recipe.normalization == "scale"
-    assert get_spec("C").recipe.batch_size == 32 and get_spec("C").recipe.checkpoint == "best"
+    assert get_spec("C").recipe.batch_size == 32 and get_spec("C").recipe.checkpoint == "improvements"
     assert get_spec("D").recipe.checkpoint == "every-epoch" and get_spec("D").recipe.dataset == "cifar100"
     resnet = get_spec("resnet20").recipe
     assert (resnet.optimizer, resnet.lr, resnet.weight_decay, resnet.augmentation) == ("sgd", 0.1, 1e-4, "pad_crop_flip")

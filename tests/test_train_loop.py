@@ -60,6 +60,15 @@ def test_every_epoch_rule_keeps_each_epoch_and_tests_the_last(tmp_path):
     assert result.tested == "last" and result.epoch_tested == 2
 
 
+def test_improvements_rule_snapshots_each_epoch_that_beat_the_best(tmp_path):
+    result = run(tmp_path, tiny_spec(checkpoint="improvements", lr=0.01, epochs=4))
+    val = [row["val_acc"] for row in result.history]
+    improved = [i + 1 for i, acc in enumerate(val) if acc > max(val[:i], default=-1)]
+    snapshots = sorted(int(p.stem.split("-")[1]) for p in result.run_dir.glob("epoch-*.npz"))
+    assert snapshots == improved and snapshots[0] == 1
+    assert result.tested == "best"
+
+
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     # augmentation, shuffling, dropout masks, BN statistics and Adam moments all have to carry over;
     # the resumed half also prefetches batches in a thread, which must not change anything

@@ -36,7 +36,9 @@ class Recipe:
     augmentation: str = "none"          # a preset of minicnn.data.augment
     normalization: str = "scale"        # "raw" (0-255) | "scale" (/255) | "standardize" (per channel)
     split: str = "test-as-val"          # the test set doubles as validation; "holdout": 40k/10k/10k
-    checkpoint: str = "best"            # keep the best validation accuracy | "every-epoch"
+    checkpoint: str = "best"            # keep the best validation accuracy; "improvements": also an
+                                        # epoch-NNN snapshot each time it improves (report C's t-SNE
+                                        # series); "every-epoch": a snapshot every epoch (report D)
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,8 @@ SPECS = [
               Recipe(batch_size=128, epochs=15, normalization="standardize", split="holdout",
                      augmentation="report_b"), "~80% test", 0.80),
     ModelSpec("vgg8_bn", ("C",), "C", "conv1..conv8 (conv-BN-ReLU, 2x2 pools), fc1 FC512-BN-ReLU, output FC10-BN",
-              _vgg8_bn, Recipe(batch_size=32, epochs=30, augmentation="keras_rot_shift_flip"),
+              _vgg8_bn, Recipe(batch_size=32, epochs=30, augmentation="keras_rot_shift_flip",
+                              checkpoint="improvements"),
               "84.97% best test accuracy (epoch 24 of 30)", 0.8497),
     ModelSpec("cifar100_cnn", ("D",), "D", "3 stages [C(a)-BN-ReLU-Pad]x3 + P + D0.25, a = 128, 64, 32; "
               "BN-FC90-BN-ReLU-FC100-BN", _cifar100_cnn,

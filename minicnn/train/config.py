@@ -15,7 +15,7 @@ from minicnn.models import Recipe
 from minicnn.train.errors import TrainError
 
 OPTIMIZERS = ("adam", "sgd")
-CHECKPOINT_RULES = ("best", "every-epoch")
+CHECKPOINT_RULES = ("best", "improvements", "every-epoch")
 RUN_FIELDS = ("seed", "device", "data", "limit", "workers")
 
 

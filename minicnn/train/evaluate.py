@@ -61,7 +61,7 @@ class TestReport:
     confusion_png: Path
 
 
-def _load_model(path, device, spec=None):
+def load_model(path, device, spec=None):
     """(checkpoint, config, model on `device` holding the checkpoint's weights)."""
     checkpoint = load_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint.meta["config"])
@@ -73,7 +73,7 @@ def _load_model(path, device, spec=None):
     return checkpoint, config, model.eval()
 
 
-def _normalizer(checkpoint) -> Normalizer:
+def checkpoint_normalizer(checkpoint) -> Normalizer:
     saved = checkpoint.meta["normalizer"]  # the training split's constants, not refitted
     return Normalizer(tuple(saved["mean"]), tuple(saved["std"]))
 
@@ -83,9 +83,9 @@ def evaluate_checkpoint(path, *, device="auto", data_dir=None, limit=None, spec=
 
     path: a run folder (its best.npz, else last.npz) or a checkpoint file.
     """
-    checkpoint, config, model = _load_model(path, device, spec)
+    checkpoint, config, model = load_model(path, device, spec)
     splits = prepare_data(config.data_recipe(), data_dir or config.data, data)
-    loader = BatchLoader(splits.test_x, splits.test_y, config.recipe.batch_size, normalizer=_normalizer(checkpoint),
+    loader = BatchLoader(splits.test_x, splits.test_y, config.recipe.batch_size, normalizer=checkpoint_normalizer(checkpoint),
                          limit=limit, device=model.parameters()[0].device)
     evaluation = evaluate(model, loader)
     classes = checkpoint.meta["classes"]
@@ -113,9 +113,9 @@ def read_image(path) -> np.ndarray:
 def predict_image(checkpoint_path, image_path, *, device="cpu", top=3, spec=None) -> list[tuple[str, float]]:
     """The `top` most likely classes of one image file, as (class name, probability), best first."""
     image = read_image(image_path)
-    checkpoint, _, model = _load_model(checkpoint_path, device, spec)
+    checkpoint, _, model = load_model(checkpoint_path, device, spec)
     device = model.parameters()[0].device
-    x = _normalizer(checkpoint)(device.asarray(image).astype(np.float32), device.xp)
+    x = checkpoint_normalizer(checkpoint)(device.asarray(image).astype(np.float32), device.xp)
     with no_grad():
         probabilities = F.softmax(model(tensor(x, device=device))).numpy()[0]
     best = np.argsort(-probabilities)[:top]

@@ -153,7 +153,7 @@ class Trainer:
     @property
     def tested(self) -> str:
         """The checkpoint whose test accuracy the run reports, by the recipe's rule."""
-        return "best" if self.config.recipe.checkpoint == "best" else "last"
+        return "last" if self.config.recipe.checkpoint == "every-epoch" else "best"
 
     @property
     def report_id(self) -> str:
@@ -169,7 +169,8 @@ class Trainer:
         whatever it names (best.npz) must already be on disk when it lands."""
         if self.best["epoch"] == self.epoch:
             self.save("best")
-        if self.config.recipe.checkpoint == "every-epoch":
+        rule = self.config.recipe.checkpoint
+        if rule == "every-epoch" or (rule == "improvements" and self.best["epoch"] == self.epoch):
             self.save(f"epoch-{self.epoch:03d}")
         self.save("last")
         self.saved_epoch = self.epoch

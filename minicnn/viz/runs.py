@@ -2,7 +2,7 @@
 weights, the class names and the input normalization the run trained with.
 
 A run folder is what `minicnn train` writes (runs/<arch>-<time>/): config.json, metrics.csv and
-checkpoints best.npz/.json, last.npz/.json, and epoch-NNN.npz with `--checkpoint every-epoch`.
+checkpoints best.npz/.json, last.npz/.json, and epoch-NNN.npz snapshots where the recipe keeps them.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from minicnn.data import Normalizer
 from minicnn.train.checkpoint import Checkpoint, find_checkpoint
-from minicnn.train.evaluate import _load_model, _normalizer
+from minicnn.train.evaluate import checkpoint_normalizer, load_model
 
 RUNS = Path("runs")
 EPOCH_FILE = re.compile(r"epoch-(\d+)\.npz$")
@@ -66,17 +66,18 @@ def load_run(run=None, *, checkpoint: str = "best", device: str = "auto", runs_r
         kept = ", ".join(sorted(p.stem for p in _checkpoints(path))) or "none"
         raise VizError(f"--checkpoint {checkpoint}: {path} has no {checkpoint}.npz (it has: {kept})")
     npz = find_checkpoint(path, checkpoint)  # best, else last
-    loaded, config, model = _load_model(npz, device)
+    loaded, config, model = load_model(npz, device)
     return LoadedRun(npz.parent, loaded, config.arch, model, list(loaded.meta["classes"]),
-                     _normalizer(loaded), config.recipe.dataset, config.data)
+                     checkpoint_normalizer(loaded), config.recipe.dataset, config.data)
 
 
 def improvement_checkpoints(run_dir) -> tuple[list[Path], str]:
     """The checkpoints of a run to follow training by, and a sentence saying which they are.
 
-    Training keeps a snapshot per epoch only with `--checkpoint every-epoch`; among those, the
-    epochs where validation accuracy improved are the ones report C plotted. Without them only
-    best and last exist, and those are what the figure can show."""
+    Recipes with the checkpoint rule 'improvements' (report C) keep an epoch-NNN snapshot each
+    time validation accuracy improved, and 'every-epoch' (report D) one per epoch; the
+    improvement epochs are the ones report C plotted. Without snapshots only best and last
+    exist, and those are what the figure can show."""
     run_dir = Path(run_dir)
     epochs = {int(EPOCH_FILE.search(p.name).group(1)): p for p in run_dir.glob("epoch-*.npz")}
     if epochs:
