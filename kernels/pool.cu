@@ -15,7 +15,7 @@
 // mode: 0 max, 1 min, 2 avg (the codes cuda.py passes).
 #include "common.cuh"
 
-constexpr int POOL_MAX = 0, POOL_MIN = 1, POOL_AVG = 2;
+enum PoolMode { POOL_MAX = 0, POOL_MIN = 1, POOL_AVG = 2 };  // the codes cuda.py passes
 
 // The unpadded input rows [h_begin, h_end) that window row ho covers; likewise for columns.
 __device__ inline void window_span(int o, int stride, int pad, int kernel, int size, int* begin,

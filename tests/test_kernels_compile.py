@@ -50,3 +50,36 @@ def test_kernels_compile_without_warnings(tmp_path):
         results = list(pool.map(lambda job: compile_ptx(*job, tmp_path), jobs))
     failures = [f"{what}: exit {code}\n{output}" for what, code, output in results if code or output]
     assert not failures, "\n\n".join(failures)
+
+
+def _nvrtc():
+    """CuPy's NVRTC binding, when CuPy and an NVRTC library are installed (no GPU needed)."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+        nvrtc.getVersion()
+    except Exception:  # ImportError, or the library itself missing
+        return None
+    return nvrtc
+
+
+@pytest.mark.skipif(_nvrtc() is None, reason="CuPy's NVRTC is not installed: CupyRuntime's compiler "
+                                             "cannot be tried here (nvcc checks the sources above)")
+def test_kernels_compile_with_nvrtc_as_cupy_loads_them():
+    """The path CupyRuntime takes: NVRTC, which has no system headers and warns on things nvcc
+    lets pass; every name expression must lower to a kernel symbol."""
+    nvrtc = _nvrtc()
+    problems = []
+    for source in KERNELS:
+        names = [name for expression in KERNELS[source] for name in expand(expression)]
+        program = nvrtc.createProgram((KERNELS_DIR / source).read_text(), source, [], [])
+        for name in names:
+            nvrtc.addNameExpression(program, name)
+        try:
+            nvrtc.compileProgram(program, ["-std=c++17", f"-I{KERNELS_DIR}", "-arch=compute_80"])
+            assert all(nvrtc.getLoweredName(program, name) for name in names)
+        except Exception as error:
+            problems.append(f"{source}: {error}")
+        log = nvrtc.getProgramLog(program).strip()
+        if log:
+            problems.append(f"{source}: {log}")
+    assert not problems, "\n\n".join(problems)
