@@ -78,10 +78,21 @@ def augment_preset(name: str) -> AugmentSpec:
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """One batch's random draws, as small host (NumPy) arrays."""
+    """Random draws for N images: small arrays, drawn on the host, usable on any device."""
     inverse: np.ndarray | None  # (N, 2, 3): output pixel (x, y, 1) -> source position (x, y); None: no warp
     fill: str                   # see AugmentSpec.fill
     colour: np.ndarray | None   # (N, 3) brightness, contrast, saturation factors; None: no colour change
+
+    def to(self, xp, dtype) -> "AugmentParams":
+        """The same draws as arrays of `xp` (one host-to-device copy for a whole epoch's draws)."""
+        def move(a):
+            return None if a is None else xp.asarray(a, dtype)
+        return AugmentParams(move(self.inverse), self.fill, move(self.colour))
+
+    def rows(self, start: int, stop: int) -> "AugmentParams":
+        """The draws of images start..stop-1 (one batch of an epoch's draws)."""
+        return AugmentParams(None if self.inverse is None else self.inverse[start:stop], self.fill,
+                             None if self.colour is None else self.colour[start:stop])
 
 
 def affine_inverse(height: int, width: int, *, angle=0.0, shear=0.0, scale=1.0, shift_x=0.0,
