@@ -31,7 +31,7 @@ class Drawn:
 
 def default_layer(model, what: str) -> str:
     """maps/filters: the first conv; gradcam: the last conv's activated output; tsne: the layer
-    feeding the last linear layer (the penultimate features)."""
+    feeding the last linear layer (the penultimate features; dropout and flatten skipped)."""
     table = layer_table(model)
     if what in ("maps", "filters"):
         return next(path for path, kind, _ in table if kind == "Conv2d")
@@ -40,7 +40,9 @@ def default_layer(model, what: str) -> str:
         size = table[last_conv][2][1:]
         return [path for path, _, shape in table[last_conv:] if shape[1:] == size][-1]
     last_linear = max(i for i, (_, kind, _) in enumerate(table) if kind == "Linear")
-    return table[last_linear - 1][0]
+    # dropout and flatten pass the same numbers on in eval mode: name the layer that made them
+    feeding = [path for path, kind, _ in table[:last_linear] if kind not in ("Dropout", "Flatten")]
+    return feeding[-1]
 
 
 def check_layer(model, layer: str) -> str:
