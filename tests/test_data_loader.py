@@ -4,7 +4,7 @@ import pytest
 
 from data_fixtures import cifar10_root  # noqa: F401
 from minicnn.backends import Device, DeviceError, get_device, numpy_ref
-from minicnn.data import (DATA_RECIPES, PRESETS, AugmentSpec, BatchLoader, Cifar, DataError, DataRecipe, Normalizer,
+from minicnn.data import (PRESETS, AugmentSpec, BatchLoader, Cifar, DataError, DataRecipe, Normalizer,
                           holdout_indices, load_cifar, prepare_data, split_loaders)
 
 
@@ -41,7 +41,7 @@ def test_holdout_split_is_seeded_disjoint_and_complete():
 
 
 def test_report_b_recipe_on_real_cifar10(cifar10_root):
-    splits = prepare_data(DATA_RECIPES["report_b"], cifar10_root)
+    splits = prepare_data(DataRecipe(preprocess="standardize", split="holdout"), cifar10_root)  # report B
     assert (len(splits.train_y), len(splits.val_y), len(splits.test_y)) == (40_000, 10_000, 10_000)
     assert not splits.val_is_test and "validation 10,000 held out" in splits.describe()
     # statistics come from the 40,000 training images only
@@ -53,7 +53,7 @@ def test_report_b_recipe_on_real_cifar10(cifar10_root):
 
 
 def test_test_as_validation_says_so():
-    splits = prepare_data(DATA_RECIPES["report_a"], data=fake_cifar())
+    splits = prepare_data(DataRecipe(), data=fake_cifar())
     assert splits.val_is_test and splits.val_x is splits.test_x
     assert "validation = the test set" in splits.describe()
 

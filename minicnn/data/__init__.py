@@ -1,7 +1,8 @@
 """Datasets for minicnn: CIFAR-10/100 loading (safe), download, splits, augmentation, batching.
 
-    from minicnn.data import DATA_RECIPES, prepare_data, split_loaders
-    splits = prepare_data(DATA_RECIPES["report_a"])         # loads CIFAR-10, validation = test
+    from minicnn.data import DataRecipe, prepare_data, split_loaders
+    splits = prepare_data(DataRecipe(preprocess="scale"))    # CIFAR-10 /255, validation = test
+    # (each network's recipe in minicnn.models says which DataRecipe it trains with)
     loaders = split_loaders(splits, batch_size=512, seed=0)    # device="cpu"; or get_device("cuda")
     for x, y in loaders["train"]: ...                        # x: (B, 3, 32, 32) float32, y: (B,) int64
 """
@@ -12,11 +13,11 @@ from .download import download
 from .errors import DataError
 from .loader import BatchLoader, split_loaders
 from .safe_pickle import RestrictedUnpickler, safe_loads
-from .splits import DATA_RECIPES, DataRecipe, DataSplits, Normalizer, holdout_indices, prepare_data
+from .splits import DataRecipe, DataSplits, Normalizer, holdout_indices, prepare_data
 
 __all__ = [
     "PRESETS", "AugmentParams", "AugmentSpec", "affine_inverse", "apply_params", "augment",
     "augment_preset", "sample_params", "SPECS", "Cifar", "CifarSpec", "data_root", "find_source",
     "get_spec", "load_cifar", "download", "DataError", "BatchLoader", "split_loaders", "RestrictedUnpickler",
-    "safe_loads", "DATA_RECIPES", "DataRecipe", "DataSplits", "Normalizer", "holdout_indices", "prepare_data",
+    "safe_loads", "DataRecipe", "DataSplits", "Normalizer", "holdout_indices", "prepare_data",
 ]

@@ -39,19 +39,6 @@ class DataRecipe:
         augment_preset(self.augment)  # fail early on an unknown name
 
 
-# The recipes of the documented reports (docs/models.md).
-DATA_RECIPES = {
-    "report_a_raw": DataRecipe(preprocess="raw"),                          # A1
-    "report_a": DataRecipe(),                                              # A2..A11, A13
-    "report_a_aug": DataRecipe(augment="keras_shift_flip"),                # A12, A14
-    "report_b": DataRecipe(preprocess="standardize", split="holdout"),     # B1..B4
-    "report_b_aug": DataRecipe(preprocess="standardize", split="holdout", augment="report_b"),  # B5
-    "report_c": DataRecipe(augment="keras_rot_shift_flip"),
-    "report_d": DataRecipe(dataset="cifar100"),
-    "resnet": DataRecipe(preprocess="standardize", augment="pad_crop_flip"),
-}
-
-
 @dataclass(frozen=True)
 class Normalizer:
     """x -> (x - mean) / std per channel; mean and std in pixel units, one value per channel."""
