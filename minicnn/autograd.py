@@ -15,7 +15,7 @@ import contextlib
 
 import numpy as np
 
-from minicnn.backends import Device, get_device
+from minicnn.backends import Device, get_device, to_host
 
 _grad_enabled = True
 
@@ -65,7 +65,7 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """A host copy (or the array itself on the CPU)."""
-        return self.data if isinstance(self.data, np.ndarray) else self.data.get()
+        return to_host(self.data)
 
     def item(self) -> float:
         return float(self.numpy())
@@ -77,8 +77,7 @@ class Tensor:
         device = get_device(device)
         if device is self.device:
             return self
-        return Tensor(device.asarray(self.numpy() if device.xp is np else self.data), device,
-                      self.requires_grad)
+        return Tensor(device.asarray(self.data), device, self.requires_grad)
 
     def zero_grad(self):
         self.grad = None

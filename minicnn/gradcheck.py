@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from minicnn.autograd import Tensor, no_grad
-from minicnn.backends import get_device
+from minicnn.backends import get_device, to_host
 
 
 @dataclass
@@ -40,10 +40,6 @@ class Row:
     max_rel: float
     passed: bool
     worst: str = ""   # the first input whose gradient failed, for the message
-
-
-def _host(array):
-    return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
 def _errors(analytic, reference, floor):
@@ -72,7 +68,7 @@ def analytic_gradients(forward, tensors, projection):
         t.grad = None
     out = forward()
     out.backward(projection)
-    return _host(out.data), [np.zeros(t.shape) if t.grad is None else _host(t.grad) for t in tensors]
+    return to_host(out.data), [np.zeros(t.shape) if t.grad is None else to_host(t.grad) for t in tensors]
 
 
 def numerical_gradient(forward, tensor, projection, eps):

@@ -4,7 +4,6 @@ asymmetric pads, kernels that overlap (3x3/2 pools) and that do not (2x2/2).
 
 Each entry is a gradcheck.Case; `minicnn gradcheck --op NAME` selects by its `op` field.
 """
-import numpy as np
 
 from minicnn import functional as F
 from minicnn import nn

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minicnn.backends import to_host
+
 
 class Optimizer:
     def __init__(self, params, lr):
@@ -45,7 +47,7 @@ class Optimizer:
         state = {"step": self.step_count, "lr": self.lr}
         for slot in self.slot_names:
             for i, array in enumerate(getattr(self, slot)):
-                state[f"{slot}.{i}"] = array.get() if hasattr(array, "get") else np.array(array)
+                state[f"{slot}.{i}"] = np.array(to_host(array))
         return state
 
     def load_state_dict(self, state):

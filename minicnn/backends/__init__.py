@@ -27,6 +27,11 @@ import numpy as np
 DEVICE_NAMES = ("auto", "cpu", "cuda", "emu")
 
 
+def to_host(array) -> np.ndarray:
+    """A NumPy view of a NumPy array, or a host copy of a CuPy one."""
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
 class DeviceError(ValueError):
     """A device was asked for that cannot be used here."""
 
@@ -42,8 +47,8 @@ class Device:
 
     def asarray(self, array, dtype=None):
         """Copy host or device data onto this device (no copy if it is already here)."""
-        if self.xp is np and not isinstance(array, np.ndarray) and hasattr(array, "get"):
-            array = array.get()  # a CuPy array coming back to the host
+        if self.xp is np:
+            array = to_host(array)  # a CuPy array coming back to the host
         return self.xp.asarray(array, dtype=dtype)
 
 

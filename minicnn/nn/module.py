@@ -13,7 +13,7 @@ from collections import OrderedDict
 import numpy as np
 
 from minicnn.autograd import Tensor
-from minicnn.backends import get_device
+from minicnn.backends import get_device, to_host
 
 
 class Parameter(Tensor):
@@ -123,7 +123,7 @@ class Module:
         """Host copies of every parameter and buffer, by dotted path."""
         state = OrderedDict((k, p.numpy().copy()) for k, p in self.named_parameters())
         for key, buffer in self.named_buffers():
-            state[key] = np.array(buffer.get() if hasattr(buffer, "get") else buffer)
+            state[key] = np.array(to_host(buffer))
         return state
 
     def load_state_dict(self, state, strict=True):
@@ -157,7 +157,7 @@ class Module:
                 if b.dtype.kind != "f":
                     continue  # integer counters (dropout seed/step) stay on the host
                 if device is not None:
-                    b = device.asarray(b.get() if hasattr(b, "get") and device.xp is np else b)
+                    b = device.asarray(b)
                 if dtype is not None:
                     b = b.astype(dtype)
                 module.register_buffer(key, b)

@@ -12,13 +12,9 @@ import contextlib
 import numpy as np
 from tqdm import tqdm
 
+from minicnn.backends import to_host
 from minicnn.autograd import Tensor, no_grad
 from minicnn.nn.module import capture
-
-
-def to_numpy(array) -> np.ndarray:
-    """A host copy of a numpy or cupy array."""
-    return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
 def model_device(model):
@@ -61,7 +57,7 @@ def activations(model, images: np.ndarray, layers) -> dict[str, np.ndarray]:
     missing = [name for name in layers if name not in outputs]
     if missing:
         raise ValueError(f"layer {missing[0]!r} was not reached by the forward pass")
-    return {name: to_numpy(outputs[name].data) for name in layers}
+    return {name: to_host(outputs[name].data) for name in layers}
 
 
 def features(model, images: np.ndarray, layer: str, batch_size: int = 256,

@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn import nn
+from minicnn.backends import to_host
 from minicnn.autograd import no_grad
 from minicnn.nn.module import capture
-from minicnn.viz.activations import as_input, evaluating, to_numpy
+from minicnn.viz.activations import as_input, evaluating
 
 
 class CamError(ValueError):
@@ -50,12 +51,12 @@ def class_activation_maps(model, images: np.ndarray, classes=None) -> tuple[np.n
     handle = pool.register_forward_hook(lambda module, inputs, output: pooled_input.update(maps=inputs[0]))
     try:
         with evaluating(model), no_grad():
-            logits = to_numpy(model(as_input(model, images)).data)
+            logits = to_host(model(as_input(model, images)).data)
     finally:
         handle.remove()
-    maps = to_numpy(pooled_input["maps"].data)
+    maps = to_host(pooled_input["maps"].data)
     classes = logits.argmax(axis=1) if classes is None else np.asarray(classes)
-    weights = to_numpy(linear.weight.data)[classes]              # (N, K)
+    weights = to_host(linear.weight.data)[classes]              # (N, K)
     return np.einsum("nk,nkhw->nhw", weights, maps), logits
 
 
@@ -72,15 +73,15 @@ def grad_cam(model, images: np.ndarray, layer: str, classes=None, relu=True) -> 
         shape = None if maps is None else tuple(maps.shape[1:])
         raise ValueError(f"Grad-CAM needs a layer with spatial maps (C, H, W); {layer!r} gives {shape}: "
                          f"pick a conv layer (`minicnn layers` lists them)")
-    host_logits = to_numpy(logits.data)
+    host_logits = to_host(logits.data)
     classes = host_logits.argmax(axis=1) if classes is None else np.asarray(classes)
     select = np.zeros(host_logits.shape, host_logits.dtype)
     select[np.arange(len(classes)), classes] = 1
     maps.retain_grad()
     (logits * select).sum().backward()
     model.zero_grad()                                              # leave no gradients behind
-    alpha = to_numpy(maps.grad).mean(axis=(2, 3))                  # (N, K)
-    weighted = np.einsum("nk,nkhw->nhw", alpha, to_numpy(maps.data))
+    alpha = to_host(maps.grad).mean(axis=(2, 3))                  # (N, K)
+    weighted = np.einsum("nk,nkhw->nhw", alpha, to_host(maps.data))
     return (np.maximum(weighted, 0) if relu else weighted), host_logits
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from minicnn import nn
+from minicnn.backends import to_host
 from minicnn.data import load_cifar
 from minicnn.viz import figures
-from minicnn.viz.activations import activations, features, layer_table, to_numpy
+from minicnn.viz.activations import activations, features, layer_table
 from minicnn.viz.cam import cam_layers, class_activation_maps, grad_cam, normalize_maps, softmax, upsample_bilinear
 from minicnn.viz.embed import EmbedConfig, embed
 from minicnn.viz.inputs import Inputs, from_test_set
@@ -77,7 +78,7 @@ def filters(run: LoadedRun, layer: str, out) -> Drawn:
     if not isinstance(module, nn.Conv2d):
         convs = ", ".join(path for path, kind, _ in layer_table(run.model) if kind == "Conv2d")
         raise VizError(f"{layer} is a {type(module).__name__}, not a conv layer; conv layers are: {convs}")
-    figure = figures.filters_figure(to_numpy(module.weight.data), f"{run.arch} {layer}")
+    figure = figures.filters_figure(to_host(module.weight.data), f"{run.arch} {layer}")
     return Drawn([figures.save(figure, Path(out) / f"filters-{layer}.png")])
 
 
