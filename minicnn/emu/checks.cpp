@@ -38,6 +38,7 @@ constexpr int ATOMIC_WRITER = -1, MANY_READERS = -2;
 struct Shadow {
     int writer, write_epoch;
     int reader, read_epoch;
+    int async_writer = -1;  // the thread whose cp.async has not landed here yet, or -1
 };
 
 struct SharedRegion : Region {
@@ -74,8 +75,10 @@ void prepare_checks(const Arg* args, int nargs, const void* closure, size_t clos
 // Before each block: all-ones bytes are NaN as float or double, so reads of memory no
 // thread has written stand out even where the shadow check does not stop the launch.
 void poison_shared_memory() {
-    for (SharedRegion* region : {&static_region, &dynamic_region})
+    for (SharedRegion* region : {&static_region, &dynamic_region}) {
         std::memset(reinterpret_cast<void*>(region->begin), 0xFF, region->end - region->begin);
+        for (Shadow& s : region->shadow) s.async_writer = -1;
+    }
 }
 
 // The static shared variable holding `address`, as "shared variable 'tile' byte 12", looked up
@@ -127,6 +130,12 @@ static void report_shared(const SharedRegion& region, uintptr_t address, Access 
 // One byte of shared memory accessed by thread `self`; returns false after reporting a race.
 static bool check_shared_byte(SharedRegion& region, uintptr_t address, Access access, int self) {
     Shadow& s = region.shadow[address - region.begin];
+    if (s.async_writer >= 0) {
+        report_shared(region, address, access, self,
+                      (", which a cp.async of " + describe_thread(s.async_writer) +
+                       " has not landed yet (missing cp.async.wait_group)").c_str());
+        return false;
+    }
     if (access != Access::Write && s.write_epoch < state.block_first_epoch) {
         report_shared(region, address, access, self, ", which no thread of this block has written yet (uninitialized, or a missing __syncthreads())");
         return false;
@@ -192,6 +201,24 @@ static void check(const void* pointer, size_t size, Access access) {
     for (const Region& buffer : buffers)
         if (buffer.contains(address, size)) return;
     out_of_bounds(address, size, access);
+}
+
+void check_access(const void* pointer, size_t size, bool write) {
+    check(pointer, size, write ? Access::Write : Access::Read);
+}
+
+static SharedRegion* shared_region(const void* pointer, size_t size) {
+    for (SharedRegion* region : {&static_region, &dynamic_region})
+        if (region->contains(uintptr_t(pointer), size)) return region;
+    return nullptr;
+}
+
+bool in_shared_memory(const void* pointer, size_t size) { return shared_region(pointer, size) != nullptr; }
+
+void mark_async_copy(const void* pointer, size_t size, int thread) {
+    SharedRegion* region = shared_region(pointer, size);
+    for (size_t i = 0; region && i < size; ++i)
+        region->shadow[uintptr_t(pointer) + i - region->begin].async_writer = thread;
 }
 
 // ---- Atomics: checked like any access, then done in place (threads only yield at barriers).

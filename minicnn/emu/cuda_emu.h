@@ -72,7 +72,10 @@ dim3 grid_dim();
 void* dynamic_shared();
 void sync_threads();
 
-enum WarpOp { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, BALLOT, ANY, ALL };
+enum WarpOp { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, BALLOT, ANY, ALL,
+              // tensor-core collectives (tensor_core.h): all 32 lanes, payload in Thread::in/out
+              MMA_TF32, MMA_BF16, LDMATRIX_X1, LDMATRIX_X2, LDMATRIX_X4, LDMATRIX_X1_TRANS,
+              LDMATRIX_X2_TRANS, LDMATRIX_X4_TRANS };
 // Waits for the lanes in mask to call the same op, then returns this lane's result.
 uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int lane_arg, int width);
 
@@ -263,3 +266,6 @@ inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(unsigned(x)); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 template <typename T>
 inline T __ldg(const T* address) { return *address; }
+
+// mma.sync, ldmatrix and cp.async: the twins of kernels/warp_mma.cuh's inline PTX.
+#include "tensor_core.h"

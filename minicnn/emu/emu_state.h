@@ -23,6 +23,8 @@ struct Thread {
     uint64_t value;
     int lane_arg, width;
     uint64_t result;
+    const void* in;  // a tensor-core collective's operands (tensor_core.cpp), and its results
+    void* out;
 };
 
 constexpr size_t MAX_ERRORS = 3;
@@ -55,5 +57,17 @@ void prepare_checks(const Arg* args, int nargs, const void* closure, size_t clos
                     unsigned char* dynamic_shared, size_t dynamic_bytes, const char* stacks,
                     size_t stack_bytes);
 void poison_shared_memory();
+// Checks an access by the current thread as if kernel code made it (runtime code is not
+// instrumented); marks shared bytes a cp.async of `thread` still copies into (-1: landed).
+void check_access(const void* pointer, size_t size, bool write);
+void mark_async_copy(const void* pointer, size_t size, int thread);
+bool in_shared_memory(const void* pointer, size_t size);
+
+// tensor_core.cpp
+bool is_tensor_core_op(WarpOp op);
+const char* tensor_core_op_name(WarpOp op);
+void complete_tensor_core_op(int first_thread);  // all 32 lanes have arrived
+void reset_async_copies(int threads);           // before each block
+void finish_async_copies();                      // the current thread exits
 
 }  // namespace emu

@@ -91,6 +91,7 @@ static void yield(ThreadState waiting) {
 
 static void thread_main() {
     state.run(state.closure);
+    finish_async_copies();
     yield(ThreadState::Done);
 }
 
@@ -117,6 +118,7 @@ static void allocate_stacks(size_t count) {
 void sync_threads() { yield(ThreadState::AtBarrier); }
 
 static const char* op_name(WarpOp op) {
+    if (is_tensor_core_op(op)) return tensor_core_op_name(op);
     static const char* const names[] = {"__shfl_sync", "__shfl_up_sync", "__shfl_down_sync",
                                         "__shfl_xor_sync", "__ballot_sync", "__any_sync", "__all_sync"};
     return names[op];
@@ -185,6 +187,17 @@ static bool release_warp(int first, int count, std::string& stuck) {
             stuck = describe_thread(first + lane) + " calls " + op_name(waiter.op) +
                     " with a mask that leaves out its own lane";
         if (!ready) continue;
+        if (is_tensor_core_op(waiter.op)) {  // mma.sync / ldmatrix: .aligned, the whole warp
+            if (count < 32) {
+                report("%s: %s needs a full warp of 32 threads, but this warp has %d",
+                       describe_thread(first).c_str(), op_name(waiter.op), count);
+                state.aborted = true;
+                return false;
+            }
+            complete_tensor_core_op(first);
+            for (int other = 0; other < count; ++other) state.threads[first + other].state = ThreadState::Runnable;
+            return true;
+        }
         unsigned votes = 0;
         for (int other = 0; other < count; ++other)
             if (((present >> other) & 1) && state.threads[first + other].value) votes |= 1u << other;
@@ -237,6 +250,7 @@ static bool advance(int count) {
 static void run_block(int count) {
     state.block_first_epoch = ++state.epoch;
     poison_shared_memory();
+    reset_async_copies(count);
     ucontext_t blank;
     getcontext(&blank);
     for (int i = 0; i < count; ++i) {
