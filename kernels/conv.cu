@@ -87,47 +87,50 @@ struct Col2imOperand {
     }
 };
 
+// Each pass is one product run by a Tile policy of gemm.cu: SimtTile (v2, float or double,
+// 256 threads) or MmaTile<Mma::TF32 / BF16> (v3, float, 128 threads). Both take 64 x 64 tiles.
+#define CONV_SHARED_TILES(T, Tile)                  \
+    __shared__ __align__(16) T a_tile[Tile::A_SIZE]; \
+    __shared__ __align__(16) T b_tile[Tile::B_SIZE]
+
 // y: (N, F, Ho, Wo) = conv(x: (N, C, H, W), w: (F, C, kH, kW)) + bias: (F,).
 // Grid (ceil(N*Ho*Wo / 64), ceil(F / 64)).
-template <typename T>
-__global__ void __launch_bounds__(GEMM_THREADS)
+template <typename T, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
 conv2d_forward(T* y, const T* x, const T* w, const T* bias, int N, int C, int H, int W, int F,
                int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
-    __shared__ T a_tile[A_TILE_SIZE];
-    __shared__ T b_tile[B_TILE_SIZE];
+    CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
     const int K = C * kh * kw;
-    gemm_tile(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, s},
+    Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, s},
               BatchedRowsOutput<T>{y, bias, F, Ho * Wo}, F, N * Ho * Wo, 0, K, a_tile, b_tile);
 }
 
 // dx: (N, C, H, W) from dy: (N, F, Ho, Wo) and w. Grid (ceil(N*H*W / 64), ceil(C / 64)).
-template <typename T>
-__global__ void __launch_bounds__(GEMM_THREADS)
+template <typename T, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
 conv2d_backward_data(T* dx, const T* dy, const T* w, int N, int C, int H, int W, int F,
                      int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
-    __shared__ T a_tile[A_TILE_SIZE];
-    __shared__ T b_tile[B_TILE_SIZE];
+    CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    gemm_tile(BatchedRows<T>{w, C, kh * kw}, Col2imOperand<T>{dy, s},
+    Tile::run(BatchedRows<T>{w, C, kh * kw}, Col2imOperand<T>{dy, s},
               BatchedRowsOutput<T>{dx, nullptr, C, H * W}, C, N * H * W, 0, F * kh * kw,
               a_tile, b_tile);
 }
 
 // dw_partial: (splits, F, C*kH*kW), slice z summing the pixels (n, ho, wo) in
 // [z * k_chunk, (z + 1) * k_chunk). Grid (ceil(C*kH*kW / 64), ceil(F / 64), splits).
-template <typename T>
-__global__ void __launch_bounds__(GEMM_THREADS)
+template <typename T, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
 conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, int N, int C, int H, int W,
                        int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo,
                        int k_chunk) {
-    __shared__ T a_tile[A_TILE_SIZE];
-    __shared__ T b_tile[B_TILE_SIZE];
+    CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
     const int K = N * Ho * Wo, cols = C * kh * kw;
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
-    gemm_tile(BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, s},
+    Tile::run(BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, s},
               RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * F * cols, cols}, F, cols,
               k_begin, k_end, a_tile, b_tile);
 }

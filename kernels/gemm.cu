@@ -59,10 +59,10 @@ struct RowMajorOutput {
 // to tile[r * row_stride + c * col_stride]; cells past (row_end, col_end) become 0, so the
 // multiply below needs no edge checks. Consecutive threads take consecutive elements along the
 // operand's contiguous index, which makes the global loads coalesced.
-template <int ROWS, int COLS, typename T, typename Operand>
+template <int ROWS, int COLS, int THREADS = GEMM_THREADS, typename T, typename Operand>
 __device__ void load_tile(const Operand& op, int row0, int col0, int row_end, int col_end,
                           T* tile, int row_stride, int col_stride) {
-    for (int e = threadIdx.x; e < ROWS * COLS; e += GEMM_THREADS) {
+    for (int e = threadIdx.x; e < ROWS * COLS; e += THREADS) {
         const int r = Operand::contiguous_cols ? e / COLS : e % ROWS;
         const int c = Operand::contiguous_cols ? e % COLS : e / ROWS;
         const int gr = row0 + r, gc = col0 + c;
@@ -142,3 +142,134 @@ __global__ void sum_splits(T* out, const T* partial, int count, int splits) {
     for (int s = 0; s < splits; ++s) sum += partial[(long long)s * count + i];
     out[i] = sum;
 }
+
+// ---------------------------------------------------------------------------- v3: tensor cores
+// gemm_v3 runs the same block loop shape as v2 (a 64 x 64 tile of C, K in steps of 16, operands
+// staged in shared memory by load_tile, split-K over blockIdx.z) but the multiply is mma.sync:
+// 4 warps in a 2 x 2 grid each own a 32 x 32 patch, i.e. 2 x 4 accumulators of 16 x 8, and per
+// K step of 16 issue 16 TF32 mma (m16n8k8) or 8 BF16 mma (m16n8k16) where a v2 thread did 256
+// FMAs. Operands are rounded to TF32 or BF16 as the fragments are built; C stays FP32.
+//
+// Shared tiles are k-contiguous: a_tile[m][k] and b_tile[n][k], so a fragment register is
+// one (TF32) or two adjacent (BF16, one float2 load) floats of a row. Row strides 20 (TF32) and
+// 24 (BF16) floats spread a warp's fragment loads over all 32 banks: lane (g, t) reads word
+// 20 g + t, or words 24 g + 2t, 24 g + 2t + 1 in each half-warp phase of a 64-bit load.
+#include "warp_mma.cuh"
+
+enum class Mma { TF32, BF16 };  // the operand type of the tensor-core kernels
+
+constexpr int MMA_THREADS = 128;  // 4 warps, each a 32 x 32 patch of the 64 x 64 tile
+constexpr int MMA_WARP_TILE = 32;
+template <Mma P>
+__host__ __device__ constexpr int mma_tile_stride() { return P == Mma::TF32 ? TILE_K + 4 : TILE_K + 8; }
+constexpr int MMA_TILE_SIZE = TILE_M * (TILE_K + 8);  // floats per shared tile, the larger stride
+
+// acc[i][j] += the warp's 32 x 16 slab of A times the 16 x 32 slab of B; a_warp / b_warp point
+// at the warp's first row of a_tile / b_tile. i: 16-row block, j: 8-column block.
+template <Mma P>
+__device__ __forceinline__ void mma_warp_step(float (&acc)[2][4][4], const float* a_warp,
+                                              const float* b_warp) {
+    constexpr int S = mma_tile_stride<P>();
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    if constexpr (P == Mma::TF32) {
+#pragma unroll
+        for (int kk = 0; kk < TILE_K; kk += 8) {
+            unsigned a[2][4], b[4][2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int r = 0; r < 4; ++r)  // row g (+8 for odd r), column t (+4 for r >= 2)
+                    a[i][r] = tf32_bits(a_warp[(16 * i + g + 8 * (r % 2)) * S + kk + t + 4 * (r / 2)]);
+#pragma unroll
+            for (int j = 0; j < 4; ++j)
+#pragma unroll
+                for (int r = 0; r < 2; ++r)  // k = t (+4 for r = 1), column g
+                    b[j][r] = tf32_bits(b_warp[(8 * j + g) * S + kk + t + 4 * r]);
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) mma_tf32_m16n8k8(acc[i][j], a[i], b[j]);
+        }
+    } else {
+        unsigned a[2][4], b[4][2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {  // row g (+8 for odd r), columns 2t, 2t+1 (+8 for r >= 2)
+                const float2 v = *reinterpret_cast<const float2*>(
+                    a_warp + (16 * i + g + 8 * (r % 2)) * S + 2 * t + 8 * (r / 2));
+                a[i][r] = bf16x2_bits(v.x, v.y);
+            }
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {  // k = 2t, 2t+1 (+8 for r = 1), column g
+                const float2 v = *reinterpret_cast<const float2*>(b_warp + (8 * j + g) * S + 2 * t + 8 * r);
+                b[j][r] = bf16x2_bits(v.x, v.y);
+            }
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_bf16_m16n8k16(acc[i][j], a[i], b[j]);
+    }
+}
+
+// gemm_tile with tensor cores: one block's 64 x 64 tile of C = A @ B over k in [k_begin, k_end).
+// a_tile / b_tile: __shared__ arrays of MMA_TILE_SIZE floats, 16-byte aligned.
+template <Mma P, typename OperandA, typename OperandB, typename Output>
+__device__ void mma_gemm_tile(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
+                              int k_begin, int k_end, float* a_tile, float* b_tile) {
+    constexpr int S = mma_tile_stride<P>();
+    const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const int warp_m = warp / 2 * MMA_WARP_TILE, warp_n = warp % 2 * MMA_WARP_TILE;
+    float acc[2][4][4] = {};
+    for (int k0 = k_begin; k0 < k_end; k0 += TILE_K) {
+        load_tile<TILE_M, TILE_K, MMA_THREADS>(a, m0, k0, M, k_end, a_tile, S, 1);
+        load_tile<TILE_K, TILE_N, MMA_THREADS>(b, k0, n0, k_end, N, b_tile, 1, S);
+        __syncthreads();
+        mma_warp_step<P>(acc, a_tile + warp_m * S, b_tile + warp_n * S);
+        __syncthreads();  // everyone is done reading before the next slab overwrites the tiles
+    }
+    for (int i = 0; i < 2; ++i)
+        for (int j = 0; j < 4; ++j)
+            for (int r = 0; r < 4; ++r) {  // accumulator r: row g (+8 for r >= 2), column 2t + r % 2
+                const int m = m0 + warp_m + 16 * i + g + 8 * (r / 2), n = n0 + warp_n + 8 * j + 2 * t + r % 2;
+                if (m < M && n < N) out(m, n, acc[i][j][r]);
+            }
+}
+
+// v3. Launch: block (128,), grid (ceil(N / 64), ceil(M / 64), splits), as v2 otherwise.
+template <Mma P, bool TRANS_A, bool TRANS_B>
+__global__ void __launch_bounds__(MMA_THREADS)
+gemm_v3(float* c, const float* a, const float* b, int M, int N, int K, int k_chunk) {
+    __shared__ __align__(16) float a_tile[MMA_TILE_SIZE];
+    __shared__ __align__(16) float b_tile[MMA_TILE_SIZE];
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
+    mma_gemm_tile<P>(MatrixOperand<float, TRANS_A>{a, M, K}, MatrixOperand<float, TRANS_B>{b, K, N},
+                     RowMajorOutput<float>{c + (long long)blockIdx.z * M * N, N}, M, N, k_begin, k_end,
+                     a_tile, b_tile);
+}
+
+// The block loops of v2 and v3 as interchangeable policies, so conv.cu writes each of its
+// products once: Tile::run computes one block's tile; THREADS and the shared tile sizes are
+// its launch contract.
+struct SimtTile {
+    static constexpr int THREADS = GEMM_THREADS, A_SIZE = A_TILE_SIZE, B_SIZE = B_TILE_SIZE;
+    template <typename T, typename OperandA, typename OperandB, typename Output>
+    static __device__ void run(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
+                               int k_begin, int k_end, T* a_tile, T* b_tile) {
+        gemm_tile(a, b, out, M, N, k_begin, k_end, a_tile, b_tile);
+    }
+};
+
+template <Mma P>
+struct MmaTile {
+    static constexpr int THREADS = MMA_THREADS, A_SIZE = MMA_TILE_SIZE, B_SIZE = MMA_TILE_SIZE;
+    template <typename OperandA, typename OperandB, typename Output>  // float arrays only
+    static __device__ void run(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
+                               int k_begin, int k_end, float* a_tile, float* b_tile) {
+        mma_gemm_tile<P>(a, b, out, M, N, k_begin, k_end, a_tile, b_tile);
+    }
+};

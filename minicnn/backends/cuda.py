@@ -17,8 +17,9 @@ import math
 
 import numpy as np
 
-from minicnn.backends.cuda_launch import (FILL_MODES, POOL_MODES, THREADS, TILE, KernelLauncher,
-                                          cdiv, conv_output_size, i32, uint64)
+from minicnn.backends.cuda_launch import (FILL_MODES, POOL_MODES, KernelLauncher, cdiv,
+                                          conv_output_size, i32, uint64)
+from minicnn.backends.kernel_facts import ConvShape, conv_kernel, gemm_kernel
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
@@ -35,6 +36,8 @@ class CudaKernels(KernelLauncher):
         return self._gemm(a, b, trans_a, trans_b, version=2)
 
     def _gemm(self, a, b, trans_a, trans_b, version):
+        """version 1: gemm_v1 (naive); 2: the tiled kernel of self.precision (gemm_v2 for fp32
+        and float64, gemm_v3 on tensor cores for tf32 / bf16)."""
         a, b = self._float_arrays(a, b)
         if a.ndim != 2 or b.ndim != 2:
             raise ValueError(f"gemm takes 2-D arrays, got shapes {a.shape} and {b.shape}")
@@ -43,9 +46,10 @@ class CudaKernels(KernelLauncher):
         if k != k_b:
             raise ValueError(f"gemm: inner sizes differ ({k} vs {k_b}) for shapes {a.shape}, "
                              f"{b.shape} with trans_a={trans_a}, trans_b={trans_b}")
-        name = f"gemm_v{version}<{{T}}, {str(bool(trans_a)).lower()}, {str(bool(trans_b)).lower()}>"
         if version == 2:
+            name = gemm_kernel(self._product_precision(a.dtype), trans_a, trans_b)
             return self._split_k_product("gemm.cu", name, a.dtype, m, n, k, a, b, *i32(m, n, k))
+        name = f"gemm_v1<{{T}}, {str(bool(trans_a)).lower()}, {str(bool(trans_b)).lower()}>"
         c = self.xp.empty((m, n), a.dtype)
         if c.size:
             self._kernel("gemm.cu", name, a.dtype)((cdiv(n, 16), cdiv(m, 16)), (16, 16),
@@ -68,48 +72,48 @@ class CudaKernels(KernelLauncher):
 
     # ------------------------------------------------------------------ convolution
 
-    def _conv_shape(self, x_shape, w_shape, stride, pads):
-        """The 13 ints (N, C, H, W, F, kH, kW, sh, sw, pt, pl, Ho, Wo) conv.cu's kernels take."""
+    def _conv_shape(self, x_shape, w_shape, stride, pads) -> ConvShape:
+        """The sizes conv.cu's kernels take, checked: x (N, C, H, W), w (F, C, kH, kW)."""
         n, c, h, w = x_shape
         f, c_w, kh, kw = w_shape
         if c != c_w:
             raise ValueError(f"conv: input has {c} channels but the weights expect {c_w}")
         (sh, sw), (pt, pb, pl, pr) = stride, pads
         ho, wo = conv_output_size(h, kh, sh, pt, pb), conv_output_size(w, kw, sw, pl, pr)
-        return n, c, h, w, f, kh, kw, sh, sw, pt, pl, ho, wo
+        return ConvShape(n, c, h, w, f, kh, kw, sh, sw, pt, pl, ho, wo)
+
+    def _conv_kernel(self, name, dtype):
+        return conv_kernel(name, self._product_precision(dtype))
 
     def conv2d_forward(self, x, w, b, stride, pads):
         """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
         x, w = self._float_arrays(x, w)
-        shape = self._conv_shape(x.shape, w.shape, stride, pads)
-        n, f, ho, wo = shape[0], shape[4], shape[11], shape[12]
-        bias = self.xp.zeros(f, x.dtype) if b is None else self._float_arrays(b, x)[0]
-        y = self.xp.empty((n, f, ho, wo), x.dtype)
-        if y.size:
-            self._kernel("conv.cu", "conv2d_forward<{T}>", x.dtype)(
-                (cdiv(n * ho * wo, TILE), cdiv(f, TILE)), (THREADS,), (y, x, w, bias, *i32(*shape)))
+        s = self._conv_shape(x.shape, w.shape, stride, pads)
+        bias = self.xp.zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
+        y = self.xp.empty(s.y_shape, x.dtype)
+        if y.size:  # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo)
+            self._tiled_launch("conv.cu", self._conv_kernel("conv2d_forward", x.dtype), x.dtype,
+                               s.F, s.N * s.Ho * s.Wo, (y, x, w, bias, *i32(*s.ints())))
         return y
 
     def conv2d_backward_data(self, dy, w, x_shape, stride, pads):
         """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W)."""
         dy, w = self._float_arrays(dy, w)
-        shape = self._conv_shape(x_shape, w.shape, stride, pads)
-        n, c, h, wd = shape[:4]
-        dx = self.xp.empty((n, c, h, wd), dy.dtype)
-        if dx.size:
-            self._kernel("conv.cu", "conv2d_backward_data<{T}>", dy.dtype)(
-                (cdiv(n * h * wd, TILE), cdiv(c, TILE)), (THREADS,), (dx, dy, w, *i32(*shape)))
+        s = self._conv_shape(x_shape, w.shape, stride, pads)
+        dx = self.xp.empty(s.x_shape, dy.dtype)
+        if dx.size:  # the product W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W)
+            self._tiled_launch("conv.cu", self._conv_kernel("conv2d_backward_data", dy.dtype),
+                               dy.dtype, s.C, s.N * s.H * s.W, (dx, dy, w, *i32(*s.ints())))
         return dx
 
     def conv2d_backward_weight(self, dy, x, kernel, stride, pads):
         """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW)."""
         dy, x = self._float_arrays(dy, x)
         f, (kh, kw) = dy.shape[1], kernel
-        shape = self._conv_shape(x.shape, (f, x.shape[1], kh, kw), stride, pads)
-        n, c, ho, wo = shape[0], shape[1], shape[11], shape[12]
-        dw = self._split_k_product("conv.cu", "conv2d_backward_weight<{T}>", x.dtype, f,
-                                   c * kh * kw, n * ho * wo, dy, x, *i32(*shape))
-        return dw.reshape(f, c, kh, kw)
+        s = self._conv_shape(x.shape, (f, x.shape[1], kh, kw), stride, pads)
+        dw = self._split_k_product("conv.cu", self._conv_kernel("conv2d_backward_weight", x.dtype),
+                                   x.dtype, f, s.patch, s.N * s.Ho * s.Wo, dy, x, *i32(*s.ints()))
+        return dw.reshape(f, s.C, kh, kw)
 
     # ------------------------------------------------------------------ pooling
 

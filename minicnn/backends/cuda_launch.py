@@ -7,14 +7,20 @@ floating-point sum, and hence every result bit, is the same from run to run and 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from minicnn.backends import kernel_facts
+from minicnn.backends.kernel_facts import (KERNELS_DIR, MIN_SPLIT_K, TARGET_BLOCKS,  # noqa: F401
+                                           cdiv, conv_instantiations, gemm_instantiations,
+                                           source_constants, tiled_products)
+from minicnn.backends.precision import check_precision
 
 # The instantiations each source provides; {T} is float or double.
 KERNELS = {
-    "gemm.cu": [f"gemm_v{v}<{{T}}, {ta}, {tb}>" for v in (1, 2)
-                for ta in ("false", "true") for tb in ("false", "true")] + ["sum_splits<{T}>"],
-    "conv.cu": ["conv2d_forward<{T}>", "conv2d_backward_data<{T}>",
-                "conv2d_backward_weight<{T}>", "sum_splits<{T}>"],
+    "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"],
+    "conv.cu": conv_instantiations() + ["sum_splits<{T}>"],
     "reduce.cu": ["channel_partial_sums<{T}>", "sum_partials<{T}>"],
     "batchnorm.cu": ["bn_sqdev_partial_sums<{T}>", "bn_dot_partial_sums<{T}>",
                      "bn_finalize_stats<{T}>", "bn_normalize<{T}>", "bn_eval<{T}>",
@@ -35,14 +41,9 @@ POOL_MODES = {"max": 0, "min": 1, "avg": 2}  # the mode codes of pool.cu
 FILL_MODES = {"nearest": 0, "constant": 1}   # augment.cu's constant_fill flag
 
 THREADS = 256        # block size of one-thread-per-element kernels and of the reductions
-TILE = 64            # gemm_v2's output tile (TILE_M = TILE_N in gemm.cu)
-TILE_K = 16          # gemm_v2's K step; split-K slices are multiples of it
+TILE_K = source_constants(KERNELS_DIR / "gemm.cu")["TILE_K"]  # the GEMMs' K step (split-K unit)
 SOFTMAX_ROWS = 4     # rows (warps) per 128-thread block in softmax.cu
-# Split-K and reduction slicing aim for this many blocks: two per SM of a 132-SM H100, enough
-# to fill any current GPU. A constant, not a device query, so that the summation order (and
-# thus the bits of the result) is the same on every GPU.
-TARGET_BLOCKS = 264
-MIN_SPLIT_K = 256             # at least this much K per split-K slice
+# Reduction slicing aims for TARGET_BLOCKS blocks, like split-K (kernel_facts.py says why).
 MIN_SLICE = THREADS * 16      # at least 16 values per thread in a reduction slice
 INT32_MAX = 2**31 - 1
 
@@ -52,19 +53,9 @@ def expand(expression: str) -> list[str]:
     return [expression.format(T=t) for t in C_TYPES.values()] if "{T}" in expression else [expression]
 
 
-def cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def split_k(tiles: int, depth: int) -> tuple[int, int]:
-    """(splits, k_chunk): how to cut a product's K into slices computed by separate blocks.
-
-    Splits only when the output has too few tiles to fill the GPU; k_chunk is a multiple of
-    TILE_K and every slice but the last has exactly k_chunk values of K.
-    """
-    splits = max(1, min(cdiv(TARGET_BLOCKS, tiles), depth // MIN_SPLIT_K))
-    k_chunk = max(TILE_K, cdiv(cdiv(depth, splits), TILE_K) * TILE_K)
-    return max(1, cdiv(depth, k_chunk)), k_chunk
+    """kernel_facts.split_k with the GEMMs' K step."""
+    return kernel_facts.split_k(tiles, depth, TILE_K)
 
 
 def reduction_slices(channels: int, count: int) -> int:
@@ -97,9 +88,14 @@ class KernelLauncher:
     """Finds, memoizes and launches the kernels of kernels/*.cu through `runtime`
     (CupyRuntime on a GPU, EmulatorRuntime on the CPU)."""
 
-    def __init__(self, runtime):
+    def __init__(self, runtime, precision: str = "fp32"):
+        """precision: fp32, tf32 or bf16, the multiply of float32 GEMMs and convolutions
+        (minicnn/backends/precision.py); float64 always runs the exact SIMT kernels."""
         self.runtime = runtime
         self.xp = runtime.xp
+        self.precision = check_precision(precision)
+        # grids follow the tile sizes of the sources this runtime compiles
+        self.products = tiled_products(Path(getattr(runtime, "kernels_dir", KERNELS_DIR)))
         self._kernels: dict[tuple[str, str], object] = {}
 
     def _kernel(self, source: str, expression: str, dtype=None):
@@ -159,14 +155,25 @@ class KernelLauncher:
                      *i32(*partial.shape), partial.dtype.type(divisor))
         return out
 
+    def _product_precision(self, dtype) -> str:
+        """The precision a float32 product runs in; float64 always runs the exact SIMT loop."""
+        return self.precision if np.dtype(dtype) == np.float32 else "fp32"
+
+    def _tiled_launch(self, source, expression, dtype, rows, cols, args, splits=1):
+        """One launch of a tiled product kernel of `dtype`'s precision: rows x cols output."""
+        product = self.products[self._product_precision(dtype)]
+        self._kernel(source, expression, dtype)(product.grid(rows, cols, splits),
+                                                (product.threads,), args)
+
     def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args):
         """rows x cols = a product over `depth`, split along depth when the output is small."""
-        splits, k_chunk = split_k(cdiv(rows, TILE) * cdiv(cols, TILE), depth)
+        product = self.products[self._product_precision(dtype)]
+        splits, k_chunk = product.split(rows, cols, depth)
         partial = self.xp.empty((splits, rows, cols), dtype)
         if partial.size == 0:
             return partial.reshape(rows, cols)
-        self._kernel(source, expression, dtype)((cdiv(cols, TILE), cdiv(rows, TILE), splits),
-                                                (THREADS,), (partial, *args, *i32(k_chunk)))
+        self._tiled_launch(source, expression, dtype, rows, cols, (partial, *args, *i32(k_chunk)),
+                           splits)
         if splits == 1:
             return partial.reshape(rows, cols)
         out = self.xp.empty((rows, cols), dtype)

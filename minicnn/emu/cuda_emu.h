@@ -33,6 +33,13 @@
 struct uint3 {
     unsigned x, y, z;
 };
+// CUDA's vector types, aligned as on the GPU (vector loads need that alignment).
+struct __attribute__((aligned(8))) float2 {
+    float x, y;
+};
+struct __attribute__((aligned(16))) float4 {
+    float x, y, z, w;
+};
 struct dim3 {
     unsigned x, y, z;
     constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}

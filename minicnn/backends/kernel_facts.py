@@ -1,0 +1,152 @@
+"""What Python must know about the GEMM and convolution kernels, read from the kernels' sources.
+
+Tile sizes and thread counts are written once, as `constexpr int` in kernels/gemm.cu; this
+module parses them (source_constants), so a launcher cannot compute a grid for tiles the kernel
+does not use. Next to them: each product kernel's launch contract (TiledProduct: block size,
+output tile, grid, split-K), the instantiation names per precision, and ConvShape, the named
+twin of conv.cu's `struct ConvShape`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from minicnn.backends.precision import PRECISIONS
+
+KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
+_CONSTEXPR = re.compile(r"constexpr\s+int\s+([^;(]*);")
+_STRUCT = r"struct\s+{}\s*{{\s*int\s+([^;]*);\s*}};"
+
+# Split-K aims for this many blocks: two per SM of a 132-SM H100, enough to fill any current
+# GPU. A constant, not a device query, so that the summation order (and thus the bits of the
+# result) is the same on every GPU.
+TARGET_BLOCKS = 264
+MIN_SPLIT_K = 256  # at least this much K per split-K slice
+
+# The v3 block loop per tensor-core precision (gemm.cu's Mma enum and MmaTile policy).
+MMA_TYPES = {"tf32": "Mma::TF32", "bf16": "Mma::BF16"}
+CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+
+
+def source_constants(path: Path) -> dict[str, int]:
+    """Every `constexpr int NAME = <integer literal>` of a kernel source (expressions skipped)."""
+    constants = {}
+    for declaration in _CONSTEXPR.findall(Path(path).read_text()):
+        for item in declaration.split(","):
+            name, _, value = (part.strip() for part in item.partition("="))
+            if value.isdigit():
+                constants[name] = int(value)
+    return constants
+
+
+def struct_fields(path: Path, struct: str) -> list[str]:
+    """The field names of `struct <struct> { int a, b, ...; };` in a kernel source."""
+    match = re.search(_STRUCT.format(struct), Path(path).read_text())
+    if match is None:
+        raise ValueError(f"{path} has no `struct {struct} {{ int ...; }};`")
+    return [name.strip() for name in match.group(1).split(",")]
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def split_k(tiles: int, depth: int, tile_k: int) -> tuple[int, int]:
+    """(splits, k_chunk): how to cut a product's K into slices computed by separate blocks.
+
+    Splits only when the output has too few tiles to fill the GPU; k_chunk is a multiple of
+    tile_k and every slice but the last has exactly k_chunk values of K.
+    """
+    splits = max(1, min(cdiv(TARGET_BLOCKS, tiles), depth // MIN_SPLIT_K))
+    k_chunk = max(tile_k, cdiv(cdiv(depth, splits), tile_k) * tile_k)
+    return max(1, cdiv(depth, k_chunk)), k_chunk
+
+
+@dataclass(frozen=True)
+class TiledProduct:
+    """Launch contract of one of gemm.cu's block loops: `threads` threads compute a
+    tile_m x tile_n tile of the output, walking K in steps of tile_k."""
+
+    threads: int
+    tile_m: int
+    tile_n: int
+    tile_k: int
+
+    def grid(self, rows: int, cols: int, splits: int = 1) -> tuple[int, int, int]:
+        """(column tiles, row tiles, K slices): blockIdx.x walks columns, as the kernels expect."""
+        return cdiv(cols, self.tile_n), cdiv(rows, self.tile_m), splits
+
+    def split(self, rows: int, cols: int, depth: int) -> tuple[int, int]:
+        """(splits, k_chunk) for a rows x cols output over `depth` (see split_k)."""
+        return split_k(cdiv(rows, self.tile_m) * cdiv(cols, self.tile_n), depth, self.tile_k)
+
+
+def tiled_products(kernels_dir: Path = KERNELS_DIR) -> dict[str, TiledProduct]:
+    """precision -> the launch contract of its block loop, from gemm.cu's constants:
+    fp32 runs SimtTile (gemm_v2), tf32 and bf16 run MmaTile (gemm_v3)."""
+    c = source_constants(Path(kernels_dir) / "gemm.cu")
+    simt = TiledProduct(c["GEMM_THREADS"], c["TILE_M"], c["TILE_N"], c["TILE_K"])
+    mma = dataclasses.replace(simt, threads=c["MMA_THREADS"])
+    return {"fp32": simt, "tf32": mma, "bf16": mma}
+
+
+def gemm_kernel(precision: str, trans_a: bool, trans_b: bool) -> str:
+    """The tiled GEMM for a precision: gemm_v2 (any float type {T}) or gemm_v3 (float)."""
+    flags = f"{str(bool(trans_a)).lower()}, {str(bool(trans_b)).lower()}"
+    return f"gemm_v2<{{T}}, {flags}>" if precision == "fp32" else f"gemm_v3<{MMA_TYPES[precision]}, {flags}>"
+
+
+def conv_kernel(name: str, precision: str) -> str:
+    """conv.cu's pass `name` with the block loop of `precision` (SimtTile is the default)."""
+    return f"{name}<{{T}}>" if precision == "fp32" else f"{name}<float, MmaTile<{MMA_TYPES[precision]}>>"
+
+
+def gemm_instantiations() -> list[str]:
+    flags = [(ta, tb) for ta in (False, True) for tb in (False, True)]
+    naive = [f"gemm_v1<{{T}}, {str(ta).lower()}, {str(tb).lower()}>" for ta, tb in flags]
+    return naive + [gemm_kernel(p, ta, tb) for p in PRECISIONS for ta, tb in flags]
+
+
+def conv_instantiations() -> list[str]:
+    return [conv_kernel(name, p) for p in PRECISIONS for name in CONV_PASSES]
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A convolution's sizes, field for field conv.cu's `struct ConvShape` (the kernels take
+    them as int arguments in this order): x (N, C, H, W), w (F, C, kh, kw), stride (sh, sw),
+    top and left pads (pt, pl), output (Ho, Wo)."""
+
+    N: int
+    C: int
+    H: int
+    W: int
+    F: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    pt: int
+    pl: int
+    Ho: int
+    Wo: int
+
+    def ints(self) -> tuple[int, ...]:
+        """The fields in the kernels' argument order."""
+        return dataclasses.astuple(self)
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return self.N, self.C, self.H, self.W
+
+    @property
+    def y_shape(self) -> tuple[int, int, int, int]:
+        return self.N, self.F, self.Ho, self.Wo
+
+    @property
+    def patch(self) -> int:
+        """C * kh * kw: the depth of the forward product (a row of the weights)."""
+        return self.C * self.kh * self.kw
+
