@@ -173,6 +173,9 @@ def test_reproduce_writes_a_table_that_says_epochs_were_cut(tmp_path, data_dir):
     (["train", "--resume", "{tmp}", "--lr", "0.1"], "--resume continues a run with its own settings; --lr cannot"),
     (["train"], "--arch NAME is required"),
     (["train", "--arch", "cnn4", "--lr", "-1"], "--lr must be positive"),
+    (["train", "--arch", "cnn4", "--precision", "fp16"], "--precision must be one of auto, fp32, tf32, bf16"),
+    (["train", "--arch", "cnn4", "--device", "cpu", "--precision", "bf16"],
+     "--precision bf16 changes only the CUDA kernels (--device cuda or emu)"),
     (["evaluate", "{tmp}"], "{tmp}: no checkpoint in this folder"),
     (["reproduce", "--report", "Z"], "no networks for report 'Z'; reports are: A, B, C, D, E"),
 ])

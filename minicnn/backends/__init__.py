@@ -45,6 +45,11 @@ class Device:
     def __repr__(self) -> str:
         return f"Device({self.name!r})"
 
+    @property
+    def precision(self) -> str:
+        """fp32, tf32 or bf16: how the CUDA kernels multiply float32 (always fp32 on the CPU)."""
+        return getattr(self.kernels, "precision", "fp32")
+
     def asarray(self, array, dtype=None):
         """Copy host or device data onto this device (no copy if it is already here)."""
         if self.xp is np:
@@ -74,41 +79,60 @@ def _cpu() -> Device:
 
 
 @functools.cache
-def _cuda() -> Device:
+def _cuda(precision: str) -> Device:
     import cupy
     from minicnn.backends.cuda import CudaKernels, CupyRuntime
-    return Device("cuda", cupy, CudaKernels(CupyRuntime()))
+    capability = cupy.cuda.Device().compute_capability  # "86" for 8.6
+    major, minor = capability[:-1], capability[-1]
+    if precision != "fp32" and int(major) < 8:
+        raise DeviceError(f"--precision {precision} needs tensor cores with TF32/BF16 (compute capability "
+                          f"8.0 or newer); this GPU is {major}.{minor}: use --precision fp32")
+    return Device("cuda", cupy, CudaKernels(CupyRuntime(), precision))
 
 
 @functools.cache
-def _emu() -> Device:
+def _emu(precision: str) -> Device:
     from minicnn.backends.cuda import CudaKernels
     from minicnn.emu import EmulatorRuntime
-    return Device("emu", np, CudaKernels(EmulatorRuntime()))
+    return Device("emu", np, CudaKernels(EmulatorRuntime(), precision))
 
 
-def get_device(spec: "str | Device" = "cpu", *, quiet: bool = False) -> Device:
+def resolve_precision(device: str, precision: "str | None") -> str:
+    """The precision for a resolved device name: None / 'auto' means tf32 on CUDA (as PyTorch's
+    convolutions), fp32 on the emulator (exact against the reference) and on the CPU."""
+    from minicnn.backends.precision import DEFAULT_CUDA_PRECISION, PRECISIONS
+    if precision in (None, "auto"):
+        return DEFAULT_CUDA_PRECISION if device == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if device == "cpu" and precision != "fp32":
+        raise DeviceError(f"--precision {precision} changes only the CUDA kernels (--device cuda or emu); "
+                          f"the CPU's NumPy backend computes in fp32")
+    return precision
+
+
+def get_device(spec: "str | Device" = "cpu", *, quiet: bool = False, precision: "str | None" = None) -> Device:
     """Resolve 'auto' | 'cpu' | 'cuda' | 'emu' (or a Device) to a Device.
 
     'auto' picks the GPU when CuPy sees one, otherwise the CPU with a one-line notice;
-    'cuda' without a usable GPU is a DeviceError saying why.
+    'cuda' without a usable GPU is a DeviceError saying why. precision: fp32 | tf32 | bf16 for
+    the CUDA kernels' float32 products (minicnn/backends/precision.py); None or 'auto': the
+    device's default.
     """
     if isinstance(spec, Device):
         return spec
     name = str(spec).lower()
     if name not in DEVICE_NAMES:
         raise DeviceError(f"unknown device {spec!r}: choose one of {', '.join(DEVICE_NAMES)}")
-    if name == "cpu":
-        return _cpu()
-    if name == "emu":
-        return _emu()
+    if name in ("cpu", "emu"):
+        precision = resolve_precision(name, precision)
+        return _cpu() if name == "cpu" else _emu(precision)
     usable, reason = cuda_status()
-    if name == "cuda":
-        if not usable:
-            raise DeviceError(f"--device cuda needs a usable GPU: {reason}")
-        return _cuda()
+    if name == "cuda" and not usable:
+        raise DeviceError(f"--device cuda needs a usable GPU: {reason}")
     if usable:
-        return _cuda()
+        return _cuda(resolve_precision("cuda", precision))
     if not quiet:
         print(f"minicnn: no usable GPU ({reason}); using the CPU", file=sys.stderr)
+    resolve_precision("cpu", precision)  # an explicit tf32 / bf16 has no effect there: say so
     return _cpu()

@@ -13,6 +13,8 @@ import typer
 DEVICE_HELP = "auto (GPU if usable), cpu, cuda or emu."
 DATA_HELP = "Data folder (default: $MINICNN_DATA, else ~/.cache/minicnn; get it with `minicnn data download cifar10`)."
 PROGRESS_HELP = "Show progress bars."
+PRECISION_HELP = ("Multiply of the CUDA convolutions and GEMMs: fp32 (exact), tf32 or bf16 (tensor cores, "
+                  "FP32 sums and weights); auto is tf32 on CUDA, fp32 on emu and cpu.")
 
 
 def train_command(
@@ -21,6 +23,7 @@ def train_command(
     batch: Optional[int] = typer.Option(None, help="Batch size (default: the recipe's)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: the recipe's)."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " [default: auto]"),
+    precision: Optional[str] = typer.Option(None, help=PRECISION_HELP + " [default: auto]"),
     data: Optional[Path] = typer.Option(None, help=DATA_HELP),
     out: Path = typer.Option(Path("runs"), help="Folder for run folders (<arch>-<time>/)."),
     seed: Optional[int] = typer.Option(None, help="Seed of init, dropout, shuffling, augmentation [default: 0]."),
@@ -40,7 +43,8 @@ def train_command(
 
     data_dir = str(data) if data is not None else None
     if resume is not None:
-        fixed = {"--arch": arch, "--batch": batch, "--lr": lr, "--seed": seed, "--limit": limit}
+        fixed = {"--arch": arch, "--batch": batch, "--lr": lr, "--seed": seed, "--limit": limit,
+                 "--precision": precision}
         given = [flag for flag, value in fixed.items() if value is not None]
         if given:
             raise TrainError(f"--resume continues a run with its own settings; {', '.join(given)} cannot change "
@@ -53,7 +57,7 @@ def train_command(
         from minicnn.models import get_spec
         spec = get_spec(arch)
         config = TrainConfig.from_spec(spec, epochs=epochs, batch_size=batch, lr=lr, device=device or "auto",
-                                       data=data_dir, seed=seed, limit=limit, workers=workers)
+                                       precision=precision, data=data_dir, seed=seed, limit=limit, workers=workers)
         result = train(config, out=out, spec=spec, progress=progress)
     if result.interrupted:
         raise typer.Exit(130)
@@ -62,13 +66,15 @@ def train_command(
 def evaluate_command(
     run: Path = typer.Argument(..., help="A run folder (uses best.npz, else last.npz) or a checkpoint .npz."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    precision: Optional[str] = typer.Option(None, help=PRECISION_HELP + " [default: tf32 on CUDA, else fp32]"),
     data: Optional[Path] = typer.Option(None, help=DATA_HELP),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test images."),
 ):
     """Test accuracy, per-class accuracy and a confusion-matrix PNG for a checkpoint."""
     from minicnn.train.evaluate import evaluate_checkpoint
 
-    report = evaluate_checkpoint(run, device=device, data_dir=str(data) if data else None, limit=limit)
+    report = evaluate_checkpoint(run, device=device, data_dir=str(data) if data else None, limit=limit,
+                                 precision=precision)
     evaluation = report.evaluation
     typer.echo(f"{report.arch}, {report.checkpoint} (epoch {report.epoch}): test accuracy "
                f"{evaluation.accuracy:.2%}, loss {evaluation.loss:.4f} on {len(evaluation.labels):,} images")

@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from minicnn.backends import DEVICE_NAMES
+from minicnn.backends import DEVICE_NAMES, resolve_precision
 from minicnn.data import DataRecipe
 from minicnn.models import Recipe
 from minicnn.train.errors import TrainError
 
 OPTIMIZERS = ("adam", "sgd")
 CHECKPOINT_RULES = ("best", "improvements", "every-epoch")
-RUN_FIELDS = ("seed", "device", "data", "limit", "workers")
+RUN_FIELDS = ("seed", "device", "precision", "data", "limit", "workers")
+PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")  # auto: tf32 on CUDA, fp32 elsewhere
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class TrainConfig:
     recipe: Recipe                  # the report's recipe, with any overrides applied
     seed: int = 0                   # model init, dropout seeds, shuffling and augmentation
     device: str = "auto"            # auto | cpu | cuda | emu
+    precision: str = "auto"         # auto | fp32 | tf32 | bf16: the CUDA kernels' multiply (float32)
     data: str | None = None         # data folder (None: $MINICNN_DATA or the cache)
     limit: int | None = None        # keep only the first N images of every split (quick runs)
     workers: int = 0                # batches prepared ahead in a background thread (0: inline)
@@ -41,10 +43,14 @@ class TrainConfig:
             (self.limit is None or self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
             (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
             (self.device in DEVICE_NAMES, f"--device must be one of {', '.join(DEVICE_NAMES)}, got {self.device!r}"),
+            (self.precision in PRECISION_CHOICES,
+             f"--precision must be one of {', '.join(PRECISION_CHOICES)}, got {self.precision!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise TrainError(message)
+        if self.device == "cpu":
+            resolve_precision("cpu", self.precision)  # tf32 / bf16 there: a one-line DeviceError
         self.data_recipe()  # an unknown dataset, normalization, split or augmentation fails here
 
     @classmethod

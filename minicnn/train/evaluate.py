@@ -61,14 +61,15 @@ class TestReport:
     confusion_png: Path
 
 
-def load_model(path, device, spec=None):
-    """(checkpoint, config, model on `device` holding the checkpoint's weights)."""
+def load_model(path, device, spec=None, precision=None):
+    """(checkpoint, config, model on `device` holding the checkpoint's weights); precision:
+    fp32 | tf32 | bf16 for the CUDA kernels, None for the device's default."""
     checkpoint = load_checkpoint(path)
     config = TrainConfig.from_dict(checkpoint.meta["config"])
     if spec is None:
         from minicnn.models import get_spec
         spec = get_spec(config.arch)
-    model = spec.build(len(checkpoint.meta["classes"])).to(get_device(device))
+    model = spec.build(len(checkpoint.meta["classes"])).to(get_device(device, precision=precision))
     restore(checkpoint, model)
     return checkpoint, config, model.eval()
 
@@ -78,12 +79,13 @@ def checkpoint_normalizer(checkpoint) -> Normalizer:
     return Normalizer(tuple(saved["mean"]), tuple(saved["std"]))
 
 
-def evaluate_checkpoint(path, *, device="auto", data_dir=None, limit=None, spec=None, data=None) -> TestReport:
+def evaluate_checkpoint(path, *, device="auto", data_dir=None, limit=None, spec=None, data=None,
+                        precision=None) -> TestReport:
     """Test-set accuracy, per-class accuracy and a confusion-matrix PNG (written beside the checkpoint).
 
     path: a run folder (its best.npz, else last.npz) or a checkpoint file.
     """
-    checkpoint, config, model = load_model(path, device, spec)
+    checkpoint, config, model = load_model(path, device, spec, precision)
     splits = prepare_data(config.data_recipe(), data_dir or config.data, data)
     loader = BatchLoader(splits.test_x, splits.test_y, config.recipe.batch_size, normalizer=checkpoint_normalizer(checkpoint),
                          limit=limit, device=model.parameters()[0].device)

@@ -74,7 +74,7 @@ class Trainer:
         self.config, self.spec, self.run_dir = config, spec, Path(run_dir)
         self.progress, self.log = progress, log
         self.splits = prepare_data(config.data_recipe(), config.data, data)  # fails before any folder is made
-        self.device = get_device(config.device)
+        self.device = get_device(config.device, precision=config.precision)
         self.loaders = split_loaders(self.splits, config.recipe.batch_size, seed=config.seed,
                                      limit=config.limit, device=self.device)
         manual_seed(config.seed)
