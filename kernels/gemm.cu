@@ -34,6 +34,9 @@ constexpr int PATCH = 4;                         // TILE_M / 16 == TILE_N / 16
 constexpr int TILE_PAD = 1;                      // one spare column avoids bank conflicts
 constexpr int A_TILE_SIZE = TILE_K * (TILE_M + TILE_PAD);
 constexpr int B_TILE_SIZE = TILE_K * (TILE_N + TILE_PAD);
+// minicnn/backends/kernel_facts.py reads the integer constants above to size grids.
+static_assert(TILE_M == 16 * PATCH && TILE_N == 16 * PATCH && GEMM_THREADS == 16 * 16,
+              "v2: 16 x 16 threads, each owning a PATCH x PATCH strided patch of the tile");
 
 // op(X) for a row-major matrix X: a rows x cols view, transposed when TRANS.
 // contiguous_cols tells the tile loader which index walks memory with stride 1.
@@ -163,6 +166,8 @@ constexpr int MMA_WARP_TILE = 32;
 template <Mma P>
 __host__ __device__ constexpr int mma_tile_stride() { return P == Mma::TF32 ? TILE_K + 4 : TILE_K + 8; }
 constexpr int MMA_TILE_SIZE = TILE_M * (TILE_K + 8);  // floats per shared tile, the larger stride
+static_assert(TILE_M == 2 * MMA_WARP_TILE && TILE_N == 2 * MMA_WARP_TILE && MMA_THREADS == 4 * 32 &&
+              TILE_K == 16, "v3: 2 x 2 warps of 32 x 32 (2 x 4 mma tiles), one BF16 k16 / two TF32 k8 steps");
 
 // acc[i][j] += the warp's 32 x 16 slab of A times the 16 x 32 slab of B; a_warp / b_warp point
 // at the warp's first row of a_tile / b_tile. i: 16-row block, j: 8-column block.
