@@ -31,9 +31,9 @@ struct BatchedRows {
     const T* data;
     int R, P;
     static constexpr bool contiguous_cols = true;
-    __device__ T operator()(int r, int col) const {
-        return data[((long long)(col / P) * R + r) * P + col % P];
-    }
+    using Line = const T*;  // element (0, col)
+    __device__ Line line(int col) const { return data + (long long)(col / P) * R * P + col % P; }
+    __device__ T at(Line start, int r) const { return start[(long long)r * P]; }
 };
 
 // Writes the R x (N*P) product into an (N, R, P) array, adding bias[r] when bias is given.
@@ -51,20 +51,34 @@ struct ConvShape {
     int N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo;
 };
 
+// Kernel taps: the per-layer table that replaces division per element. Row k = (c, i, j) of
+// an im2col matrix (or (f, i, j) of dY_col) has taps[2k] = the offset of its element from the
+// pixel's window origin and taps[2k + 1] = i << 16 | j. Built once per layer shape by
+// kernel_facts.conv_taps; a warp's threads read the same k, so it is one broadcast load.
+struct PixelWindow {  // one pixel's view of the input: where its window starts
+    long long base;   // offset of the window origin (h0, w0) in the array, for channel 0
+    int h0, w0;       // may be negative (padding)
+};
+
 // X_col, the im2col matrix of x: row (c, i, j), column (n, ho, wo). Never stored.
-// TRANSPOSED gives X_col^T (row (n, ho, wo), column (c, i, j)) for backward-weight.
+// TRANSPOSED gives X_col^T (row (n, ho, wo), column (c, i, j)) for backward-weight. Either way
+// the contiguous index is the pixel (along wo, x is contiguous): line() divides it once.
 template <typename T, bool TRANSPOSED>
 struct Im2colOperand {
     const T* x;
+    const int* taps;  // offset c*H*W + i*W + j and i << 16 | j per row (c, i, j)
     ConvShape s;
-    static constexpr bool contiguous_cols = !TRANSPOSED;  // along wo, x is contiguous
-    __device__ T operator()(int r, int col) const {
-        const int k = TRANSPOSED ? col : r, pixel = TRANSPOSED ? r : col;
-        const int c = k / (s.kh * s.kw), i = k / s.kw % s.kh, j = k % s.kw;
+    static constexpr bool contiguous_cols = !TRANSPOSED;
+    using Line = PixelWindow;
+    __device__ PixelWindow line(int pixel) const {
         const int n = pixel / (s.Ho * s.Wo), ho = pixel / s.Wo % s.Ho, wo = pixel % s.Wo;
-        const int h = ho * s.sh - s.pt + i, w = wo * s.sw - s.pl + j;
-        if (h < 0 || h >= s.H || w < 0 || w >= s.W) return T(0);  // zero padding
-        return x[(((long long)n * s.C + c) * s.H + h) * s.W + w];
+        const int h0 = ho * s.sh - s.pt, w0 = wo * s.sw - s.pl;
+        return {(long long)n * s.C * s.H * s.W + (long long)h0 * s.W + w0, h0, w0};
+    }
+    __device__ T at(const PixelWindow& p, int k) const {
+        const int ij = taps[2 * k + 1], h = p.h0 + (ij >> 16), w = p.w0 + (ij & 0xffff);
+        if ((unsigned)h >= (unsigned)s.H || (unsigned)w >= (unsigned)s.W) return T(0);  // zero padding
+        return x[p.base + taps[2 * k]];
     }
 };
 
@@ -74,16 +88,24 @@ struct Im2colOperand {
 template <typename T>
 struct Col2imOperand {
     const T* dy;
+    const int* taps;  // offset f*Ho*Wo and i << 16 | j per row (f, i, j)
     ConvShape s;
     static constexpr bool contiguous_cols = true;
-    __device__ T operator()(int r, int col) const {
-        const int f = r / (s.kh * s.kw), i = r / s.kw % s.kh, j = r % s.kw;
+    using Line = PixelWindow;  // h0, w0: the input pixel shifted by the pads (h + pt, w + pl)
+    __device__ PixelWindow line(int col) const {
         const int n = col / (s.H * s.W), h = col / s.W % s.H, w = col % s.W;
-        const int hs = h + s.pt - i, ws = w + s.pl - j;
-        if (hs < 0 || ws < 0 || hs % s.sh != 0 || ws % s.sw != 0) return T(0);
-        const int ho = hs / s.sh, wo = ws / s.sw;
+        return {(long long)n * s.F * s.Ho * s.Wo, h + s.pt, w + s.pl};
+    }
+    __device__ T at(const PixelWindow& p, int r) const {
+        const int ij = taps[2 * r + 1];
+        int ho = p.h0 - (ij >> 16), wo = p.w0 - (ij & 0xffff);
+        if (ho < 0 || wo < 0) return T(0);
+        if (s.sh != 1 || s.sw != 1) {  // strided: only multiples of the stride were reached
+            if (ho % s.sh != 0 || wo % s.sw != 0) return T(0);
+            ho /= s.sh, wo /= s.sw;
+        }
         if (ho >= s.Ho || wo >= s.Wo) return T(0);
-        return dy[(((long long)n * s.F + f) * s.Ho + ho) * s.Wo + wo];
+        return dy[p.base + taps[2 * r] + (long long)ho * s.Wo + wo];
     }
 };
 
@@ -97,23 +119,23 @@ struct Col2imOperand {
 // Grid (ceil(N*Ho*Wo / 64), ceil(F / 64)).
 template <typename T, typename Tile = SimtTile>
 __global__ void __launch_bounds__(Tile::THREADS)
-conv2d_forward(T* y, const T* x, const T* w, const T* bias, int N, int C, int H, int W, int F,
-               int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
+conv2d_forward(T* y, const T* x, const T* w, const T* bias, const int* x_taps, int N, int C, int H,
+               int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
     CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
     const int K = C * kh * kw;
-    Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, s},
+    Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, x_taps, s},
               BatchedRowsOutput<T>{y, bias, F, Ho * Wo}, F, N * Ho * Wo, 0, K, a_tile, b_tile);
 }
 
 // dx: (N, C, H, W) from dy: (N, F, Ho, Wo) and w. Grid (ceil(N*H*W / 64), ceil(C / 64)).
 template <typename T, typename Tile = SimtTile>
 __global__ void __launch_bounds__(Tile::THREADS)
-conv2d_backward_data(T* dx, const T* dy, const T* w, int N, int C, int H, int W, int F,
-                     int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
+conv2d_backward_data(T* dx, const T* dy, const T* w, const int* dy_taps, int N, int C, int H, int W,
+                     int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
     CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    Tile::run(BatchedRows<T>{w, C, kh * kw}, Col2imOperand<T>{dy, s},
+    Tile::run(BatchedRows<T>{w, C, kh * kw}, Col2imOperand<T>{dy, dy_taps, s},
               BatchedRowsOutput<T>{dx, nullptr, C, H * W}, C, N * H * W, 0, F * kh * kw,
               a_tile, b_tile);
 }
@@ -122,15 +144,15 @@ conv2d_backward_data(T* dx, const T* dy, const T* w, int N, int C, int H, int W,
 // [z * k_chunk, (z + 1) * k_chunk). Grid (ceil(C*kH*kW / 64), ceil(F / 64), splits).
 template <typename T, typename Tile = SimtTile>
 __global__ void __launch_bounds__(Tile::THREADS)
-conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, int N, int C, int H, int W,
-                       int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo,
-                       int k_chunk) {
+conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, const int* x_taps, int N, int C,
+                       int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,
+                       int Wo, int k_chunk) {
     CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
     const int K = N * Ho * Wo, cols = C * kh * kw;
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
-    Tile::run(BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, s},
+    Tile::run(BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, x_taps, s},
               RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * F * cols, cols}, F, cols,
               k_begin, k_end, a_tile, b_tile);
 }

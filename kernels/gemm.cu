@@ -38,16 +38,22 @@ constexpr int B_TILE_SIZE = TILE_K * (TILE_N + TILE_PAD);
 static_assert(TILE_M == 16 * PATCH && TILE_N == 16 * PATCH && GEMM_THREADS == 16 * 16,
               "v2: 16 x 16 threads, each owning a PATCH x PATCH strided patch of the tile");
 
+// Operands. The tile loader reads an operand, a rows x cols matrix, element by element.
+// contiguous_cols says which index walks memory with stride 1 (columns, or rows if false);
+// along it the loader keeps one index per thread for a whole tile, so an operand splits its
+// addressing in two: line(contiguous index) once per tile (for conv.cu's operands the
+// division of a pixel into (n, h, w)), then at(line, other index) per element.
+
 // op(X) for a row-major matrix X: a rows x cols view, transposed when TRANS.
-// contiguous_cols tells the tile loader which index walks memory with stride 1.
 template <typename T, bool TRANS>
 struct MatrixOperand {
     const T* data;
     int rows, cols;
     static constexpr bool contiguous_cols = !TRANS;
-    __device__ T operator()(int r, int c) const {
-        return TRANS ? data[(long long)c * rows + r] : data[(long long)r * cols + c];
-    }
+    using Line = const T*;  // the start of a column (a row when TRANS)
+    __device__ Line line(int index) const { return data + index; }
+    __device__ T at(Line start, int other) const { return start[(long long)other * (TRANS ? rows : cols)]; }
+    __device__ T operator()(int r, int c) const { return TRANS ? at(line(r), c) : at(line(c), r); }
 };
 
 // Writes C row-major with leading dimension ld.
@@ -61,15 +67,21 @@ struct RowMajorOutput {
 // Copy the ROWS x COLS block of `op` at (row0, col0) into shared memory: element (r, c) goes
 // to tile[r * row_stride + c * col_stride]; cells past (row_end, col_end) become 0, so the
 // multiply below needs no edge checks. Consecutive threads take consecutive elements along the
-// operand's contiguous index, which makes the global loads coalesced.
+// operand's contiguous index, which makes the global loads coalesced; as THREADS is a multiple
+// of the tile's extent along that index, each thread keeps one index and one op.line().
 template <int ROWS, int COLS, int THREADS = GEMM_THREADS, typename T, typename Operand>
 __device__ void load_tile(const Operand& op, int row0, int col0, int row_end, int col_end,
                           T* tile, int row_stride, int col_stride) {
-    for (int e = threadIdx.x; e < ROWS * COLS; e += THREADS) {
-        const int r = Operand::contiguous_cols ? e / COLS : e % ROWS;
-        const int c = Operand::contiguous_cols ? e % COLS : e / ROWS;
-        const int gr = row0 + r, gc = col0 + c;
-        tile[r * row_stride + c * col_stride] = (gr < row_end && gc < col_end) ? op(gr, gc) : T(0);
+    constexpr bool BY_COL = Operand::contiguous_cols;
+    constexpr int LINES = BY_COL ? COLS : ROWS, DEPTH = BY_COL ? ROWS : COLS;
+    static_assert(THREADS % LINES == 0, "a thread keeps one index along the contiguous direction");
+    const int mine = threadIdx.x % LINES, index = (BY_COL ? col0 : row0) + mine;
+    const bool inside = index < (BY_COL ? col_end : row_end);
+    const int other0 = BY_COL ? row0 : col0, other_end = BY_COL ? row_end : col_end;
+    const typename Operand::Line line = op.line(index);  // dereferenced only when inside
+    for (int o = threadIdx.x / LINES; o < DEPTH; o += THREADS / LINES) {
+        const T value = inside && other0 + o < other_end ? op.at(line, other0 + o) : T(0);
+        tile[(BY_COL ? o : mine) * row_stride + (BY_COL ? mine : o) * col_stride] = value;
     }
 }
 

@@ -13,13 +13,14 @@ so results are bitwise reproducible.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from minicnn.backends.cuda_launch import (FILL_MODES, POOL_MODES, KernelLauncher, cdiv,
                                           conv_output_size, i32, uint64)
-from minicnn.backends.kernel_facts import ConvShape, conv_kernel, gemm_kernel
+from minicnn.backends.kernel_facts import ConvShape, conv_kernel, conv_taps, gemm_kernel
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
@@ -85,6 +86,13 @@ class CudaKernels(KernelLauncher):
     def _conv_kernel(self, name, dtype):
         return conv_kernel(name, self._product_precision(dtype))
 
+    def _taps(self, s: ConvShape, of_x: bool):
+        """conv_taps of this layer shape on the device, built once per shape."""
+        key = (dataclasses.replace(s, N=1), of_x)  # the taps do not depend on the batch
+        if key not in self._conv_taps:
+            self._conv_taps[key] = self.xp.asarray(conv_taps(s, of_x))
+        return self._conv_taps[key]
+
     def conv2d_forward(self, x, w, b, stride, pads):
         """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
         x, w = self._float_arrays(x, w)
@@ -93,7 +101,7 @@ class CudaKernels(KernelLauncher):
         y = self.xp.empty(s.y_shape, x.dtype)
         if y.size:  # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo)
             self._tiled_launch("conv.cu", self._conv_kernel("conv2d_forward", x.dtype), x.dtype,
-                               s.F, s.N * s.Ho * s.Wo, (y, x, w, bias, *i32(*s.ints())))
+                               s.F, s.N * s.Ho * s.Wo, (y, x, w, bias, self._taps(s, True), *i32(*s.ints())))
         return y
 
     def conv2d_backward_data(self, dy, w, x_shape, stride, pads):
@@ -103,7 +111,7 @@ class CudaKernels(KernelLauncher):
         dx = self.xp.empty(s.x_shape, dy.dtype)
         if dx.size:  # the product W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W)
             self._tiled_launch("conv.cu", self._conv_kernel("conv2d_backward_data", dy.dtype),
-                               dy.dtype, s.C, s.N * s.H * s.W, (dx, dy, w, *i32(*s.ints())))
+                               dy.dtype, s.C, s.N * s.H * s.W, (dx, dy, w, self._taps(s, False), *i32(*s.ints())))
         return dx
 
     def conv2d_backward_weight(self, dy, x, kernel, stride, pads):
@@ -112,7 +120,8 @@ class CudaKernels(KernelLauncher):
         f, (kh, kw) = dy.shape[1], kernel
         s = self._conv_shape(x.shape, (f, x.shape[1], kh, kw), stride, pads)
         dw = self._split_k_product("conv.cu", self._conv_kernel("conv2d_backward_weight", x.dtype),
-                                   x.dtype, f, s.patch, s.N * s.Ho * s.Wo, dy, x, *i32(*s.ints()))
+                                   x.dtype, f, s.patch, s.N * s.Ho * s.Wo, dy, x, self._taps(s, True),
+                                   *i32(*s.ints()))
         return dw.reshape(f, s.C, kh, kw)
 
     # ------------------------------------------------------------------ pooling

@@ -97,6 +97,7 @@ class KernelLauncher:
         # grids follow the tile sizes of the sources this runtime compiles
         self.products = tiled_products(Path(getattr(runtime, "kernels_dir", KERNELS_DIR)))
         self._kernels: dict[tuple[str, str], object] = {}
+        self._conv_taps: dict = {}  # conv.cu's per-layer tables (CudaKernels._taps)
 
     def _kernel(self, source: str, expression: str, dtype=None):
         """The kernel `expression` of `source`, {T} replaced by dtype's C type."""

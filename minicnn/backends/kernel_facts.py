@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from minicnn.backends.precision import PRECISIONS
 
 KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
@@ -149,4 +151,14 @@ class ConvShape:
     def patch(self) -> int:
         """C * kh * kw: the depth of the forward product (a row of the weights)."""
         return self.C * self.kh * self.kw
+
+
+def conv_taps(s: ConvShape, of_x: bool) -> np.ndarray:
+    """conv.cu's kernel taps, (rows, 2) int32: for row (c, i, j) of the im2col matrix of x
+    (of_x) or row (f, i, j) of dY_col, the element's offset from its pixel's window origin
+    (c*H*W + i*W + j, or f*Ho*Wo) and i << 16 | j."""
+    channel, i, j = np.meshgrid(np.arange(s.C if of_x else s.F), np.arange(s.kh), np.arange(s.kw),
+                                indexing="ij")
+    offset = channel * s.H * s.W + i * s.W + j if of_x else channel * s.Ho * s.Wo
+    return np.stack([offset.ravel(), (i << 16 | j).ravel()], axis=1).astype(np.int32)
 

@@ -31,7 +31,9 @@ EMU_HEADERS = sorted(EMU_DIR.glob("*.h"))
 
 COMMON_FLAGS = ["-std=c++17", "-O1", "-fPIC", "-g"]
 # Instrumented kernel code; cuda_emu.h turns CUDA into C++ (see its header comment).
-KERNEL_FLAGS = ["-fsanitize=thread", "-fdata-sections", "-DMINICNN_EMULATOR", "-Wno-unknown-pragmas",
+# -fno-gnu-unique: a template kernel's __shared__ static would otherwise be one object for the
+# whole process, so two libraries built from different kernel folders would share its tile.
+KERNEL_FLAGS = ["-fsanitize=thread", "-fdata-sections", "-fno-gnu-unique", "-DMINICNN_EMULATOR", "-Wno-unknown-pragmas",
                 "-include", str(EMU_DIR / "cuda_emu.h")]
 # -Bsymbolic: each library uses its own runtime even when several are loaded.
 LINK_FLAGS = ["-shared", "-Wl,--no-undefined", "-Wl,-Bsymbolic"]
