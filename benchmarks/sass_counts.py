@@ -9,7 +9,7 @@ the backward branch with the widest body that contains a __syncthreads (BAR.SYNC
 the loops of load_tile run once per loaded element group, the rest once per K step, so
 
     per K step per thread = straight-line part + sum(inner loop body * trips),
-    trips = (elements this thread stores to shared memory per K step) / (STS per iteration)
+    trips = (elements this thread stores to shared memory per K step) / (STS or LDGSTS per iteration)
 
 (an estimate from static code: a loop's remainder iterations are counted at the body's rate).
 The table gives warp instructions per 64 x 64 x 16 block step (131,072 flops), by kind.
@@ -27,8 +27,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from minicnn.backends.cuda_launch import KERNELS, expand
-from minicnn.backends.kernel_facts import KERNELS_DIR, tiled_products
+from minicnn.backends.kernel_facts import KERNELS_DIR, TiledProduct, source_constants, tiled_products
 
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 KINDS = {  # first matching prefix wins
@@ -103,7 +102,7 @@ def k_step_counts(code, stores_per_step: int) -> tuple[Counter, int]:
                      and not any(s[0] <= a <= s[1] for s in inner))
     for span in inner:
         ops = body(span)
-        stores = sum(op.startswith("STS") for op in ops)
+        stores = sum(op.startswith(("STS", "LDGSTS")) for op in ops)  # LDGSTS: cp.async
         trips = stores_per_step / len(inner) / stores if stores else 1
         counts.update({k: v * trips for k, v in Counter(kind(op) for op in ops).items()})
     return counts, len(inner)
@@ -130,18 +129,23 @@ def main() -> None:
     for tool in ("nvcc", "cuobjdump", "nvdisasm", "c++filt"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found on PATH (see this script's docstring)")
-    products = tiled_products(args.kernels_dir)
+    constants = source_constants(args.kernels_dir / "gemm.cu")
+    products = (tiled_products(args.kernels_dir) if "MMA_THREADS" in constants else  # sources before v3
+                {"fp32": TiledProduct(constants["GEMM_THREADS"], constants["TILE_M"], constants["TILE_N"],
+                                      constants["TILE_K"])})
     with tempfile.TemporaryDirectory() as tmp:
         code = {}
         for source in ("gemm.cu", "conv.cu"):
-            names = [n for e in KERNELS[source] for n in expand(e)] if args.kernels_dir == KERNELS_DIR else None
-            listed = names or sorted({e.format(T="float") for _, s, e, _ in SHOWN if s == source})
-            shown = [e for _, s, e, _ in SHOWN if s == source]
-            listed = [n for n in listed if n in shown] or shown
+            text = (args.kernels_dir / source).read_text()  # older sources lack v3: skip what is absent
+            listed = [e for _, s, e, _ in SHOWN if s == source and ("Mma" not in e or "enum class Mma" in text
+                                                                   or "gemm.cu" in text and "Mma" in text)]
             code[source] = functions(compile_cubin(args.kernels_dir, source, listed, args.arch, Path(tmp)))
     kinds = list(KINDS) + ["other"]
     print(f"{'kernel':<26}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}")
     for label, source, expression, precision in SHOWN:
+        if precision not in products:
+            print(f"{label:<26} (not in these sources)")
+            continue
         product = products[precision]
         available = code[source]
         try:

@@ -15,11 +15,15 @@
 // 32 x 32 layer), and writing then re-reading it costs more memory traffic than the conv itself.
 // col2im's overlapping scatter (which would need atomics, hence nondeterminism) becomes a
 // gather: backward-data computes each dx element once, so results are reproducible.
-// The price is integer division in the operand loads (cheap next to the 64 FMAs each loaded
-// value feeds) and, for backward-data with stride 2, zeros fed through the multiply.
+// Addresses cost no division per element: a thread of the tile loader keeps one pixel per
+// tile and divides it into (n, h, w) once (the operand's line()), and the kernel cell of a row
+// (c, i, j) comes from a per-layer table of taps (offset, i, j) built by Python. What remains
+// is, for backward-data with stride 2, zeros fed through the multiply.
 //
-// Thread layout: as gemm_v2 (256 threads per 64 x 64 tile of the product; grid
-// (ceil(cols / 64), ceil(rows / 64), splits)). Backward-weight has a long K (N*Ho*Wo) and a
+// Thread layout and versions: each pass is templated on gemm.cu's block loop, SimtTile (v2:
+// 256 threads, FP32 or FP64 FMAs) or MmaTile<Mma::TF32 / BF16> (v3: 128 threads, tensor
+// cores, cp.async double buffering); both compute 64 x 64 tiles of the product on a grid
+// (ceil(cols / 64), ceil(rows / 64), splits). Backward-weight has a long K (N*Ho*Wo) and a
 // small output, so it splits K over blockIdx.z into partial sums added by sum_splits.
 #include "gemm.cu"
 
@@ -33,7 +37,7 @@ struct BatchedRows {
     static constexpr bool contiguous_cols = true;
     using Line = const T*;  // element (0, col)
     __device__ Line line(int col) const { return data + (long long)(col / P) * R * P + col % P; }
-    __device__ T at(Line start, int r) const { return start[(long long)r * P]; }
+    __device__ const T* address(Line start, int r) const { return start + (long long)r * P; }
 };
 
 // Writes the R x (N*P) product into an (N, R, P) array, adding bias[r] when bias is given.
@@ -75,37 +79,40 @@ struct Im2colOperand {
         const int h0 = ho * s.sh - s.pt, w0 = wo * s.sw - s.pl;
         return {(long long)n * s.C * s.H * s.W + (long long)h0 * s.W + w0, h0, w0};
     }
-    __device__ T at(const PixelWindow& p, int k) const {
+    __device__ const T* address(const PixelWindow& p, int k) const {
         const int ij = taps[2 * k + 1], h = p.h0 + (ij >> 16), w = p.w0 + (ij & 0xffff);
-        if ((unsigned)h >= (unsigned)s.H || (unsigned)w >= (unsigned)s.W) return T(0);  // zero padding
-        return x[p.base + taps[2 * k]];
+        if ((unsigned)h >= (unsigned)s.H || (unsigned)w >= (unsigned)s.W) return nullptr;  // zero padding
+        return x + p.base + taps[2 * k];
     }
 };
 
 // dY_col of backward-data: row (f, i, j), column (n, h, w). Output (ho, wo) reads input
 // h = ho*sh - pt + i, so input h was reached through cell i iff h + pt - i is a non-negative
-// multiple of sh giving ho < Ho (likewise for w).
+// multiple of sh giving ho < Ho (likewise for w). With h + pt = qh*sh + rh and i = qi*sh + ri
+// (0 <= rh, ri < sh), that is rh == ri and then ho = qh - qi: line() divides once per pixel,
+// the taps carry (qi, ri, qj, rj), and no element needs a division.
+struct OutputWindow {
+    long long base;  // offset of dy[n, 0, 0, 0]
+    int qh, rh, qw, rw;
+};
+
 template <typename T>
 struct Col2imOperand {
     const T* dy;
-    const int* taps;  // offset f*Ho*Wo and i << 16 | j per row (f, i, j)
+    const int* taps;  // offset f*Ho*Wo and qi << 24 | ri << 16 | qj << 8 | rj per row (f, i, j)
     ConvShape s;
     static constexpr bool contiguous_cols = true;
-    using Line = PixelWindow;  // h0, w0: the input pixel shifted by the pads (h + pt, w + pl)
-    __device__ PixelWindow line(int col) const {
-        const int n = col / (s.H * s.W), h = col / s.W % s.H, w = col % s.W;
-        return {(long long)n * s.F * s.Ho * s.Wo, h + s.pt, w + s.pl};
+    using Line = OutputWindow;
+    __device__ OutputWindow line(int col) const {
+        const int n = col / (s.H * s.W), h = col / s.W % s.H + s.pt, w = col % s.W + s.pl;
+        return {(long long)n * s.F * s.Ho * s.Wo, h / s.sh, h % s.sh, w / s.sw, w % s.sw};
     }
-    __device__ T at(const PixelWindow& p, int r) const {
-        const int ij = taps[2 * r + 1];
-        int ho = p.h0 - (ij >> 16), wo = p.w0 - (ij & 0xffff);
-        if (ho < 0 || wo < 0) return T(0);
-        if (s.sh != 1 || s.sw != 1) {  // strided: only multiples of the stride were reached
-            if (ho % s.sh != 0 || wo % s.sw != 0) return T(0);
-            ho /= s.sh, wo /= s.sw;
-        }
-        if (ho >= s.Ho || wo >= s.Wo) return T(0);
-        return dy[p.base + taps[2 * r] + (long long)ho * s.Wo + wo];
+    __device__ const T* address(const OutputWindow& p, int r) const {
+        const int q = taps[2 * r + 1];
+        if ((q >> 16 & 255) != p.rh || (q & 255) != p.rw) return nullptr;  // not a multiple of the stride
+        const int ho = p.qh - (q >> 24), wo = p.qw - (q >> 8 & 255);
+        if ((unsigned)ho >= (unsigned)s.Ho || (unsigned)wo >= (unsigned)s.Wo) return nullptr;
+        return dy + p.base + taps[2 * r] + (long long)ho * s.Wo + wo;
     }
 };
 

@@ -4,7 +4,8 @@
 // matrices row-major; op transposes when TRANS_A / TRANS_B is set (then A is stored K x M,
 // B is stored N x K). numpy_ref.gemm is the specification.
 //
-// Versions (both kept; benchmarks/kernels.py times them side by side):
+// Versions (all kept; benchmarks/kernels.py times them side by side, benchmarks/sass_counts.py
+// counts their instructions per K step):
 //   gemm_v1  naive: one thread per C element, reading its row of A and column of B straight
 //            from global memory. Every A and B element is fetched N (or M) times, so it runs
 //            at a few percent of peak. It is here to read, and as the baseline.
@@ -22,11 +23,16 @@
 //            K = batch * pixels), blockIdx.z takes a slice of K and writes its own partial C;
 //            sum_splits then adds the slices in a fixed order. No atomics, so results are
 //            bitwise reproducible from run to run.
+//   gemm_v3  tensor cores (float only; --precision tf32 or bf16): the same 64 x 64 tiles and
+//            split-K, 128 threads, mma.sync with FP32 accumulators, and the slabs of the next
+//            K step copied by cp.async while this one is multiplied (see the v3 section).
 //
-// The v2 block loop (gemm_tile below) does not care where A and B come from: it asks an
-// operand for element (row, col). Here the operands are plain matrices; conv.cu plugs in
-// operands that compute im2col addresses on the fly (implicit GEMM) and reuses it unchanged.
+// The block loops (gemm_tile, mma_gemm_tile below) do not care where A and B come from: they
+// ask an operand for the address of element (row, col). Here the operands are plain matrices;
+// conv.cu plugs in operands that compute im2col addresses on the fly (implicit GEMM) and
+// reuses both loops unchanged.
 #include "common.cuh"
+#include "warp_mma.cuh"  // v3's tensor-core primitives and cp.async
 
 constexpr int TILE_M = 64, TILE_N = 64, TILE_K = 16;
 constexpr int GEMM_THREADS = 256;                // 16 x 16 threads, each a 4 x 4 patch
@@ -42,7 +48,8 @@ static_assert(TILE_M == 16 * PATCH && TILE_N == 16 * PATCH && GEMM_THREADS == 16
 // contiguous_cols says which index walks memory with stride 1 (columns, or rows if false);
 // along it the loader keeps one index per thread for a whole tile, so an operand splits its
 // addressing in two: line(contiguous index) once per tile (for conv.cu's operands the
-// division of a pixel into (n, h, w)), then at(line, other index) per element.
+// division of a pixel into (n, h, w)), then address(line, other index) per element: a pointer
+// into global memory, or nullptr for an implicit zero (convolution padding).
 
 // op(X) for a row-major matrix X: a rows x cols view, transposed when TRANS.
 template <typename T, bool TRANS>
@@ -52,8 +59,8 @@ struct MatrixOperand {
     static constexpr bool contiguous_cols = !TRANS;
     using Line = const T*;  // the start of a column (a row when TRANS)
     __device__ Line line(int index) const { return data + index; }
-    __device__ T at(Line start, int other) const { return start[(long long)other * (TRANS ? rows : cols)]; }
-    __device__ T operator()(int r, int c) const { return TRANS ? at(line(r), c) : at(line(c), r); }
+    __device__ const T* address(Line start, int other) const { return start + (long long)other * (TRANS ? rows : cols); }
+    __device__ T operator()(int r, int c) const { return TRANS ? *address(line(r), c) : *address(line(c), r); }
 };
 
 // Writes C row-major with leading dimension ld.
@@ -69,7 +76,9 @@ struct RowMajorOutput {
 // multiply below needs no edge checks. Consecutive threads take consecutive elements along the
 // operand's contiguous index, which makes the global loads coalesced; as THREADS is a multiple
 // of the tile's extent along that index, each thread keeps one index and one op.line().
-template <int ROWS, int COLS, int THREADS = GEMM_THREADS, typename T, typename Operand>
+// ASYNC: each element is a cp.async instead (no round trip through registers, zero-filled where
+// the operand has no element); it lands at the cp_async_wait covering the caller's next commit.
+template <int ROWS, int COLS, int THREADS = GEMM_THREADS, bool ASYNC = false, typename T, typename Operand>
 __device__ void load_tile(const Operand& op, int row0, int col0, int row_end, int col_end,
                           T* tile, int row_stride, int col_stride) {
     constexpr bool BY_COL = Operand::contiguous_cols;
@@ -80,8 +89,10 @@ __device__ void load_tile(const Operand& op, int row0, int col0, int row_end, in
     const int other0 = BY_COL ? row0 : col0, other_end = BY_COL ? row_end : col_end;
     const typename Operand::Line line = op.line(index);  // dereferenced only when inside
     for (int o = threadIdx.x / LINES; o < DEPTH; o += THREADS / LINES) {
-        const T value = inside && other0 + o < other_end ? op.at(line, other0 + o) : T(0);
-        tile[(BY_COL ? o : mine) * row_stride + (BY_COL ? mine : o) * col_stride] = value;
+        const T* source = inside && other0 + o < other_end ? op.address(line, other0 + o) : nullptr;
+        T* cell = &tile[(BY_COL ? o : mine) * row_stride + (BY_COL ? mine : o) * col_stride];
+        if constexpr (ASYNC) cp_async<sizeof(T)>(cell, source, source != nullptr);
+        else *cell = source ? *source : T(0);
     }
 }
 
@@ -169,8 +180,6 @@ __global__ void sum_splits(T* out, const T* partial, int count, int splits) {
 // one (TF32) or two adjacent (BF16, one float2 load) floats of a row. Row strides 20 (TF32) and
 // 24 (BF16) floats spread a warp's fragment loads over all 32 banks: lane (g, t) reads word
 // 20 g + t, or words 24 g + 2t, 24 g + 2t + 1 in each half-warp phase of a 64-bit load.
-#include "warp_mma.cuh"
-
 enum class Mma { TF32, BF16 };  // the operand type of the tensor-core kernels
 
 constexpr int MMA_THREADS = 128;  // 4 warps, each a 32 x 32 patch of the 64 x 64 tile
@@ -178,6 +187,7 @@ constexpr int MMA_WARP_TILE = 32;
 template <Mma P>
 __host__ __device__ constexpr int mma_tile_stride() { return P == Mma::TF32 ? TILE_K + 4 : TILE_K + 8; }
 constexpr int MMA_TILE_SIZE = TILE_M * (TILE_K + 8);  // floats per shared tile, the larger stride
+constexpr int MMA_STAGES = 2;  // double buffering: cp.async fills one stage while the mma read the other
 static_assert(TILE_M == 2 * MMA_WARP_TILE && TILE_N == 2 * MMA_WARP_TILE && MMA_THREADS == 4 * 32 &&
               TILE_K == 16, "v3: 2 x 2 warps of 32 x 32 (2 x 4 mma tiles), one BF16 k16 / two TF32 k8 steps");
 
@@ -232,7 +242,8 @@ __device__ __forceinline__ void mma_warp_step(float (&acc)[2][4][4], const float
 }
 
 // gemm_tile with tensor cores: one block's 64 x 64 tile of C = A @ B over k in [k_begin, k_end).
-// a_tile / b_tile: __shared__ arrays of MMA_TILE_SIZE floats, 16-byte aligned.
+// a_tile / b_tile: __shared__ arrays of MMA_STAGES * MMA_TILE_SIZE floats, 16-byte aligned.
+// The slabs of step k + 1 are copied by cp.async while the warps multiply those of step k.
 template <Mma P, typename OperandA, typename OperandB, typename Output>
 __device__ void mma_gemm_tile(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
                               int k_begin, int k_end, float* a_tile, float* b_tile) {
@@ -240,13 +251,24 @@ __device__ void mma_gemm_tile(const OperandA& a, const OperandB& b, const Output
     const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int warp_m = warp / 2 * MMA_WARP_TILE, warp_n = warp % 2 * MMA_WARP_TILE;
+    auto start_loading = [&](int stage, int k0) {
+        load_tile<TILE_M, TILE_K, MMA_THREADS, true>(a, m0, k0, M, k_end, a_tile + stage * MMA_TILE_SIZE, S, 1);
+        load_tile<TILE_K, TILE_N, MMA_THREADS, true>(b, k0, n0, k_end, N, b_tile + stage * MMA_TILE_SIZE, 1, S);
+        cp_async_commit();
+    };
     float acc[2][4][4] = {};
-    for (int k0 = k_begin; k0 < k_end; k0 += TILE_K) {
-        load_tile<TILE_M, TILE_K, MMA_THREADS>(a, m0, k0, M, k_end, a_tile, S, 1);
-        load_tile<TILE_K, TILE_N, MMA_THREADS>(b, k0, n0, k_end, N, b_tile, 1, S);
-        __syncthreads();
-        mma_warp_step<P>(acc, a_tile + warp_m * S, b_tile + warp_n * S);
-        __syncthreads();  // everyone is done reading before the next slab overwrites the tiles
+    if (k_begin < k_end) start_loading(0, k_begin);
+    int stage = 0;
+    for (int k0 = k_begin; k0 < k_end; k0 += TILE_K, stage ^= 1) {
+        if (k0 + TILE_K < k_end) {
+            start_loading(stage ^ 1, k0 + TILE_K);
+            cp_async_wait<1>();  // this step's group has landed; the next one may still fly
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();  // ... for every thread's copies
+        mma_warp_step<P>(acc, a_tile + stage * MMA_TILE_SIZE + warp_m * S, b_tile + stage * MMA_TILE_SIZE + warp_n * S);
+        __syncthreads();  // everyone is done reading this stage before it is refilled
     }
     for (int i = 0; i < 2; ++i)
         for (int j = 0; j < 4; ++j)
@@ -260,8 +282,8 @@ __device__ void mma_gemm_tile(const OperandA& a, const OperandB& b, const Output
 template <Mma P, bool TRANS_A, bool TRANS_B>
 __global__ void __launch_bounds__(MMA_THREADS)
 gemm_v3(float* c, const float* a, const float* b, int M, int N, int K, int k_chunk) {
-    __shared__ __align__(16) float a_tile[MMA_TILE_SIZE];
-    __shared__ __align__(16) float b_tile[MMA_TILE_SIZE];
+    __shared__ __align__(16) float a_tile[MMA_STAGES * MMA_TILE_SIZE];
+    __shared__ __align__(16) float b_tile[MMA_STAGES * MMA_TILE_SIZE];
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
     mma_gemm_tile<P>(MatrixOperand<float, TRANS_A>{a, M, K}, MatrixOperand<float, TRANS_B>{b, K, N},
@@ -283,7 +305,7 @@ struct SimtTile {
 
 template <Mma P>
 struct MmaTile {
-    static constexpr int THREADS = MMA_THREADS, A_SIZE = MMA_TILE_SIZE, B_SIZE = MMA_TILE_SIZE;
+    static constexpr int THREADS = MMA_THREADS, A_SIZE = MMA_STAGES * MMA_TILE_SIZE, B_SIZE = A_SIZE;
     template <typename OperandA, typename OperandB, typename Output>  // float arrays only
     static __device__ void run(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
                                int k_begin, int k_end, float* a_tile, float* b_tile) {

@@ -155,10 +155,17 @@ class ConvShape:
 
 def conv_taps(s: ConvShape, of_x: bool) -> np.ndarray:
     """conv.cu's kernel taps, (rows, 2) int32: for row (c, i, j) of the im2col matrix of x
-    (of_x) or row (f, i, j) of dY_col, the element's offset from its pixel's window origin
-    (c*H*W + i*W + j, or f*Ho*Wo) and i << 16 | j."""
+    (of_x), the element's offset c*H*W + i*W + j from its pixel's window origin and
+    i << 16 | j; for row (f, i, j) of dY_col, f*Ho*Wo and i, j divided by the stride as
+    qi << 24 | ri << 16 | qj << 8 | rj (i = qi * sh + ri)."""
+    if max(s.kh, s.kw, s.sh, s.sw) > 255:
+        raise ValueError(f"the CUDA convolutions take kernels and strides up to 255, got kernel "
+                         f"{s.kh}x{s.kw}, stride {s.sh}x{s.sw}")
     channel, i, j = np.meshgrid(np.arange(s.C if of_x else s.F), np.arange(s.kh), np.arange(s.kw),
                                 indexing="ij")
-    offset = channel * s.H * s.W + i * s.W + j if of_x else channel * s.Ho * s.Wo
-    return np.stack([offset.ravel(), (i << 16 | j).ravel()], axis=1).astype(np.int32)
+    if of_x:
+        return np.stack([(channel * s.H * s.W + i * s.W + j).ravel(), (i << 16 | j).ravel()],
+                        axis=1).astype(np.int32)
+    divided = (i // s.sh) << 24 | (i % s.sh) << 16 | (j // s.sw) << 8 | j % s.sw
+    return np.stack([(channel * s.Ho * s.Wo).ravel(), divided.ravel()], axis=1).astype(np.int32)
 
