@@ -3,34 +3,18 @@ on the emulator, whose loss falls like fp32's."""
 import numpy as np
 import pytest
 
-import minicnn as mc
-from minicnn import functional as F
-from minicnn import nn, optim
 from minicnn.backends import DeviceError, get_device
-from minicnn.train.config import TrainConfig
 from minicnn.models import get_spec
+from minicnn.train.config import TrainConfig
+from test_device_parity import train_a_few_steps
 
 STEPS = 8
 
 
 def train_steps(precision):
-    """Losses of STEPS Adam steps of a small conv net on 8 fixed 8 x 8 images, on `emu`."""
-    device = get_device("emu", precision=precision)
-    mc.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 16, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 16, 3, padding="same"), nn.ReLU(), nn.Flatten(), nn.Linear(16 * 4 * 4, 4)).to(device)
-    opt = optim.Adam(model.parameters(), lr=1e-2)
-    rng = np.random.default_rng(1)
-    x = mc.tensor(rng.standard_normal((8, 3, 8, 8)), dtype=np.float32, device=device)
-    labels = mc.tensor(rng.integers(0, 4, 8), device=device)
-    losses = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), labels)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    """Losses of STEPS Adam steps of test_device_parity's small net (conv, BN, pool, dropout,
+    linear) on fixed images, on `emu` in `precision`."""
+    losses, _ = train_a_few_steps(get_device("emu", precision=precision), np.float32, STEPS)
     return np.array(losses)
 
 
