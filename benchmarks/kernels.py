@@ -2,11 +2,13 @@
 
     python benchmarks/kernels.py                      # both networks, batch 512, float32
     python benchmarks/kernels.py --model vgg11 --repeats 20
+    python benchmarks/kernels.py --precision tf32     # tensor-core GEMM / conv (v3) vs TF32 cuDNN
 
 Each kernel is timed with CUDA events (warm-up, then the median of --repeats runs) next to a
 library reference measured in the same run: cupy.matmul (cuBLAS) for GEMM, PyTorch + cuDNN for
 conv / pool / batch norm / the rest when torch is importable (else '-'). TF32 is switched off
-for the references so that both sides do true float32 arithmetic. Rates are TFLOP/s for
+for PyTorch's references so that both sides do true float32 arithmetic, and on with --precision
+tf32 / bf16 (our v3 kernels; cupy.matmul follows CuPy's CUPY_TF32). Rates are TFLOP/s for
 compute-bound kernels (fraction of the GPU's float32 peak, from its SM count and clock) and
 GB/s of compulsory traffic for memory-bound ones (fraction of the measured device-to-device
 copy bandwidth, the first row). Needs a GPU; says so in one line and exits otherwise.
@@ -194,7 +196,8 @@ def benchmark_common(kernels, timer, dtype) -> list[Row]:
         a, b = rng.standard_normal((size, size), dtype=dtype), rng.standard_normal((size, size), dtype=dtype)
         reference = timer.ours(lambda: cp.matmul(a, b))
         for version in versions:
-            rows.append(Row(f"gemm v{version}", f"{size}^3", timer.ours(
+            label = f"gemm v{version}" if version == 1 or kernels.precision == "fp32" else f"gemm v3 {kernels.precision}"
+            rows.append(Row(label, f"{size}^3", timer.ours(
                 lambda: kernels._gemm(a, b, False, False, version)), reference, 2.0 * size**3, "flop"))
     params = [rng.standard_normal(n, dtype=dtype) for n in (1728, 9216, 36864, 73728, 147456, 16384)]
     state = [[cp.zeros_like(p) for p in params] for _ in range(3)]
@@ -225,6 +228,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--precision", choices=["fp32", "tf32", "bf16"], default="fp32",
+                        help="our float32 GEMM / conv multiply; the references use TF32 unless fp32")
     args = parser.parse_args(argv)
 
     usable, reason = cuda_status()
@@ -236,13 +241,13 @@ def main(argv=None) -> None:
     try:
         import torch
         torch.backends.cudnn.benchmark = True  # let cuDNN pick its fastest algorithm
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = args.precision != "fp32"
+        torch.backends.cuda.matmul.allow_tf32 = args.precision != "fp32"
     except ImportError:
         torch = None
-    kernels, timer, dtype = CudaKernels(CupyRuntime()), Timer(cupy, torch, args.repeats), np.dtype(args.dtype)
+    kernels, timer, dtype = CudaKernels(CupyRuntime(), args.precision), Timer(cupy, torch, args.repeats), np.dtype(args.dtype)
     name = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
-    print(f"{name}, {args.dtype}, batch {args.batch}, median of {args.repeats}; "
+    print(f"{name}, {args.dtype} ({args.precision}), batch {args.batch}, median of {args.repeats}; "
           f"reference: cuBLAS (cupy.matmul){' and cuDNN (torch ' + torch.__version__ + ')' if torch else ', no torch'}")
     rows = benchmark_common(kernels, timer, dtype)
     for model in NETWORKS if args.model == "all" else [args.model]:
