@@ -13,6 +13,13 @@ the loops of load_tile run once per loaded element group, the rest once per K st
 
 (an estimate from static code: a loop's remainder iterations are counted at the body's rate).
 The table gives warp instructions per 64 x 64 x 16 block step (131,072 flops), by kind.
+
+--step vgg_like adds an issue-bound estimate of the network's convolution time per training
+step (forward, backward-data but for the first layer, backward-weight) at --batch: block steps
+per pass times the warp instructions of one, spread over 4 schedulers per SM issuing one warp
+instruction per clock (--sms, --clock-ghz: an H100 SXM by default), or the mma pipe's one
+m16n8k8 TF32 / m16n8k16 BF16 per SM per clock if that is slower. Memory stalls are ignored,
+so it is a lower bound on each version's time, for comparing versions, not a prediction.
 No GPU is needed; nothing here is timed.
 """
 from __future__ import annotations
@@ -92,7 +99,8 @@ def loops(code):
 
 
 def k_step_counts(code, stores_per_step: int) -> tuple[Counter, int]:
-    """(instructions per K step per thread by kind, number of inner loops) per the docstring."""
+    """(instructions per K step per thread by kind, plus "mma": the HMMA among them, number of
+    inner loops) per the docstring."""
     bar = [a for a, op, _ in code if op.startswith("BAR")]
     outer = max((s for s in loops(code) if any(s[0] <= a <= s[1] for a in bar)), key=lambda s: s[1] - s[0])
     inner = [s for s in loops(code) if outer[0] <= s[0] and s[1] < outer[1]]
@@ -105,6 +113,7 @@ def k_step_counts(code, stores_per_step: int) -> tuple[Counter, int]:
         stores = sum(op.startswith(("STS", "LDGSTS")) for op in ops)  # LDGSTS: cp.async
         trips = stores_per_step / len(inner) / stores if stores else 1
         counts.update({k: v * trips for k, v in Counter(kind(op) for op in ops).items()})
+    counts["mma"] = sum(op.startswith("HMMA") for a, op, _ in code if outer[0] <= a <= outer[1])
     return counts, len(inner)
 
 
@@ -121,10 +130,51 @@ def demangled_match(mangled: dict, expression: str) -> str:
     raise SystemExit(f"{expression} not found among {out}")
 
 
+PASSES = {"forward": "conv fwd", "backward-data": "conv bwd-data", "backward-weight": "conv bwd-weight"}
+
+
+def conv_block_steps(c: int, f: int, size: int, batch: int, tile: TiledProduct) -> dict[str, int]:
+    """64 x 64 x 16 block steps of each pass of a 3x3 'same' conv, C -> F channels."""
+    pixels, taps = batch * size * size, 9
+    steps = lambda rows, cols, depth: (-(-rows // tile.tile_m) * -(-cols // tile.tile_n)  # noqa: E731
+                                       * -(-depth // tile.tile_k))
+    return {"forward": steps(f, pixels, c * taps), "backward-data": steps(c, pixels, f * taps),
+            "backward-weight": steps(f, c * taps, pixels)}
+
+
+def step_estimate(network: str, batch: int, per_step: dict[str, tuple[float, float]], products,
+                  sms: int, clock_hz: float) -> None:
+    """Prints the issue-bound conv time of one training step per version (see the docstring)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kernels import NETWORKS  # benchmarks/kernels.py: the networks' conv shapes
+    convs = NETWORKS[network]["convs"]
+    print(f"\n{network} batch {batch}: issue-bound conv time per training step ({sms} SMs, {clock_hz / 1e9:.3f} GHz)")
+    for version in ("v2 fp32", "v3 tf32", "v3 bf16"):
+        precision = version.split()[1]
+        if precision not in products:
+            continue
+        clocks = 0.0
+        for index, (c, f, size) in enumerate(convs):
+            for name, steps in conv_block_steps(c, f, size, batch, products[precision]).items():
+                if name == "backward-data" and index == 0:
+                    continue  # no gradient for the input images
+                label = f"{PASSES[name]} {version}"
+                if label not in per_step:  # bf16 backward passes: the tf32 loop with half the mma
+                    label = f"{PASSES[name]} v3 tf32"
+                warp_instructions, mma = per_step[label]
+                mma_per_clock = 1.0  # one m16n8k8 TF32 or m16n8k16 BF16 per SM per clock
+                clocks += steps * max(warp_instructions / 4, mma / mma_per_clock if "v3" in version else 0)
+        print(f"  {version}: {1e3 * clocks / sms / clock_hz:8.2f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kernels-dir", type=Path, default=KERNELS_DIR)
     parser.add_argument("--arch", default="sm_90")
+    parser.add_argument("--step", choices=["vgg_like", "vgg11"], help="estimate a network's conv time per step")
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--sms", type=int, default=132)
+    parser.add_argument("--clock-ghz", type=float, default=1.755)
     args = parser.parse_args()
     for tool in ("nvcc", "cuobjdump", "nvdisasm", "c++filt"):
         if shutil.which(tool) is None:
@@ -141,6 +191,7 @@ def main() -> None:
                                                                    or "gemm.cu" in text and "Mma" in text)]
             code[source] = functions(compile_cubin(args.kernels_dir, source, listed, args.arch, Path(tmp)))
     kinds = list(KINDS) + ["other"]
+    per_step = {}  # label -> (warp instructions, mma) per block step
     print(f"{'kernel':<26}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}")
     for label, source, expression, precision in SHOWN:
         if precision not in products:
@@ -158,9 +209,12 @@ def main() -> None:
         warps = product.threads // 32
         row = [counts[k] * warps for k in kinds]
         total = sum(row)
+        per_step[label] = (total, counts["mma"] * warps)
         print(f"{label:<26}{product.threads:>8}" + "".join(f"{v:>11.0f}" for v in row) +
               f"{total:>9.0f}{100 * row[0] / total:>7.1f}%")
     print(f"\nwarp instructions per 64 x 64 x 16 block step ({os.path.basename(str(args.kernels_dir))}, {args.arch})")
+    if args.step:
+        step_estimate(args.step, args.batch, per_step, products, args.sms, args.clock_ghz * 1e9)
 
 
 if __name__ == "__main__":
