@@ -116,14 +116,18 @@ class Tensor:
                 if dinput is None or not tensor.requires_grad:
                     continue
                 if tensor.creator is None:  # a leaf: keep its gradient
-                    tensor.grad = dinput if tensor.grad is None else tensor.grad + dinput
+                    tensor.grad = _accumulate(tensor.grad, dinput, tensor.device)
                 else:
-                    key = id(tensor)
-                    grads[key] = dinput if key not in grads else grads[key] + dinput
+                    grads[id(tensor)] = _accumulate(grads.get(id(tensor)), dinput, tensor.device)
             if not retain_graph:
                 function.release()
 
     # ---- operators (defined in minicnn.functional, attached there)
+
+
+def _accumulate(total, grad, device):
+    """total + grad (a tensor used twice gets both gradients), added by the device's kernel."""
+    return grad if total is None else device.kernels.add_forward(total, grad)
 
 
 def _topological_order(root: Tensor):

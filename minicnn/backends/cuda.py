@@ -370,3 +370,108 @@ class CudaKernels(KernelLauncher):
         self._launch("augment.cu", "adjust_colour<{T}>", images.dtype, n * h * w, out, images,
                      factors, mean_luma, *i32(n, h * w))
         return out
+
+    # ------------------------------------------------------------------ arithmetic, shapes
+
+    def _broadcast(self, expression, a, b):
+        """shape.cu's broadcasting map of a and b (add or multiply)."""
+        a, b = self._float_arrays(a, b)
+        out = self.xp.empty(np.broadcast_shapes(a.shape, b.shape), a.dtype)
+        dims, masks = broadcast_geometry(out.shape, a.shape, b.shape)
+        self._launch("shape.cu", expression, a.dtype, out.size, out, a, b,
+                     *i32(out.size, *dims, *masks))
+        return out
+
+    def add_forward(self, a, b):
+        """a + b with NumPy broadcasting (residual connections)."""
+        return self._broadcast("broadcast_add<{T}>", a, b)
+
+    def mul_forward(self, a, b):
+        """a * b with NumPy broadcasting (SE channel scaling, masks)."""
+        return self._broadcast("broadcast_mul<{T}>", a, b)
+
+    def sum_to(self, x, shape, scale):
+        """scale * x summed over the axes that broadcasting `shape` up to x.shape stretches."""
+        (x,) = self._float_arrays(x)
+        out = self.xp.empty(tuple(shape), x.dtype)
+        dims, (reduced,) = broadcast_geometry(x.shape, out.shape)
+        self._launch("shape.cu", "sum_to<{T}>", x.dtype, out.size, out, x,
+                     *i32(out.size, *dims, reduced), x.dtype.type(scale))
+        return out
+
+    def broadcast_to(self, x, shape, scale):
+        """scale * x repeated along the axes where it has size 1 (or is missing) -> shape."""
+        (x,) = self._float_arrays(x)
+        out = self.xp.empty(tuple(shape), x.dtype)
+        dims, (broadcast,) = broadcast_geometry(out.shape, x.shape)
+        self._launch("shape.cu", "broadcast_to<{T}>", x.dtype, out.size, out, x,
+                     *i32(out.size, *dims, broadcast), x.dtype.type(scale))
+        return out
+
+    def zero_pad2d_forward(self, x, pads):
+        """x: (N, C, H, W) -> (N, C, H + top + bottom, W + left + right), zeros around."""
+        (x,) = self._float_arrays(x)
+        n, c, h, w = x.shape
+        top, bottom, left, right = pads
+        y = self.xp.empty((n, c, h + top + bottom, w + left + right), x.dtype)
+        self._launch("shape.cu", "zero_pad2d_forward<{T}>", x.dtype, y.size, y, x,
+                     *i32(y.size, h, w, top, left, *y.shape[2:]))
+        return y
+
+    def zero_pad2d_backward(self, dy, pads):
+        """dy: the padded shape -> dx: the inner (N, C, H, W) window of dy."""
+        (dy,) = self._float_arrays(dy)
+        n, c, ho, wo = dy.shape
+        top, bottom, left, right = pads
+        dx = self.xp.empty((n, c, ho - top - bottom, wo - left - right), dy.dtype)
+        self._launch("shape.cu", "zero_pad2d_backward<{T}>", dy.dtype, dx.size, dx, dy,
+                     *i32(dx.size, *dx.shape[2:], top, left, ho, wo))
+        return dx
+
+    def batch_norm_backward_eval(self, dy, x, gamma, running_mean, running_var, eps):
+        """Gradients of eval-mode batch norm (fixed statistics) -> (dx, dgamma, dbeta)."""
+        dy, x, gamma, running_mean, running_var = self._float_arrays(
+            dy, x, gamma, running_mean, running_var)
+        n, c, s, _ = self._bn_view(x)
+        rstd = self.xp.empty(c, x.dtype)
+        self._launch("batchnorm.cu", "bn_eval_rstd<{T}>", x.dtype, c, rstd, running_var,
+                     x.dtype.type(eps), *i32(c))
+        dgamma = self._sum_partials(self._channel_partials(
+            "batchnorm.cu", "bn_dot_partial_sums<{T}>", x.dtype, n, c, s, dy, x, running_mean, rstd))
+        dbeta = self._channel_sum(dy, n, c, s)
+        dx = self.xp.empty_like(x)
+        self._launch("batchnorm.cu", "bn_eval_backward_dx<{T}>", x.dtype, x.size, dx, dy, gamma,
+                     rstd, *i32(x.size, c, s))
+        return dx, dgamma, dbeta
+
+
+MAX_BROADCAST_DIMS = 4  # shape.cu's kernels index (d0, d1, d2, d3)
+
+
+def broadcast_geometry(shape, *operand_shapes):
+    """shape's axes, merged where every operand broadcasts alike, as shape.cu takes them.
+
+    Operand shapes are right-aligned against `shape` (NumPy's rule). Returns (dims, masks):
+    four dims (outermost first, padded with leading 1s) and per operand a bit mask with bit
+    k set where the operand has size 1 along dims[k]. E.g. (2, 3, 4, 5) with (2, 3, 1, 1)
+    becomes dims (1, 1, 6, 20) and mask 0b1000.
+    """
+    padded = [(1,) * (len(shape) - len(s)) + tuple(s) for s in operand_shapes]
+    dims, kinds = [], []
+    for k, size in enumerate(shape):
+        if size == 1:
+            continue  # nothing to index along a dim of 1
+        kind = tuple(p[k] == 1 for p in padded)
+        if kinds and kinds[-1] == kind:
+            dims[-1] *= size
+        else:
+            dims.append(size)
+            kinds.append(kind)
+    if len(dims) > MAX_BROADCAST_DIMS:
+        raise ValueError(f"broadcasting {', '.join(map(str, operand_shapes))} against {tuple(shape)} "
+                         f"needs {len(dims)} dims after merging; the kernels take at most "
+                         f"{MAX_BROADCAST_DIMS}")
+    lead = MAX_BROADCAST_DIMS - len(dims)
+    dims, kinds = [1] * lead + dims, [(False,) * len(padded)] * lead + kinds
+    masks = [sum(1 << k for k, kind in enumerate(kinds) if kind[j]) for j in range(len(padded))]
+    return dims, masks

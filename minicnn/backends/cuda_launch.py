@@ -18,7 +18,7 @@ KERNELS = {
     "reduce.cu": ["channel_partial_sums<{T}>", "sum_partials<{T}>"],
     "batchnorm.cu": ["bn_sqdev_partial_sums<{T}>", "bn_dot_partial_sums<{T}>",
                      "bn_finalize_stats<{T}>", "bn_normalize<{T}>", "bn_eval<{T}>",
-                     "bn_backward_dx<{T}>"],
+                     "bn_backward_dx<{T}>", "bn_eval_rstd<{T}>", "bn_eval_backward_dx<{T}>"],
     "pool.cu": ["pool2d_forward<{T}>", "pool2d_backward<{T}>"],
     "elementwise.cu": ["relu_forward<{T}>", "relu_backward<{T}>", "sigmoid_forward<{T}>",
                        "sigmoid_backward<{T}>", "add_bias<{T}>", "multiply<{T}>",
@@ -29,6 +29,8 @@ KERNELS = {
                    "cross_entropy_backward_soft<{T}>", "sum_partials<{T}>"],
     "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>"],
     "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
+    "shape.cu": ["broadcast_add<{T}>", "broadcast_mul<{T}>", "sum_to<{T}>", "broadcast_to<{T}>",
+                 "zero_pad2d_forward<{T}>", "zero_pad2d_backward<{T}>"],
 }
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 POOL_MODES = {"max": 0, "min": 1, "avg": 2}  # the mode codes of pool.cu
