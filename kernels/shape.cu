@@ -113,3 +113,11 @@ __global__ void zero_pad2d_backward(T* dx, const T* dy, int total, int H, int W,
     const int col = i % W, row = i / W % H, plane = i / (H * W);
     dx[i] = dy[((long long)plane * Ho + row + top) * Wo + col + left];
 }
+
+// out: (N, K) = 1 where k == labels[n], else 0 (cross-entropy's targets for reduction='none'
+// and label smoothing). One thread per element of out.
+template <typename T>
+__global__ void one_hot(T* out, const long long* labels, int total, int K) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < total) out[i] = labels[i / K] == i % K ? T(1) : T(0);
+}

@@ -9,7 +9,8 @@ Every public function of numpy_ref has a method here with the same name and sign
 which device they run on. Methods take and return arrays of runtime.xp, float32 or float64;
 the xp module is used only for allocation and views: every computation is a kernel launch.
 Launch geometry (grids, split-K, reduction slices) depends on shapes only, never on the GPU,
-so results are bitwise reproducible.
+so results are bitwise reproducible. Argument rules are not checked here but in
+minicnn/backends/checks.py, which wraps this class and numpy_ref alike (CheckedKernels).
 """
 from __future__ import annotations
 
@@ -137,8 +138,6 @@ class CudaKernels(KernelLauncher):
     @staticmethod
     def _pool_geometry(x_shape, mode, kernel, stride, pads):
         """(mode code, (NC, H, W, kH, kW, sh, sw, pt, pl, Ho, Wo), (Ho, Wo)) for pool.cu."""
-        if mode not in POOL_MODES:
-            raise ValueError(f"pool mode must be one of {', '.join(POOL_MODES)}, got {mode!r}")
         n, c, h, w = x_shape
         (kh, kw), (sh, sw), (pt, pb, pl, pr) = kernel, stride, pads
         ho, wo = conv_output_size(h, kh, sh, pt, pb), conv_output_size(w, kw, sw, pl, pr)
@@ -339,14 +338,8 @@ class CudaKernels(KernelLauncher):
         """Bilinear warp of each image by its inverse map: images (N, C, H, W), inverse (N, 2, 3)
         (cast to the images' dtype), fill 'nearest' | 'constant' -> (N, C, H, W)."""
         (images,) = self._float_arrays(images)
-        if fill not in FILL_MODES:
-            raise ValueError(f"fill must be one of {', '.join(FILL_MODES)}, got {fill!r}")
-        if images.ndim != 4:
-            raise ValueError(f"affine_warp takes (N, C, H, W) images, got shape {images.shape}")
         n, c, h, w = images.shape
         inverse = self._array(inverse, images.dtype)
-        if inverse.shape != (n, 2, 3):
-            raise ValueError(f"inverse must have shape ({n}, 2, 3), got {inverse.shape}")
         out = self.xp.empty_like(images)
         self._launch("augment.cu", "affine_warp<{T}>", images.dtype, n * h * w, out, images,
                      inverse, *i32(n, c, h, w, FILL_MODES[fill]))
@@ -356,12 +349,8 @@ class CudaKernels(KernelLauncher):
         """Brightness, contrast, saturation: images (N, 3, H, W) in pixel units, factors (N, 3)
         (cast to the images' dtype) -> (N, 3, H, W) clipped to [0, 255]."""
         (images,) = self._float_arrays(images)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"colour changes need (N, 3, H, W) images, got shape {images.shape}")
         n, _, h, w = images.shape
         factors = self._array(factors, images.dtype)
-        if factors.shape != (n, 3):
-            raise ValueError(f"factors must have shape ({n}, 3), got {factors.shape}")
         # the images are the "channels" of reduce.cu's (1, C, S) view: one mean per image
         mean_luma = self._sum_partials(self._channel_partials(
             "augment.cu", "brightness_luma_partial_sums<{T}>", images.dtype, 1, n, h * w, images,
@@ -443,6 +432,13 @@ class CudaKernels(KernelLauncher):
         self._launch("batchnorm.cu", "bn_eval_backward_dx<{T}>", x.dtype, x.size, dx, dy, gamma,
                      rstd, *i32(x.size, c, s))
         return dx, dgamma, dbeta
+
+    def one_hot(self, labels, classes, dtype):
+        """int labels (N,) -> (N, classes) of dtype: 1 at each row's label, 0 elsewhere."""
+        labels = self._array(labels, np.int64)
+        out = self.xp.empty((labels.size, classes), dtype)
+        self._launch("shape.cu", "one_hot<{T}>", dtype, out.size, out, labels, *i32(out.size, classes))
+        return out
 
 
 MAX_BROADCAST_DIMS = 4  # shape.cu's kernels index (d0, d1, d2, d3)

@@ -528,3 +528,10 @@ def batch_norm_backward_eval(dy, x, gamma, running_mean, running_var, eps):
     rstd = 1 / np.sqrt(running_var + eps)
     xhat = (x - running_mean.reshape(channel)) * rstd.reshape(channel)
     return dy * (gamma * rstd).reshape(channel), (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+
+
+def one_hot(labels, classes, dtype):
+    """int labels (N,) -> (N, classes) of dtype: 1 at each row's label, 0 elsewhere."""
+    out = np.zeros((len(labels), classes), dtype)
+    out[np.arange(len(labels)), labels] = 1
+    return out
