@@ -31,10 +31,6 @@ def no_grad():
         _grad_enabled = previous
 
 
-def is_grad_enabled() -> bool:
-    return _grad_enabled
-
-
 class Tensor:
     """An array plus what autograd needs: its device, its gradient and its creator.
 
@@ -69,9 +65,6 @@ class Tensor:
 
     def item(self) -> float:
         return float(self.numpy())
-
-    def detach(self) -> "Tensor":
-        return Tensor(self.data, self.device)
 
     def to(self, device) -> "Tensor":
         device = get_device(device)
