@@ -259,16 +259,3 @@ def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
     axes, keep = _axes(dim, axis, keepdim, keepdims)
     count = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
     return basic.Sum(axes, keep, scale=1.0 / count)(x)
-
-
-# operators on Tensor, so that `a + b`, `a * b`, `-a` read naturally in model code
-Tensor.__add__ = lambda self, other: add(self, other)
-Tensor.__radd__ = lambda self, other: add(other, self)
-Tensor.__mul__ = lambda self, other: mul(self, other)
-Tensor.__rmul__ = lambda self, other: mul(other, self)
-Tensor.__neg__ = lambda self: mul(self, -1.0)
-Tensor.__sub__ = lambda self, other: add(self, -other if isinstance(other, Tensor) else -np.asarray(other))
-Tensor.__rsub__ = lambda self, other: add(other, -self)
-Tensor.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
-Tensor.sum = lambda self, dim=None, keepdim=False, **numpy_names: sum(self, dim, keepdim, **numpy_names)
-Tensor.mean = lambda self, dim=None, keepdim=False, **numpy_names: mean(self, dim, keepdim, **numpy_names)
