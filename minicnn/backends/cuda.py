@@ -381,41 +381,40 @@ class CudaKernels(KernelLauncher):
 
     def sum_to(self, x, shape, scale):
         """scale * x summed over the axes that broadcasting `shape` up to x.shape stretches."""
-        (x,) = self._float_arrays(x)
-        out = self.xp.empty(tuple(shape), x.dtype)
-        dims, (reduced,) = broadcast_geometry(x.shape, out.shape)
-        self._launch("shape.cu", "sum_to<{T}>", x.dtype, out.size, out, x,
-                     *i32(out.size, *dims, reduced), x.dtype.type(scale))
-        return out
+        return self._between_shapes("sum_to<{T}>", x, shape, scale, summing=True)
 
     def broadcast_to(self, x, shape, scale):
         """scale * x repeated along the axes where it has size 1 (or is missing) -> shape."""
+        return self._between_shapes("broadcast_to<{T}>", x, shape, scale, summing=False)
+
+    def _between_shapes(self, expression, x, shape, scale, summing):
+        """shape.cu's sum_to (x is the large array) and broadcast_to (the output is)."""
         (x,) = self._float_arrays(x)
         out = self.xp.empty(tuple(shape), x.dtype)
-        dims, (broadcast,) = broadcast_geometry(out.shape, x.shape)
-        self._launch("shape.cu", "broadcast_to<{T}>", x.dtype, out.size, out, x,
-                     *i32(out.size, *dims, broadcast), x.dtype.type(scale))
+        large, small = (x, out) if summing else (out, x)
+        dims, (mask,) = broadcast_geometry(large.shape, small.shape)
+        self._launch("shape.cu", expression, x.dtype, out.size, out, x,
+                     *i32(out.size, *dims, mask), x.dtype.type(scale))
         return out
 
     def zero_pad2d_forward(self, x, pads):
         """x: (N, C, H, W) -> (N, C, H + top + bottom, W + left + right), zeros around."""
-        (x,) = self._float_arrays(x)
-        n, c, h, w = x.shape
-        top, bottom, left, right = pads
-        y = self.xp.empty((n, c, h + top + bottom, w + left + right), x.dtype)
-        self._launch("shape.cu", "zero_pad2d_forward<{T}>", x.dtype, y.size, y, x,
-                     *i32(y.size, h, w, top, left, *y.shape[2:]))
-        return y
+        return self._zero_pad2d("zero_pad2d_forward<{T}>", x, pads, grow=1)
 
     def zero_pad2d_backward(self, dy, pads):
         """dy: the padded shape -> dx: the inner (N, C, H, W) window of dy."""
-        (dy,) = self._float_arrays(dy)
-        n, c, ho, wo = dy.shape
+        return self._zero_pad2d("zero_pad2d_backward<{T}>", dy, pads, grow=-1)
+
+    def _zero_pad2d(self, expression, src, pads, grow):
+        """shape.cu's padding kernels: grow=1 pads src, grow=-1 crops the border back off."""
+        (src,) = self._float_arrays(src)
         top, bottom, left, right = pads
-        dx = self.xp.empty((n, c, ho - top - bottom, wo - left - right), dy.dtype)
-        self._launch("shape.cu", "zero_pad2d_backward<{T}>", dy.dtype, dx.size, dx, dy,
-                     *i32(dx.size, *dx.shape[2:], top, left, ho, wo))
-        return dx
+        n, c, h, w = src.shape
+        out = self.xp.empty((n, c, h + grow * (top + bottom), w + grow * (left + right)), src.dtype)
+        inner, padded = (src, out) if grow > 0 else (out, src)
+        self._launch("shape.cu", expression, src.dtype, out.size, out, src,
+                     *i32(out.size, *inner.shape[2:], top, left, *padded.shape[2:]))
+        return out
 
     def batch_norm_backward_eval(self, dy, x, gamma, running_mean, running_var, eps):
         """Gradients of eval-mode batch norm (fixed statistics) -> (dx, dgamma, dbeta)."""
