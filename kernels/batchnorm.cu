@@ -93,21 +93,17 @@ __global__ void bn_backward_dx(T* dx, const T* dy, const T* x, const T* gamma, c
 }
 
 // Eval-mode backward. The statistics are constants there, so y = gamma * xhat + beta with
-// xhat = (x - running_mean) * rstd, and dx = dy * gamma * rstd, dgamma = sum(dy * xhat) (the
-// bn_dot_partial_sums pass with mean = running_mean), dbeta = sum(dy) (channel_partial_sums).
-// rstd[c] = 1 / sqrt(running_var[c] + eps). One thread per channel.
+// xhat = (x - running_mean) * rstd, rstd = 1 / sqrt(running_var + eps):
+//   dx = dy * gamma * rstd, and dy_xhat = dy * xhat, whose channel sums (reduce.cu) are dgamma.
+// (dbeta is the channel sums of dy.) One thread per element.
 template <typename T>
-__global__ void bn_eval_rstd(T* rstd, const T* running_var, T eps, int C) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c < C) rstd[c] = T(1) / dev_sqrt(running_var[c] + eps);
-}
-
-// dx = dy * gamma * rstd. One thread per element.
-template <typename T>
-__global__ void bn_eval_backward_dx(T* dx, const T* dy, const T* gamma, const T* rstd, int total,
-                                    int C, int S) {
+__global__ void bn_eval_backward(T* dx, T* dy_xhat, const T* dy, const T* x, const T* gamma,
+                                 const T* running_mean, const T* running_var, T eps, int total,
+                                 int C, int S) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     const int c = i / S % C;
-    dx[i] = dy[i] * (gamma[c] * rstd[c]);
+    const T rstd = T(1) / dev_sqrt(running_var[c] + eps);
+    dx[i] = dy[i] * (gamma[c] * rstd);
+    dy_xhat[i] = dy[i] * ((x[i] - running_mean[c]) * rstd);
 }

@@ -188,6 +188,10 @@ class Function:
     """
 
     def __call__(self, *inputs: Tensor) -> Tensor:
+        for tensor in inputs:
+            if not isinstance(tensor, Tensor):
+                raise ValueError(f"{type(self).__name__}: inputs must be minicnn Tensors, "
+                                 f"got {type(tensor).__name__}")
         device = inputs[0].device
         for tensor in inputs[1:]:
             if tensor.device is not device:

@@ -131,7 +131,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return norm.BatchNorm(running_mean, running_var, training, momentum, eps, unbiased)(x, weight, bias)
 
 
-def dropout(x, p=0.5, training=True, inplace=False, seed=0, step=0):
+def dropout(x, p=0.5, training=True, inplace=False, *, seed=0, step=0):
     """Inverted dropout with rate p; the identity when not training or p == 0.
 
     (seed, step) choose the mask: nn.Dropout advances step on every call. inplace is accepted

@@ -111,3 +111,15 @@ def test_what_minicnn_cannot_compute_is_one_line(call, message):
     with pytest.raises(ValueError, match=message) as error:
         call()
     assert "\n" not in str(error.value)
+
+
+def test_dropout_module_draws_the_mask_of_its_seed_and_step():
+    """F.dropout(x, p, training, inplace) is PyTorch's order; seed and step are keywords."""
+    x = mc.tensor(np.ones((4, 50)))
+    layer = nn.Dropout(0.5, seed=123)
+    first, second = layer(x).numpy(), layer(x).numpy()
+    np.testing.assert_array_equal(first, F.dropout(x, 0.5, True, seed=123, step=1).numpy())
+    np.testing.assert_array_equal(second, F.dropout(x, 0.5, True, seed=123, step=2).numpy())
+    assert (first != second).any()
+    with pytest.raises(TypeError):
+        F.dropout(x, 0.5, True, False, 123)  # a seed passed where PyTorch has inplace

@@ -421,16 +421,10 @@ class CudaKernels(KernelLauncher):
         dy, x, gamma, running_mean, running_var = self._float_arrays(
             dy, x, gamma, running_mean, running_var)
         n, c, s, _ = self._bn_view(x)
-        rstd = self.xp.empty(c, x.dtype)
-        self._launch("batchnorm.cu", "bn_eval_rstd<{T}>", x.dtype, c, rstd, running_var,
-                     x.dtype.type(eps), *i32(c))
-        dgamma = self._sum_partials(self._channel_partials(
-            "batchnorm.cu", "bn_dot_partial_sums<{T}>", x.dtype, n, c, s, dy, x, running_mean, rstd))
-        dbeta = self._channel_sum(dy, n, c, s)
-        dx = self.xp.empty_like(x)
-        self._launch("batchnorm.cu", "bn_eval_backward_dx<{T}>", x.dtype, x.size, dx, dy, gamma,
-                     rstd, *i32(x.size, c, s))
-        return dx, dgamma, dbeta
+        dx, dy_xhat = self.xp.empty_like(x), self.xp.empty_like(x)
+        self._launch("batchnorm.cu", "bn_eval_backward<{T}>", x.dtype, x.size, dx, dy_xhat, dy, x,
+                     gamma, running_mean, running_var, x.dtype.type(eps), *i32(x.size, c, s))
+        return dx, self._channel_sum(dy_xhat, n, c, s), self._channel_sum(dy, n, c, s)
 
     def one_hot(self, labels, classes, dtype):
         """int labels (N,) -> (N, classes) of dtype: 1 at each row's label, 0 elsewhere."""

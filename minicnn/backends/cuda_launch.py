@@ -20,7 +20,7 @@ KERNELS = {
     "reduce.cu": ["channel_partial_sums<{T}>", "sum_partials<{T}>"],
     "batchnorm.cu": ["bn_sqdev_partial_sums<{T}>", "bn_dot_partial_sums<{T}>",
                      "bn_finalize_stats<{T}>", "bn_normalize<{T}>", "bn_eval<{T}>",
-                     "bn_backward_dx<{T}>", "bn_eval_rstd<{T}>", "bn_eval_backward_dx<{T}>"],
+                     "bn_backward_dx<{T}>", "bn_eval_backward<{T}>"],
     "pool.cu": ["pool2d_forward<{T}>", "pool2d_backward<{T}>"],
     "elementwise.cu": ["relu_forward<{T}>", "relu_backward<{T}>", "sigmoid_forward<{T}>",
                        "sigmoid_backward<{T}>", "add_bias<{T}>", "multiply<{T}>",

@@ -129,7 +129,7 @@ class Dropout(Module):
         if not self.training or self.rate == 0:
             return x
         self.step += 1
-        return F.dropout(x, self.rate, True, int(self.seed), int(self.step))
+        return F.dropout(x, self.rate, True, seed=int(self.seed), step=int(self.step))
 
     def extra_repr(self):
         return f"rate={self.rate}"
