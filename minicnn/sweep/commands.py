@@ -26,7 +26,8 @@ def sweep_command(
     workers: Optional[int] = typer.Option(None, help="Batches prepared ahead in a background thread [default: 0]."),
     progress: bool = typer.Option(True, help=PROGRESS_HELP),
     engine: str = flags.ENGINE, address: Optional[str] = flags.ADDRESS, gpus_per_run: float = flags.GPUS_PER_RUN,
-    cpus_per_run: float = flags.CPUS_PER_RUN, resume: Optional[Path] = flags.RESUME,
+    cpus_per_run: float = flags.CPUS_PER_RUN, copy_back: bool = flags.COPY_BACK,
+    resume: Optional[Path] = flags.RESUME,
 ):
     """Train a network over a grid of recipe values, one ordinary run per trial; write sweep.md and sweep.csv.
 
@@ -36,7 +37,7 @@ def sweep_command(
     from minicnn.sweep.grid import parse_grid
     from minicnn.train.errors import TrainError
 
-    options = flags.engine_options(engine, address, gpus_per_run, cpus_per_run)
+    options = flags.engine_options(engine, address, gpus_per_run, cpus_per_run, copy_back)
     fixed = {"epochs": epochs, "batch_size": batch, "lr": lr, "device": device, "seed": seed, "limit": limit,
              "workers": workers, "data": str(data) if data is not None else None}
     if resume is not None:

@@ -20,6 +20,7 @@ class EngineOptions:
     address: str | None = None          # a Ray cluster (host:port, ray://host:port or auto); None: local Ray
     gpus_per_run: float = 0.0           # Ray resources of each trial (fractions share a device)
     cpus_per_run: float = 1.0
+    copy_back: bool = False             # train in each worker's temp folder, copy the run folder back at the end
 
     def flags(self) -> list[str]:
         """The command-line flags that ask for these options again (for the continue command)."""
@@ -32,6 +33,8 @@ class EngineOptions:
             flags += ["--gpus-per-run", f"{self.gpus_per_run:g}"]
         if self.cpus_per_run != 1:
             flags += ["--cpus-per-run", f"{self.cpus_per_run:g}"]
+        if self.copy_back:
+            flags.append("--copy-back")
         return flags
 
 
@@ -59,8 +62,8 @@ def open_engine(options: EngineOptions):
     if options.gpus_per_run < 0 or options.cpus_per_run < 0:
         raise TrainError("--gpus-per-run and --cpus-per-run must be 0 or more")
     if options.name == "local":
-        if options.address or options.gpus_per_run or options.cpus_per_run != 1:
-            raise TrainError("--address, --gpus-per-run and --cpus-per-run need --engine ray")
+        if options.address or options.gpus_per_run or options.cpus_per_run != 1 or options.copy_back:
+            raise TrainError("--address, --gpus-per-run, --cpus-per-run and --copy-back need --engine ray")
         return LocalEngine()
     try:
         import ray  # noqa: F401 - only to say clearly that it is missing

@@ -8,17 +8,20 @@ ENGINE = typer.Option("local", help="local: trials one after another here (no Ra
 ADDRESS = typer.Option(None, help="Ray cluster to use (host:port, ray://host:port or auto; default: a local Ray).")
 GPUS_PER_RUN = typer.Option(0.0, help="GPUs each trial asks Ray for (0.5: two trials share one).")
 CPUS_PER_RUN = typer.Option(1.0, help="CPUs each trial asks Ray for.")
+COPY_BACK = typer.Option(False, "--copy-back", help="Train in each worker's temp folder and copy the run "
+                         "folder back when the trial ends (automatic when a worker cannot see --out).")
 RESUME = typer.Option(None, help="Continue this sweep folder: only its unfinished trials run.")
 
 
-def engine_options(engine: str, address, gpus_per_run: float, cpus_per_run: float):
+def engine_options(engine: str, address, gpus_per_run: float, cpus_per_run: float, copy_back: bool):
     from minicnn.sweep.engines import EngineOptions
-    return EngineOptions(engine, address, gpus_per_run, cpus_per_run)
+    return EngineOptions(engine, address, gpus_per_run, cpus_per_run, copy_back)
 
 
 def is_default(options) -> bool:
     """True for plain --engine local: reproduce then runs exactly as it always did."""
-    return options == engine_options("local", None, 0.0, 1.0)
+    from minicnn.sweep.engines import EngineOptions
+    return options == EngineOptions()
 
 
 def refuse_with_resume(given: dict) -> None:

@@ -71,12 +71,12 @@ def parse_grid(assignments: list[str]) -> list[dict]:
         parsed = [parse_value(field, text) for text in texts]
         repeated = [t for t, v in zip(texts, parsed) if parsed.count(v) > 1]
         if repeated:
-            raise TrainError(f"--set {field} lists {repeated[0]} twice")
+            raise TrainError(f"--set {field} lists one value twice ({' and '.join(repeated[:2])})")
         lists[field] = parsed
     return [dict(zip(lists, values)) for values in itertools.product(*lists.values())]
 
 
-def _text(value) -> str:
+def value_text(value) -> str:
     if isinstance(value, tuple):
         return ":".join(map(str, value)) or "none"
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -84,5 +84,5 @@ def _text(value) -> str:
 
 def trial_name(arch: str, overrides: dict) -> str:
     """A folder name that says what the trial varies: cnn4-batch_size32-lr0.001."""
-    parts = [arch] + [f"{field}{_text(value)}" for field, value in overrides.items()]
+    parts = [arch] + [f"{field}{value_text(value)}" for field, value in overrides.items()]
     return re.sub(r"[^A-Za-z0-9._+-]", "_", "-".join(parts))

@@ -38,8 +38,8 @@ class Inbox:
         return events
 
 
-def _remote_trial(trial, folder, token, inbox) -> Outcome:
-    return run_trial(trial, folder, token, lambda name, event: inbox.put.remote(name, event))
+def _remote_trial(trial, folder, token, inbox, copy_back) -> Outcome:
+    return run_trial(trial, folder, token, lambda name, event: inbox.put.remote(name, event), copy_back=copy_back)
 
 
 def check_answers(address: str) -> None:
@@ -92,7 +92,8 @@ class RayEngine:
         inbox = Inbox.remote()
         task = ray.remote(_remote_trial).options(num_cpus=self.options.cpus_per_run,
                                                  num_gpus=self.options.gpus_per_run, max_retries=RETRIES)
-        names = {task.remote(trial, plan.folder, plan.token, inbox): trial.name for trial in trials}
+        names = {task.remote(trial, plan.folder, plan.token, inbox, self.options.copy_back): trial.name
+                 for trial in trials}
         pending = list(names)
         try:
             while pending:

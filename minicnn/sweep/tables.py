@@ -12,6 +12,7 @@ import io
 import json
 from pathlib import Path
 
+from minicnn.sweep.grid import value_text
 from minicnn.sweep.plan import Plan, read_outcome
 from minicnn.train.checkpoint import write_atomically
 from minicnn.train.loop import TrainResult
@@ -59,7 +60,7 @@ def _sweep_row(row: dict, fields: list[str], recipe_epochs: int) -> str:
         measured = f"{row['status']}: {row['reason']}" if row["reason"] else row["status"]
     best = "-" if row["best_val_acc"] is None else f"{row['best_val_acc']:.2%} (epoch {row['best_epoch']})"
     speed = "-" if row["images_per_s"] is None else f"{row['images_per_s']:.0f}"
-    values = " | ".join(str(row[f]) for f in fields)
+    values = " | ".join(value_text(row[f]) for f in fields)
     return (f"| {row['run']} | {values} | {measured} | {best} | {row['epochs']} of {recipe_epochs} | "
             f"{speed} | {row['seconds']:.0f} |")
 

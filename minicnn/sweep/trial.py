@@ -88,9 +88,13 @@ def _train(trial: Trial, run_dir: Path, report, data) -> str:
     return "interrupted" if trainer.run().interrupted else "done"
 
 
-def run_trial(trial: Trial, folder: Path, token: str, report=lambda name, event: None, data=None) -> Outcome:
-    """Run `trial` of the sweep in `folder` to its end; report(name, event) gets progress events."""
-    shared = sees_driver_folder(folder, token)
+def run_trial(trial: Trial, folder: Path, token: str, report=lambda name, event: None, data=None,
+              copy_back=False) -> Outcome:
+    """Run `trial` of the sweep in `folder` to its end; report(name, event) gets progress events.
+
+    copy_back: train in a local scratch folder even if `folder` is visible (a slow network disk).
+    """
+    shared = not copy_back and sees_driver_folder(folder, token)
     run_dir = folder / trial.name if shared else scratch_dir(token, trial.name)
     try:
         outcome = Outcome(trial.name, _train(trial, run_dir, report, data))

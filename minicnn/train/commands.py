@@ -107,14 +107,14 @@ def reproduce_command(
     progress: bool = typer.Option(True, help=PROGRESS_HELP),
     engine: str = sweep_flags.ENGINE, address: Optional[str] = sweep_flags.ADDRESS,
     gpus_per_run: float = sweep_flags.GPUS_PER_RUN, cpus_per_run: float = sweep_flags.CPUS_PER_RUN,
-    resume: Optional[Path] = sweep_flags.RESUME,
+    copy_back: bool = sweep_flags.COPY_BACK, resume: Optional[Path] = sweep_flags.RESUME,
 ):
-    """Train several documented networks (in turn, or at once on Ray); write a table of reported vs measured accuracy."""
+    """Train several documented networks (in turn, or at once on Ray); write a table of reported vs measured."""
     from minicnn.models import all_specs, get_spec
     from minicnn.train.errors import TrainError
     from minicnn.train.reproduce import reproduce
 
-    options = sweep_flags.engine_options(engine, address, gpus_per_run, cpus_per_run)
+    options = sweep_flags.engine_options(engine, address, gpus_per_run, cpus_per_run, copy_back)
     if resume is not None:
         sweep_flags.refuse_with_resume({"--report": report, "--arch": arch, "--epoch-scale": epoch_scale,
                                         "--epochs": epochs, "--limit": limit})
