@@ -17,12 +17,11 @@ class Board:
         self.bars = {}
         if progress:
             width = max(len(t.name) for t in trials)
-            self.bars = {t.name: tqdm(total=t.config.recipe.epochs, desc=t.name.ljust(width), unit="epoch",
-                                      position=i, leave=True, dynamic_ncols=True,
-                                      bar_format="{desc} {n_fmt}/{total_fmt} epochs |{bar:20}| {postfix}")
+            # the state text goes in tqdm's desc, placed after the bar (names hold no braces: see trial_name)
+            self.bars = {t.name: tqdm(total=t.config.recipe.epochs, desc="waiting", position=i, leave=True,
+                                      bar_format=f"{t.name.ljust(width)} {{n_fmt}}/{{total_fmt}} epochs "
+                                                 "|{bar:20}| {desc}", dynamic_ncols=True)
                          for i, t in enumerate(trials)}
-            for bar in self.bars.values():
-                bar.set_postfix_str("waiting")
 
     def _show(self, name: str, text: str, epoch: int | None = None) -> None:
         if name not in self.bars:
@@ -31,7 +30,7 @@ class Board:
         bar = self.bars[name]
         if epoch is not None:
             bar.n = epoch
-        bar.set_postfix_str(text)  # refreshes the bar
+        bar.set_description_str(text)  # refreshes the bar
 
     def update(self, name: str, event: dict) -> None:
         """event: {'state': 'started', 'epoch', 'epochs', 'pid', 'host'} or an epoch's
