@@ -70,8 +70,9 @@ class RayEngine:
             try:
                 ray.init(address=options.address, log_to_driver=False, logging_level="ERROR",
                          **({} if options.address else {"include_dashboard": False}))
-            except ConnectionError as error:
-                raise TrainError(f"--address {options.address}: {(str(error).splitlines() or [''])[0]}") from None
+            except Exception as error:  # noqa: BLE001 - ConnectionError, RuntimeError ...: all one line
+                where = f"--address {options.address}" if options.address else "Ray did not start"
+                raise TrainError(f"{where}: {(str(error).splitlines() or [''])[0]}") from None
         try:
             self._check_resources()
         except TrainError:
