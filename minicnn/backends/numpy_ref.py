@@ -14,6 +14,8 @@ Conventions shared by both backends:
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 xp = np
@@ -61,18 +63,50 @@ def _output_size(x_shape, kernel, stride, pads):
             (w + pads[2] + pads[3] - kernel[1]) // stride[1] + 1)
 
 
+_workspace = threading.local()  # the scratch buffers, one set per thread
+
+
+def _scratch(role, shape, dtype):
+    """A reused array of `shape` for a temporary that lives only inside one call.
+
+    im2col's columns are hundreds of MB at batch 512: a fresh array that size costs more in
+    page faults than the copy that fills it. Each role (a name) keeps one buffer per thread,
+    grown to the largest size asked for and handed out again as a view. No kernel returns a
+    scratch array, so no result ever aliases one.
+    """
+    size = int(np.prod(shape))
+    buffer = getattr(_workspace, role, None)
+    if buffer is None or buffer.dtype != dtype or buffer.size < size:
+        buffer = np.empty(size, dtype)
+        setattr(_workspace, role, buffer)
+    return buffer[:size].reshape(shape)
+
+
+
+def _channels_first(a):
+    """(N, F, Ho, Wo) -> (F, N * Ho * Wo), the layout of im2col's columns (a scratch copy)."""
+    out = _scratch("channels_first", (a.shape[1], a.shape[0]) + a.shape[2:], a.dtype)
+    out[...] = a.transpose(1, 0, 2, 3)
+    return out.reshape(a.shape[1], -1)
+
+
 def _im2col(x, kernel, stride, pads):
     """x: (N, C, H, W) -> cols: (C * kH * kW, N * Ho * Wo), one column per output pixel.
 
     Row (c, i, j) of cols holds input channel c shifted by kernel offset (i, j): the loop runs
-    over the kH * kW offsets, each copying one strided slab, never over pixels. (Copying slab
-    by slab is ~3x faster in NumPy than copying one 6-D strided view, and this orientation
-    makes every matmul below a well-shaped one for BLAS.)
+    over the kH * kW offsets, each copying one strided slab, never over pixels. The input is
+    first padded into a channel-major (C, N, Hp, Wp) copy, so every slab is read in memory
+    order; this orientation makes every matmul below a well-shaped one for BLAS.
+    cols is a scratch array (see _scratch): use it before the next _im2col.
     """
-    n, c = x.shape[:2]
+    n, c, h, w = x.shape
+    top, bottom, left, right = pads
     ho, wo = _output_size(x.shape, kernel, stride, pads)
-    xpad = _pad(x, pads).transpose(1, 0, 2, 3)  # (C, N, Hp, Wp): channel-major like cols
-    cols = np.empty((c,) + tuple(kernel) + (n, ho, wo), x.dtype)
+    xpad = _scratch("padded", (c, n, h + top + bottom, w + left + right), x.dtype)
+    if any(pads):
+        xpad.fill(0)
+    xpad[:, :, top:top + h, left:left + w] = x.transpose(1, 0, 2, 3)
+    cols = _scratch("cols", (c,) + tuple(kernel) + (n, ho, wo), x.dtype)
     for i, j, rows, columns in _offsets(kernel, stride, (ho, wo)):
         cols[:, i, j] = xpad[:, :, rows, columns]
     return cols.reshape(c * kernel[0] * kernel[1], n * ho * wo)
@@ -87,18 +121,14 @@ def _col2im(cols, x_shape, kernel, stride, pads):
     top, bottom, left, right = pads
     ho, wo = _output_size(x_shape, kernel, stride, pads)
     cols = cols.reshape((c,) + tuple(kernel) + (n, ho, wo))
-    dxpad = np.zeros((c, n, h + top + bottom, w + left + right), cols.dtype)
+    dxpad = _scratch("padded", (c, n, h + top + bottom, w + left + right), cols.dtype)
+    dxpad.fill(0)
     for i, j, rows, columns in _offsets(kernel, stride, (ho, wo)):
         dxpad[:, :, rows, columns] += cols[:, i, j]
     return np.ascontiguousarray(dxpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3))
 
 
 # --------------------------------------------------------------------------- convolution
-
-def _channels_first(a):
-    """(N, F, Ho, Wo) -> (F, N * Ho * Wo), the layout of im2col's columns."""
-    return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
-
 
 def conv2d_forward(x, w, b, stride, pads):
     """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo).
@@ -107,10 +137,11 @@ def conv2d_forward(x, w, b, stride, pads):
     """
     f = w.shape[0]
     ho, wo = _output_size(x.shape, w.shape[2:], stride, pads)
-    y = (w.reshape(f, -1) @ _im2col(x, w.shape[2:], stride, pads)).reshape(f, x.shape[0], ho, wo)
+    cols = _im2col(x, w.shape[2:], stride, pads)
+    y = np.matmul(w.reshape(f, -1), cols, out=_scratch("channels_first", (f, cols.shape[1]), x.dtype))
     if b is not None:
-        y += b.reshape(f, 1, 1, 1)
-    return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
+        y += b.reshape(f, 1)
+    return np.ascontiguousarray(y.reshape(f, x.shape[0], ho, wo).transpose(1, 0, 2, 3))
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, pads):
@@ -118,7 +149,9 @@ def conv2d_backward_data(dy, w, x_shape, stride, pads):
 
     d cols = w.T @ dy, and col2im scatters the columns back onto the input.
     """
-    dcols = w.reshape(w.shape[0], -1).T @ _channels_first(dy)
+    dy_cf = _channels_first(dy)
+    dcols = np.matmul(w.reshape(w.shape[0], -1).T, dy_cf,
+                      out=_scratch("cols", (w[0].size, dy_cf.shape[1]), dy.dtype))
     return _col2im(dcols, x_shape, w.shape[2:], stride, pads)
 
 
