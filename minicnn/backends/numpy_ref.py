@@ -193,19 +193,23 @@ def pool2d_forward(x, mode, kernel, stride, pads):
         total = sum(xpad[:, :, rows, columns] for _, _, rows, columns in _offsets(kernel, stride, out_hw))
         return total / _window_counts(x.shape, kernel, stride, pads, x.dtype), None
     xpad = _pad(x, pads, -np.inf if mode == "max" else np.inf)
-    y = cell = None
-    for i, j, rows, columns in _offsets(kernel, stride, out_hw):
+    better = np.greater if mode == "max" else np.less
+    # window (r, c) reads offset (i, j) at input position (r * sh + i - top) * W + c * sw + j - left
+    corner = ((np.arange(out_hw[0])[:, None] * stride[0] - pads[0]) * w
+              + np.arange(out_hw[1]) * stride[1] - pads[2]).astype(np.int32)
+    offsets = _offsets(kernel, stride, out_hw)
+    _, _, rows, columns = next(offsets)
+    y = xpad[:, :, rows, columns].copy()
+    index = np.empty(y.shape, np.int32)
+    index[...] = corner
+    wins = np.empty(y.shape, bool)
+    for i, j, rows, columns in offsets:
         slab = xpad[:, :, rows, columns]
-        if y is None:
-            y, cell = slab.copy(), np.zeros(slab.shape, np.int32)
-            continue
-        wins = slab > y if mode == "max" else slab < y
-        np.copyto(y, slab, where=wins)
-        np.copyto(cell, i * kernel[1] + j, where=wins)
-    # winning cell -> row/column in the unpadded input plane
-    row = np.arange(out_hw[0])[:, None] * stride[0] + cell // kernel[1] - pads[0]
-    col = np.arange(out_hw[1])[None, :] * stride[1] + cell % kernel[1] - pads[2]
-    return y, (row * w + col).astype(np.int32)
+        better(slab, y, out=wins)
+        np.putmask(y, wins, slab)
+        # index = wins ? this offset's position : index, as arithmetic (no per-element branch)
+        index += wins * (corner + (i * w + j) - index)
+    return y, index
 
 
 def pool2d_backward(dy, index, x_shape, mode, kernel, stride, pads):
@@ -255,9 +259,11 @@ def batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum
     axes = _stat_axes(x)
     count = x.size // x.shape[1]
     mean = x.mean(axis=axes)
-    var = x.var(axis=axes)
+    y = x - _per_channel(mean, x)  # centred now, normalized in place below
+    var = np.square(y, out=_scratch("squares", y.shape, y.dtype)).mean(axis=axes)
     rstd = 1.0 / np.sqrt(var + eps)
-    y = (x - _per_channel(mean, x)) * _per_channel(rstd * gamma, x) + _per_channel(beta, x)
+    y *= _per_channel(rstd * gamma, x)
+    y += _per_channel(beta, x)
     running_mean *= 1 - momentum
     running_mean += momentum * mean
     running_var *= 1 - momentum
@@ -279,11 +285,15 @@ def batch_norm_backward(dy, x, gamma, mean, rstd):
     """
     axes = _stat_axes(x)
     count = x.size // x.shape[1]
-    xhat = (x - _per_channel(mean, x)) * _per_channel(rstd, x)
+    xhat = x - _per_channel(mean, x)
+    xhat *= _per_channel(rstd, x)
     dbeta = dy.sum(axis=axes)
-    dgamma = (dy * xhat).sum(axis=axes)
-    dx = _per_channel(gamma * rstd / count, x) * (
-        count * dy - _per_channel(dbeta, x) - xhat * _per_channel(dgamma, x))
+    dgamma = np.multiply(dy, xhat, out=_scratch("squares", x.shape, x.dtype)).sum(axis=axes)
+    # the bracket, term by term in place: m * dy - sum(dy) - xhat * sum(dy * xhat)
+    dx = np.multiply(dy, count)
+    dx -= _per_channel(dbeta, x)
+    dx -= np.multiply(xhat, _per_channel(dgamma, x), out=xhat)
+    dx *= _per_channel(gamma * rstd / count, x)
     return dx, dgamma, dbeta
 
 
