@@ -10,7 +10,10 @@ optimizer and recipe, the same batch and the same random images, and the same nu
 intra-op threads. After one warm-up step per worker, the parent alternates timed rounds of
 --steps steps between the two workers (the order flips every round), so a busy machine slows
 both sides alike. It prints img/s for each, the ratio minicnn / PyTorch, and each worker's peak
-RSS; then one minicnn step broken down by kernel (every `device.kernels.*` call timed; the rest
+RSS. CPU time (all threads of a worker) is printed beside wall time: on a machine shared
+with other jobs it moves less than wall time, but it also counts BLAS/OpenMP threads spinning
+while they wait, so with --threads 1 it is the steadiest measure of work. Then one minicnn step
+broken down by kernel (every `device.kernels.*` call timed; the rest
 is autograd and array glue) beside torch.profiler's table for one PyTorch step.
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import multiprocessing
 import os
 import resource
+import sys
 import time
 
 DEFAULT_BATCH = {"vgg_like": 512, "vgg8_bn": 32, "resnet20": 128}
@@ -126,10 +130,15 @@ def _torch_trainer(arch, batch, threads):
     return step, breakdown
 
 
-def serve(framework, arch, batch, batch_count, threads, connection):
-    """A worker: build the trainer, warm up, then answer ('run', steps) / 'breakdown' / 'stop'."""
+def serve(framework, source, arch, batch, batch_count, threads, connection):
+    """A worker: build the trainer, warm up, then answer ('run', steps) / 'breakdown' / 'stop'.
+
+    source: a minicnn checkout to import instead of the one on the path (None: the usual one).
+    """
+    if source:
+        sys.path.insert(0, source)
     images, labels = _data(10, batch_count, batch)
-    if framework == "minicnn":
+    if framework.startswith("minicnn"):
         step, breakdown = _minicnn_trainer(arch, batch)
     else:
         step, breakdown = _torch_trainer(arch, batch, threads)
@@ -144,11 +153,11 @@ def serve(framework, arch, batch, batch_count, threads, connection):
         if message == "breakdown":
             connection.send(breakdown(*batches[0]))
             continue
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for _, (x, y) in zip(range(message[1]), batches * message[1]):
             losses.append(step(x, y))
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        connection.send((time.perf_counter() - start, peak_mib, losses[-1]))
+        connection.send((time.perf_counter() - start, time.process_time() - cpu_start, peak_mib, losses[-1]))
 
 
 # --------------------------------------------------------------------------- parent
@@ -159,31 +168,49 @@ def _set_threads(threads):
         os.environ[name] = str(threads)
 
 
-def compare(arch, batch, steps, rounds, threads, show_breakdown):
+def compare(arch, batch, steps, rounds, threads, show_breakdown, baseline=None):
+    """Run the workers side by side and print the table; baseline: another minicnn checkout
+    to time as a third worker (the code before a change), named 'minicnn@base'."""
     context = multiprocessing.get_context("spawn")
     workers = {}
-    for framework in ("minicnn", "pytorch"):
+    sources = {"minicnn": None, "pytorch": None}
+    if baseline:
+        sources["minicnn@base"] = baseline
+    for framework, source in sources.items():
         parent_end, child_end = context.Pipe()
-        process = context.Process(target=serve, args=(framework, arch, batch, steps, threads, child_end))
+        process = context.Process(target=serve, args=(framework, source, arch, batch, steps, threads, child_end),
+                                  daemon=True)
         process.start()
         workers[framework] = (process, parent_end)
     for _, connection in workers.values():
         assert connection.recv() == "ready"
     seconds = {name: 0.0 for name in workers}
+    cpu_seconds = dict(seconds)
     peak, loss = {}, {}
     for round_index in range(rounds):
-        order = list(workers) if round_index % 2 == 0 else list(reversed(workers))
+        names = list(workers)  # every round starts with the next worker, and reverses the order
+        order = names[round_index % len(names):] + names[:round_index % len(names)]
+        order = order if round_index % 2 == 0 else order[::-1]
         for name in order:
             workers[name][1].send(("run", steps))
-            elapsed, peak[name], loss[name] = workers[name][1].recv()
+            elapsed, cpu, peak[name], loss[name] = workers[name][1].recv()
             seconds[name] += elapsed
-    rate = {name: rounds * steps * batch / seconds[name] for name in workers}
+            cpu_seconds[name] += cpu
+    images = rounds * steps * batch
+    rate = {name: images / seconds[name] for name in workers}
+    cpu_rate = {name: images / cpu_seconds[name] for name in workers}
     print(f"{arch} batch {batch}, {threads} threads, {rounds} rounds x {steps} steps each:")
     for name in workers:
-        print(f"  {name:<8} {rate[name]:8.1f} img/s   peak RSS {peak[name]:7.0f} MiB   last loss {loss[name]:.4f}")
-    print(f"  ratio minicnn / pytorch: {rate['minicnn'] / rate['pytorch']:.2f}")
+        print(f"  {name:<12} {rate[name]:8.1f} img/s   {cpu_rate[name]:8.1f} img per CPU-s   "
+              f"peak RSS {peak[name]:7.0f} MiB   last loss {loss[name]:.4f}")
+    print(f"  ratio minicnn / pytorch: {rate['minicnn'] / rate['pytorch']:.2f} (wall clock), "
+          f"{cpu_rate['minicnn'] / cpu_rate['pytorch']:.2f} (CPU time)")
+    if baseline:
+        print(f"  ratio minicnn@base / pytorch: {rate['minicnn@base'] / rate['pytorch']:.2f} (wall clock), "
+              f"{cpu_rate['minicnn@base'] / cpu_rate['pytorch']:.2f} (CPU time)")
     if show_breakdown:
-        for name, (_, connection) in workers.items():
+        for name in ("minicnn", "pytorch"):
+            connection = workers[name][1]
             connection.send("breakdown")
             print(f"\n  one {name} step:\n{connection.recv()}")
     for process, connection in workers.values():
@@ -196,16 +223,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(DEFAULT_BATCH) + ["all"], default="all")
     parser.add_argument("--batch", type=int, help="default: vgg_like 512, vgg8_bn 32, resnet20 128")
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per round (default 2)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per round (default 1)")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (default 4)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="BLAS / torch threads")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the per-op tables")
+    parser.add_argument("--baseline", help="another minicnn checkout (e.g. a git worktree of main) "
+                                           "to time as a third worker")
     args = parser.parse_args()
     _set_threads(args.threads)
     arches = sorted(DEFAULT_BATCH) if args.arch == "all" else [args.arch]
     for arch in arches:
         compare(arch, args.batch or DEFAULT_BATCH[arch], args.steps, args.rounds, args.threads,
-                not args.no_breakdown)
+                not args.no_breakdown, args.baseline)
         print()
 
 

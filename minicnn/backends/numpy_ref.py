@@ -148,7 +148,15 @@ def conv2d_backward_data(dy, w, x_shape, stride, pads):
     """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W).
 
     d cols = w.T @ dy, and col2im scatters the columns back onto the input.
+    With stride 1 that scatter is itself a convolution, which gathers instead (about twice as
+    fast here): dx = conv(dy, w turned by 180 degrees with F and C swapped, pads k - 1 - p),
+    used whenever those pads are >= 0 ('same' and 'valid' convolutions).
     """
+    (kh, kw), (top, bottom, left, right) = w.shape[2:], pads
+    full_pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
+    if tuple(stride) == (1, 1) and min(full_pads) >= 0:
+        turned = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, kH, kW)
+        return conv2d_forward(dy, turned, None, (1, 1), full_pads)
     dy_cf = _channels_first(dy)
     dcols = np.matmul(w.reshape(w.shape[0], -1).T, dy_cf,
                       out=_scratch("cols", (w[0].size, dy_cf.shape[1]), dy.dtype))
@@ -193,22 +201,27 @@ def pool2d_forward(x, mode, kernel, stride, pads):
         total = sum(xpad[:, :, rows, columns] for _, _, rows, columns in _offsets(kernel, stride, out_hw))
         return total / _window_counts(x.shape, kernel, stride, pads, x.dtype), None
     xpad = _pad(x, pads, -np.inf if mode == "max" else np.inf)
-    better = np.greater if mode == "max" else np.less
+    better, keep_better = (np.greater, np.fmax) if mode == "max" else (np.less, np.fmin)
     # window (r, c) reads offset (i, j) at input position (r * sh + i - top) * W + c * sw + j - left
     corner = ((np.arange(out_hw[0])[:, None] * stride[0] - pads[0]) * w
               + np.arange(out_hw[1]) * stride[1] - pads[2]).astype(np.int32)
     offsets = _offsets(kernel, stride, out_hw)
     _, _, rows, columns = next(offsets)
-    y = xpad[:, :, rows, columns].copy()
+    first = xpad[:, :, rows, columns]
+    y = first.copy()
     index = np.empty(y.shape, np.int32)
     index[...] = corner
     wins = np.empty(y.shape, bool)
     for i, j, rows, columns in offsets:
         slab = xpad[:, :, rows, columns]
-        better(slab, y, out=wins)
-        np.putmask(y, wins, slab)
+        better(slab, y, out=wins)  # strict, and false for NaN: a NaN after the first cell never wins
         # index = wins ? this offset's position : index, as arithmetic (no per-element branch)
         index += wins * (corner + (i * w + j) - index)
+        keep_better(y, slab, out=y)  # fmax/fmin skip a NaN, as the strict comparison does
+    # the strict scan keeps a NaN in the first cell, which fmax/fmin would have replaced
+    first_is_nan = np.isnan(first)
+    np.copyto(y, first, where=first_is_nan)
+    np.copyto(index, corner, where=first_is_nan)
     return y, index
 
 
