@@ -125,7 +125,7 @@ def _col2im(cols, x_shape, kernel, stride, pads):
     dxpad.fill(0)
     for i, j, rows, columns in _offsets(kernel, stride, (ho, wo)):
         dxpad[:, :, rows, columns] += cols[:, i, j]
-    return np.ascontiguousarray(dxpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3))
+    return dxpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3).copy()  # a copy: dxpad is scratch
 
 
 # --------------------------------------------------------------------------- convolution
@@ -141,7 +141,7 @@ def conv2d_forward(x, w, b, stride, pads):
     y = np.matmul(w.reshape(f, -1), cols, out=_scratch("channels_first", (f, cols.shape[1]), x.dtype))
     if b is not None:
         y += b.reshape(f, 1)
-    return np.ascontiguousarray(y.reshape(f, x.shape[0], ho, wo).transpose(1, 0, 2, 3))
+    return y.reshape(f, x.shape[0], ho, wo).transpose(1, 0, 2, 3).copy()  # a copy: y is scratch
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, pads):
