@@ -38,3 +38,19 @@ def test_stride_one_backward_data_equals_the_scatter_of_columns():
         scattered = R._col2im(dcols, x_shape, w_shape[2:], (1, 1), pads)
         np.testing.assert_allclose(R.conv2d_backward_data(dy, w, x_shape, (1, 1), pads), scattered,
                                    rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride,pads", [((1, 1), SAME), ((2, 2), (0, 1, 0, 1)), ((2, 1), (1, 1, 0, 2))])
+def test_conv_in_chunks_of_images_equals_the_whole_batch(monkeypatch, stride, pads):
+    rng = np.random.default_rng(2)
+    x, w, b = rng.standard_normal((5, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    dy = rng.standard_normal(R.conv2d_forward(x, w, b, stride, pads).shape)
+
+    def all_three():
+        return (R.conv2d_forward(x, w, b, stride, pads), R.conv2d_backward_data(dy, w, x.shape, stride, pads),
+                R.conv2d_backward_weight(dy, x, (3, 3), stride, pads))
+    whole = all_three()
+    monkeypatch.setattr(R, "COLUMNS_BYTES", 2 * 27 * 72 * 8)  # two images per chunk, three chunks
+    assert len(R._image_chunks(x.shape, (3, 3), (1, 1), SAME, 8)) == 3
+    for chunked, expected in zip(all_three(), whole):
+        np.testing.assert_allclose(chunked, expected, rtol=1e-12, atol=1e-12)

@@ -64,15 +64,15 @@ def _output_size(x_shape, kernel, stride, pads):
 
 
 _workspace = threading.local()  # the scratch buffers, one set per thread
+COLUMNS_BYTES = 32 * 2 ** 20     # im2col's columns are built for as many images as fit in this
 
 
 def _scratch(role, shape, dtype):
     """A reused array of `shape` for a temporary that lives only inside one call.
 
-    im2col's columns are hundreds of MB at batch 512: a fresh array that size costs more in
-    page faults than the copy that fills it. Each role (a name) keeps one buffer per thread,
-    grown to the largest size asked for and handed out again as a view. No kernel returns a
-    scratch array, so no result ever aliases one.
+    A fresh array of tens of MB costs more in page faults than the copy that fills it. Each
+    role (a name) keeps one buffer per thread, grown to the largest size asked for and handed
+    out again as a view. No kernel returns a scratch array, so no result ever aliases one.
     """
     size = int(np.prod(shape))
     buffer = getattr(_workspace, role, None)
@@ -81,6 +81,17 @@ def _scratch(role, shape, dtype):
         setattr(_workspace, role, buffer)
     return buffer[:size].reshape(shape)
 
+
+def _image_chunks(x_shape, kernel, stride, pads, itemsize):
+    """Slices of the batch whose im2col columns fit in COLUMNS_BYTES (at least one image).
+
+    Whole-batch columns are kH * kW times the input: 600 MB for vgg_like's second conv at
+    batch 512. A chunk at a time keeps memory flat and the GEMMs still large.
+    """
+    n, c = x_shape[:2]
+    per_image = c * kernel[0] * kernel[1] * int(np.prod(_output_size(x_shape, kernel, stride, pads))) * itemsize
+    step = max(1, COLUMNS_BYTES // per_image)
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 def _channels_first(a):
@@ -133,44 +144,53 @@ def _col2im(cols, x_shape, kernel, stride, pads):
 def conv2d_forward(x, w, b, stride, pads):
     """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo).
 
-    y = w (F, C*kH*kW) @ _im2col(x) (C*kH*kW, N*Ho*Wo), then back to NCHW.
+    y = w (F, C*kH*kW) @ _im2col(x) (C*kH*kW, N*Ho*Wo), then back to NCHW; a chunk of
+    images at a time (_image_chunks).
     """
     f = w.shape[0]
     ho, wo = _output_size(x.shape, w.shape[2:], stride, pads)
-    cols = _im2col(x, w.shape[2:], stride, pads)
-    y = np.matmul(w.reshape(f, -1), cols, out=_scratch("channels_first", (f, cols.shape[1]), x.dtype))
+    y = np.empty((x.shape[0], f, ho, wo), x.dtype)
+    for images in _image_chunks(x.shape, w.shape[2:], stride, pads, x.itemsize):
+        cols = _im2col(x[images], w.shape[2:], stride, pads)
+        part = np.matmul(w.reshape(f, -1), cols, out=_scratch("channels_first", (f, cols.shape[1]), x.dtype))
+        y[images] = part.reshape(f, -1, ho, wo).transpose(1, 0, 2, 3)
     if b is not None:
-        y += b.reshape(f, 1)
-    return y.reshape(f, x.shape[0], ho, wo).transpose(1, 0, 2, 3).copy()  # a copy: y is scratch
+        y += b.reshape(f, 1, 1)
+    return y
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, pads):
     """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W).
 
-    d cols = w.T @ dy, and col2im scatters the columns back onto the input.
-    With stride 1 that scatter is itself a convolution, which gathers instead (about twice as
-    fast here): dx = conv(dy, w turned by 180 degrees with F and C swapped, pads k - 1 - p),
-    used whenever those pads are >= 0 ('same' and 'valid' convolutions).
+    d cols = w.T @ dy, and col2im scatters the columns back onto the input (a chunk of images
+    at a time). With stride 1 that scatter is itself a convolution, which gathers instead
+    (about twice as fast here): dx = conv(dy, w turned by 180 degrees with F and C swapped,
+    pads k - 1 - p), used whenever those pads are >= 0 ('same' and 'valid' convolutions).
     """
     (kh, kw), (top, bottom, left, right) = w.shape[2:], pads
     full_pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
     if tuple(stride) == (1, 1) and min(full_pads) >= 0:
         turned = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, kH, kW)
         return conv2d_forward(dy, turned, None, (1, 1), full_pads)
-    dy_cf = _channels_first(dy)
-    dcols = np.matmul(w.reshape(w.shape[0], -1).T, dy_cf,
-                      out=_scratch("cols", (w[0].size, dy_cf.shape[1]), dy.dtype))
-    return _col2im(dcols, x_shape, w.shape[2:], stride, pads)
+    dx = np.empty(x_shape, dy.dtype)
+    for images in _image_chunks(x_shape, w.shape[2:], stride, pads, dy.itemsize):
+        dy_cf = _channels_first(dy[images])
+        dcols = np.matmul(w.reshape(w.shape[0], -1).T, dy_cf,
+                          out=_scratch("cols", (w[0].size, dy_cf.shape[1]), dy.dtype))
+        dx[images] = _col2im(dcols, dx[images].shape, w.shape[2:], stride, pads)
+    return dx
 
 
 def conv2d_backward_weight(dy, x, kernel, stride, pads):
     """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW).
 
-    dw = dy @ _im2col(x).T, computed as (cols @ dy.T).T: BLAS is ~50x faster in that order
-    here, because the long N * Ho * Wo axis is then the contiguous one of both operands.
+    dw = dy @ _im2col(x).T, summed over chunks of images, each computed as (cols @ dy.T).T:
+    BLAS is ~50x faster in that order here, because the long N * Ho * Wo axis is then the
+    contiguous one of both operands.
     """
     f = dy.shape[1]
-    dw_t = _im2col(x, kernel, stride, pads) @ _channels_first(dy).T  # (C*kH*kW, F)
+    dw_t = sum(_im2col(x[images], kernel, stride, pads) @ _channels_first(dy[images]).T  # (C*kH*kW, F)
+               for images in _image_chunks(x.shape, kernel, stride, pads, x.itemsize))
     return np.ascontiguousarray(dw_t.T).reshape((f, x.shape[1]) + tuple(kernel))
 
 
