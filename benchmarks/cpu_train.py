@@ -3,18 +3,20 @@
     python benchmarks/cpu_train.py                        # vgg_like b512, vgg8_bn b32, resnet20 b128
     python benchmarks/cpu_train.py --arch vgg_like --steps 3 --rounds 3 --threads 2
     python benchmarks/cpu_train.py --arch resnet20 --batch 64 --no-breakdown
+    python benchmarks/cpu_train.py --arch vgg_like --baseline ../main   # before/after a change
 
 Each framework trains in its own worker process (so each has its own peak RSS), with the same
 network (benchmarks/torch_twin.py copies minicnn's layers and initial weights), the same
 optimizer and recipe, the same batch and the same random images, and the same number of BLAS /
 intra-op threads. After one warm-up step per worker, the parent alternates timed rounds of
---steps steps between the two workers (the order flips every round), so a busy machine slows
-both sides alike. It prints img/s for each, the ratio minicnn / PyTorch, and each worker's peak
-RSS. CPU time (all threads of a worker) is printed beside wall time: on a machine shared
+--steps steps between the workers (the order changes every round), so a busy machine slows
+every side alike. It prints img/s for each, the ratio minicnn / PyTorch, and each worker's
+peak RSS. CPU time (all threads of a worker) is printed beside wall time: on a machine shared
 with other jobs it moves less than wall time, but it also counts BLAS/OpenMP threads spinning
-while they wait, so with --threads 1 it is the steadiest measure of work. Then one minicnn step
-broken down by kernel (every `device.kernels.*` call timed; the rest
-is autograd and array glue) beside torch.profiler's table for one PyTorch step.
+while they wait. Then one minicnn step broken down by kernel (every `device.kernels.*` call
+timed; the rest is autograd and array glue) beside torch.profiler's table for one PyTorch step.
+--baseline DIR adds a third worker running another minicnn checkout: before and after a change
+in one run.
 """
 from __future__ import annotations
 

@@ -38,7 +38,8 @@ def losses(arch, steps, batch, dtype):
     for step in range(steps):
         start = (step % 4) * batch
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(mc.tensor(images[start:start + batch], dtype=dtype)), labels[start:start + batch])
+        x = mc.tensor(images[start:start + batch], dtype=dtype)
+        loss = F.cross_entropy(model(x), labels[start:start + batch])
         loss.backward()
         optimizer.step()
         out.append(loss.item())

@@ -89,7 +89,8 @@ def _image_chunks(x_shape, kernel, stride, pads, itemsize):
     batch 512. A chunk at a time keeps memory flat and the GEMMs still large.
     """
     n, c = x_shape[:2]
-    per_image = c * kernel[0] * kernel[1] * int(np.prod(_output_size(x_shape, kernel, stride, pads))) * itemsize
+    ho, wo = _output_size(x_shape, kernel, stride, pads)
+    per_image = c * kernel[0] * kernel[1] * ho * wo * itemsize
     step = max(1, COLUMNS_BYTES // per_image)
     return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
