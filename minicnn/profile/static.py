@@ -61,6 +61,7 @@ SASS_CLASSES = [
     ("barrier", ("BAR",)),
 ]
 FP_CLASSES = ("fp32 (fma/mul/add)", "fp64", "tensor (mma)")
+PTX_DIVISION_COST = 20  # SASS instructions of a 32-bit integer division by a non-constant
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,11 @@ class InstructionMix:
 
     @property
     def loop_per_fp(self) -> float | None:
-        """Instructions issued per floating-point instruction in the main loop (None: no FP)."""
+        """Instructions issued per floating-point instruction in the main loop (None: no FP).
+        A PTX integer division or remainder counts as PTX_DIVISION_COST instructions."""
         fp = sum(self.loop.get(c, 0) for c in FP_CLASSES)
-        return sum(self.loop.values()) / fp if fp else None
+        extra = (PTX_DIVISION_COST - 1) * self.loop.get("int div/rem", 0) if self.kind == "ptx" else 0
+        return (sum(self.loop.values()) + extra) / fp if fp else None
 
 
 @dataclass(frozen=True)
