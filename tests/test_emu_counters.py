@@ -9,7 +9,7 @@ from minicnn.emu.counters import profile_launch, sampled_blocks
 
 EMU_KERNELS = Path(__file__).parent / "emu_kernels"
 NAMES = ["copy_coalesced", "copy_stride2", "copy_double", "read_transposed", "quarter_warp",
-         "bank_conflict_32way", "bank_conflict_2way", "transpose_padded", "transpose_unpadded",
+         "bank_conflict_32way", "bank_conflict_2way", "transpose_tile<1>", "transpose_tile<0>",
          "broadcast_two_barriers"]
 
 
@@ -77,7 +77,7 @@ def test_bank_conflicts_serialize_into_extra_wavefronts(kernels, name, wavefront
 
 def test_padded_tile_has_no_conflicts_and_the_unpadded_one_has_32_way(kernels):
     x = np.arange(1024, dtype=np.float32).reshape(32, 32)
-    for name, read_wavefronts in (("transpose_padded", 32), ("transpose_unpadded", 32 * 32)):
+    for name, read_wavefronts in (("transpose_tile<1>", 32), ("transpose_tile<0>", 32 * 32)):
         y = np.zeros_like(x)
         c = profile_launch(kernels[name], (1,), (32, 32), (x, y), blocks="all")
         assert counts(c, "shared", "store") == (32, 1024, 32, 32)

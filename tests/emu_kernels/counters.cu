@@ -50,19 +50,12 @@ __global__ void bank_conflict_2way(const float* x, float* y) {
     y[t] = tile[2 * t];
 }
 
-// Transpose through a 32 x 33 tile: the padding column shifts each row by one bank, so both
-// the row-wise store and the column-wise read are conflict-free (1 wavefront each).
-__global__ void transpose_padded(const float* x, float* y) {
-    __shared__ float tile[32][33];
-    int tx = threadIdx.x, ty = threadIdx.y;
-    tile[ty][tx] = x[ty * 32 + tx];
-    __syncthreads();
-    y[ty * 32 + tx] = tile[tx][ty];
-}
-
-// The same without padding: the column-wise read hits one bank 32 times.
-__global__ void transpose_unpadded(const float* x, float* y) {
-    __shared__ float tile[32][32];
+// Transpose through a 32 x (32 + PAD) tile. PAD = 1: the padding column shifts each row by one
+// bank, so both the row-wise store and the column-wise read are conflict-free (1 wavefront
+// each). PAD = 0: the column-wise read hits one bank 32 times.
+template <int PAD>
+__global__ void transpose_tile(const float* x, float* y) {
+    __shared__ float tile[32][32 + PAD];
     int tx = threadIdx.x, ty = threadIdx.y;
     tile[ty][tx] = x[ty * 32 + tx];
     __syncthreads();
