@@ -100,7 +100,7 @@ def minicnn_runner(arch: str, batch: int, device: str):
             loss.backward()
             optimizer.step()
         if dev.name == "cuda":
-            dev.xp.cuda.get_current_device().synchronize()
+            dev.xp.cuda.Device().synchronize()
     return steps, model
 
 

@@ -78,7 +78,7 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
             start = time.perf_counter()
             step()
             if device == "cuda":
-                dev.xp.cuda.get_current_device().synchronize()
+                dev.xp.cuda.Device().synchronize()
             host_seconds = time.perf_counter() - start
         allocations, copies = recorder.allocations, recorder.host_to_device
         counted = recorder if device == "emu" else Recorder(execute="skip")
