@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,7 +63,6 @@ class LaunchRecord:
     args: tuple        # ArgInfo per argument
     counters: object = None      # LaunchCounters when counted in the emulator
     gpu_seconds: float | None = None  # CUDA-event time when measured on a GPU
-    _event_pair: object = field(default=None, repr=False)
 
     @property
     def family(self) -> str:
@@ -83,7 +82,8 @@ class LaunchRecord:
 
 
 def describe_arg(arg) -> ArgInfo:
-    if hasattr(arg, "shape") and hasattr(arg, "dtype") and getattr(arg, "ndim", 0) >= 0 and not np.isscalar(arg):
+    """A kernel argument (array or NumPy scalar) -> ArgInfo; arrays keep only shape and dtype."""
+    if hasattr(arg, "shape") and not np.isscalar(arg):  # a NumPy or CuPy array
         return ArgInfo(tuple(int(d) for d in arg.shape), str(arg.dtype))
     value = arg.item() if hasattr(arg, "item") else arg
     return ArgInfo(None, str(np.asarray(arg).dtype), value)

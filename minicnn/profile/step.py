@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from minicnn.profile.estimate import Estimate, estimate
+from minicnn.profile.estimate import estimate
 from minicnn.profile.gpus import Gpu, get_gpu
 from minicnn.profile.measure import CountInEmulator, CudaEventTimer
 from minicnn.profile.recorder import Recorder
@@ -70,30 +70,18 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
     notes = []
     with np.errstate(all="ignore"):  # skipped launches leave garbage that NumPy glue then touches
         recorder = Recorder(execute="skip" if device == "emu" else "run")
-        step = _training_step(spec, batch, recorder, device, seed)
-        step()
-        recorder.reset()
-        dev = step.device
-        with recorder.recording(dev):
-            start = time.perf_counter()
-            step()
-            if device == "cuda":
-                dev.xp.cuda.Device().synchronize()
-            host_seconds = time.perf_counter() - start
+        step = _Step(spec, batch, recorder.device(device), seed)
+        step()  # warm-up: compiles the kernels
+        host_seconds = _timed_step(step, recorder)
         allocations, copies = recorder.allocations, recorder.host_to_device
-        counted = recorder if device == "emu" else Recorder(execute="skip")
-        counted_step = step if device == "emu" else _training_step(spec, batch, counted, "emu", seed)
-        if device == "cuda":
-            counted_step()  # compile the emulator's kernels outside the counted step
-        counted.reset(execute=CountInEmulator(blocks))
-        counted_step()
-        launches = counted.launches
-        if device == "cuda":
-            timer = CudaEventTimer()
-            recorder.reset(execute=timer)
-            step()
-            timer.finish()
-            _attach_timings(launches, recorder.launches)
+        if device == "emu":
+            launches = _counted_launches(step, recorder, blocks)
+        else:
+            emu_recorder = Recorder(execute="skip")
+            emu_step = _Step(spec, batch, emu_recorder.device("emu"), seed)
+            emu_step()  # compiles the emulator's kernels outside the counted step
+            launches = _counted_launches(emu_step, emu_recorder, blocks)
+            _attach_timings(launches, _gpu_timed_launches(step, recorder))
     facts = _facts(launches, target, notes)
     estimates = [estimate(r, target, facts.get(r.kernel)) for r in launches]
     if device == "emu":
@@ -128,8 +116,29 @@ class _Step:
         self.optimizer.step()
 
 
-def _training_step(spec, batch, recorder: Recorder, device: str, seed: int) -> _Step:
-    return _Step(spec, batch, recorder.device(device), seed)
+def _timed_step(step: _Step, recorder: Recorder) -> float:
+    """Wall time of one step, with the recorder's launches, allocations and copies reset first."""
+    recorder.reset()
+    with recorder.recording(step.device):
+        start = time.perf_counter()
+        step()
+        if step.device.name == "cuda":
+            step.device.xp.cuda.Device().synchronize()
+        return time.perf_counter() - start
+
+
+def _counted_launches(step: _Step, recorder: Recorder, blocks) -> list:
+    recorder.reset(execute=CountInEmulator(blocks))
+    step()
+    return recorder.launches
+
+
+def _gpu_timed_launches(step: _Step, recorder: Recorder) -> list:
+    timer = CudaEventTimer()
+    recorder.reset(execute=timer)
+    step()
+    timer.finish()
+    return recorder.launches
 
 
 def _attach_timings(counted: list, timed: list) -> None:
