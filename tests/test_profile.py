@@ -129,6 +129,12 @@ def test_skipped_launches_are_recorded_but_not_run():
     assert y.shape == (10,)
 
 
+def test_zero_filled_recording_makes_skipped_outputs_zeros():
+    device = Recorder(execute="skip", zero_fill=True).device("emu")
+    y = device.kernels.relu_forward(np.full(1 << 16, -1.0, np.float32))
+    assert not y.any()  # np.empty would hold whatever memory held: counts could change run to run
+
+
 def copy_record(units_per_request: int, wavefronts_per_request: int = 1) -> LaunchRecord:
     """A 1M-float copy, 4096 blocks of 256 threads, with hand-made counters (all blocks)."""
     n, requests = 1 << 20, (1 << 20) // 32

@@ -10,9 +10,10 @@ from minicnn.emu.counters import profile_launch
 
 class CountInEmulator:
     """Runs each launch in the emulator with the performance counters on. Only the sampled
-    blocks run (see minicnn.emu.counters), so outputs of a full-size step are incomplete: fine
-    for counting, since no kernel's memory pattern depends on the values it reads, except
-    through indices (pool's argmax, labels) that stay in range whatever the values are."""
+    blocks run (see minicnn.emu.counters), so outputs of a full-size step are incomplete (the
+    profiler's recorder allocates zeros, so the rest stays 0). Fine for counting memory traffic:
+    indices read from such outputs (pool's argmax) stay in range whatever the values, and only
+    value-dependent branches (ReLU's backward skips dy where y <= 0) count fewer loads."""
 
     def __init__(self, blocks="sample"):
         self.blocks = blocks

@@ -90,8 +90,12 @@ def describe_arg(arg) -> ArgInfo:
 
 
 class Recorder:
-    def __init__(self, execute="run"):
+    def __init__(self, execute="run", zero_fill=False):
         self.execute = execute
+        # np.empty -> np.zeros: when launches are skipped or sampled, their outputs' unwritten
+        # parts are zeros instead of whatever memory held, so the counts of kernels that branch
+        # on values (ReLU's mask) are the same on every run. Zeroed pages cost nothing until used.
+        self.zero_fill = zero_fill
         self.launches: list[LaunchRecord] = []
         self.allocations = 0
         self.host_to_device = 0
@@ -177,6 +181,8 @@ class CountingArrayModule:
         self._xp, self._recorder = xp, recorder
 
     def __getattr__(self, name):
+        if name in ("empty", "empty_like") and self._recorder.zero_fill and self._xp is np:
+            name = name.replace("empty", "zeros")
         attribute = getattr(self._xp, name)
         if name in ALLOCATING:
             return self._counted(attribute)

@@ -117,7 +117,7 @@ def render_text(profile) -> str:
     lines = [f"minicnn profile: {profile.arch}, batch {profile.batch}, one training step (forward, loss, "
              f"backward, {type_name(profile)}) estimated for {gpu.name}",
              f"counters: emulator, first/middle/last blocks of each grid ({partial} of {len(sampled)} "
-             f"launches sampled, totals scaled; unsampled blocks were not executed)", "",
+             f"launches sampled, totals scaled; unsampled blocks were not executed and left zeros)", "",
              "per kernel family"]
     lines += _table(families, measured)
     lines += ["", "per launch"]

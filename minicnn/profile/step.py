@@ -69,7 +69,7 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
         get_device("cuda")  # DeviceError, one line, when there is no usable GPU
     notes = []
     with np.errstate(all="ignore"):  # skipped launches leave garbage that NumPy glue then touches
-        recorder = Recorder(execute="skip" if device == "emu" else "run")
+        recorder = Recorder(execute="skip" if device == "emu" else "run", zero_fill=device == "emu")
         step = _Step(spec, batch, recorder.device(device), seed)
         step()  # warm-up: compiles the kernels
         host_seconds = _timed_step(step, recorder)
@@ -77,7 +77,7 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
         if device == "emu":
             launches = _counted_launches(step, recorder, blocks)
         else:
-            emu_recorder = Recorder(execute="skip")
+            emu_recorder = Recorder(execute="skip", zero_fill=True)
             emu_step = _Step(spec, batch, emu_recorder.device("emu"), seed)
             emu_step()  # compiles the emulator's kernels outside the counted step
             launches = _counted_launches(emu_step, emu_recorder, blocks)
