@@ -19,7 +19,8 @@ import typer
 from minicnn.backends import DEVICE_NAMES, cuda_status, get_device
 
 app = typer.Typer(help="minicnn: train, check and look inside small CNNs.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
 
 
 def fail(message: str) -> None:
