@@ -34,6 +34,7 @@ from minicnn.train.errors import DivergedError, TrainError
 from minicnn.train.evaluate import evaluate
 from minicnn.train.metrics import plot_curves, write_metrics_csv
 from minicnn.train.prefetch import prefetch
+from minicnn.train.runfolder import RunLock, claim_folder
 
 LOG_EVERY = 20  # steps between host reads of the running loss (progress bar and NaN check)
 
@@ -58,20 +59,12 @@ def build_optimizer(recipe, params):
     return optim.SGD(params, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
 
 
-def _new_run_dir(out, arch: str) -> Path:
-    base = Path(out) / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return run_dir
-
-
 class Trainer:
     """One run: its data, model, optimizer, progress (epoch, best, history) and folder."""
 
     def __init__(self, config: TrainConfig, spec, run_dir: Path, data=None, progress=True, log=tqdm.write):
-        self.config, self.spec, self.run_dir = config, spec, Path(run_dir)
+        self.config, self.spec = config, spec
+        self.run_dir = Path(run_dir) if run_dir is not None else None  # None: train() claims one
         self.progress, self.log = progress, log
         self.splits = prepare_data(config.data_recipe(), config.data, data)  # fails before any folder is made
         self.device = get_device(config.device)
@@ -260,14 +253,18 @@ def _spec_for(config: TrainConfig, spec):
 
 def train(config: TrainConfig, *, out="runs", run_dir=None, spec=None, data=None, progress=True,
           log=tqdm.write) -> TrainResult:
-    """Train `config` from scratch into `run_dir` (default: out/<arch>-<timestamp>/).
+    """Train `config` from scratch into `run_dir` (default: a new out/<arch>-<timestamp>[-n]/).
 
     spec: the ModelSpec to build (default: the zoo's config.arch); data: a loaded minicnn.data.Cifar
     to use instead of reading config.data (tests).
     """
     spec = _spec_for(config, spec)
-    trainer = Trainer(config, spec, run_dir or _new_run_dir(out, config.arch), data, progress, log)
-    return trainer.run()
+    trainer = Trainer(config, spec, run_dir, data, progress, log)  # bad data fails before any folder is made
+    if run_dir is None:
+        trainer.run_dir = claim_folder(out, f"{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(trainer.run_dir, f"run folder {trainer.run_dir}"):
+        return trainer.run()
 
 
 def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, spec=None, data=None,
@@ -277,6 +274,13 @@ def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, sp
     if not (run_dir / "last.npz").is_file():
         raise TrainError(f"--resume {run_dir}: not a run folder (no last.npz); "
                          f"pass a folder that `minicnn train` wrote, e.g. runs/<arch>-<time>")
+    with RunLock(run_dir, f"--resume {run_dir}") as lock:
+        if lock.took_over:
+            log(f"note: took over the lock of {lock.took_over}, which is no longer running")
+        return _resume_locked(run_dir, epochs, device, data_dir, workers, spec, data, progress, log)
+
+
+def _resume_locked(run_dir: Path, epochs, device, data_dir, workers, spec, data, progress, log) -> TrainResult:
     checkpoint = load_checkpoint(run_dir / "last.npz")
     changes = {k: v for k, v in dict(epochs=epochs, device=device, data=data_dir, workers=workers).items()
                if v is not None}

@@ -1,0 +1,95 @@
+"""Run folders under parallel use (issue 14, item 1): claimed atomically, locked while training,
+a stale lock of a killed process taken over."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from minicnn.train import TrainConfig, TrainError, resume, train
+from minicnn.train.runfolder import LOCK_NAME, RunLock, claim_folder
+from test_train_fixtures import colour_cifar, tiny_spec
+
+QUIET = dict(progress=False, log=lambda message: None)
+
+
+def test_parallel_claims_of_one_name_get_distinct_folders(tmp_path):
+    claimed, start = [], threading.Barrier(8)
+
+    def claim():
+        start.wait()
+        claimed.append(claim_folder(tmp_path / "runs", "cnn4-20261130-120000"))
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    names = sorted(folder.name for folder in claimed)
+    assert names == sorted(["cnn4-20261130-120000"] + [f"cnn4-20261130-120000-{n}" for n in range(2, 9)])
+
+
+def test_two_trainings_started_in_the_same_second_keep_their_own_files(tmp_path, monkeypatch):
+    import minicnn.train.loop as loop
+    monkeypatch.setattr(loop.time, "strftime", lambda pattern: "20261130-120000")
+    spec, results = tiny_spec(epochs=1), {}
+
+    def run(lr):
+        config = TrainConfig.from_spec(spec, device="cpu", lr=lr)
+        results[lr] = train(config, out=tmp_path, spec=spec, data=colour_cifar(), **QUIET)
+    threads = [threading.Thread(target=run, args=(lr,)) for lr in (1e-3, 1e-2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results[1e-3].run_dir != results[1e-2].run_dir
+    for lr, result in results.items():
+        assert TrainConfig.from_dict(json.loads((result.run_dir / "config.json").read_text())).recipe.lr == lr
+        assert not (result.run_dir / LOCK_NAME).exists()  # released at the end
+
+
+def test_resuming_a_run_that_is_still_training_is_refused_naming_the_owner(tmp_path):
+    spec = tiny_spec(epochs=1)
+    done = train(TrainConfig.from_spec(spec, device="cpu"), run_dir=tmp_path / "run", spec=spec,
+                 data=colour_cifar(), **QUIET)
+    with RunLock(done.run_dir, "test"):  # as a training process holds it
+        with pytest.raises(TrainError) as error:
+            resume(done.run_dir, epochs=2, spec=spec, data=colour_cifar(), **QUIET)
+    message = str(error.value)
+    assert message.startswith(f"--resume {done.run_dir}: this run is in use by pid {os.getpid()} "
+                              f"on host {socket.gethostname()}") and "\n" not in message
+    assert resume(done.run_dir, epochs=2, spec=spec, data=colour_cifar(), **QUIET).history[-1]["epoch"] == 2
+
+
+def test_the_lock_of_a_killed_process_is_taken_over(tmp_path):
+    spec = tiny_spec(epochs=1)
+    done = train(TrainConfig.from_spec(spec, device="cpu"), run_dir=tmp_path / "run", spec=spec,
+                 data=colour_cifar(), **QUIET)
+    holder = subprocess.run([sys.executable, "-c", f"import os, signal\nfrom minicnn.train.runfolder import RunLock\n"
+                             f"with RunLock({str(done.run_dir)!r}, 'x'):\n    print(os.getpid(), flush=True)\n"
+                             f"    os.kill(os.getpid(), signal.SIGKILL)"], capture_output=True, text=True, timeout=60)
+    assert holder.returncode == -signal.SIGKILL and (done.run_dir / LOCK_NAME).exists()  # left behind
+    messages = []
+    resumed = resume(done.run_dir, epochs=2, spec=spec, data=colour_cifar(), progress=False, log=messages.append)
+    assert resumed.history[-1]["epoch"] == 2
+    assert f"took over the lock of pid {holder.stdout.strip()} on host {socket.gethostname()}" in messages[0]
+    assert not (done.run_dir / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_an_out_folder_that_cannot_hold_runs_is_one_line(tmp_path, kind):
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("x")
+    else:
+        out.mkdir()
+        out.chmod(0o500)
+        if os.access(out, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+    with pytest.raises(TrainError) as error:
+        claim_folder(out, "cnn4-x")
+    why = "a file is in the way, not a folder" if kind == "file" else "no permission to write there"
+    assert str(error.value) == f"--out {out}: cannot create a run folder there ({why})"
