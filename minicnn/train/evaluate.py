@@ -12,7 +12,8 @@ from minicnn.backends import get_device
 from minicnn.data import BatchLoader, Normalizer, prepare_data
 from minicnn.train.checkpoint import load_checkpoint, restore
 from minicnn.train.config import TrainConfig
-from minicnn.train.errors import TrainError
+from minicnn.train.errors import CheckpointError, TrainError
+from minicnn.train.finite import names_in_short, non_finite_arrays
 from minicnn.train.metrics import confusion_matrix, plot_confusion
 
 IMAGE_SIZE = 32
@@ -64,6 +65,10 @@ class TestReport:
 def load_model(path, device, spec=None):
     """(checkpoint, config, model on `device` holding the checkpoint's weights)."""
     checkpoint = load_checkpoint(path)
+    bad = non_finite_arrays(checkpoint.model)
+    if bad:  # every prediction, figure and accuracy from it would be noise
+        raise CheckpointError(f"{checkpoint.path}: its weights are not finite (NaN/inf in {names_in_short(bad)}); "
+                              f"it comes from a diverged run: use another checkpoint, or train again with a smaller --lr")
     config = TrainConfig.from_dict(checkpoint.meta["config"])
     if spec is None:
         from minicnn.models import get_spec

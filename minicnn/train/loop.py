@@ -32,6 +32,7 @@ from minicnn.train.checkpoint import load_checkpoint, restore, save_checkpoint, 
 from minicnn.train.config import TrainConfig
 from minicnn.train.errors import DivergedError, TrainError
 from minicnn.train.evaluate import evaluate
+from minicnn.train.finite import exploded, finite_or_none, format_loss, names_in_short, non_finite_arrays
 from minicnn.train.metrics import plot_curves, write_metrics_csv
 from minicnn.train.prefetch import prefetch
 from minicnn.train.runfolder import RunLock, claim_folder
@@ -76,6 +77,7 @@ class Trainer:
         self.epoch, self.saved_epoch = 0, None
         self.best = {"val_acc": None, "epoch": 0}
         self.history: list[dict] = []
+        self.warned_exploded = False
 
     # ---- state
     def meta(self) -> dict:
@@ -128,6 +130,7 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught, and said, by check_finite
             train_loss, train_acc, images, train_seconds = self.train_epoch(epoch)
             val = evaluate(self.model, self.loaders["val"])
+        self.check_epoch(epoch, train_loss, val.loss)
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
                "val_acc": val.accuracy, "lr": self.optimizer.lr, "seconds": time.perf_counter() - start,
                "images_per_s": images / train_seconds}
@@ -139,9 +142,10 @@ class Trainer:
         self.save_epoch()
         write_metrics_csv(self.run_dir / "metrics.csv", self.history)
         plot_curves(self.run_dir / "curves.png", self.history, self.spec.name, self.val_label)
-        self.log(f"epoch {epoch}/{self.config.recipe.epochs}: train loss {train_loss:.4f} acc {train_acc:.2%} | "
-                 f"{self.val_label} loss {val.loss:.4f} acc {val.accuracy:.2%}{' *' if improved else ''} | "
+        self.log(f"epoch {epoch}/{self.config.recipe.epochs}: train loss {format_loss(train_loss)} acc {train_acc:.2%} | "
+                 f"{self.val_label} loss {format_loss(val.loss)} acc {val.accuracy:.2%}{' *' if improved else ''} | "
                  f"lr {row['lr']:.3g} | {row['seconds']:.1f}s, {row['images_per_s']:.0f} img/s")
+        self.warn_if_exploded(train_loss)
 
     @property
     def tested(self) -> str:
@@ -194,7 +198,7 @@ class Trainer:
                 running = self.check_finite(loss_sums, checked, step + 1, epoch)
                 checked = step + 1
                 seen = sizes[:checked].sum()
-                batches.set_postfix(loss=f"{running / seen:.4f}", acc=f"{int(correct[:checked].sum()) / seen:.2%}",
+                batches.set_postfix(loss=format_loss(running / seen), acc=f"{int(correct[:checked].sum()) / seen:.2%}",
                                     img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
         seconds = time.perf_counter() - start
         images = int(sizes.sum())
@@ -211,6 +215,28 @@ class Trainer:
             f"loss became {float(loss_sums[bad]):g} at epoch {epoch}, step {bad + 1} of {len(loss_sums)}; "
             f"stopped. {self.run_dir / 'last.npz'} keeps epoch {self.saved_epoch} (try a smaller --lr)")
 
+    def check_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
+        """Stop before a diverged epoch is saved (so no NaN weights ever become `best`): the
+        losses and every weight must be finite. The last steps' updates are seen only here."""
+        bad = [f"the {what} loss ({value:g})" for what, value in (("training", train_loss), (self.val_label, val_loss))
+               if not math.isfinite(value)]
+        weights = non_finite_arrays({name: p.data for name, p in self.model.named_parameters()}, self.device.xp)
+        if weights:
+            bad.append(f"weights ({names_in_short(weights)})")
+        if bad:
+            raise DivergedError(
+                f"{' and '.join(bad)} became NaN/inf in epoch {epoch}; stopped. {self.run_dir / 'last.npz'} "
+                f"keeps epoch {self.saved_epoch} (try a smaller --lr)")
+
+    def warn_if_exploded(self, train_loss: float) -> None:
+        """One warning per run when the loss is finite but far beyond chance: it has blown up."""
+        classes = len(self.splits.classes)
+        if not self.warned_exploded and exploded(train_loss, classes):
+            self.warned_exploded = True
+            self.log(f"warning: the training loss {format_loss(train_loss)} is far above chance level "
+                     f"({math.log(classes):.2f} for {classes} classes): the run has probably diverged "
+                     f"(try a smaller --lr)")
+
     def interrupted(self) -> TrainResult:
         if self.saved_epoch != self.epoch:  # Ctrl-C came while that epoch's checkpoints were written
             self.save_epoch()
@@ -223,12 +249,13 @@ class Trainer:
         restore(load_checkpoint(self.run_dir / f"{tested}.npz"), self.model)
         test = evaluate(self.model, self.loaders["test"])
         result = self.result(test)
-        summary = {"test_accuracy": test.accuracy, "test_loss": test.loss, "tested": tested,
+        summary = {"test_accuracy": test.accuracy, "test_loss": finite_or_none(test.loss), "tested": tested,
                    "epoch_tested": result.epoch_tested,
                    "reported": self.spec.reported, "reported_accuracy": self.spec.reported_accuracy,
                    "epochs": self.epoch, "seconds": result.seconds}
-        write_atomically(self.run_dir / "result.json", lambda f: f.write(json.dumps(summary, indent=1).encode()))
-        self.log(f"test accuracy {test.accuracy:.2%} (loss {test.loss:.3f}), {tested} checkpoint "
+        text = json.dumps(summary, indent=1, allow_nan=False)  # a NaN would make it unreadable as JSON
+        write_atomically(self.run_dir / "result.json", lambda f: f.write(text.encode()))
+        self.log(f"test accuracy {test.accuracy:.2%} (loss {format_loss(test.loss)}), {tested} checkpoint "
                  f"(epoch {summary['epoch_tested']} of {self.epoch}) | report {self.report_id}: {self.spec.reported}")
         if self.splits.val_is_test and tested == "best":
             self.log("note: this recipe validates on the test set (as the report did), so the best epoch "
