@@ -1,5 +1,5 @@
-"""Run folders under parallel use (issue 14, item 1): claimed atomically, locked while training,
-a stale lock of a killed process taken over."""
+"""Run folders under real use (issue 14, items 1 and 4): claimed atomically, locked while training,
+a stale lock of a killed process taken over, a broken last checkpoint resumed around."""
 import json
 import os
 import signal
@@ -8,9 +8,10 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
 import pytest
 
-from minicnn.train import TrainConfig, TrainError, resume, train
+from minicnn.train import TrainConfig, TrainError, load_checkpoint, resume, train
 from minicnn.train.runfolder import LOCK_NAME, RunLock, claim_folder
 from test_train_fixtures import colour_cifar, tiny_spec
 
@@ -93,3 +94,36 @@ def test_an_out_folder_that_cannot_hold_runs_is_one_line(tmp_path, kind):
         claim_folder(out, "cnn4-x")
     why = "a file is in the way, not a folder" if kind == "file" else "no permission to write there"
     assert str(error.value) == f"--out {out}: cannot create a run folder there ({why})"
+
+
+def test_a_truncated_last_checkpoint_resumes_from_the_newest_intact_one(tmp_path):
+    """(issue 14, item 4) last.npz cut short, epoch-003.npz too: resume says what it uses, and the
+    result equals a run that was never interrupted."""
+    spec = tiny_spec(checkpoint="every-epoch", lr=0.01, epochs=3)
+    config = TrainConfig.from_spec(spec, device="cpu")
+    broken = train(config, run_dir=tmp_path / "broken", spec=spec, data=colour_cifar(), **QUIET).run_dir
+    for name in ("last.npz", "epoch-003.npz"):
+        (broken / name).write_bytes((broken / name).read_bytes()[:500])
+    intact = [load_checkpoint(broken / name).meta["epoch"] for name in ("best.npz", "epoch-002.npz")]
+    newest = max(intact)
+    messages = []
+    resumed = resume(broken, epochs=4, spec=spec, data=colour_cifar(), progress=False, log=messages.append)
+    source = "epoch-002.npz" if newest == 2 else "best.npz"
+    assert messages[0].startswith(f"{broken / 'last.npz'}: unreadable checkpoint, truncated or corrupt; "
+                                  f"resuming from {source} instead (epoch {newest}): {3 - newest} epoch(s) "
+                                  f"will be trained again"), messages[0]
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    whole = train(config.replace(epochs=4), run_dir=tmp_path / "whole", spec=spec, data=colour_cifar(), **QUIET)
+    expected, got = load_checkpoint(whole.run_dir / "last.npz").model, load_checkpoint(broken / "last.npz").model
+    assert all(np.array_equal(expected[key], got[key]) for key in expected)
+
+
+def test_a_run_whose_every_checkpoint_is_broken_is_one_line(tmp_path):
+    spec = tiny_spec(epochs=1)
+    broken = train(TrainConfig.from_spec(spec, device="cpu"), run_dir=tmp_path / "run", spec=spec,
+                   data=colour_cifar(), **QUIET).run_dir
+    for path in broken.glob("*.npz"):
+        path.write_bytes(b"PK")
+    with pytest.raises(TrainError) as error:
+        resume(broken, epochs=2, spec=spec, data=colour_cifar(), **QUIET)
+    assert "no other checkpoint in" in str(error.value) and "\n" not in str(error.value)

@@ -114,3 +114,33 @@ def restore(checkpoint: Checkpoint, model, optimizer=None) -> None:
     except ValueError as error:
         arch = checkpoint.meta.get("config", {}).get("arch", "?")
         raise CheckpointError(f"{checkpoint.path} (a '{arch}' checkpoint) does not fit this model: {error}") from None
+
+
+def newest_intact(run_dir, log) -> Checkpoint:
+    """The run's last.npz, or, when that cannot be read (a disk filled up, a copy cut short), the
+    newest readable checkpoint of the folder (best, epoch-NNN), with one line saying which one
+    and how many epochs going back to it costs."""
+    run_dir = Path(run_dir)
+    try:
+        return load_checkpoint(run_dir / "last.npz")
+    except CheckpointError as error:
+        problem = str(error)
+    intact = []
+    for path in sorted(run_dir.glob("*.npz")):
+        if path.name != "last.npz" and not path.name.startswith("."):
+            try:
+                intact.append(load_checkpoint(path))
+            except CheckpointError:
+                continue
+    if not intact:
+        raise CheckpointError(f"{problem}; no other checkpoint in {run_dir} can be read either, "
+                              f"so there is nothing to resume from")
+    newest = max(intact, key=lambda checkpoint: checkpoint.meta["epoch"])
+    epoch = newest.meta["epoch"]
+    try:  # last.json is written beside last.npz, so it usually survives and says what was lost
+        lost = f"{json.loads((run_dir / 'last.json').read_text())['epoch'] - epoch} epoch(s)"
+    except (OSError, ValueError, KeyError, TypeError):
+        lost = "the epochs after it"
+    log(f"{problem.split(' (')[0]}; resuming from {newest.path.name} instead (epoch {epoch}): "
+        f"{lost} will be trained again")
+    return newest

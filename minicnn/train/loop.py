@@ -28,7 +28,7 @@ from minicnn.autograd import tensor
 from minicnn.backends import get_device
 from minicnn.data import prepare_data, split_loaders
 from minicnn.random import generator, manual_seed
-from minicnn.train.checkpoint import load_checkpoint, restore, save_checkpoint, write_atomically
+from minicnn.train.checkpoint import load_checkpoint, newest_intact, restore, save_checkpoint, write_atomically
 from minicnn.train.config import TrainConfig
 from minicnn.train.errors import DivergedError, TrainError
 from minicnn.train.evaluate import evaluate
@@ -298,7 +298,7 @@ def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, sp
            progress=True, log=tqdm.write) -> TrainResult:
     """Continue the run in `run_dir` from its last checkpoint, optionally to a new epoch count."""
     run_dir = Path(run_dir)
-    if not (run_dir / "last.npz").is_file():
+    if not [path for path in run_dir.glob("*.npz") if not path.name.startswith(".")]:
         raise TrainError(f"--resume {run_dir}: not a run folder (no last.npz); "
                          f"pass a folder that `minicnn train` wrote, e.g. runs/<arch>-<time>")
     with RunLock(run_dir, f"--resume {run_dir}") as lock:
@@ -308,7 +308,7 @@ def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, sp
 
 
 def _resume_locked(run_dir: Path, epochs, device, data_dir, workers, spec, data, progress, log) -> TrainResult:
-    checkpoint = load_checkpoint(run_dir / "last.npz")
+    checkpoint = newest_intact(run_dir, log)
     changes = {k: v for k, v in dict(epochs=epochs, device=device, data=data_dir, workers=workers).items()
                if v is not None}
     config = TrainConfig.from_dict(checkpoint.meta["config"]).replace(**changes)
