@@ -133,12 +133,14 @@ class Module:
         """
         own = dict(self.named_parameters())
         own.update(self.named_buffers())
-        problems = [f"missing {k}" for k in own if k not in state and strict]
+        problems = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {tuple(t.shape)}"
+                    for k, t in own.items() if k in state and tuple(np.shape(state[k])) != tuple(t.shape)]
+        problems += [f"missing {k}" for k in own if k not in state and strict]
         problems += [f"unexpected {k}" for k in state if k not in own and strict]
-        problems += [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {tuple(t.shape)}"
-                     for k, t in own.items() if k in state and tuple(np.shape(state[k])) != tuple(t.shape)]
-        if problems:
-            raise ValueError("state does not fit this model: " + "; ".join(problems))
+        if problems:  # the first few make the cause plain; all of a VGG's would fill a screen
+            more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise ValueError(f"state does not fit this model ({len(problems)} mismatches): "
+                             + "; ".join(problems[:5]) + more)
         for key, target in own.items():
             if key in state:
                 array = target.data if isinstance(target, Tensor) else target

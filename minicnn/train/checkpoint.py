@@ -89,6 +89,11 @@ def find_checkpoint(path, prefer: str = "best") -> Path:
 def load_checkpoint(path, prefer: str = "best") -> Checkpoint:
     """Read a checkpoint (see find_checkpoint for what `path` may be); never unpickles."""
     npz = find_checkpoint(path, prefer)
+    with open(npz, "rb") as file:
+        head = file.read(2)
+    if head and head != b"PK":  # every .npz is a zip archive; np.load would talk about pickles
+        raise CheckpointError(f"{npz}: not a checkpoint (minicnn checkpoints are .npz archives written by "
+                              f"`minicnn train`; this file is something else)")
     try:
         with np.load(npz, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -113,7 +118,8 @@ def restore(checkpoint: Checkpoint, model, optimizer=None) -> None:
             optimizer.load_state_dict(checkpoint.optimizer)
     except ValueError as error:
         arch = checkpoint.meta.get("config", {}).get("arch", "?")
-        raise CheckpointError(f"{checkpoint.path} (a '{arch}' checkpoint) does not fit this model: {error}") from None
+        detail = str(error).removeprefix("state does not fit this model")
+        raise CheckpointError(f"{checkpoint.path} (a '{arch}' checkpoint) does not fit this model{detail}") from None
 
 
 def newest_intact(run_dir, log) -> Checkpoint:

@@ -40,6 +40,7 @@ class TrainConfig:
             (r.epochs >= 1, f"--epochs must be at least 1, got {r.epochs}"),
             (r.batch_size >= 1, f"--batch must be at least 1, got {r.batch_size}"),
             (self.limit is None or self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
+            (self.seed >= 0, f"--seed must be 0 or more, got {self.seed}"),
             (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
             (self.device in DEVICE_NAMES, f"--device must be one of {', '.join(DEVICE_NAMES)}, got {self.device!r}"),
         ]

@@ -88,6 +88,8 @@ def evaluate_checkpoint(path, *, device="auto", data_dir=None, limit=None, spec=
 
     path: a run folder (its best.npz, else last.npz) or a checkpoint file.
     """
+    if limit is not None and limit < 1:
+        raise TrainError(f"--limit must be at least 1, got {limit}")
     checkpoint, config, model = load_model(path, device, spec)
     splits = prepare_data(config.data_recipe(), data_dir or config.data, data)
     loader = BatchLoader(splits.test_x, splits.test_y, config.recipe.batch_size, normalizer=checkpoint_normalizer(checkpoint),
@@ -117,6 +119,8 @@ def read_image(path) -> np.ndarray:
 
 def predict_image(checkpoint_path, image_path, *, device="cpu", top=3, spec=None) -> list[tuple[str, float]]:
     """The `top` most likely classes of one image file, as (class name, probability), best first."""
+    if top < 1:
+        raise TrainError(f"--top must be at least 1, got {top}")
     image = read_image(image_path)
     checkpoint, _, model = load_model(checkpoint_path, device, spec)
     device = model.parameters()[0].device

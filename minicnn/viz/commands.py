@@ -50,6 +50,8 @@ def visualize(
 
     if what not in WHATS:
         raise VizError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")
+    if limit < 1:
+        raise VizError(f"--limit must be at least 1, got {limit}")
     loaded = load_run(run, checkpoint=checkpoint, device=device, runs_root=runs)
     folder = out or loaded.run_dir / "figures"
     data_dir = str(data) if data else None
