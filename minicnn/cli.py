@@ -58,6 +58,19 @@ def _mount_feature_commands():
         module.register(app)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        import minicnn
+        typer.echo(f"minicnn {minicnn.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print minicnn's version and exit.")):
+    """minicnn: train, check and look inside small CNNs."""
+
+
 @app.command()
 def info():
     """Versions, the devices found, and which one `--device auto` picks and why."""

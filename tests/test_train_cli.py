@@ -160,8 +160,8 @@ def test_reproduce_writes_a_table_that_says_epochs_were_cut(tmp_path, data_dir):
     assert "Epochs set to 1 for a quick look" in text and "first 32 images" in text
     rows = [line for line in text.splitlines() if line.startswith("| cnn4")]
     assert len(rows) == 2
-    assert "| cnn4 | A A2 | 72.87% (loss 1.140) |" in rows[0] and "| 1 of 300 |" in rows[0]
-    assert "| cnn4_raw | A A1 | 63.00% (loss 2.198) |" in rows[1]
+    assert "| cnn4 | A2 | 72.87% (loss 1.140) |" in rows[0] and "| 1 of 300 |" in rows[0]
+    assert "| cnn4_raw | A1 | 63.00% (loss 2.198) |" in rows[1]
     measured = json.loads(next(tmp_path.glob("reproduce-*/cnn4-*/result.json")).read_text())["test_accuracy"]
     assert f"| {measured:.2%} (best, epoch 1) |" in rows[0]
 

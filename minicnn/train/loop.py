@@ -27,6 +27,7 @@ from minicnn import optim
 from minicnn.autograd import tensor
 from minicnn.backends import get_device
 from minicnn.data import prepare_data, split_loaders
+from minicnn.progress import hide_bar
 from minicnn.random import generator, manual_seed
 from minicnn.train.checkpoint import load_checkpoint, newest_intact, restore, save_checkpoint, write_atomically
 from minicnn.train.config import TrainConfig
@@ -38,6 +39,9 @@ from minicnn.train.prefetch import prefetch
 from minicnn.train.runfolder import RunLock, claim_folder
 
 LOG_EVERY = 20  # steps between host reads of the running loss (progress bar and NaN check)
+LONG_RUN = 3600  # seconds: a run estimated to take longer gets a note saying how to shorten it
+# the epoch bar counts fractions of an epoch, so it has a rate (and an ETA) within the first epoch
+EPOCH_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]"
 
 
 @dataclass
@@ -78,6 +82,8 @@ class Trainer:
         self.best = {"val_acc": None, "epoch": 0}
         self.history: list[dict] = []
         self.warned_exploded = False
+        self.noted_duration = False
+        self.bar = None  # the epoch bar, while run() draws it
 
     # ---- state
     def meta(self) -> dict:
@@ -106,17 +112,18 @@ class Trainer:
             stale.unlink()
         write_atomically(self.run_dir / "config.json",
                          lambda f: f.write(json.dumps(self.config.to_dict(), indent=1).encode()))
-        self.log(f"{self.spec.name} -> {self.run_dir}: {self.splits.describe()}, device {self.device.name}")
+        self.log(f"{self.spec.name} -> {self.run_dir}: {self.splits.describe(self.config.limit)}, "
+                 f"device {self.device.name}")
         epochs = self.config.recipe.epochs
-        bar = tqdm(total=epochs, initial=self.epoch, desc=self.spec.name, unit="epoch",
-                   disable=not self.progress, dynamic_ncols=True)
+        self.bar = bar = tqdm(total=epochs, initial=self.epoch, desc=self.spec.name, bar_format=EPOCH_BAR,
+                              disable=hide_bar(self.progress), dynamic_ncols=True)
         try:
             if self.saved_epoch is None:  # a kill during epoch 1 can still resume
                 self.save("last")
                 self.saved_epoch = 0
             for epoch in range(self.epoch + 1, epochs + 1):
                 self.run_epoch(epoch)
-                bar.update(1)
+                bar.n = epoch  # the steps' fractions added up to about one; make it exact
                 bar.set_postfix(val_acc=f"{self.history[-1]['val_acc']:.2%}")
         except KeyboardInterrupt:
             return self.interrupted()
@@ -183,8 +190,8 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         batches = tqdm(prefetch(loader, self.config.workers), total=steps, desc=f"epoch {epoch}",
-                       unit="batch", leave=False, disable=not self.progress, dynamic_ncols=True)
-        checked = 0
+                       unit="batch", leave=False, disable=hide_bar(self.progress), dynamic_ncols=True)
+        checked, after_first_step = 0, None
         for step, (x, y) in enumerate(batches):
             logits = self.model(tensor(x, device=self.device))
             loss = F.cross_entropy(logits, y)
@@ -194,8 +201,13 @@ class Trainer:
             sizes[step] = len(y)
             loss_sums[step] = loss.data * len(y)
             correct[step] = (logits.data.argmax(axis=1) == y).sum()
+            if step == 0:
+                after_first_step = time.perf_counter()  # the first step also pays for warm-up (compiles, caches)
             if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
                 running = self.check_finite(loss_sums, checked, step + 1, epoch)
+                self.bar.update((step + 1 - checked) / steps)
+                if step > 0:
+                    self.note_if_long((time.perf_counter() - after_first_step) / step, steps, epoch)
                 checked = step + 1
                 seen = sizes[:checked].sum()
                 batches.set_postfix(loss=format_loss(running / seen), acc=f"{int(correct[:checked].sum()) / seen:.2%}",
@@ -214,6 +226,24 @@ class Trainer:
         raise DivergedError(
             f"loss became {float(loss_sums[bad]):g} at epoch {epoch}, step {bad + 1} of {len(loss_sums)}; "
             f"stopped. {self.run_dir / 'last.npz'} keeps epoch {self.saved_epoch} (try a smaller --lr)")
+
+    def note_if_long(self, seconds_per_step: float, steps: int, epoch: int) -> None:
+        """Once per process, from the first measured steps: when the rest of the run will take
+        more than LONG_RUN seconds, say how long and which flags shorten it."""
+        if self.noted_duration:
+            return
+        self.noted_duration = True
+        epochs_left = self.config.recipe.epochs - epoch + 1
+        validation = len(self.loaders["val"]) / 3  # a forward pass is about a third of a training step
+        seconds = seconds_per_step * (steps + validation) * epochs_left
+        if seconds < LONG_RUN:
+            return
+        hours = seconds / 3600
+        hours = f"{hours:.0f}" if hours >= 10 else f"{hours:.1f}"
+        faster = "" if self.device.name == "cuda" else ", or train on a GPU with --device cuda"
+        self.log(f"note: this run will take about {hours} hours on {self.device.name} "
+                 f"({seconds_per_step:.2g} s per step, {steps} steps per epoch, {epochs_left} epochs to go); "
+                 f"shorten it with --epochs N or --limit N{faster}")
 
     def check_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
         """Stop before a diverged epoch is saved (so no NaN weights ever become `best`): the

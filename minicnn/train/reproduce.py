@@ -52,7 +52,7 @@ def reproduce(specs, *, out="runs", epoch_scale=None, epochs=None, seed=0, devic
                 out.rmdir()
         if result.interrupted:
             raise KeyboardInterrupt
-        rows.append(f"| {spec.name} | {spec.report} {', '.join(spec.aliases)} | {spec.reported} | "
+        rows.append(f"| {spec.name} | {', '.join(spec.aliases) or spec.report} | {spec.reported} | "
                     f"{_percent(result.test_accuracy)} ({result.tested}, epoch {result.epoch_tested}) | "
                     f"{len(result.history)} of {spec.recipe.epochs} | {result.seconds:.0f} | {result.run_dir.name} |")
     notes = []
@@ -64,7 +64,7 @@ def reproduce(specs, *, out="runs", epoch_scale=None, epochs=None, seed=0, devic
     notes.append("Measured = test accuracy of the checkpoint the recipe keeps. Recipes that validate on the "
                  "test set (reports A, C, D) pick their best epoch by test accuracy, as the reports did.")
     text = "\n".join(["# minicnn: measured against the reports", "", *notes, "",
-                      "| network | report | reported | measured (test) | epochs | seconds | run |",
+                      "| network | id in the report | reported | measured (test) | epochs | seconds | run |",
                       "|---|---|---|---|---|---|---|", *rows, ""])
     table = out / "reproduce.md"
     write_atomically(table, lambda f: f.write(text.encode()))

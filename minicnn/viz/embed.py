@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from minicnn.progress import hide_bar
+
 # scikit-learn (with SciPy) takes seconds to import: each function below imports what it uses,
 # so `minicnn --help` and every command that draws no t-SNE start without it.
 
@@ -89,7 +91,8 @@ def embed(features: np.ndarray, labels: np.ndarray, components: int | None = Non
     from threadpoolctl import threadpool_limits  # installed with scikit-learn, which uses it itself
     stages = ["PCA", "t-SNE"] + (["GMM"] if components else [])
     with threadpool_limits(config.threads or free_cores()), \
-            tqdm(total=len(stages), desc=f"embedding {len(features)} points", unit="stage", disable=not progress) as bar:
+            tqdm(total=len(stages), desc=f"embedding {len(features)} points", unit="stage",
+                 disable=hide_bar(progress)) as bar:
         def stage(name, work):
             bar.set_postfix_str(name)
             result = work()

@@ -139,12 +139,12 @@ def all_layers(run: LoadedRun, inputs: Inputs, out, limit=8) -> Drawn:
 
 
 def tsne(run: LoadedRun, layer: str, out, samples=2000, gmm: int | None = None, data=None, data_dir=None,
-         config: EmbedConfig = EmbedConfig()) -> Drawn:
+         config: EmbedConfig = EmbedConfig(), progress=True) -> Drawn:
     """t-SNE of `layer`'s features of the first `samples` test images, coloured by label; with
     gmm=K, a K-component mixture beside it and its agreement with the labels (printed and saved)."""
     check_layer(run.model, layer)
     inputs = _first_test_images(run, samples, data, data_dir)
-    result = embed(features(run.model, inputs.x, layer), inputs.labels, gmm, config)
+    result = embed(features(run.model, inputs.x, layer, progress=progress), inputs.labels, gmm, config, progress)
     figure = figures.embedding_figure(result, run.classes, f"t-SNE of {layer} ({len(inputs.labels)} test images, "
                                                            f"{run.label})")
     stem = Path(out) / (f"tsne-{layer}" + (f"-gmm{gmm}" if gmm else ""))
@@ -159,7 +159,7 @@ def tsne(run: LoadedRun, layer: str, out, samples=2000, gmm: int | None = None, 
 
 
 def tsne_progress(run_dir, layer: str | None, out, samples=1000, device="auto", data=None, data_dir=None,
-                  config: EmbedConfig = EmbedConfig()) -> Drawn:
+                  config: EmbedConfig = EmbedConfig(), progress=True) -> Drawn:
     """One t-SNE panel per checkpoint the run kept (per improvement when it kept every epoch)."""
     paths, which = improvement_checkpoints(run_dir)
     panels, inputs, runs = [], None, []
@@ -173,7 +173,8 @@ def tsne_progress(run_dir, layer: str | None, out, samples=1000, device="auto", 
         accuracy = next((row["val_acc"] for row in meta["history"] if row["epoch"] == meta["epoch"]), None)
         caption = ("" if path.stem.startswith("epoch-") else f"{path.stem}: ") + f"epoch {meta['epoch']}" \
             + ("" if accuracy is None else f", val {accuracy:.2%}")
-        panels.append((caption, embed(features(run.model, inputs.x, layer), inputs.labels, None, config)))
+        embedding = embed(features(run.model, inputs.x, layer, progress=progress), inputs.labels, None, config, progress)
+        panels.append((caption, embedding))
         runs.append(run)
     figure = figures.progress_figure(panels, runs[-1].classes,
                                      f"t-SNE of {layer} as {runs[-1].arch} trained ({len(inputs.labels)} test images)")
