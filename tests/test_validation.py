@@ -9,10 +9,11 @@ import pytest
 from PIL import Image
 
 from minicnn import optim
-from minicnn.cli import _one_line, main
+from minicnn.cli import _one_line
 from minicnn.models import get_spec
 from minicnn.train import CheckpointError
 from minicnn.train.checkpoint import load_checkpoint, restore, save_checkpoint
+from test_train_fixtures import one_line_error
 
 
 @pytest.mark.parametrize("args, message", [
@@ -31,12 +32,8 @@ from minicnn.train.checkpoint import load_checkpoint, restore, save_checkpoint
 ])
 def test_bad_values_are_one_line_errors_naming_the_flag(args, message, tmp_path, monkeypatch, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
-    monkeypatch.setattr(sys, "argv", ["minicnn"] + [a.replace("{tmp}", str(tmp_path)) for a in args])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 1 and err.count("\n") == 1, err
-    assert err.startswith("minicnn: error: ") and message.replace("{tmp}", str(tmp_path)) in err
+    err = one_line_error(args, tmp_path, monkeypatch, capsys)  # exit code 1, one 'minicnn: error:' line
+    assert message.replace("{tmp}", str(tmp_path)) in err
     assert "allow_pickle" not in err and "--root" not in err
 
 
