@@ -52,9 +52,20 @@ def reproduce(specs, *, out="runs", epoch_scale=None, epochs=None, seed=0, devic
                 out.rmdir()
         if result.interrupted:
             raise KeyboardInterrupt
-        rows.append(f"| {spec.name} | {', '.join(spec.aliases) or spec.report} | {spec.reported} | "
-                    f"{_percent(result.test_accuracy)} ({result.tested}, epoch {result.epoch_tested}) | "
-                    f"{len(result.history)} of {spec.recipe.epochs} | {result.seconds:.0f} | {result.run_dir.name} |")
+        rows.append(table_row(spec, result))
+    return write_table(out, rows, epoch_scale=epoch_scale, epochs=epochs, limit=limit, log=log)
+
+
+def table_row(spec, result, failure=None) -> str:
+    """The table's row of one run; `failure` (one line) stands in the measured cell of a run that failed."""
+    measured = (f"failed: {failure}" if failure else
+                f"{_percent(result.test_accuracy)} ({result.tested}, epoch {result.epoch_tested})")
+    return (f"| {spec.name} | {', '.join(spec.aliases) or spec.report} | {spec.reported} | {measured} | "
+            f"{len(result.history)} of {spec.recipe.epochs} | {result.seconds:.0f} | {result.run_dir.name} |")
+
+
+def write_table(out: Path, rows, *, epoch_scale=None, epochs=None, limit=None, log=tqdm.write) -> Path:
+    """out/reproduce.md: the notes on what was shortened, then the rows."""
     notes = []
     if epoch_scale is not None or epochs is not None:
         how = f"scaled by {epoch_scale}" if epochs is None else f"set to {epochs}"
@@ -66,6 +77,7 @@ def reproduce(specs, *, out="runs", epoch_scale=None, epochs=None, seed=0, devic
     text = "\n".join(["# minicnn: measured against the reports", "", *notes, "",
                       "| network | id in the report | reported | measured (test) | epochs | seconds | run |",
                       "|---|---|---|---|---|---|---|", *rows, ""])
+    out.mkdir(parents=True, exist_ok=True)
     table = out / "reproduce.md"
     write_atomically(table, lambda f: f.write(text.encode()))
     log(text)
