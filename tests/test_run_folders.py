@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,23 +34,34 @@ def test_parallel_claims_of_one_name_get_distinct_folders(tmp_path):
     assert names == sorted(["cnn4-20261130-120000"] + [f"cnn4-20261130-120000-{n}" for n in range(2, 9)])
 
 
-def test_two_trainings_started_in_the_same_second_keep_their_own_files(tmp_path, monkeypatch):
-    import minicnn.train.loop as loop
-    monkeypatch.setattr(loop.time, "strftime", lambda pattern: "20261130-120000")
-    spec, results = tiny_spec(epochs=1), {}
+TRAIN_IN_THE_SAME_SECOND = """
+import sys, time
+sys.path.insert(0, {tests!r})
+time.strftime = lambda pattern: "20261130-120000"  # both processes start 'in the same second'
+from minicnn.train import TrainConfig, train
+from test_train_fixtures import colour_cifar, tiny_spec
+spec = tiny_spec(epochs=1)
+result = train(TrainConfig.from_spec(spec, device="cpu", lr={lr}), out={out!r}, spec=spec, data=colour_cifar(),
+               progress=False, log=lambda message: None)
+print(result.run_dir)
+"""
 
-    def run(lr):
-        config = TrainConfig.from_spec(spec, device="cpu", lr=lr)
-        results[lr] = train(config, out=tmp_path, spec=spec, data=colour_cifar(), **QUIET)
-    threads = [threading.Thread(target=run, args=(lr,)) for lr in (1e-3, 1e-2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert results[1e-3].run_dir != results[1e-2].run_dir
-    for lr, result in results.items():
-        assert TrainConfig.from_dict(json.loads((result.run_dir / "config.json").read_text())).recipe.lr == lr
-        assert not (result.run_dir / LOCK_NAME).exists()  # released at the end
+
+def test_two_trainings_started_in_the_same_second_keep_their_own_files(tmp_path):
+    # two processes, as `for lr in ...; do minicnn train ... & done` starts them
+    processes = {lr: subprocess.Popen([sys.executable, "-c", TRAIN_IN_THE_SAME_SECOND.format(
+                     tests=str(Path(__file__).parent), lr=lr, out=str(tmp_path))], stdout=subprocess.PIPE, text=True)
+                 for lr in (1e-3, 1e-2)}
+    folders = {}
+    for lr, process in processes.items():
+        stdout, _ = process.communicate(timeout=300)
+        assert process.returncode == 0
+        folders[lr] = Path(stdout.strip())
+    assert sorted(folder.name for folder in folders.values()) == ["tiny-20261130-120000", "tiny-20261130-120000-2"]
+    for lr, folder in folders.items():
+        assert TrainConfig.from_dict(json.loads((folder / "config.json").read_text())).recipe.lr == lr
+        assert load_checkpoint(folder / "best.npz").meta["config"]["recipe"]["lr"] == lr
+        assert not (folder / LOCK_NAME).exists()  # released at the end
 
 
 def test_resuming_a_run_that_is_still_training_is_refused_naming_the_owner(tmp_path):
