@@ -71,13 +71,16 @@ class Linear(tnn.Module):
 
 class KerasBatchNorm(tnn.Module):
     """Batch norm that keeps the biased batch variance in running_var, as Keras (and minicnn's
-    convention='keras') does; momentum is the weight of the new batch (minicnn's stored sense)."""
+    convention='keras') does; momentum is the weight of the new batch (minicnn's stored sense).
+    running_var_unbiased follows PyTorch's rule beside it (the unbiased batch variance), so one
+    training run shows what either convention would evaluate with: the weights do not depend on it."""
 
     def __init__(self, layer):
         super().__init__()
         self.weight, self.bias = _parameter(layer.weight.data), _parameter(layer.bias.data)
         self.register_buffer("running_mean", torch.tensor(np.array(to_host(layer.running_mean)), dtype=torch.float64))
         self.register_buffer("running_var", torch.tensor(np.array(to_host(layer.running_var)), dtype=torch.float64))
+        self.register_buffer("running_var_unbiased", self.running_var.clone())
         self.momentum, self.eps = layer.momentum, layer.eps
 
     def forward(self, x):
@@ -87,6 +90,7 @@ class KerasBatchNorm(tnn.Module):
         with torch.no_grad():
             self.running_mean.mul_(1 - self.momentum).add_(self.momentum * x.mean(axes))
             self.running_var.mul_(1 - self.momentum).add_(self.momentum * x.var(axes, unbiased=False))
+            self.running_var_unbiased.mul_(1 - self.momentum).add_(self.momentum * x.var(axes, unbiased=True))
         return TF.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
 
@@ -114,7 +118,7 @@ class Dropout(tnn.Module):
             return x
         self.step += 1
         _, mask = numpy_ref.dropout_forward(np.ones(tuple(x.shape)), self.rate, self.seed, self.step)
-        return x * torch.tensor(mask)
+        return x * torch.tensor(mask, dtype=x.dtype)
 
 
 class MaxPool(tnn.Module):
@@ -204,6 +208,6 @@ def convert(layer, bn: str = "keras") -> tnn.Module:
     raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
 
 
-def torch_twin(model, bn: str = "keras") -> tnn.Module:
-    """The twin of a minicnn model, float64, in the model's training mode."""
-    return convert(model, bn).train(model.training)
+def torch_twin(model, bn: str = "keras", dtype=torch.float64) -> tnn.Module:
+    """The twin of a minicnn model (built in float64, then cast to dtype), in the model's mode."""
+    return convert(model, bn).to(dtype).train(model.training)
