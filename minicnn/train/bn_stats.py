@@ -35,16 +35,18 @@ def statistics_batches(splits, batch_size: int, *, seed: int = 0, limit: int | N
                        seed=seed, limit=limit, device=device)
 
 
-def use_bn_stats(model, config, bn_stats: str | None, bn_batches: int | None, *, data_dir=None, data=None) -> str:
+def use_bn_stats(model, config, bn_stats: str | None, bn_batches: int | None, *, splits=None, data_dir=None,
+                 data=None) -> str:
     """Give a freshly loaded model (a checkpoint's copy) the statistics asked for, in place.
 
-    bn_stats / bn_batches: None means the run's own setting. Returns a note for the user."""
+    bn_stats / bn_batches: None means the run's own setting. splits: the run's prepared data, else
+    it is read from data_dir (or the run's folder) or taken from `data`. Returns a note for the user."""
     bn_stats = bn_stats or config.bn_stats
     bn_batches = bn_batches or config.bn_batches
     check_bn_stats(bn_stats, bn_batches)
     if bn_stats == "running":
         return "BN: running averages"
-    splits = prepare_data(config.data_recipe(), data_dir or config.data, data)
+    splits = splits or prepare_data(config.data_recipe(), data_dir or config.data, data)
     device = model.parameters()[0].device
     used = recompute_bn_stats(model, statistics_batches(splits, config.recipe.batch_size, seed=config.seed,
                                                         device=device), bn_batches)
