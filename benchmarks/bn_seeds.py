@@ -5,13 +5,14 @@
     python benchmarks/bn_seeds.py --seeds 0,7,9 --threads 2 --bn-batches 200
 
 Each seed trains report C's network with its recipe (Adam 1e-3, batch 32, inputs /255, rotation
-15 + shift 0.1 + flip) twice, on the very same batches from the very same initial weights: in
-minicnn (Keras-convention BN: momentum 0.99, the plain batch variance kept) and in its PyTorch
-twin (tests/torch_twin.py), float32 both. The twin keeps the running variance both ways: Keras'
-rule and PyTorch's (torch.nn.BatchNorm2d with momentum 0.01, eps 1e-3 keeps the unbiased batch
-variance). Training never reads the running statistics, so one twin run serves both rows, and
-minicnn and the twin learn the same function up to float32 rounding (tests/test_torch_parity.py
-shows the steps equal in float64); how far rounding differences grow in an epoch is seed noise.
+15 + shift 0.1 + flip) in minicnn (Keras-convention BN: momentum 0.99, the plain batch variance
+kept) and, for the first --twin-seeds seeds, in its PyTorch twin too (tests/torch_twin.py), on
+the very same batches from the very same initial weights, float32 both. Both also keep the
+running variance by PyTorch's rule beside Keras' (torch.nn.BatchNorm2d with momentum 0.01, eps
+1e-3 keeps the unbiased batch variance): training never reads the running statistics, so one run
+serves both rows. minicnn and the twin learn the same function up to float32 rounding
+(tests/test_torch_parity.py shows the steps equal in float64); how far rounding differences grow
+in an epoch is seed noise.
 Every trained network is scored on the test set three ways: eval mode with its running
 statistics, eval mode with statistics recomputed over --bn-batches unaugmented training batches
 (minicnn.nn.bn_stats, the `--bn-stats recompute` option), and with BN on the statistics of each
@@ -32,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the twin lives beside its test
 
-SYSTEMS = ("minicnn", "twin, Keras BN", "twin, torch BN")
+SYSTEMS = ("minicnn", "minicnn, PyTorch's variance rule", "twin, Keras BN", "twin, torch BN")
 FIGURES = ("eval", "recompute", "batch")
 TEST_BATCH = 1000
 
@@ -47,22 +48,38 @@ def parse_args():
     parser.add_argument("--data", default=None, help="CIFAR-10 folder (default: $MINICNN_DATA or the cache)")
     parser.add_argument("--score-twin", action="store_true", help="also score the twin with recomputed and "
                         "batch statistics")
+    parser.add_argument("--twin-seeds", type=int, default=None, help="train the twin for the first N seeds "
+                        "only (default: all)")
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")] if "," in args.seeds else list(range(int(args.seeds)))
     return args
 
 
-def train_minicnn(model, batches, recipe):
+def train_minicnn(model, batches, recipe) -> dict:
+    """Train on batches; returns {BN layer: the running variance PyTorch's rule would hold}."""
     from minicnn import functional as F
     from minicnn.autograd import tensor
+    from minicnn.nn.bn_stats import batch_norm_layers
     from minicnn.train.loop import build_optimizer
     opt = build_optimizer(recipe, model.parameters())
+    unbiased = {path: layer.running_var.copy() for path, layer in batch_norm_layers(model)}
+
+    def follow(path, layer, x):  # the same average over the unbiased batch variance
+        axes = (0,) + tuple(range(2, x.ndim))
+        unbiased[path] *= 1 - layer.momentum
+        unbiased[path] += layer.momentum * x.var(axis=axes, ddof=1)
+
+    handles = [layer.register_forward_hook(lambda module, inputs, out, path=path: follow(path, module, inputs[0].data))
+               for path, layer in batch_norm_layers(model)]
     model.train()
     for x, y in batches:
         loss = F.cross_entropy(model(tensor(x)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    for handle in handles:
+        handle.remove()
+    return unbiased
 
 
 def train_twin(twin, batches, recipe):
@@ -124,34 +141,41 @@ def run_seed(seed, spec, splits, args):
     recipe = spec.recipe
     manual_seed(seed)
     model = spec.build(10)
-    twin = torch_twin(model, "keras", torch.float32)
+    twin = torch_twin(model, "keras", torch.float32) if args.twin_seeds is None or seed in args.seeds[:args.twin_seeds] \
+        else None
     loader = BatchLoader(splits.train_x, splits.train_y, recipe.batch_size, normalizer=splits.normalizer,
                          augment=augment_preset(recipe.augmentation), shuffle=True, seed=seed, limit=args.images)
     batches = list(loader)  # the same augmented batches for both
     test = list(BatchLoader(splits.test_x, splits.test_y, TEST_BATCH, normalizer=splits.normalizer,
                             limit=args.test_images))
     stats = statistics_batches(splits, recipe.batch_size, seed=seed, limit=args.images)
-    seconds = {}
     start = time.perf_counter()
-    train_minicnn(model, batches, recipe)
-    seconds["minicnn"] = time.perf_counter() - start
-    start = time.perf_counter()
-    train_twin(twin, batches, recipe)
-    seconds["twin"] = time.perf_counter() - start
+    unbiased = train_minicnn(model, batches, recipe)
+    timing = f"seed {seed}: training {time.perf_counter() - start:.0f} s minicnn"
     results = {"minicnn": score(model, test, stats, args.bn_batches)}
-    for name, convention in (("twin, Keras BN", "keras"), ("twin, torch BN", "torch")):
-        results[name] = score(as_minicnn(twin, spec, convention), test, stats, args.bn_batches,
-                              eval_only=not args.score_twin or convention == "torch")
-    for name in SYSTEMS:
+    for path, layer in model.named_modules():
+        if path in unbiased:
+            layer.running_var[...] = unbiased[path]
+    results["minicnn, PyTorch's variance rule"] = score(model, test, stats, args.bn_batches, eval_only=True)
+    if twin is not None:
+        start = time.perf_counter()
+        train_twin(twin, batches, recipe)
+        timing += f", {time.perf_counter() - start:.0f} s twin"
+        for name, convention in (("twin, Keras BN", "keras"), ("twin, torch BN", "torch")):
+            results[name] = score(as_minicnn(twin, spec, convention), test, stats, args.bn_batches,
+                                  eval_only=not args.score_twin or convention == "torch")
+    for name in results:
         row = ", ".join(f"{figure} {results[name][figure]:.2%}" for figure in FIGURES if figure in results[name])
         print(f"seed {seed}, {name}: {row}", flush=True)
-    print(f"seed {seed}: training {seconds['minicnn']:.0f} s minicnn, {seconds['twin']:.0f} s twin", flush=True)
+    print(timing, flush=True)
     return results
 
 
 def mean_spread(values):
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2%} ± {spread:.2%}"
+    if not values:
+        return "–"
+    spread = f" ± {statistics.stdev(values):.2%}" if len(values) > 1 else " (one seed)"
+    return f"{statistics.mean(values):.2%}{spread}"
 
 
 def print_table(all_results, args, recipe):
@@ -162,18 +186,19 @@ def print_table(all_results, args, recipe):
           f"{recipe.batch_size}) | batch statistics (test batches of {TEST_BATCH:,}) |")
     print("|---|---|---|---|")
     for name in SYSTEMS:
-        cells = [mean_spread([r[name][figure] for r in all_results]) if figure in all_results[0][name] else "–"
-                 for figure in FIGURES]
+        cells = [mean_spread([r[name][figure] for r in all_results if figure in r.get(name, {})]) for figure in FIGURES]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
-    def gap(name, first, second):
-        return statistics.mean(r[name][first] - r[name][second] for r in all_results)
+    def gap(first, second):
+        """Mean over seeds of first - second, each (row, figure)."""
+        pairs = [r[first[0]][first[1]] - r[second[0]][second[1]] for r in all_results if first[0] in r]
+        return f"{statistics.mean(pairs):+.2%}" if pairs else "–"
 
-    lag = gap("minicnn", "recompute", "eval")
-    convention = statistics.mean(r["twin, torch BN"]["eval"] - r["twin, Keras BN"]["eval"] for r in all_results)
-    print(f"\nmomentum lag (minicnn, recomputed - eval mode): {lag:+.2%}; "
-          f"recomputed vs batch statistics: {gap('minicnn', 'recompute', 'batch'):+.2%}")
-    print(f"variance convention (twin: torch BN - Keras BN, eval mode, same weights): {convention:+.2%}")
+    print(f"\nmomentum lag (minicnn, recomputed - eval mode): {gap(('minicnn', 'recompute'), ('minicnn', 'eval'))}; "
+          f"recomputed - batch statistics: {gap(('minicnn', 'recompute'), ('minicnn', 'batch'))}")
+    rule = ("minicnn, PyTorch's variance rule", "eval")
+    print(f"variance convention, eval mode, same weights: minicnn {gap(rule, ('minicnn', 'eval'))}, "
+          f"twin {gap(('twin, torch BN', 'eval'), ('twin, Keras BN', 'eval'))} (PyTorch's rule - Keras')")
 
 
 def main():

@@ -76,10 +76,10 @@ def test_visualize_bn_draws_running_against_batch_statistics(tmp_path, monkeypat
     names = [f"bn{i}" for i in range(1, 11)]  # vgg8_bn's ten BN layers, each summarized
     assert [line.split(":")[0] for line in lines[1:11]] == names
     # an untrained network's running statistics (0 and 1) are far from any real batch's
-    assert all("mean off by" in line for line in lines[1:11])
+    assert all("mean off by" in line and "variance running / batch" in line for line in lines[1:11])
     (png,) = pngs(out)
     height, width = imread(png).shape[:2]
-    assert (width, height) == (1200, 1560)  # 2 layers a row, 5 rows
+    assert (width, height) == (1200, 1560)  # 2 layers a row of 12 inches, 5 rows of 3 inches + the title
 
 
 def test_visualize_bn_needs_a_network_with_batch_norm(tmp_path, monkeypatch, capsys, data_root):  # noqa: F811

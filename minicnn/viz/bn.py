@@ -55,9 +55,9 @@ def accuracies(model, x: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return running, batch
 
 
-def summary(stats: LayerStatistics) -> str:
+def summary(stats: LayerStatistics) -> tuple[str, str]:
     """How far apart they are: the mean shift in units of the batch's standard deviation, and the
-    median ratio of the variances."""
+    ratio of the variances (medians over channels)."""
     shift = np.abs(stats.running_mean - stats.batch_mean) / np.sqrt(stats.batch_var + 1e-12)
     ratio = np.median(stats.running_var / np.maximum(stats.batch_var, 1e-12))
-    return f"mean off by {np.median(shift):.2f} batch std (median), running/batch variance {ratio:.2f} (median)"
+    return f"off by {np.median(shift):.2f} batch std", f"running / batch {ratio:.2f}"

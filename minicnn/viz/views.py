@@ -202,10 +202,11 @@ def bn_statistics(run: LoadedRun, out, samples=500, data=None, data_dir=None) ->
     running, batch = bn.accuracies(run.model, inputs.x, inputs.labels)
     notes = [bn.summary(stats) for stats in layers]
     figure = figures.bn_statistics_figure(
-        layers, [note.replace(", ", "\n") for note in notes],
+        layers, notes,
         f"BN statistics of {run.label} ({run.bn_note}) (x) vs a batch of {len(inputs.labels)} test images (y); "
         f"accuracy on that batch: {running:.1%} with running statistics, {batch:.1%} with the batch's own")
     lines = [f"accuracy on {len(inputs.labels)} test images: {running:.2%} with the running statistics (eval mode), "
              f"{batch:.2%} with the batch's own statistics"]
-    lines += [f"{stats.name}: {note}" for stats, note in zip(layers, notes)]
+    lines += [f"{stats.name}: mean {mean}, variance {var} (medians over channels)"
+              for stats, (mean, var) in zip(layers, notes)]
     return Drawn([figures.save(figure, Path(out) / "bn-statistics.png")], lines)
