@@ -227,7 +227,8 @@ def _row_label(axes, name, shape):
 
 def bn_statistics_figure(layers: list, notes: list[tuple[str, str]], title: str) -> Figure:
     """Per BN layer, two panels: running mean against the batch's mean, and running variance against
-    the batch's variance (log scales), one point per channel, the diagonal where they agree.
+    the batch's variance (log scales when they span a wide range), one point per channel, the
+    diagonal where they agree.
 
     layers: minicnn.viz.bn.LayerStatistics; notes[i]: (mean, variance) summaries of layer i (medians)."""
     from matplotlib.ticker import NullFormatter
@@ -247,7 +248,7 @@ def bn_statistics_figure(layers: list, notes: list[tuple[str, str]], title: str)
             axes.set_xlabel(f"running {what}", fontsize=8)
             axes.set_ylabel(f"batch {what}", fontsize=8)
             axes.tick_params(labelsize=7)
-            if what == "variance" and low > 0:
+            if what == "variance" and low > 0 and high / low > 20:  # a wide range: log scales
                 axes.set_xscale("log")
                 axes.set_yscale("log")
                 for axis in (axes.xaxis, axes.yaxis):  # minor labels of a narrow log range overlap

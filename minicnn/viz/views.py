@@ -203,8 +203,9 @@ def bn_statistics(run: LoadedRun, out, samples=500, data=None, data_dir=None) ->
     notes = [bn.summary(stats) for stats in layers]
     figure = figures.bn_statistics_figure(
         layers, notes,
-        f"BN statistics of {run.label} ({run.bn_note}) (x) vs a batch of {len(inputs.labels)} test images (y); "
-        f"accuracy on that batch: {running:.1%} with running statistics, {batch:.1%} with the batch's own")
+        f"{run.label}, each BN layer's statistics (x; {run.bn_note}) against those of a batch of "
+        f"{len(inputs.labels)} test images (y). Accuracy on that batch: {running:.1%} in eval mode, {batch:.1%} "
+        f"with the batch's own statistics")
     lines = [f"accuracy on {len(inputs.labels)} test images: {running:.2%} with the running statistics (eval mode), "
              f"{batch:.2%} with the batch's own statistics"]
     lines += [f"{stats.name}: mean {mean}, variance {var} (medians over channels)"
