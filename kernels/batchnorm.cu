@@ -91,3 +91,19 @@ __global__ void bn_backward_dx(T* dx, const T* dy, const T* x, const T* gamma, c
     const T xhat = (x[i] - mean[c]) * rstd[c];
     dx[i] = gamma[c] * rstd[c] / T(count) * (T(count) * dy[i] - dbeta[c] - xhat * dgamma[c]);
 }
+
+// Eval-mode backward. The statistics are constants there, so y = gamma * xhat + beta with
+// xhat = (x - running_mean) * rstd, rstd = 1 / sqrt(running_var + eps):
+//   dx = dy * gamma * rstd, and dy_xhat = dy * xhat, whose channel sums (reduce.cu) are dgamma.
+// (dbeta is the channel sums of dy.) One thread per element.
+template <typename T>
+__global__ void bn_eval_backward(T* dx, T* dy_xhat, const T* dy, const T* x, const T* gamma,
+                                 const T* running_mean, const T* running_var, T eps, int total,
+                                 int C, int S) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    const int c = i / S % C;
+    const T rstd = T(1) / dev_sqrt(running_var[c] + eps);
+    dx[i] = dy[i] * (gamma[c] * rstd);
+    dy_xhat[i] = dy[i] * ((x[i] - running_mean[c]) * rstd);
+}

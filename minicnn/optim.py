@@ -1,7 +1,8 @@
 """Optimizers: Adam (and AdamW) and SGD with momentum / Nesterov.
 
-The update itself is a device kernel (adam_update / sgd_update): one fused pass over all
-parameters, the NumPy reference on the CPU and our CUDA kernel on the GPU. This file only keeps
+The update itself is a device kernel (adam_update / sgd_update) called once per step with the
+lists of parameters: the NumPy reference on the CPU, our CUDA kernel on the GPU (one fused
+launch per parameter). This file only keeps
 the state (moments, step count) and the hyper-parameters.
 """
 from __future__ import annotations
@@ -21,12 +22,13 @@ class Optimizer:
         self.lr = lr
         self.step_count = 0
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """Forget the gradients (set_to_none) or set them to zero, as PyTorch's does."""
         for p in self.params:
-            p.grad = None
+            p.grad = None if set_to_none or p.grad is None else p.device.xp.zeros_like(p.grad)
 
     def step(self):
-        """Update every parameter that received a gradient, in one fused kernel call."""
+        """Update every parameter that received a gradient: one kernel-set call for all of them."""
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return
