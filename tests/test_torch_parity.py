@@ -149,9 +149,9 @@ def vgg8_bn_with_adam():
 
 
 def test_vgg8_bn_adam_steps_equal_pytorch():
-    """Report C's network and recipe optimizer (Adam 1e-3), Keras BN; batches of 4."""
+    """Report C's network and recipe optimizer (Adam 1e-3), Keras BN; batches of 8."""
     model, opt = vgg8_bn_with_adam()
-    mismatch = train_side_by_side(model, opt, torch_twin(model), random_batches(20, 4))
+    mismatch = train_side_by_side(model, opt, torch_twin(model), random_batches(20, 8))
     assert mismatch is None, str(mismatch)
 
 
