@@ -15,7 +15,7 @@ serves both rows. minicnn and the twin learn the same function up to float32 rou
 in an epoch is seed noise.
 Every trained network is scored on the test set three ways: eval mode with its running
 statistics, eval mode with statistics recomputed over --bn-batches unaugmented training batches
-(minicnn.nn.bn_stats, the `--bn-stats recompute` option), and with BN on the statistics of each
+(minicnn.train.bn_stats, the `--bn-stats recompute` option), and with BN on the statistics of each
 test batch of 1,000 (what the weights can do once the statistics fit them). The twin is scored
 in eval mode only, once per convention (scoring is as slow as training on a shared 2-core
 machine; add --score-twin for its other two figures). Scoring runs in PyTorch on the twin of the
@@ -59,7 +59,7 @@ def train_minicnn(model, batches, recipe) -> dict:
     """Train on batches; returns {BN layer: the running variance PyTorch's rule would hold}."""
     from minicnn import functional as F
     from minicnn.autograd import tensor
-    from minicnn.nn.bn_stats import batch_norm_layers
+    from minicnn.train.bn_stats import batch_norm_layers
     from minicnn.train.loop import build_optimizer
     opt = build_optimizer(recipe, model.parameters())
     unbiased = {path: layer.running_var.copy() for path, layer in batch_norm_layers(model)}
@@ -107,7 +107,7 @@ def accuracy(twin, test, training_mode):
 def score(model, test, stats_batches, bn_batches, eval_only=False):
     """{figure: accuracy} of a trained minicnn model (its running statistics are left as they were)."""
     import torch
-    from minicnn.nn.bn_stats import recomputed_bn_stats
+    from minicnn.train.bn_stats import recomputed_bn_stats
     from torch_twin import torch_twin
     figures = {"eval": accuracy(torch_twin(model, dtype=torch.float32), test, False)}
     if eval_only:

@@ -1,11 +1,11 @@
-"""Recomputed BN statistics (minicnn.nn.bn_stats) against a direct computation over the batches."""
+"""Recomputed BN statistics (minicnn.train.bn_stats) against a direct computation over the batches."""
 import numpy as np
 import pytest
 
 import minicnn as mc
 from minicnn import nn
 from minicnn.autograd import no_grad
-from minicnn.nn.bn_stats import recompute_bn_stats, recomputed_bn_stats
+from minicnn.train.bn_stats import recompute_bn_stats, recomputed_bn_stats
 
 
 def tiny_net(convention):

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.image import imread
 
 from minicnn.data import prepare_data
-from minicnn.nn.bn_stats import recomputed_bn_stats
+from minicnn.train.bn_stats import recomputed_bn_stats
 from minicnn.train import TrainConfig, load_checkpoint, train
 from minicnn.train.bn_stats import statistics_batches
 from minicnn.train.checkpoint import restore

@@ -27,9 +27,8 @@ from minicnn import optim
 from minicnn.autograd import tensor
 from minicnn.backends import get_device
 from minicnn.data import prepare_data, split_loaders
-from minicnn.nn.bn_stats import recompute_bn_stats, recomputed_bn_stats
 from minicnn.random import generator, manual_seed
-from minicnn.train.bn_stats import HELD, statistics_batches
+from minicnn.train.bn_stats import HELD, recompute_bn_stats, recomputed_bn_stats, statistics_batches
 from minicnn.train.checkpoint import load_checkpoint, restore, save_checkpoint, write_atomically
 from minicnn.train.config import TrainConfig
 from minicnn.train.errors import DivergedError, TrainError

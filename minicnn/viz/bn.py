@@ -15,7 +15,7 @@ import numpy as np
 
 from minicnn.autograd import no_grad, tensor
 from minicnn.backends import to_host
-from minicnn.nn.bn_stats import batch_norm_layers, recomputed_bn_stats
+from minicnn.train.bn_stats import batch_norm_layers, recomputed_bn_stats
 
 
 @dataclass
