@@ -18,8 +18,7 @@ from torch import nn as tnn
 from torch.nn import functional as TF
 
 from minicnn import nn
-from minicnn.backends import numpy_ref
-from minicnn.backends import to_host
+from minicnn.backends import numpy_ref, to_host
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
