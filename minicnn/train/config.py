@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from minicnn.backends import DEVICE_NAMES
 from minicnn.data import DataRecipe
 from minicnn.models import Recipe
+from minicnn.train.bn_stats import DEFAULT_BN_BATCHES, check_bn_stats
 from minicnn.train.errors import TrainError
 
 OPTIMIZERS = ("adam", "sgd")
 CHECKPOINT_RULES = ("best", "improvements", "every-epoch")
-RUN_FIELDS = ("seed", "device", "data", "limit", "workers")
+RUN_FIELDS = ("seed", "device", "data", "limit", "workers", "bn_stats", "bn_batches")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class TrainConfig:
     data: str | None = None         # data folder (None: $MINICNN_DATA or the cache)
     limit: int | None = None        # keep only the first N images of every split (quick runs)
     workers: int = 0                # batches prepared ahead in a background thread (0: inline)
+    bn_stats: str = "running"       # BN statistics for validation and test: running | recompute
+    bn_batches: int = DEFAULT_BN_BATCHES  # recompute: training batches measured (minicnn.train.bn_stats)
 
     def __post_init__(self):
         r = self.recipe
@@ -47,6 +50,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise TrainError(message)
+        check_bn_stats(self.bn_stats, self.bn_batches)
         self.data_recipe()  # an unknown dataset, normalization, split or augmentation fails here
 
     @classmethod

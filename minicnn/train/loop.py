@@ -29,6 +29,7 @@ from minicnn.backends import get_device
 from minicnn.data import prepare_data, split_loaders
 from minicnn.progress import hide_bar
 from minicnn.random import generator, manual_seed
+from minicnn.train.bn_stats import HELD, recompute_bn_stats, recomputed_bn_stats, statistics_batches
 from minicnn.train.checkpoint import load_checkpoint, newest_intact, restore, save_checkpoint, write_atomically
 from minicnn.train.config import TrainConfig
 from minicnn.train.errors import DivergedError, TrainError
@@ -77,6 +78,8 @@ class Trainer:
                                      limit=config.limit, device=self.device)
         manual_seed(config.seed)
         self.model = spec.build(len(self.splits.classes)).to(self.device)
+        self.bn_loader = statistics_batches(self.splits, config.recipe.batch_size, seed=config.seed,
+                                            limit=config.limit, device=self.device)
         self.optimizer = build_optimizer(config.recipe, self.model.parameters())
         self.epoch, self.saved_epoch = 0, None
         self.best = {"val_acc": None, "epoch": 0}
@@ -88,7 +91,7 @@ class Trainer:
     # ---- state
     def meta(self) -> dict:
         normalizer = self.splits.normalizer
-        return {"epoch": self.epoch, "config": self.config.to_dict(), "best": self.best,
+        return {"epoch": self.epoch, "config": self.config.to_dict(), "best": self.best, "bn_stats": HELD,
                 "history": self.history, "classes": list(self.splits.classes),
                 "normalizer": {"mean": list(normalizer.mean), "std": list(normalizer.std)},
                 "val_is_test": self.splits.val_is_test,
@@ -137,10 +140,17 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught, and said, by check_finite
             train_loss, train_acc, images, train_seconds = self.train_epoch(epoch)
             val = evaluate(self.model, self.loaders["val"])
+            running = val
+            if self.config.bn_stats == "recompute":  # validate with both; the recomputed figure leads
+                self.bn_loader.set_epoch(epoch - 1)  # the same batches after a resume
+                with recomputed_bn_stats(self.model, self.bn_loader, self.config.bn_batches):
+                    val = evaluate(self.model, self.loaders["val"])
         self.check_epoch(epoch, train_loss, val.loss)
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
                "val_acc": val.accuracy, "lr": self.optimizer.lr, "seconds": time.perf_counter() - start,
                "images_per_s": images / train_seconds}
+        if running is not val:
+            row.update(val_loss_running=running.loss, val_acc_running=running.accuracy)
         improved = self.best["val_acc"] is None or val.accuracy > self.best["val_acc"]
         self.history.append(row)
         self.epoch = epoch
@@ -149,8 +159,9 @@ class Trainer:
         self.save_epoch()
         write_metrics_csv(self.run_dir / "metrics.csv", self.history)
         plot_curves(self.run_dir / "curves.png", self.history, self.spec.name, self.val_label)
+        also = "" if running is val else f" (running BN statistics: {running.accuracy:.2%})"
         self.log(f"epoch {epoch}/{self.config.recipe.epochs}: train loss {format_loss(train_loss)} acc {train_acc:.2%} | "
-                 f"{self.val_label} loss {format_loss(val.loss)} acc {val.accuracy:.2%}{' *' if improved else ''} | "
+                 f"{self.val_label} loss {format_loss(val.loss)} acc {val.accuracy:.2%}{also}{' *' if improved else ''} | "
                  f"lr {row['lr']:.3g} | {row['seconds']:.1f}s, {row['images_per_s']:.0f} img/s")
         self.warn_if_exploded(train_loss)
 
@@ -166,7 +177,8 @@ class Trainer:
 
     @property
     def val_label(self) -> str:
-        return "validation (= test)" if self.splits.val_is_test else "validation"
+        label = "validation (= test)" if self.splits.val_is_test else "validation"
+        return label + (", recomputed BN statistics" if self.config.bn_stats == "recompute" else "")
 
     def save_epoch(self) -> None:
         """The finished epoch's checkpoints. `last` goes last: it is what a resume starts from, so
@@ -277,9 +289,13 @@ class Trainer:
     def finish(self) -> TrainResult:
         tested = self.tested
         restore(load_checkpoint(self.run_dir / f"{tested}.npz"), self.model)
+        if self.config.bn_stats == "recompute":  # training is over: the model may keep them
+            self.bn_loader.set_epoch(0)
+            recompute_bn_stats(self.model, self.bn_loader, self.config.bn_batches)
         test = evaluate(self.model, self.loaders["test"])
         result = self.result(test)
         summary = {"test_accuracy": test.accuracy, "test_loss": finite_or_none(test.loss), "tested": tested,
+                   "bn_stats": self.config.bn_stats,
                    "epoch_tested": result.epoch_tested,
                    "reported": self.spec.reported, "reported_accuracy": self.spec.reported_accuracy,
                    "epochs": self.epoch, "seconds": result.seconds}
@@ -325,7 +341,7 @@ def train(config: TrainConfig, *, out="runs", run_dir=None, spec=None, data=None
 
 
 def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, spec=None, data=None,
-           progress=True, log=tqdm.write) -> TrainResult:
+           progress=True, log=tqdm.write, bn_stats=None, bn_batches=None) -> TrainResult:
     """Continue the run in `run_dir` from its last checkpoint, optionally to a new epoch count."""
     run_dir = Path(run_dir)
     if not [path for path in run_dir.glob("*.npz") if not path.name.startswith(".")]:
@@ -334,13 +350,15 @@ def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, sp
     with RunLock(run_dir, f"--resume {run_dir}") as lock:
         if lock.took_over:
             log(f"note: took over the lock of {lock.took_over}, which is no longer running")
-        return _resume_locked(run_dir, epochs, device, data_dir, workers, spec, data, progress, log)
+        return _resume_locked(run_dir, epochs, device, data_dir, workers, spec, data, progress, log,
+                              bn_stats, bn_batches)
 
 
-def _resume_locked(run_dir: Path, epochs, device, data_dir, workers, spec, data, progress, log) -> TrainResult:
+def _resume_locked(run_dir: Path, epochs, device, data_dir, workers, spec, data, progress, log,
+                   bn_stats, bn_batches) -> TrainResult:
     checkpoint = newest_intact(run_dir, log)
-    changes = {k: v for k, v in dict(epochs=epochs, device=device, data=data_dir, workers=workers).items()
-               if v is not None}
+    changes = {k: v for k, v in dict(epochs=epochs, device=device, data=data_dir, workers=workers,
+                                     bn_stats=bn_stats, bn_batches=bn_batches).items() if v is not None}
     config = TrainConfig.from_dict(checkpoint.meta["config"]).replace(**changes)
     done = checkpoint.meta["epoch"]
     if done >= config.recipe.epochs:

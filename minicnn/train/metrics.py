@@ -16,12 +16,14 @@ import numpy as np
 from minicnn.train.checkpoint import write_atomically
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
+RUNNING_COLUMNS = ("val_loss_running", "val_acc_running")  # --bn-stats recompute: the running-statistics figures
 
 
 def write_metrics_csv(path: Path, history: list[dict]) -> None:
-    """history: one dict per epoch with the COLUMNS keys."""
-    lines = [",".join(COLUMNS)]
-    lines += [",".join(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS)
+    """history: one dict per epoch with the COLUMNS keys (and RUNNING_COLUMNS, when recomputing)."""
+    columns = COLUMNS + tuple(c for c in RUNNING_COLUMNS if history and c in history[-1])
+    lines = [",".join(columns)]
+    lines += [",".join(f"{row[c]:.6g}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns)
               for row in history]
     write_atomically(Path(path), lambda f: f.write(("\n".join(lines) + "\n").encode()))
 
@@ -41,6 +43,9 @@ def plot_curves(path: Path, history: list[dict], title: str, val_label: str = "v
     for axes, metric, name in zip(figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy")):
         axes.plot(epochs, [row[f"train_{metric}"] for row in history], "o-", label="train")
         axes.plot(epochs, [row[f"val_{metric}"] for row in history], "o-", label=val_label)
+        running = [(row["epoch"], row[f"val_{metric}_running"]) for row in history if f"val_{metric}_running" in row]
+        if running:
+            axes.plot(*zip(*running), "o--", label="validation, running BN statistics")
         axes.set(xlabel="epoch", ylabel=name, title=f"{title}: {name}")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)

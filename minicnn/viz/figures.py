@@ -273,3 +273,37 @@ def _row_label(axes, name, shape):
     axes.set_axis_off()
     axes.text(0.95, 0.5, f"{name}\n{tuple(shape)}", ha="right", va="center", fontsize=8,
               transform=axes.transAxes)
+
+
+def bn_statistics_figure(layers: list, notes: list[tuple[str, str]], title: str) -> Figure:
+    """Per BN layer, two panels: running mean against the batch's mean, and running variance against
+    the batch's variance (log scales when they span a wide range), one point per channel, the
+    diagonal where they agree.
+
+    layers: minicnn.viz.bn.LayerStatistics; notes[i]: (mean, variance) summaries of layer i (medians)."""
+    from matplotlib.ticker import NullFormatter
+    per_row = 2                                   # layers per row, each with a mean and a variance panel
+    rows = math.ceil(len(layers) / per_row)
+    figure = Figure(figsize=(3 * per_row * 2, 3.0 * rows + TITLE), layout="constrained")
+    grid = figure.subplots(rows, per_row * 2, squeeze=False)
+    for axes in grid.ravel()[2 * len(layers):]:
+        axes.set_axis_off()
+    for index, (stats, note) in enumerate(zip(layers, notes)):
+        pair = grid[index // per_row, 2 * (index % per_row):2 * (index % per_row) + 2]
+        for axes, running, batch, what, text in ((pair[0], stats.running_mean, stats.batch_mean, "mean", note[0]),
+                                                 (pair[1], stats.running_var, stats.batch_var, "variance", note[1])):
+            low, high = float(min(running.min(), batch.min())), float(max(running.max(), batch.max()))
+            axes.plot([low, high], [low, high], color="0.6", linewidth=1)
+            axes.scatter(running, batch, s=8, alpha=0.7)
+            axes.set_xlabel(f"running {what}", fontsize=8)
+            axes.set_ylabel(f"batch {what}", fontsize=8)
+            axes.tick_params(labelsize=7)
+            if what == "variance" and low > 0 and high / low > 20:  # a wide range: log scales
+                axes.set_xscale("log")
+                axes.set_yscale("log")
+                for axis in (axes.xaxis, axes.yaxis):  # minor labels of a narrow log range overlap
+                    axis.set_minor_formatter(NullFormatter())
+            axes.set_title(f"{stats.name} {what}, {len(running)} channels\n{text}", fontsize=8)
+    lines = textwrap.wrap(title, int(figure.get_figwidth() * 72 / 10 * 1.6), break_on_hyphens=False)
+    figure.suptitle("\n".join(lines), fontsize=10)
+    return figure

@@ -206,3 +206,25 @@ def _first_test_images(run, samples, data, data_dir) -> Inputs:
 
 def _file_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text.replace("test ", "img"))
+
+
+def bn_statistics(run: LoadedRun, out, samples=500, data=None, data_dir=None) -> Drawn:
+    """Every BN layer's running mean/variance against those of a batch of `samples` test images,
+    and the accuracy of that batch with each; see minicnn.viz.bn."""
+    from minicnn.viz import bn
+    inputs = _first_test_images(run, samples, data, data_dir)
+    layers = bn.layer_statistics(run.model, inputs.x)
+    if not layers:
+        raise VizError(f"{run.arch} has no batch-norm layer; --what bn needs one")
+    running, batch = bn.accuracies(run.model, inputs.x, inputs.labels)
+    notes = [bn.summary(stats) for stats in layers]
+    figure = figures.bn_statistics_figure(
+        layers, notes,
+        f"{run.label}, each BN layer's statistics (x; {run.bn_note}) against those of a batch of "
+        f"{len(inputs.labels)} test images (y). Accuracy on that batch: {running:.1%} in eval mode, {batch:.1%} "
+        f"with the batch's own statistics")
+    lines = [f"accuracy on {len(inputs.labels)} test images: {running:.2%} with the running statistics (eval mode), "
+             f"{batch:.2%} with the batch's own statistics"]
+    lines += [f"{stats.name}: mean {mean}, variance {var} (medians over channels)"
+              for stats, (mean, var) in zip(layers, notes)]
+    return Drawn([figures.save(figure, Path(out) / "bn-statistics.png")], lines)
