@@ -14,7 +14,10 @@ from minicnn.sweep import flags as sweep_flags
 
 DEVICE_HELP = "auto (GPU if usable), cpu, cuda or emu."
 DATA_HELP = "Data folder (default: $MINICNN_DATA, else ~/.cache/minicnn; get it with `minicnn data download cifar10`)."
-PROGRESS_HELP = "Show progress bars."
+PROGRESS_HELP = "Show progress bars (drawn only when stderr is a terminal)."
+BN_STATS_HELP = ("BN statistics to evaluate with: running (the running averages) or recompute (measured "
+                 "for the current weights over --bn-batches training batches)")
+BN_BATCHES_HELP = "Training batches --bn-stats recompute measures"
 PRECISION_HELP = ("Multiply of the CUDA convolutions and GEMMs: fp32 (exact), tf32 or bf16 (tensor cores, "
                   "FP32 sums and weights); auto is tf32 on CUDA, fp32 on emu and cpu.")
 
@@ -24,15 +27,17 @@ def train_command(
     epochs: Optional[int] = typer.Option(None, help="Epochs (default: the recipe's)."),
     batch: Optional[int] = typer.Option(None, help="Batch size (default: the recipe's)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: the recipe's)."),
-    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " [default: auto]"),
-    precision: Optional[str] = typer.Option(None, help=PRECISION_HELP + " [default: auto]"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + "  [default: auto]"),
+    precision: Optional[str] = typer.Option(None, help=PRECISION_HELP + "  [default: auto]"),
     data: Optional[Path] = typer.Option(None, help=DATA_HELP),
     out: Path = typer.Option(Path("runs"), help="Folder for run folders (<arch>-<time>/)."),
-    seed: Optional[int] = typer.Option(None, help="Seed of init, dropout, shuffling, augmentation [default: 0]."),
+    seed: Optional[int] = typer.Option(None, help="Seed of init, dropout, shuffling, augmentation.  [default: 0]"),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images of each split (quick runs)."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last checkpoint."),
-    workers: Optional[int] = typer.Option(None, help="Batches prepared ahead in a background thread [default: 0]."),
+    workers: Optional[int] = typer.Option(None, help="Batches prepared ahead in a background thread.  [default: 0]"),
     progress: bool = typer.Option(True, help=PROGRESS_HELP),
+    bn_stats: Optional[str] = typer.Option(None, help=BN_STATS_HELP + " for validation and test.  [default: running]"),
+    bn_batches: Optional[int] = typer.Option(None, help=BN_BATCHES_HELP + ".  [default: 100]"),
 ):
     """Train a documented network with its report's recipe; flags override the recipe.
 
@@ -50,16 +55,17 @@ def train_command(
         given = [flag for flag, value in fixed.items() if value is not None]
         if given:
             raise TrainError(f"--resume continues a run with its own settings; {', '.join(given)} cannot change "
-                             f"(only --epochs, --device, --data and --workers can)")
+                             f"(only --epochs, --device, --data, --workers, --bn-stats and --bn-batches can)")
         result = resume_run(resume, epochs=epochs, device=device, data_dir=data_dir, workers=workers,
-                            progress=progress)
+                            progress=progress, bn_stats=bn_stats, bn_batches=bn_batches)
     else:
         if arch is None:
             raise TrainError("--arch NAME is required (or --resume RUN_DIR); `minicnn models` lists the names")
         from minicnn.models import get_spec
         spec = get_spec(arch)
         config = TrainConfig.from_spec(spec, epochs=epochs, batch_size=batch, lr=lr, device=device or "auto",
-                                       precision=precision, data=data_dir, seed=seed, limit=limit, workers=workers)
+                                       precision=precision, data=data_dir, seed=seed, limit=limit, workers=workers,
+                                       bn_stats=bn_stats, bn_batches=bn_batches)
         result = train(config, out=out, spec=spec, progress=progress)
     if result.interrupted:
         raise typer.Exit(130)
@@ -71,15 +77,19 @@ def evaluate_command(
     precision: Optional[str] = typer.Option(None, help=PRECISION_HELP + " [default: tf32 on CUDA, else fp32]"),
     data: Optional[Path] = typer.Option(None, help=DATA_HELP),
     limit: Optional[int] = typer.Option(None, help="Use only the first N test images."),
+    bn_stats: Optional[str] = typer.Option(None, help=BN_STATS_HELP + ".  [default: the run's, else running]"),
+    bn_batches: Optional[int] = typer.Option(None, help=BN_BATCHES_HELP + ".  [default: the run's]"),
 ):
     """Test accuracy, per-class accuracy and a confusion-matrix PNG for a checkpoint."""
     from minicnn.train.evaluate import evaluate_checkpoint
+    from minicnn.train.finite import format_loss
 
     report = evaluate_checkpoint(run, device=device, data_dir=str(data) if data else None, limit=limit,
-                                 precision=precision)
+                                 bn_stats=bn_stats, bn_batches=bn_batches, precision=precision)
     evaluation = report.evaluation
     typer.echo(f"{report.arch}, {report.checkpoint} (epoch {report.epoch}): test accuracy "
-               f"{evaluation.accuracy:.2%}, loss {evaluation.loss:.4f} on {len(evaluation.labels):,} images")
+               f"{evaluation.accuracy:.2%}, loss {format_loss(evaluation.loss)} on {len(evaluation.labels):,} images "
+               f"({report.bn_note})")
     width = max(len(name) for name in report.classes)
     for name, accuracy, count in zip(report.classes, report.per_class, report.confusion.sum(axis=1)):
         typer.echo(f"  {name:<{width}}  {accuracy:7.2%}  ({count} images)")
@@ -91,11 +101,14 @@ def predict_command(
     image: Path = typer.Argument(..., help="An image file (PNG, JPEG, ...); resized to 32x32 RGB."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
     top: int = typer.Option(3, help="How many classes to list."),
+    bn_stats: Optional[str] = typer.Option(None, help=BN_STATS_HELP + ".  [default: the run's, else running]"),
+    bn_batches: Optional[int] = typer.Option(None, help=BN_BATCHES_HELP + ".  [default: the run's]"),
 ):
     """The most likely classes of one image."""
     from minicnn.train.evaluate import predict_image
 
-    for rank, (name, probability) in enumerate(predict_image(checkpoint, image, device=device, top=top), 1):
+    ranked = predict_image(checkpoint, image, device=device, top=top, bn_stats=bn_stats, bn_batches=bn_batches)
+    for rank, (name, probability) in enumerate(ranked, 1):
         typer.echo(f"{rank}. {name:<16} {probability:7.2%}")
 
 

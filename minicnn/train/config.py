@@ -7,16 +7,18 @@ can be resumed, evaluated or reproduced from its folder alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from minicnn.backends import DEVICE_NAMES, resolve_precision
 from minicnn.data import DataRecipe
 from minicnn.models import Recipe
+from minicnn.train.bn_stats import DEFAULT_BN_BATCHES, check_bn_stats
 from minicnn.train.errors import TrainError
 
 OPTIMIZERS = ("adam", "sgd")
 CHECKPOINT_RULES = ("best", "improvements", "every-epoch")
-RUN_FIELDS = ("seed", "device", "precision", "data", "limit", "workers")
+RUN_FIELDS = ("seed", "device", "precision", "data", "limit", "workers", "bn_stats", "bn_batches")
 PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")  # auto: tf32 on CUDA, fp32 elsewhere
 
 
@@ -30,6 +32,8 @@ class TrainConfig:
     data: str | None = None         # data folder (None: $MINICNN_DATA or the cache)
     limit: int | None = None        # keep only the first N images of every split (quick runs)
     workers: int = 0                # batches prepared ahead in a background thread (0: inline)
+    bn_stats: str = "running"       # BN statistics for validation and test: running | recompute
+    bn_batches: int = DEFAULT_BN_BATCHES  # recompute: training batches measured (minicnn.train.bn_stats)
 
     def __post_init__(self):
         r = self.recipe
@@ -37,10 +41,11 @@ class TrainConfig:
             (r.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {r.optimizer!r}"),
             (r.checkpoint in CHECKPOINT_RULES,
              f"checkpoint rule must be one of {', '.join(CHECKPOINT_RULES)}, got {r.checkpoint!r}"),
-            (r.lr > 0, f"--lr must be positive, got {r.lr}"),
+            (r.lr > 0 and math.isfinite(r.lr), f"--lr must be positive and finite, got {r.lr}"),
             (r.epochs >= 1, f"--epochs must be at least 1, got {r.epochs}"),
             (r.batch_size >= 1, f"--batch must be at least 1, got {r.batch_size}"),
             (self.limit is None or self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
+            (self.seed >= 0, f"--seed must be 0 or more, got {self.seed}"),
             (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
             (self.device in DEVICE_NAMES, f"--device must be one of {', '.join(DEVICE_NAMES)}, got {self.device!r}"),
             (self.precision in PRECISION_CHOICES,
@@ -49,6 +54,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise TrainError(message)
+        check_bn_stats(self.bn_stats, self.bn_batches)
         if self.device == "cpu":
             resolve_precision("cpu", self.precision)  # tf32 / bf16 there: a one-line DeviceError
         self.data_recipe()  # an unknown dataset, normalization, split or augmentation fails here

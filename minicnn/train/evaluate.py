@@ -10,9 +10,11 @@ from minicnn import functional as F
 from minicnn.autograd import no_grad, tensor
 from minicnn.backends import get_device
 from minicnn.data import BatchLoader, Normalizer, prepare_data
+from minicnn.train.bn_stats import use_bn_stats
 from minicnn.train.checkpoint import load_checkpoint, restore
 from minicnn.train.config import TrainConfig
-from minicnn.train.errors import TrainError
+from minicnn.train.errors import CheckpointError, TrainError
+from minicnn.train.finite import names_in_short, non_finite_arrays
 from minicnn.train.metrics import confusion_matrix, plot_confusion
 
 IMAGE_SIZE = 32
@@ -59,12 +61,17 @@ class TestReport:
     per_class: np.ndarray       # (K,) accuracy of each true class
     confusion: np.ndarray       # (K, K) counts, row = true class
     confusion_png: Path
+    bn_note: str = "BN: running averages"   # which BN statistics the figures used
 
 
 def load_model(path, device, spec=None, precision=None):
     """(checkpoint, config, model on `device` holding the checkpoint's weights); precision:
     fp32 | tf32 | bf16 for the CUDA kernels, None for the device's default."""
     checkpoint = load_checkpoint(path)
+    bad = non_finite_arrays(checkpoint.model)
+    if bad:  # every prediction, figure and accuracy from it would be noise
+        raise CheckpointError(f"{checkpoint.path}: its weights are not finite (NaN/inf in {names_in_short(bad)}); "
+                              f"it comes from a diverged run: use another checkpoint, or train again with a smaller --lr")
     config = TrainConfig.from_dict(checkpoint.meta["config"])
     if spec is None:
         from minicnn.models import get_spec
@@ -79,14 +86,18 @@ def checkpoint_normalizer(checkpoint) -> Normalizer:
     return Normalizer(tuple(saved["mean"]), tuple(saved["std"]))
 
 
-def evaluate_checkpoint(path, *, device="auto", data_dir=None, limit=None, spec=None, data=None,
-                        precision=None) -> TestReport:
+def evaluate_checkpoint(path, *, device="auto", data_dir=None, limit=None, spec=None, data=None, bn_stats=None,
+                        bn_batches=None, precision=None) -> TestReport:
     """Test-set accuracy, per-class accuracy and a confusion-matrix PNG (written beside the checkpoint).
 
     path: a run folder (its best.npz, else last.npz) or a checkpoint file.
+    bn_stats / bn_batches: running | recompute (minicnn.train.bn_stats); None: the run's setting.
     """
+    if limit is not None and limit < 1:
+        raise TrainError(f"--limit must be at least 1, got {limit}")
     checkpoint, config, model = load_model(path, device, spec, precision)
     splits = prepare_data(config.data_recipe(), data_dir or config.data, data)
+    note = use_bn_stats(model, config, bn_stats, bn_batches, splits=splits)
     loader = BatchLoader(splits.test_x, splits.test_y, config.recipe.batch_size, normalizer=checkpoint_normalizer(checkpoint),
                          limit=limit, device=model.parameters()[0].device)
     evaluation = evaluate(model, loader)
@@ -97,7 +108,7 @@ def evaluate_checkpoint(path, *, device="auto", data_dir=None, limit=None, spec=
     plot_confusion(png, matrix, classes, f"{config.arch} ({checkpoint.path.stem}, epoch {checkpoint.meta['epoch']}): "
                                          f"test accuracy {evaluation.accuracy:.2%}")
     return TestReport(checkpoint.path, config.arch, checkpoint.meta["epoch"], evaluation, classes, per_class,
-                      matrix, png)
+                      matrix, png, note)
 
 
 def read_image(path) -> np.ndarray:
@@ -112,10 +123,15 @@ def read_image(path) -> np.ndarray:
     return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)[None]
 
 
-def predict_image(checkpoint_path, image_path, *, device="cpu", top=3, spec=None) -> list[tuple[str, float]]:
-    """The `top` most likely classes of one image file, as (class name, probability), best first."""
+def predict_image(checkpoint_path, image_path, *, device="cpu", top=3, spec=None, bn_stats=None,
+                  bn_batches=None, data=None) -> list[tuple[str, float]]:
+    """The `top` most likely classes of one image file, as (class name, probability), best first.
+    bn_stats recompute reads the run's training data (minicnn.train.bn_stats)."""
+    if top < 1:
+        raise TrainError(f"--top must be at least 1, got {top}")
     image = read_image(image_path)
-    checkpoint, _, model = load_model(checkpoint_path, device, spec)
+    checkpoint, config, model = load_model(checkpoint_path, device, spec)
+    use_bn_stats(model, config, bn_stats, bn_batches, data=data)
     device = model.parameters()[0].device
     x = checkpoint_normalizer(checkpoint)(device.asarray(image).astype(np.float32), device.xp)
     with no_grad():

@@ -15,7 +15,8 @@ from typing import Optional
 
 import typer
 
-WHATS = ("maps", "filters", "cam", "gradcam", "tsne", "tsne-progress", "layers")
+WHATS = ("maps", "filters", "cam", "gradcam", "tsne", "tsne-progress", "layers", "bn")
+SAMPLES = {"bn": 500}  # --samples default per --what; else 2000
 DEVICE_HELP = "auto (GPU if usable), cpu, cuda or emu."
 RUN_HELP = "A run folder or checkpoint .npz (default: the latest run under --runs)."
 
@@ -34,7 +35,8 @@ def visualize(
                                              "(default: each image's prediction; --topk is then ignored)."),
     topk: int = typer.Option(1, help="cam/gradcam: the k most likely classes side by side."),
     gmm: Optional[int] = typer.Option(None, help="tsne: fit a Gaussian mixture with this many components."),
-    samples: int = typer.Option(2000, help="tsne: how many test images to embed."),
+    samples: Optional[int] = typer.Option(None, help="tsne: how many test images to embed (default 2000); "
+                                          "bn: the batch whose statistics are shown (default 500)."),
     shared_scale: bool = typer.Option(True, "--shared-scale/--per-map-scale",
                                       help="maps: one colour range for all channels, or one per map."),
     limit: int = typer.Option(64, help="maps: show at most this many channels."),
@@ -42,25 +44,36 @@ def visualize(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     data: Optional[Path] = typer.Option(None, help="Data folder (default: where the run read its data)."),
     show: bool = typer.Option(False, help="Also open the figures in a window, where one can open."),
+    progress: bool = typer.Option(True, help="Show progress bars (drawn only when stderr is a terminal)."),
+    bn_stats: Optional[str] = typer.Option(None, help="BN statistics the network uses: running or recompute "
+                                           "(measured over --bn-batches training batches).  [default: the run's]"),
+    bn_batches: Optional[int] = typer.Option(None, help="Training batches --bn-stats recompute measures."),
 ):
-    """Look inside a trained network: feature maps, filters, CAM / Grad-CAM, t-SNE (+ GMM)."""
+    """Look inside a trained network: feature maps, filters, CAM / Grad-CAM, t-SNE (+ GMM), BN statistics."""
     from minicnn.viz import views
     from minicnn.viz.inputs import choose_inputs
     from minicnn.viz.runs import VizError, load_run
 
     if what not in WHATS:
         raise VizError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")
-    loaded = load_run(run, checkpoint=checkpoint, device=device, runs_root=runs)
-    folder = out or loaded.run_dir / "figures"
+    if limit < 1:
+        raise VizError(f"--limit must be at least 1, got {limit}")
     data_dir = str(data) if data else None
+    loaded = load_run(run, checkpoint=checkpoint, device=device, runs_root=runs, bn_stats=bn_stats,
+                      bn_batches=bn_batches, data_dir=data_dir)
+    folder = out or loaded.run_dir / "figures"
+    samples = samples or SAMPLES.get(what, 2000)
     if what in ("maps", "filters", "gradcam", "tsne"):
         layer = views.check_layer(loaded.model, layer or views.default_layer(loaded.model, what))
     if what == "filters":
         drawn = views.filters(loaded, layer, folder)
     elif what == "tsne":
-        drawn = views.tsne(loaded, layer, folder, samples, gmm, data_dir=data_dir)
+        drawn = views.tsne(loaded, layer, folder, samples, gmm, data_dir=data_dir, progress=progress)
+    elif what == "bn":
+        drawn = views.bn_statistics(loaded, folder, samples, data_dir=data_dir)
     elif what == "tsne-progress":
-        drawn = views.tsne_progress(loaded.run_dir, layer, folder, samples, device, data_dir=data_dir)
+        drawn = views.tsne_progress(loaded.run_dir, layer, folder, samples, device, data_dir=data_dir,
+                                    progress=progress)
     else:
         inputs = choose_inputs(loaded, images or image, data_dir=data_dir)
         if what == "maps":

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from minicnn.data import Normalizer
+from minicnn.train.bn_stats import use_bn_stats
 from minicnn.train.checkpoint import Checkpoint, find_checkpoint
 from minicnn.train.evaluate import checkpoint_normalizer, load_model
 
@@ -33,6 +34,7 @@ class LoadedRun:
     normalizer: Normalizer  # the training split's constants
     dataset: str            # cifar10 | cifar100
     data_dir: str | None    # where the run read its data (None: $MINICNN_DATA or the cache)
+    bn_note: str = "BN: running averages"  # which BN statistics the model holds (--bn-stats)
 
     @property
     def label(self) -> str:
@@ -41,10 +43,12 @@ class LoadedRun:
 
 
 def latest_run(root=RUNS) -> Path:
-    """The run folder under `root` whose newest checkpoint was written last."""
+    """The run folder under `root` whose newest checkpoint was written last; runs one level down
+    count too (`minicnn reproduce` puts its runs in root/reproduce-<time>/)."""
     root = Path(root)
-    runs = [folder for folder in root.iterdir() if folder.is_dir() and _checkpoints(folder)] \
-        if root.is_dir() else []
+    folders = [folder for folder in root.iterdir() if folder.is_dir()] if root.is_dir() else []
+    folders += [inner for folder in folders for inner in folder.iterdir() if inner.is_dir()]
+    runs = [folder for folder in folders if _checkpoints(folder)]
     if not runs:
         raise VizError(f"no training run in {root}/ to look inside; train one first, e.g. "
                        f"`minicnn train --arch vgg8_bn` (or pass --run FOLDER)")
@@ -55,10 +59,12 @@ def _checkpoints(folder: Path) -> list[Path]:
     return [path for path in folder.glob("*.npz") if not path.name.startswith(".")]
 
 
-def load_run(run=None, *, checkpoint: str = "best", device: str = "auto", runs_root=RUNS) -> LoadedRun:
+def load_run(run=None, *, checkpoint: str = "best", device: str = "auto", runs_root=RUNS, bn_stats=None,
+             bn_batches=None, data_dir=None) -> LoadedRun:
     """run: a run folder or a checkpoint file (None: the latest run under runs_root).
 
-    checkpoint: which one of the folder to read (best, else last; or e.g. epoch-005)."""
+    checkpoint: which one of the folder to read (best, else last; or e.g. epoch-005).
+    bn_stats / bn_batches: running | recompute (minicnn.train.bn_stats); None: the run's setting."""
     path = Path(run) if run is not None else latest_run(runs_root)
     if run is not None and not path.exists():
         raise VizError(f"--run {path}: no such run folder or checkpoint")
@@ -67,8 +73,9 @@ def load_run(run=None, *, checkpoint: str = "best", device: str = "auto", runs_r
         raise VizError(f"--checkpoint {checkpoint}: {path} has no {checkpoint}.npz (it has: {kept})")
     npz = find_checkpoint(path, checkpoint)  # best, else last
     loaded, config, model = load_model(npz, device)
+    note = use_bn_stats(model, config, bn_stats, bn_batches, data_dir=data_dir)
     return LoadedRun(npz.parent, loaded, config.arch, model, list(loaded.meta["classes"]),
-                     checkpoint_normalizer(loaded), config.recipe.dataset, config.data)
+                     checkpoint_normalizer(loaded), config.recipe.dataset, config.data, note)
 
 
 def improvement_checkpoints(run_dir) -> tuple[list[Path], str]:
