@@ -6,17 +6,17 @@
     python benchmarks/cpu_train.py --arch vgg_like --baseline ../main   # before/after a change
 
 Each framework trains in its own worker process (so each has its own peak RSS), with the same
-network (benchmarks/torch_twin.py copies minicnn's layers and initial weights), the same
-optimizer and recipe, the same batch and the same random images, and the same number of BLAS /
-intra-op threads. After one warm-up step per worker, the parent alternates timed rounds of
---steps steps between the workers (the order changes every round), so a busy machine slows
-every side alike. It prints img/s for each, the ratio minicnn / PyTorch, and each worker's
-peak RSS. CPU time (all threads of a worker) is printed beside wall time: on a machine shared
-with other jobs it moves less than wall time, but it also counts BLAS/OpenMP threads spinning
-while they wait. Then one minicnn step broken down by kernel (every `device.kernels.*` call
-timed; the rest is autograd and array glue) beside torch.profiler's table for one PyTorch step.
---baseline DIR adds a third worker running another minicnn checkout: before and after a change
-in one run.
+network (tests/torch_twin.py copies minicnn's layers and initial weights, here in float32 with
+PyTorch's own batch norm and dropout layers), the same optimizer and recipe, the same batch and
+the same random images, and the same number of BLAS / intra-op threads. After one warm-up step
+per worker, the parent alternates timed rounds of --steps steps between the workers (the order
+changes every round), so a busy machine slows every side alike. It prints img/s for each, the
+ratio minicnn / PyTorch, and each worker's peak RSS. CPU time (all threads of a worker) is printed
+beside wall time: on a machine shared with other jobs it moves less than wall time, but it also
+counts BLAS/OpenMP threads spinning while they wait. Then one minicnn step broken down by kernel
+(every `device.kernels.*` call timed; the rest is autograd and array glue) beside
+torch.profiler's table for one PyTorch step. --baseline DIR adds a third worker running another
+minicnn checkout: before and after a change in one run.
 """
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the twin lives beside its parity test
 
 DEFAULT_BATCH = {"vgg_like": 512, "vgg8_bn": 32, "resnet20": 128}
 
@@ -108,7 +111,8 @@ def _torch_trainer(arch, batch, threads):
     torch.set_num_threads(threads)
     mc.manual_seed(0)
     spec = get_spec(arch)
-    model = torch_twin(spec.build(10)).train()
+    # torch's own BN and dropout layers: PyTorch at its usual speed, not minicnn's conventions replayed
+    model = torch_twin(spec.build(10), bn="torch", dtype=torch.float32, dropout="torch").train()
     r = spec.recipe
     if r.optimizer == "adam":
         optimizer = torch.optim.Adam(model.parameters(), r.lr, r.betas, r.eps, r.weight_decay)

@@ -1,5 +1,6 @@
 """A PyTorch twin of a minicnn network: the same layers, minicnn's weights copied in, parameters
-named by minicnn's dotted paths. Used by tests/test_torch_parity.py and benchmarks/bn_seeds.py.
+named by minicnn's dotted paths. Used by tests/test_torch_parity.py, benchmarks/bn_seeds.py and
+benchmarks/cpu_train.py.
 
     twin = torch_twin(model, bn="keras")          # model: a minicnn Module; twin: a torch.nn.Module
     dict(twin.named_parameters())["conv1.weight"]  # the same name as in model.named_parameters()
@@ -7,8 +8,15 @@ named by minicnn's dotted paths. Used by tests/test_torch_parity.py and benchmar
 bn="keras" keeps minicnn's Keras-convention layers exactly (the plain batch variance in
 running_var, momentum as minicnn stores it); bn="torch" uses torch.nn.BatchNorm*d with the same
 momentum and eps, which stores the unbiased variance (PyTorch's own convention).
-Dropout takes minicnn's masks: the twin draws each mask from the reference Philox generator
-with the layer's (seed, step), as minicnn does, so both networks drop the same units.
+dropout="minicnn" takes minicnn's masks: the twin draws each mask from the reference Philox
+generator with the layer's (seed, step), as minicnn does, so both networks drop the same units.
+dropout="torch" is torch.nn.Dropout with the same rate: other masks, but PyTorch's own speed,
+which is what a speed comparison wants (bn="torch" likewise).
+
+Padding follows minicnn's arguments, 'same' by TensorFlow's rule (the odd extra row/column at the
+bottom/right), restated here rather than imported so the parity test also checks minicnn's rule.
+Pads equal on both sides go to the convolution or pooling itself, as PyTorch code writes them;
+only uneven ones become an explicit F.pad first.
 """
 from __future__ import annotations
 
@@ -20,6 +28,9 @@ from torch.nn import functional as TF
 from minicnn import nn
 from minicnn.backends import numpy_ref, to_host
 
+BN_CONVENTIONS = ("keras", "torch")
+DROPOUT_MASKS = ("minicnn", "torch")
+
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow's 'same' rule: (before, after), the odd extra row/column after."""
@@ -28,18 +39,36 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _pads(padding, kernel, stride, height, width):
-    """minicnn's padding argument -> F.pad's (left, right, top, bottom)."""
-    if padding == "same":
-        return same_padding(width, kernel[1], stride) + same_padding(height, kernel[0], stride)
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+
+
+def _fixed_pads(padding) -> tuple[int, int, int, int]:
+    """minicnn's padding argument other than 'same' -> F.pad's (left, right, top, bottom)."""
     if padding == "valid" or padding == 0:
         return (0, 0, 0, 0)
-    if isinstance(padding, int):
+    if isinstance(padding, (int, np.integer)):
         return (padding,) * 4
     if len(padding) == 2:
         return (padding[1], padding[1], padding[0], padding[0])
     top, bottom, left, right = padding
     return (left, right, top, bottom)
+
+
+def _padded(x, padding, kernel, stride, fill=0.0, most_per_side=None):
+    """(x, the padding argument for PyTorch's op): pads equal on both sides of each axis (and at
+    most most_per_side, max_pool2d's limit) are left to the op, which needs no padded copy of x;
+    uneven ones, as 'same' gives for an even kernel or a stride of 2, are applied with F.pad."""
+    height, width = x.shape[2:]
+    if padding == "same":
+        pads = same_padding(width, kernel[1], stride[1]) + same_padding(height, kernel[0], stride[0])
+    else:
+        pads = _fixed_pads(padding)
+    left, right, top, bottom = pads
+    fits = most_per_side is None or (top <= most_per_side[0] and left <= most_per_side[1])
+    if left == right and top == bottom and fits:
+        return x, (top, left)
+    return TF.pad(x, pads, value=fill), (0, 0)
 
 
 def _parameter(array) -> tnn.Parameter:
@@ -51,11 +80,11 @@ class Conv(tnn.Module):
         super().__init__()
         self.weight = _parameter(layer.weight.data)
         self.bias = _parameter(layer.bias.data) if layer.bias is not None else None
-        self.stride, self.padding = layer.stride, layer.padding
+        self.stride, self.padding = _pair(layer.stride), layer.padding
 
     def forward(self, x):
-        pads = _pads(self.padding, self.weight.shape[2:], self.stride, *x.shape[2:])
-        return TF.conv2d(TF.pad(x, pads), self.weight, self.bias, self.stride)
+        x, pads = _padded(x, self.padding, self.weight.shape[2:], self.stride)
+        return TF.conv2d(x, self.weight, self.bias, self.stride, pads)
 
 
 class Linear(tnn.Module):
@@ -123,11 +152,14 @@ class Dropout(tnn.Module):
 class MaxPool(tnn.Module):
     def __init__(self, layer: nn.MaxPool2d):
         super().__init__()
-        self.kernel, self.stride, self.padding = layer.kernel_size, layer.stride or layer.kernel_size, layer.padding
+        self.kernel = _pair(layer.kernel_size)
+        self.stride = _pair(layer.stride or layer.kernel_size)
+        self.padding = layer.padding
 
     def forward(self, x):
-        pads = _pads(self.padding, (self.kernel, self.kernel), self.stride, *x.shape[2:])
-        return TF.max_pool2d(TF.pad(x, pads, value=-torch.inf), self.kernel, self.stride)
+        half_kernel = (self.kernel[0] // 2, self.kernel[1] // 2)
+        x, pads = _padded(x, self.padding, self.kernel, self.stride, -torch.inf, half_kernel)
+        return TF.max_pool2d(x, self.kernel, self.stride, pads)
 
 
 class Function(tnn.Module):
@@ -142,10 +174,10 @@ class Function(tnn.Module):
 class Sequential(tnn.Module):
     """Children registered under minicnn's names, so parameter names match."""
 
-    def __init__(self, layer: nn.Sequential, bn: str):
+    def __init__(self, layer: nn.Sequential, convert_child):
         super().__init__()
         for key, child in layer._modules.items():
-            self.add_module(key, convert(child, bn))
+            self.add_module(key, convert_child(child))
 
     def forward(self, x):
         for child in self.children():
@@ -166,12 +198,12 @@ class SEBlock(tnn.Module):
 class ResidualBlock(tnn.Module):
     """Mirrors minicnn.nn.ResidualBlock.forward, both v1 and pre-activation."""
 
-    def __init__(self, layer: nn.ResidualBlock, bn: str):
+    def __init__(self, layer: nn.ResidualBlock, convert_child):
         super().__init__()
         self.preact = layer.preact
         for key, child in layer._modules.items():
             if child is not None:
-                self.add_module(key, convert(child, bn))
+                self.add_module(key, convert_child(child))
         self.has_se, self.has_shortcut = layer.se is not None, layer.shortcut is not None
 
     def forward(self, x):
@@ -187,19 +219,19 @@ class ResidualBlock(tnn.Module):
         return out if self.preact else torch.relu(out)
 
 
-def convert(layer, bn: str = "keras") -> tnn.Module:
+def convert(layer, bn: str = "keras", dropout: str = "minicnn") -> tnn.Module:
     """The twin of one minicnn layer (recursively for containers)."""
     if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        if bn not in ("keras", "torch"):
-            raise ValueError(f"bn must be 'keras' or 'torch', got {bn!r}")
         return KerasBatchNorm(layer) if bn == "keras" and layer.convention == "keras" else torch_batch_norm(layer)
-    simple = {nn.Conv2d: Conv, nn.Linear: Linear, nn.Dropout: Dropout, nn.MaxPool2d: MaxPool, nn.SEBlock: SEBlock}
+    if isinstance(layer, nn.Dropout):
+        return Dropout(layer) if dropout == "minicnn" else tnn.Dropout(layer.rate)
+    simple = {nn.Conv2d: Conv, nn.Linear: Linear, nn.MaxPool2d: MaxPool, nn.SEBlock: SEBlock,
+              nn.ZeroPad2d: lambda layer: tnn.ZeroPad2d(_fixed_pads(layer.padding))}
     if type(layer) in simple:
         return simple[type(layer)](layer)
-    if isinstance(layer, nn.Sequential):
-        return Sequential(layer, bn)
-    if isinstance(layer, nn.ResidualBlock):
-        return ResidualBlock(layer, bn)
+    for kind, container in ((nn.Sequential, Sequential), (nn.ResidualBlock, ResidualBlock)):
+        if isinstance(layer, kind):
+            return container(layer, lambda child: convert(child, bn, dropout))
     functions = {nn.ReLU: torch.relu, nn.Flatten: lambda x: x.reshape(len(x), -1),
                  nn.GlobalAvgPool2d: lambda x: x.mean((2, 3))}
     if type(layer) in functions:
@@ -207,6 +239,10 @@ def convert(layer, bn: str = "keras") -> tnn.Module:
     raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
 
 
-def torch_twin(model, bn: str = "keras", dtype=torch.float64) -> tnn.Module:
+def torch_twin(model, bn: str = "keras", dtype=torch.float64, dropout: str = "minicnn") -> tnn.Module:
     """The twin of a minicnn model (built in float64, then cast to dtype), in the model's mode."""
-    return convert(model, bn).to(dtype).train(model.training)
+    if bn not in BN_CONVENTIONS:
+        raise ValueError(f"bn must be one of {BN_CONVENTIONS}, got {bn!r}")
+    if dropout not in DROPOUT_MASKS:
+        raise ValueError(f"dropout must be one of {DROPOUT_MASKS}, got {dropout!r}")
+    return convert(model, bn, dropout).to(dtype).train(model.training)
