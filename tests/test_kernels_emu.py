@@ -324,3 +324,61 @@ def test_adjust_colour(kernels, dtype, shape):
                         [0.8, 1.8, 0.0],     # contrast clips, saturation 0 gives gray
                         [1.1, 0.0, 2.0]])    # contrast 0 gives the mean luma everywhere
     check(kernels, "adjust_colour", x, factors)
+
+
+# ---------------------------------------------------------------------------- multi-tensor steps
+
+MULTI_SHAPES = [(3, 4), (5,), (0,), (2, 3, 3, 3), (1100,), (7, 300)]  # > 1 block; an empty one
+
+
+def multi_state(dtype, count):
+    rng = np.random.default_rng(12)
+    return [[randn(rng, s, dtype) for s in MULTI_SHAPES] for _ in range(count)]
+
+
+@pytest.mark.parametrize("weight_decay, decoupled", [(0.0, False), (0.01, False), (0.01, True)])
+def test_multi_tensor_adam_is_bit_identical_to_the_per_tensor_kernel(kernels, dtype, weight_decay,
+                                                                     decoupled):
+    state = multi_state(dtype, 4)
+    state[3] = [np.abs(v) for v in state[3]]
+    per_tensor, multi = [[a.copy() for a in arrays] for arrays in state], state
+    for step, lr in [(1, 1e-3), (2, 1e-3), (3, 5e-4), (7, 5e-4)]:  # a resume at 7, an lr change
+        for arrays, update in ((per_tensor, kernels._adam_update_v1), (multi, kernels.adam_update)):
+            update(*arrays, step, lr, 0.9, 0.999, 1e-8, weight_decay, decoupled)
+    assert_same(per_tensor, multi, exact=True, where="adam state")
+    assert not np.array_equal(per_tensor[0][0], multi_state(dtype, 1)[0][0])  # it moved
+
+
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_multi_tensor_sgd_is_bit_identical_to_the_per_tensor_kernel(kernels, dtype, momentum,
+                                                                    nesterov):
+    state = multi_state(dtype, 3)
+    per_tensor, multi = [[a.copy() for a in arrays] for arrays in state], state
+    for lr in (0.1, 0.1, 0.05):
+        for arrays, update in ((per_tensor, kernels._sgd_update_v1), (multi, kernels.sgd_update)):
+            params, grads, velocities = arrays
+            update(params, grads, velocities if momentum else None, lr, momentum, nesterov, 5e-4)
+    assert_same(per_tensor, multi, exact=True, where="sgd state")
+
+
+def test_multi_tensor_steps_copy_nothing_to_the_device_once_warm(kernels):
+    params, grads, exp_avgs, exp_avg_sqs = multi_state(np.dtype(np.float32), 4)
+    exp_avg_sqs = [np.abs(v) for v in exp_avg_sqs]
+    for step in range(1, 4):
+        kernels.adam_update(params, grads, exp_avgs, exp_avg_sqs, step, 1e-3, 0.9, 0.999, 1e-8,
+                            0.0, False)
+        if step == 1:
+            group = kernels._multi_tensor.group(params)
+            warm = group.host_writes
+    assert warm == 5  # four pointer tables and the schedule, once
+    assert group.host_writes == warm
+    assert group.schedule.tolist()[:2] == [3.0, 1e-3]
+
+
+def test_a_pointer_table_to_a_too_small_array_is_out_of_bounds(kernels):
+    from minicnn.emu import EmulatorError
+    params, grads, exp_avgs, exp_avg_sqs = multi_state(np.dtype(np.float64), 4)
+    grads[-1] = grads[-1][:, :299].copy()  # one element short of its parameter
+    with pytest.raises(EmulatorError, match="out-of-bounds global read.*pointer table entry"):
+        kernels.adam_update(params, grads, exp_avgs, exp_avg_sqs, 1, 1e-3, 0.9, 0.999, 1e-8,
+                            0.0, False)

@@ -13,12 +13,14 @@ so results are bitwise reproducible.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from minicnn.backends.cuda_launch import (FILL_MODES, POOL_MODES, THREADS, TILE, KernelLauncher,
                                           cdiv, conv_output_size, i32, uint64)
+from minicnn.backends.cuda_optim import MultiTensorSteps
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
@@ -315,7 +317,31 @@ class CudaKernels(KernelLauncher):
 
     def adam_update(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
                     weight_decay, decoupled):
-        """One Adam step on lists of arrays, in place: one fused launch per parameter."""
+        """One Adam step on lists of arrays, in place: one launch for all of them (optim.cu
+        version 2, bit-identical to the per-tensor _adam_update_v1)."""
+        if params:
+            self._in_place(*params, *exp_avgs, *exp_avg_sqs)
+            grads = self._float_arrays(*grads, *params)[:len(grads)]
+            self._multi_tensor.adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2,
+                                    eps, weight_decay, decoupled)
+
+    def sgd_update(self, params, grads, velocities, lr, momentum, nesterov, weight_decay):
+        """One SGD step in place (v = momentum * v + g; p -= lr * v, or Nesterov's form), one
+        launch for all tensors (bit-identical to the per-tensor _sgd_update_v1)."""
+        velocities = velocities if momentum else params  # the kernel leaves v alone then
+        if params:
+            self._in_place(*params, *velocities)
+            grads = self._float_arrays(*grads, *params)[:len(grads)]
+            self._multi_tensor.sgd(params, grads, velocities, lr, momentum, nesterov,
+                                   weight_decay)
+
+    @functools.cached_property
+    def _multi_tensor(self):
+        return MultiTensorSteps(self)
+
+    def _adam_update_v1(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2,
+                        eps, weight_decay, decoupled):
+        """Version 1 of adam_update: one fused launch per parameter tensor."""
         correction1, correction2 = 1 - beta1 ** step, 1 - beta2 ** step
         for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
             T = self._in_place(p, m, v).type
@@ -324,8 +350,8 @@ class CudaKernels(KernelLauncher):
                          *i32(p.size), T(lr), T(beta1), T(beta2), T(eps), T(weight_decay),
                          *i32(bool(decoupled)), T(correction1), T(correction2))
 
-    def sgd_update(self, params, grads, velocities, lr, momentum, nesterov, weight_decay):
-        """One SGD step in place (v = momentum * v + g; p -= lr * v, or Nesterov's form)."""
+    def _sgd_update_v1(self, params, grads, velocities, lr, momentum, nesterov, weight_decay):
+        """Version 1 of sgd_update: one launch per parameter tensor."""
         for i, (p, g) in enumerate(zip(params, grads)):
             v = velocities[i] if momentum else p  # the kernel leaves v alone without momentum
             T = self._in_place(p, v).type

@@ -27,7 +27,8 @@ KERNELS = {
                    "log_softmax_backward<{T}>", "cross_entropy_forward_labels<{T}>",
                    "cross_entropy_forward_soft<{T}>", "cross_entropy_backward_labels<{T}>",
                    "cross_entropy_backward_soft<{T}>", "sum_partials<{T}>"],
-    "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>"],
+    "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>", "adam_update_multi<{T}>",
+                 "sgd_update_multi<{T}>", "optim_advance"],
     "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
 }
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
