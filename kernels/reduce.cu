@@ -52,16 +52,48 @@ __device__ T block_sum(T value, T* warp_totals) {
 // Pass 1 for any per-element term: partial[c * P + p] = sum of term(i, c) over slice p of
 // channel c, i running over the flat indices (n * C + c) * S + s of an (N, C, S) array.
 // Launch: grid (C, P), block (REDUCE_THREADS,). warp_totals: as for block_sum.
+//
+// Version 2 (this one; version 1 divided a 64-bit index by S for every element and kept one
+// load in flight per thread):
+//   * 32-bit indices (the launcher refuses arrays of 2^31 elements or more), and one division
+//     per thread: (n, s) then move by a fixed (REDUCE_THREADS / S, REDUCE_THREADS % S) step.
+//   * REDUCE_ACCUMULATORS independent sums per thread, so that many loads are in flight: with
+//     the launcher's ~2 blocks per SM this keeps as many loads outstanding as a fully
+//     occupied SM with one accumulator. Run t of a thread goes to sum t % REDUCE_ACCUMULATORS
+//     and they are added in a fixed order, so the result is still reproducible bit for bit.
+// No vector loads: a slice starts at any (n, s), so 16-byte alignment is not guaranteed.
+constexpr int REDUCE_ACCUMULATORS = 4;
+
 template <typename T, typename Term>
 __device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_totals, Term term) {
     const int c = blockIdx.x, p = blockIdx.y, P = gridDim.y;
-    const long long count = (long long)N * S, chunk = (count + P - 1) / P;
-    const long long begin = p * chunk, end = begin + chunk < count ? begin + chunk : count;
-    T sum = 0;
-    for (long long j = begin + threadIdx.x; j < end; j += REDUCE_THREADS) {
-        const long long n = j / S, s = j % S;
-        sum += term((n * C + c) * S + s, c);
+    const int count = N * S, chunk = (count + P - 1) / P;
+    const int begin = min(p * chunk, count), end = min(begin + chunk, count);
+    int j = begin + threadIdx.x;  // position in the channel's N * S values
+    int s = j % S;
+    // the flat index of value j; unsigned: past the end it may wrap, but it is never read there
+    unsigned i = (unsigned(j / S) * C + c) * S + s;
+    const int step_s = REDUCE_THREADS % S;
+    const unsigned step_i = unsigned(REDUCE_THREADS / S) * C * S + step_s, next_row = unsigned(C - 1) * S;
+    auto advance = [&]() {
+        j += REDUCE_THREADS;
+        s += step_s;
+        i += step_i;
+        if (s >= S) s -= S, i += next_row;
+    };
+    T sums[REDUCE_ACCUMULATORS] = {};
+    while (j + (REDUCE_ACCUMULATORS - 1) * REDUCE_THREADS < end) {
+        T terms[REDUCE_ACCUMULATORS];
+#pragma unroll
+        for (int u = 0; u < REDUCE_ACCUMULATORS; ++u) terms[u] = term(i, c), advance();
+#pragma unroll
+        for (int u = 0; u < REDUCE_ACCUMULATORS; ++u) sums[u] += terms[u];
     }
+#pragma unroll
+    for (int u = 0; u < REDUCE_ACCUMULATORS; ++u)
+        if (j < end) sums[u] += term(i, c), advance();
+    static_assert(REDUCE_ACCUMULATORS == 4, "the sums are added as a pairwise tree of four");
+    T sum = (sums[0] + sums[1]) + (sums[2] + sums[3]);
     sum = block_sum(sum, warp_totals);
     if (threadIdx.x == 0) partial[c * P + p] = sum;
 }

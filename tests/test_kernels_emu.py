@@ -10,6 +10,8 @@ tests/test_cuda_parity.py imports these cases and runs them again on a real GPU.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -382,3 +384,20 @@ def test_a_pointer_table_to_a_too_small_array_is_out_of_bounds(kernels):
     with pytest.raises(EmulatorError, match="out-of-bounds global read.*pointer table entry"):
         kernels.adam_update(params, grads, exp_avgs, exp_avg_sqs, 1, 1e-3, 0.9, 0.999, 1e-8,
                             0.0, False)
+
+
+# ---------------------------------------------------------------------------- reductions (version 2)
+
+# Odd sizes: S not dividing the 256-thread step (77, 300), S = 1 with rows wrapping (300, 7),
+# several slices per channel (8633 values), a channel of fewer values than threads.
+REDUCTION_SHAPES = [(3, 5, 7, 11), (300, 7), (2, 2, 1, 300), (1, 1, 97, 89), (2, 3), (5, 1, 3, 1)]
+
+
+@pytest.mark.parametrize("shape", REDUCTION_SHAPES)
+def test_channel_sums_of_odd_shapes(kernels, dtype, shape):
+    x = randn(np.random.default_rng(13), shape, dtype)
+    check(kernels, "bias_grad", x)
+    exact = [math.fsum(x[:, c].astype(np.float64).ravel()) for c in range(shape[1])]
+    np.testing.assert_allclose(kernels.bias_grad(x), exact, rtol=RTOL[dtype] / 10,
+                               atol=RTOL[dtype] * np.abs(x).sum() / 100)
+
