@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from minicnn.autograd import Tensor
-from minicnn.ops import activation, basic, conv, loss, norm, pool
+from minicnn.ops import activation, basic, conv, fused, loss, norm, pool
 
 
 # --------------------------------------------------------------------------- argument checks
@@ -139,12 +139,14 @@ def global_avg_pool2d(x):
 
 
 def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5,
-               unbiased=True):
+               unbiased=True, relu=None):
     """Normalize each channel of (N, C) or (N, C, H, W).
 
     running_mean, running_var: arrays (C,) updated in place when training. momentum is the
     weight of the new batch in the running average (PyTorch's convention: Keras'
     momentum=0.99 is momentum=0.01 here, with unbiased=False).
+    relu: 'before' (batch_norm(relu(x))) or 'after' (relu(batch_norm(x))) fuses a ReLU into
+    the same passes, training only (nn.Sequential's fusion pass uses it, minicnn/nn/fusion.py).
     """
     _check_input("batch_norm", x, (2, 4), "(N, C) or (N, C, H, W)")
     channels = x.shape[1]
@@ -154,7 +156,15 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.
     if training and x.size == channels:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got input {x.shape}")
     _check_same_dtype("batch_norm", x, weight, bias)
-    return norm.BatchNorm(running_mean, running_var, training, momentum, eps, unbiased)(x, weight, bias)
+    if relu not in FUSED_BATCH_NORMS or (relu and not training):
+        raise ValueError(f"batch_norm: relu must be None, or 'before' / 'after' in training, "
+                         f"got {relu!r} with training={training}")
+    function = FUSED_BATCH_NORMS[relu]
+    return function(running_mean, running_var, training, momentum, eps, unbiased)(x, weight, bias)
+
+
+FUSED_BATCH_NORMS = {None: norm.BatchNorm, "before": fused.ReLUBatchNorm,
+                     "after": fused.BatchNormReLU}
 
 
 def dropout(x, rate, training=True, seed=0, step=0):

@@ -87,8 +87,13 @@ class _BatchNorm(Module):
     def forward(self, x):
         if x.ndim != self.expected_ndim:
             raise ValueError(f"{type(self).__name__}: input must have {self.expected_ndim} dims, got {x.shape}")
+        return self.normalize(x)
+
+    def normalize(self, x, relu=None):
+        """F.batch_norm with this layer's state; relu='before' / 'after' fuses a ReLU in."""
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training, self.momentum, self.eps, unbiased=self.convention == "torch")
+                            self.training, self.momentum, self.eps, unbiased=self.convention == "torch",
+                            relu=relu)
 
     def extra_repr(self):
         return f"{self.weight.shape[0]}, momentum={self.momentum:g} (torch sense), eps={self.eps:g}"
@@ -223,9 +228,8 @@ class Sequential(Module):
             setattr(self, key, layer)
 
     def forward(self, x):
-        for layer in self._modules.values():
-            x = layer(x)
-        return x
+        from minicnn.nn.fusion import run_layers  # fusion imports this module
+        return run_layers(list(self._modules.values()), x)
 
     def __iter__(self):
         return iter(self._modules.values())

@@ -1,0 +1,95 @@
+"""nn.Sequential's fusion pass: a ReLU next to a batch norm runs as one fused Function in
+training, computing exactly what the two layers compute; hooks and eval mode see the layers."""
+import contextlib
+
+import numpy as np
+import pytest
+
+import minicnn as mc
+from minicnn import functional as F
+from minicnn import nn, optim
+from minicnn.autograd import _topological_order
+from minicnn.nn import fusion
+from minicnn.nn.module import capture
+
+
+def mixed_net():
+    """Both orders: conv-ReLU-BN (vgg_like) and conv-BN-ReLU (vgg8_bn), then BN1d-ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding="same"), nn.ReLU(), nn.BatchNorm2d(4), nn.MaxPool2d(2),
+        nn.Dropout(0.3, seed=5), nn.Conv2d(4, 6, 3, padding="same"), nn.BatchNorm2d(6), nn.ReLU(),
+        nn.Flatten(), nn.Linear(6 * 3 * 3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 10))
+
+
+def train_three_steps(device, dtype, fused):
+    """Losses, parameters and BN running statistics after 3 Adam steps from a fixed seed."""
+    mc.manual_seed(3)
+    rng = np.random.default_rng(3)
+    model = mixed_net().to(device, dtype=dtype)
+    x = mc.tensor(rng.standard_normal((4, 3, 6, 6)), dtype=dtype, device=device)
+    labels = rng.integers(0, 10, 4)
+    opt = optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    with contextlib.nullcontext() if fused else fusion.unfused():
+        for _ in range(3):
+            loss = F.cross_entropy(model(x), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    return losses, model.state_dict()
+
+
+def function_names(output):
+    return [type(f).__name__ for f in _topological_order(output)]
+
+
+@pytest.mark.parametrize("device", ["cpu", "emu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_three_training_steps_are_the_same_fused_and_unfused(device, dtype):
+    """Bit for bit: the fused kernels apply the ReLU to each value as the layers would."""
+    fused_losses, fused_state = train_three_steps(device, dtype, fused=True)
+    losses, state = train_three_steps(device, dtype, fused=False)
+    assert fused_losses == losses
+    assert fused_losses[-1] < fused_losses[0]  # it trained
+    for key in state:
+        np.testing.assert_array_equal(fused_state[key], state[key], err_msg=key)
+
+
+def test_training_fuses_both_orders_and_keeps_the_layers():
+    model = mixed_net()
+    x = mc.tensor(np.random.default_rng(0).standard_normal((4, 3, 6, 6)))
+    names = function_names(model(x))
+    assert names.count("ReLUBatchNorm") == 1 and names.count("BatchNormReLU") == 2
+    assert "ReLU" not in names and "BatchNorm" not in names
+    assert [n for n, _ in model.named_modules()][1:4] == ["conv1", "relu1", "bn1"]
+    with fusion.unfused():
+        names = function_names(model(x))
+    assert names.count("ReLU") == 3 and names.count("BatchNorm") == 3
+
+
+def test_hooks_see_each_layer_output_because_hooked_layers_are_not_fused():
+    model = mixed_net()
+    x = mc.tensor(np.random.default_rng(1).standard_normal((4, 3, 6, 6)))
+    with capture(model, ["relu1", "bn2"]) as outputs:
+        names = function_names(model(x))
+    assert names.count("ReLUBatchNorm") == 0 and names.count("BatchNormReLU") == 1  # fc's pair
+    assert (outputs["relu1"].numpy() >= 0).all() and (outputs["relu1"].numpy() == 0).any()
+    bn_out = outputs["bn2"].numpy()  # before its ReLU: negative values remain
+    assert (bn_out < 0).any()
+    np.testing.assert_allclose(bn_out.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+
+
+def test_eval_mode_runs_the_layers_one_by_one():
+    model = mixed_net()
+    model(mc.tensor(np.random.default_rng(2).standard_normal((4, 3, 6, 6))))  # running stats
+    model.eval()
+    x = mc.tensor(np.random.default_rng(3).standard_normal((2, 3, 6, 6)), requires_grad=True)
+    names = function_names(model(x))
+    assert "ReLUBatchNorm" not in names and "BatchNormReLU" not in names
+
+
+def test_fused_relu_outside_training_is_refused():
+    bn = nn.BatchNorm2d(2).eval()
+    with pytest.raises(ValueError, match="relu must be None, or 'before' / 'after' in training"):
+        bn.normalize(mc.tensor(np.ones((2, 2, 3, 3))), relu="after")
