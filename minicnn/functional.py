@@ -104,7 +104,7 @@ def linear(x, w, b=None):
     return basic.Linear()(*((x, w) if b is None else (x, w, b)))
 
 
-def _pool(mode, x, kernel_size, stride, padding):
+def _pool(mode, x, kernel_size, stride, padding, dropout=None):
     op = f"{mode}_pool2d"
     _check_input(op, x, (4,), "(N, C, H, W)")
     kernel = _pair(op, "kernel_size", kernel_size)
@@ -114,22 +114,32 @@ def _pool(mode, x, kernel_size, stride, padding):
         raise ValueError(f"{op}: padding {pads} must be smaller than the kernel {kernel} "
                          f"(a window of padding only has nothing to pool)")
     _check_window(op, x.shape, kernel, pads)
-    return pool.Pool2d(mode, kernel, stride, pads)(x)
+    if dropout is None or not dropout[1] or dropout[0] == 0:  # no dropout in this pass
+        return pool.Pool2d(mode, kernel, stride, pads)(x)
+    rate, _, seed, step = dropout
+    if not 0 <= rate < 1:
+        raise ValueError(f"{op}: dropout rate must be in [0, 1), got {rate}")
+    return pool.Pool2d(mode, kernel, stride, pads, (rate, seed, step))(x)
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0):
-    """Max over windows; padded cells never win. stride defaults to kernel_size."""
-    return _pool("max", x, kernel_size, stride, padding)
+def max_pool2d(x, kernel_size, stride=None, padding=0, dropout=None):
+    """Max over windows; padded cells never win. stride defaults to kernel_size.
+
+    dropout: (rate, training, seed, step), F.dropout's arguments, applies dropout to the output
+    in the same pass (nn.Sequential's fusion of a pool and the dropout after it); likewise for
+    min_pool2d and avg_pool2d.
+    """
+    return _pool("max", x, kernel_size, stride, padding, dropout)
 
 
-def min_pool2d(x, kernel_size, stride=None, padding=0):
+def min_pool2d(x, kernel_size, stride=None, padding=0, dropout=None):
     """Min over windows; padded cells never win."""
-    return _pool("min", x, kernel_size, stride, padding)
+    return _pool("min", x, kernel_size, stride, padding, dropout)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, dropout=None):
     """Mean over windows; padded cells are not counted."""
-    return _pool("avg", x, kernel_size, stride, padding)
+    return _pool("avg", x, kernel_size, stride, padding, dropout)
 
 
 def global_avg_pool2d(x):

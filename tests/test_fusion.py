@@ -56,16 +56,21 @@ def test_three_training_steps_are_the_same_fused_and_unfused(device, dtype):
         np.testing.assert_array_equal(fused_state[key], state[key], err_msg=key)
 
 
-def test_training_fuses_both_orders_and_keeps_the_layers():
+def test_training_fuses_each_pair_and_keeps_the_layers():
     model = mixed_net()
     x = mc.tensor(np.random.default_rng(0).standard_normal((4, 3, 6, 6)))
-    names = function_names(model(x))
+    output = model(x)
+    names = function_names(output)
     assert names.count("ReLUBatchNorm") == 1 and names.count("BatchNormReLU") == 2
-    assert "ReLU" not in names and "BatchNorm" not in names
-    assert [n for n, _ in model.named_modules()][1:4] == ["conv1", "relu1", "bn1"]
+    assert "ReLU" not in names and "BatchNorm" not in names and "Dropout" not in names
+    pool = next(f for f in _topological_order(output) if type(f).__name__ == "Pool2d")
+    assert pool.dropout == (0.3, 5, 1)  # the dropout layer's rate, seed and first step
+    assert [n for n, _ in model.named_modules()][1:6] == ["conv1", "relu1", "bn1", "pool1",
+                                                          "dropout1"]
     with fusion.unfused():
         names = function_names(model(x))
     assert names.count("ReLU") == 3 and names.count("BatchNorm") == 3
+    assert names.count("Dropout") == 1
 
 
 def test_hooks_see_each_layer_output_because_hooked_layers_are_not_fused():
@@ -87,6 +92,12 @@ def test_eval_mode_runs_the_layers_one_by_one():
     x = mc.tensor(np.random.default_rng(3).standard_normal((2, 3, 6, 6)), requires_grad=True)
     names = function_names(model(x))
     assert "ReLUBatchNorm" not in names and "BatchNormReLU" not in names
+
+
+def test_a_batch_norm_given_the_wrong_shape_says_so_when_fused_too():
+    model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
+    with pytest.raises(ValueError, match="BatchNorm2d: input must have 4 dims"):
+        model(mc.tensor(np.ones((2, 3))))
 
 
 def test_fused_relu_outside_training_is_refused():

@@ -458,3 +458,31 @@ def test_fused_pairs_equal_the_unfused_kernels_bit_for_bit(kernels, dtype, order
     assert_same(list(unfused), list(fused), exact=True, where=order)
     zeroed_by_relu = unfused[3] if order == "relu_batch_norm" else unfused[0]  # dx or y
     assert (zeroed_by_relu == 0).mean() > 0.2
+
+
+# ---------------------------------------------------------------------------- pooling + dropout
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_pool_dropout_pair(kernels, dtype, mode):
+    rng = np.random.default_rng(17)
+    x = randn(rng, (2, 3, 7, 6), dtype)
+    geometry = (mode, (3, 3), (2, 2), (0, 1, 0, 1))  # overlapping windows, TF-'same' pads
+    exact = mode == "max"  # numpy_ref averages in another order
+    y, index = check(kernels, "pool2d_dropout_forward", x, *geometry, 0.3, 9, 4, exact=exact)
+    dy = randn(rng, y.shape, dtype)
+    check(kernels, "pool2d_dropout_backward", dy, index, x.shape, *geometry, 0.3, 9, 4,
+          exact=exact)
+    # the same bits as the two layers' own kernels
+    pooled, pool_index = kernels.pool2d_forward(x, *geometry)
+    dropped, mask = kernels.dropout_forward(pooled, 0.3, 9, 4)
+    assert_same([dropped, pool_index], [y, index], exact=True)
+    assert (mask == 0).any()
+    dx = kernels.pool2d_backward(kernels.dropout_backward(dy, mask), pool_index, x.shape, *geometry)
+    assert_same(dx, kernels.pool2d_dropout_backward(dy, index, x.shape, *geometry, 0.3, 9, 4),
+                exact=True)
+
+
+def test_dropout_apply_is_dropout_without_a_stored_mask(kernels, dtype):
+    x = randn(np.random.default_rng(18), (3, 7, 5), dtype)
+    y = check(kernels, "dropout_apply", x, 0.3, 11, 2, exact=True)
+    assert_same(kernels.dropout_forward(x, 0.3, 11, 2)[0], y, exact=True)

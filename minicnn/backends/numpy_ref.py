@@ -503,3 +503,21 @@ def batch_norm_relu_forward_train(x, gamma, beta, running_mean, running_var, mom
 def batch_norm_relu_backward(dy, y, x, gamma, mean, rstd):
     """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta); y is the pair's output."""
     return batch_norm_backward(relu_backward(dy, y), x, gamma, mean, rstd)
+
+
+def dropout_apply(x, rate, seed, step):
+    """x * the dropout mask of (seed, step): dropout's forward of x, and its backward of dy
+    (the mask is recomputed rather than stored)."""
+    return dropout_forward(x, rate, seed, step)[0]
+
+
+def pool2d_dropout_forward(x, mode, kernel, stride, pads, rate, seed, step):
+    """Pooling then dropout of its output -> (y, index): pool2d_forward's index."""
+    y, index = pool2d_forward(x, mode, kernel, stride, pads)
+    return dropout_apply(y, rate, seed, step), index
+
+
+def pool2d_dropout_backward(dy, index, x_shape, mode, kernel, stride, pads, rate, seed, step):
+    """Gradient of pooling then dropout: the pooling's backward of dy * mask."""
+    return pool2d_backward(dropout_apply(dy, rate, seed, step), index, x_shape, mode, kernel,
+                           stride, pads)

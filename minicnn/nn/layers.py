@@ -85,12 +85,12 @@ class _BatchNorm(Module):
         self.register_buffer("running_var", np.ones(num_features, np.float32))
 
     def forward(self, x):
-        if x.ndim != self.expected_ndim:
-            raise ValueError(f"{type(self).__name__}: input must have {self.expected_ndim} dims, got {x.shape}")
         return self.normalize(x)
 
     def normalize(self, x, relu=None):
         """F.batch_norm with this layer's state; relu='before' / 'after' fuses a ReLU in."""
+        if x.ndim != self.expected_ndim:
+            raise ValueError(f"{type(self).__name__}: input must have {self.expected_ndim} dims, got {x.shape}")
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             self.training, self.momentum, self.eps, unbiased=self.convention == "torch",
                             relu=relu)
@@ -126,8 +126,12 @@ class Dropout(Module):
     def forward(self, x):
         if not self.training or self.rate == 0:
             return x
+        return F.dropout(x, *self.next_mask())
+
+    def next_mask(self) -> tuple:
+        """Advance to the next mask -> (rate, training=True, seed, step), F.dropout's arguments."""
         self.step += 1
-        return F.dropout(x, self.rate, True, int(self.seed), int(self.step))
+        return self.rate, True, int(self.seed), int(self.step)
 
     def extra_repr(self):
         return f"rate={self.rate}"
@@ -164,8 +168,9 @@ class _Pool(Module):
         super().__init__(name)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
-    def forward(self, x):
-        return type(self).function(x, self.kernel_size, self.stride, self.padding)
+    def forward(self, x, dropout=None):
+        """dropout: F.dropout's (rate, training, seed, step) for a dropout fused into the pass."""
+        return type(self).function(x, self.kernel_size, self.stride, self.padding, dropout=dropout)
 
     def extra_repr(self):
         return f"{self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding!r}"
