@@ -3,8 +3,9 @@
     python benchmarks/launch_count.py                     # vgg_like, batch 2
     python benchmarks/launch_count.py --arch vgg8_bn --by-kernel
 
-The step runs on CudaKernels over a counting runtime that records every launch and runs
-nothing (arrays stay uninitialized), so it takes a second on any CPU. The count does not
+The step runs on CudaKernels over minicnn.backends.recording's RecordingRuntime(DryRuntime()),
+which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
+on any CPU. The count does not
 depend on the batch size: every kernel's grid grows with the batch, the number of launches
 does not. Not counted: the array-module glue a GPU step also runs (CuPy's own elementwise
 kernels for gradient accumulation and the like) and copies.
@@ -20,50 +21,30 @@ from minicnn import functional as F
 from minicnn import optim, tensor
 from minicnn.backends import Device
 from minicnn.backends.cuda import CudaKernels
+from minicnn.backends.recording import DryRuntime, RecordingRuntime
 from minicnn.models.zoo import get_spec
-
-
-class CountingRuntime:
-    """The KernelRuntime contract (see cupy_runtime.py) with kernels that only count."""
-
-    name, xp = "count", np
-
-    def __init__(self):
-        self.launches: Counter = Counter()
-
-    def module(self, source, name_expressions):
-        return self
-
-    def get_function(self, name_expression):
-        def launch(grid, block, args, shared_mem=0):
-            self.launches[name_expression] += 1
-        return launch
-
-    @staticmethod
-    def pointer_table(arrays):
-        return np.zeros(len(arrays), np.uint64)
 
 
 def count_step(arch: str, batch: int) -> dict[str, Counter]:
     """Launches per phase of the second training step of `arch` (the first one warms up)."""
-    runtime = CountingRuntime()
-    device = Device("count", np, CudaKernels(runtime))
+    runtime = RecordingRuntime(DryRuntime())
+    device = Device("dry", np, CudaKernels(runtime))
     model = get_spec(arch).build().to(device)
     model.train()
     optimizer = optim.Adam(model.parameters())
     x = tensor(np.zeros((batch, 3, 32, 32), np.float32), device=device)
     labels = np.zeros(batch, np.int64)
-    phases = {}
     for _ in range(2):
         runtime.launches.clear()
         loss = F.cross_entropy(model(x), labels)
-        phases["forward + loss"], runtime.launches = runtime.launches, Counter()
+        forward = len(runtime.launches)
         optimizer.zero_grad()
         loss.backward()
-        phases["backward"], runtime.launches = runtime.launches, Counter()
+        backward = len(runtime.launches)
         optimizer.step()
-        phases["optimizer"] = runtime.launches
-    return phases
+    names = [launch.name for launch in runtime.launches]
+    return {"forward + loss": Counter(names[:forward]),
+            "backward": Counter(names[forward:backward]), "optimizer": Counter(names[backward:])}
 
 
 def main(argv=None) -> None:

@@ -5,14 +5,17 @@
 
 A kernel reaches the tensors through pointer tables: uint64 device arrays of their addresses
 (runtime.pointer_table). Building a table is a host-to-device copy, so each table is kept and
-rebuilt only when an address changes: the parameters and their optimizer state never move, and
-a caching allocator (CuPy's pool) hands a training step's gradients the same addresses step
-after step. The per-step scalars live in a device array `schedule` (float64: step, lr,
+rebuilt only when an address changes: the parameters and their optimizer state never move;
+the gradients are new arrays each step, which a caching allocator (CuPy's pool) usually puts
+at the same addresses (NumPy's allocator does not, so on the emulator the gradient table is
+rebuilt every step; a CUDA graph would need the gradients at fixed addresses). The per-step scalars live in a device array `schedule` (float64: step, lr,
 correction1, correction2, optim.cu's Schedule) that optim_advance moves to the next step on the
 device; the host writes it only on the first step, after a resume or when lr changes. Hence,
 once warm, an optimizer step copies nothing to the device, which CUDA graph replay needs.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 
@@ -40,7 +43,7 @@ class TensorGroup:
         self.first_block = launcher.xp.asarray(first_block.astype(np.int32))
         self.schedule = launcher.xp.zeros(4, np.float64)
         self.schedule_holds = None  # the (step, lr) the device schedule holds, known on the host
-        self.host_writes = 0  # host-to-device copies made so far (tables and schedule)
+        self.host_writes = Counter()  # host-to-device copies so far, by table role / "schedule"
         self._runtime, self._xp = launcher.runtime, launcher.xp
         self._tables: dict[str, tuple] = {}  # role -> (addresses and sizes, device table)
 
@@ -49,14 +52,14 @@ class TensorGroup:
         key = tuple((address(a), a.nbytes) for a in arrays)
         if self._tables.get(role, (None,))[0] != key:
             self._tables[role] = (key, self._runtime.pointer_table(arrays))
-            self.host_writes += 1
+            self.host_writes[role] += 1
         return self._tables[role][1]
 
     def hold(self, step: int, lr: float) -> None:
         """Make the device schedule hold (step, lr), writing it only when it does not."""
         if self.schedule_holds != (step, lr):
             self.schedule[...] = self._xp.asarray(np.array([step, lr, 0.0, 0.0]))
-            self.host_writes += 1
+            self.host_writes["schedule"] += 1
         self.schedule_holds = (step, lr)
 
 
