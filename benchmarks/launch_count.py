@@ -1,18 +1,21 @@
 """Count the kernel launches of one training step (forward, loss, backward, optimizer).
 
-    python benchmarks/launch_count.py                     # vgg_like, batch 2
+    python benchmarks/launch_count.py                     # vgg_like, batch 512
     python benchmarks/launch_count.py --arch vgg8_bn --by-kernel
+    python benchmarks/launch_count.py --unfused           # every layer on its own
 
 The step runs on CudaKernels over minicnn.backends.recording's RecordingRuntime(DryRuntime()),
 which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
-on any CPU. The count does not
-depend on the batch size: every kernel's grid grows with the batch, the number of launches
-does not. Not counted: the array-module glue a GPU step also runs (CuPy's own elementwise
-kernels for gradient accumulation and the like) and copies.
+on any CPU (uninitialized arrays are never touched, so batch 512 needs little memory). The
+batch changes the count only through split-K: a weight gradient with a long sum over the
+batch is cut into slices, added by one more launch (sum_splits). Not counted: the
+array-module glue a GPU step also runs (CuPy's own elementwise kernels for gradient
+accumulation and the like) and copies.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 from collections import Counter
 
 import numpy as np
@@ -23,6 +26,7 @@ from minicnn.backends import Device
 from minicnn.backends.cuda import CudaKernels
 from minicnn.backends.recording import DryRuntime, RecordingRuntime
 from minicnn.models.zoo import get_spec
+from minicnn.nn import fusion
 
 
 def count_step(arch: str, batch: int) -> dict[str, Counter]:
@@ -50,11 +54,15 @@ def count_step(arch: str, batch: int) -> dict[str, Counter]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="vgg_like")
-    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--by-kernel", action="store_true", help="list every kernel's count")
+    parser.add_argument("--unfused", action="store_true",
+                        help="run every layer on its own (minicnn.nn.fusion off)")
     args = parser.parse_args(argv)
-    phases = count_step(args.arch, args.batch)
-    print(f"launches per training step, {args.arch}, batch {args.batch}")
+    with fusion.unfused() if args.unfused else contextlib.nullcontext():
+        phases = count_step(args.arch, args.batch)
+    fused = "unfused" if args.unfused else "fused"
+    print(f"launches per training step, {args.arch}, batch {args.batch}, {fused}")
     print(f"{'phase':<16} {'launches':>8}")
     for phase, launches in phases.items():
         print(f"{phase:<16} {sum(launches.values()):>8}")
