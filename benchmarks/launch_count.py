@@ -8,7 +8,10 @@ The step runs on CudaKernels over minicnn.backends.recording's RecordingRuntime(
 which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
 on any CPU (uninitialized arrays are never touched, so batch 512 needs little memory). The
 batch changes the count only through split-K: a weight gradient with a long sum over the
-batch is cut into slices, added by one more launch (sum_splits). Not counted: the
+batch is cut into slices, added by one more launch (sum_splits). "array GB" adds up the
+bytes of each launch's distinct array arguments (and of the arrays its pointer tables reach):
+a roofline-style estimate of the step's DRAM traffic that counts every array once per launch
+(tiled kernels re-read some inputs; caches absorb part of it). Not counted: the
 array-module glue a GPU step also runs (CuPy's own elementwise kernels for gradient
 accumulation and the like) and copies.
 """
@@ -29,7 +32,7 @@ from minicnn.models.zoo import get_spec
 from minicnn.nn import fusion
 
 
-def count_step(arch: str, batch: int) -> dict[str, Counter]:
+def count_step(arch: str, batch: int) -> dict[str, list]:
     """Launches per phase of the second training step of `arch` (the first one warms up)."""
     runtime = RecordingRuntime(DryRuntime())
     device = Device("dry", np, CudaKernels(runtime))
@@ -46,9 +49,9 @@ def count_step(arch: str, batch: int) -> dict[str, Counter]:
         loss.backward()
         backward = len(runtime.launches)
         optimizer.step()
-    names = [launch.name for launch in runtime.launches]
-    return {"forward + loss": Counter(names[:forward]),
-            "backward": Counter(names[forward:backward]), "optimizer": Counter(names[backward:])}
+    launches = runtime.launches
+    return {"forward + loss": launches[:forward], "backward": launches[forward:backward],
+            "optimizer": launches[backward:]}
 
 
 def main(argv=None) -> None:
@@ -63,13 +66,13 @@ def main(argv=None) -> None:
         phases = count_step(args.arch, args.batch)
     fused = "unfused" if args.unfused else "fused"
     print(f"launches per training step, {args.arch}, batch {args.batch}, {fused}")
-    print(f"{'phase':<16} {'launches':>8}")
-    for phase, launches in phases.items():
-        print(f"{phase:<16} {sum(launches.values()):>8}")
-    print(f"{'total':<16} {sum(sum(c.values()) for c in phases.values()):>8}")
+    print(f"{'phase':<16} {'launches':>8} {'array GB':>9}")
+    rows = list(phases.items()) + [("total", sum(phases.values(), []))]
+    for phase, launches in rows:
+        gigabytes = sum(launch.array_bytes for launch in launches) / 1e9
+        print(f"{phase:<16} {len(launches):>8} {gigabytes:>9.2f}")
     if args.by_kernel:
-        total = sum(phases.values(), Counter())
-        for name, count in total.most_common():
+        for name, count in Counter(launch.name for launch in rows[-1][1]).most_common():
             print(f"  {count:>4}  {name}")
 
 

@@ -68,3 +68,16 @@ def test_graph_blockers_names_changed_geometry_and_kernels():
     assert graph_blockers([a], [Launch("k<float>", (5, 1, 1), (256, 1, 1), ((2, 1.0),))]) == [
         "k<float>: launch geometry changes ((4, 1, 1) -> (5, 1, 1))"]
     assert "different kernels" in graph_blockers([a], [a, a])[0]
+
+
+def test_recorded_bytes_count_the_arrays_reached_through_pointer_tables():
+    runtime = RecordingRuntime(DryRuntime())
+    kernels = CudaKernels(runtime)
+    shapes = [(3, 4), (1000,), (2, 5)]
+    state = [[np.zeros(s, np.float32) for s in shapes] for _ in range(4)]
+    kernels.adam_update(*state, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
+    advance, update = runtime.launches
+    assert (advance.name, advance.array_bytes) == ("optim_advance", 4 * 8)  # the schedule
+    tensors = sum(a.nbytes for arrays in state for a in arrays)
+    tables = 4 * 3 * 8 + 3 * 4 + 4 * 4 + 4 * 8  # 4 pointer tables, sizes, first blocks, schedule
+    assert update.array_bytes == tensors + tables

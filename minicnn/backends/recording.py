@@ -6,7 +6,8 @@
     runtime.launches                                   # [Launch(name, grid, block, scalars)]
 
 DryRuntime runs nothing (arrays stay uninitialized), so a whole vgg_like step is recorded in
-a fraction of a second: launch counts and arguments do not depend on the data.
+a fraction of a second: launch counts and arguments do not depend on the data. Each launch
+also records the bytes of its array arguments, a roofline-style estimate of its traffic.
 
 The CUDA-graph seam: a graph captured from one training step can replay the next one only
 if every launch of the next step is the same kernel with the same geometry and the same
@@ -16,6 +17,7 @@ learning rate or a dropout step passed as a kernel argument instead of read from
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +29,7 @@ class Launch:
     grid: tuple
     block: tuple
     scalars: tuple  # (argument index, value) of every scalar argument
+    array_bytes: int = 0  # bytes of the distinct arrays it is given (tables: their targets too)
 
 
 class DryRuntime:
@@ -52,12 +55,26 @@ class RecordingRuntime:
         self.runtime = runtime
         self.name, self.xp = f"recording {runtime.name}", runtime.xp
         self.launches: list[Launch] = []
+        # id(table) -> (weak reference to it, bytes of the arrays it points to)
+        self._tables: dict[int, tuple] = {}
 
     def module(self, source, name_expressions):
         return _RecordingModule(self, self.runtime.module(source, name_expressions))
 
     def pointer_table(self, arrays):
-        return self.runtime.pointer_table(arrays)
+        table = self.runtime.pointer_table(arrays)
+        self._tables[id(table)] = (weakref.ref(table), sum(a.nbytes for a in arrays))
+        return table
+
+    def bytes_of(self, args) -> int:
+        """The compulsory traffic of a launch: each distinct array argument (and each array a
+        pointer table argument reaches) read or written once."""
+        arrays = {id(a): a for a in args if hasattr(a, "nbytes") and not isinstance(a, np.generic)}
+        return sum(a.nbytes + self._reached_bytes(a) for a in arrays.values())
+
+    def _reached_bytes(self, array) -> int:
+        reference, nbytes = self._tables.get(id(array), (None, 0))
+        return nbytes if reference is not None and reference() is array else 0
 
 
 class _RecordingModule:
@@ -69,7 +86,8 @@ class _RecordingModule:
 
         def launch(grid, block, args, shared_mem=0):
             scalars = tuple((i, a.item()) for i, a in enumerate(args) if isinstance(a, np.generic))
-            recorder.launches.append(Launch(name_expression, tuple(grid), tuple(block), scalars))
+            recorder.launches.append(Launch(name_expression, tuple(grid), tuple(block), scalars,
+                                            recorder.bytes_of(args)))
             kernel(grid, block, args, shared_mem)
         return launch
 
