@@ -486,3 +486,20 @@ def test_dropout_apply_is_dropout_without_a_stored_mask(kernels, dtype):
     x = randn(np.random.default_rng(18), (3, 7, 5), dtype)
     y = check(kernels, "dropout_apply", x, 0.3, 11, 2, exact=True)
     assert_same(kernels.dropout_forward(x, 0.3, 11, 2)[0], y, exact=True)
+
+
+def test_dropout_steps_from_the_device_counter_match_the_reference(kernels):
+    """Steps as a training run meets them: a forward (the next step: the kernel advances the
+    device counter), its backward (the same step), a resume (a jump: written from the host)."""
+    rng = np.random.default_rng(19)
+    x, maps = randn(rng, (5, 9, 7), np.float32), randn(rng, (2, 3, 6, 5), np.float32)
+    pool = ("max", (3, 3), (2, 2), (1, 1, 1, 1))
+    for step in (1, 1, 2, 2, 3, 7, 7, 8, 8):
+        assert_same(numpy_ref.dropout_apply(x, 0.4, 123, step),
+                    kernels.dropout_apply(x, 0.4, 123, step), exact=True, where=f"step {step}")
+        assert_same(numpy_ref.pool2d_dropout_forward(maps, *pool, 0.4, 321, step),
+                    kernels.pool2d_dropout_forward(maps, *pool, 0.4, 321, step), exact=True,
+                    where=f"pool at step {step}")
+    for seed in (123, 321):
+        counter = kernels._step_counters[seed]
+        assert counter.host_writes == 1 and int(counter.device[0]) == 8  # the jump to 7 only
