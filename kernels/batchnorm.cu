@@ -65,6 +65,15 @@ bn_variance(T* rstd, T* running_mean, T* running_var, T* partial, unsigned* arri
     });
 }
 
+// y of one value of channel c, then max(y, 0) when POST_RELU. (Shared with fused.cu, so
+// fused passes compute the very same bits.)
+template <typename T, bool POST_RELU>
+__device__ __forceinline__ T bn_output(T value, int c, const T* mean, const T* rstd,
+                                       const T* gamma, const T* beta) {
+    const T y = (value - mean[c]) * (rstd[c] * gamma[c]) + beta[c];
+    return POST_RELU && !(y > T(0)) ? T(0) : y;
+}
+
 // y = (x - mean) * (rstd * gamma) + beta, of bn_input(x), then max(y, 0) when POST_RELU.
 // One thread per element.
 template <typename T, bool PRE_RELU, bool POST_RELU>
@@ -72,9 +81,7 @@ __global__ void bn_normalize(T* y, const T* x, const T* mean, const T* rstd, con
                              const T* beta, int total, int C, int S) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
-    const int c = i / S % C;
-    const T value = (bn_input<T, PRE_RELU>(x, i) - mean[c]) * (rstd[c] * gamma[c]) + beta[c];
-    y[i] = POST_RELU && !(value > T(0)) ? T(0) : value;
+    y[i] = bn_output<T, POST_RELU>(bn_input<T, PRE_RELU>(x, i), i / S % C, mean, rstd, gamma, beta);
 }
 
 // The gradient reaching the normalization: dy, or dy where the fused ReLU's output y > 0.
@@ -98,6 +105,16 @@ bn_backward_sums(T* dbeta, T* dgamma, T* partial, unsigned* arrivals, const T* d
     }, [=](int c, T total) { (for_gamma ? dgamma : dbeta)[c] = total; });
 }
 
+// The gradient of one input value of channel c, from g (the gradient reaching the
+// normalization) and the channel sums. (Shared with fused.cu.)
+template <typename T>
+__device__ __forceinline__ T bn_input_grad(T g, T value, int c, const T* gamma, const T* mean,
+                                           const T* rstd, const T* dbeta, const T* dgamma,
+                                           int count) {
+    const T xhat = (value - mean[c]) * rstd[c];
+    return gamma[c] * rstd[c] / T(count) * (T(count) * g - dbeta[c] - xhat * dgamma[c]);
+}
+
 // dx = gamma * rstd / m * (m * g - dbeta - xhat * dgamma), zero where x <= 0 when PRE_RELU.
 // One thread per element.
 template <typename T, bool PRE_RELU, bool POST_RELU>
@@ -107,9 +124,9 @@ __global__ void bn_backward_dx(T* dx, const T* dy, const T* y, const T* x, const
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
     const int c = i / S % C;
-    const T xhat = (bn_input<T, PRE_RELU>(x, i) - mean[c]) * rstd[c];
-    const T g = bn_output_grad<T, POST_RELU>(dy, y, i);
-    const T value = gamma[c] * rstd[c] / T(count) * (T(count) * g - dbeta[c] - xhat * dgamma[c]);
+    const T value = bn_input_grad(bn_output_grad<T, POST_RELU>(dy, y, i),
+                                  bn_input<T, PRE_RELU>(x, i), c, gamma, mean, rstd, dbeta,
+                                  dgamma, count);
     dx[i] = PRE_RELU && !(x[i] > T(0)) ? T(0) : value;
 }
 

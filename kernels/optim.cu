@@ -71,7 +71,7 @@ __global__ void sgd_update(T* p, T* velocity, const T* g, int n, T lr, T momentu
 constexpr int MULTI_CHUNK = 1024;  // elements per block (4 per thread of a 256-thread block)
 
 // The schedule array (float64): what the multi-tensor kernels read for the current step.
-enum Schedule { SCHEDULE_STEP, SCHEDULE_LR, SCHEDULE_CORRECTION1, SCHEDULE_CORRECTION2, SCHEDULE_SIZE };
+enum Schedule { SCHEDULE_STEP, SCHEDULE_LR, SCHEDULE_CORRECTION1, SCHEDULE_CORRECTION2 };
 
 // schedule[STEP] += 1 and the bias corrections of the new step (1 - beta^t, in double as the
 // host computes them). One thread.

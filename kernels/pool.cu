@@ -25,30 +25,32 @@ __device__ inline void window_span(int o, int stride, int pad, int kernel, int s
     *end = start + kernel < size ? start + kernel : size;
 }
 
-// Output o of x: (NC, H, W) pooled to (NC, Ho, Wo); *best gets the winning cell's index
-// (max/min only). Shared by pool2d_forward and fused.cu's pool + dropout.
-template <typename T>
-__device__ inline T pool_output(int o, int* best_cell, const T* x, int mode, int H, int W,
+// Output o of x: (NC, H, W) pooled to (NC, Ho, Wo), reading x[i] as value(i); *best_cell
+// gets the winning cell's index h * W + w (max/min only). Shared by pool2d_forward and
+// fused.cu's pool + dropout and batch norm + ReLU + pool.
+template <typename T, typename Value>
+__device__ inline T pool_output(int o, int* best_cell, Value value, int mode, int H, int W,
                                 int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
     const int plane = o / (Ho * Wo), ho = o / Wo % Ho, wo = o % Wo;
     int h_begin, h_end, w_begin, w_end;
     window_span(ho, sh, pt, kh, H, &h_begin, &h_end);
     window_span(wo, sw, pl, kw, W, &w_begin, &w_end);
-    const T* xp = x + (long long)plane * H * W;
+    const int first = plane * H * W;
     if (mode == POOL_AVG) {
         T sum = 0;
         for (int h = h_begin; h < h_end; ++h)
-            for (int w = w_begin; w < w_end; ++w) sum += xp[h * W + w];
+            for (int w = w_begin; w < w_end; ++w) sum += value(first + h * W + w);
         return sum / T((h_end - h_begin) * (w_end - w_begin));
     }
     int best = h_begin * W + w_begin;  // scan starts at the first cell of the window
+    T best_value = value(first + best);
     for (int h = h_begin; h < h_end; ++h)
         for (int w = w_begin; w < w_end; ++w) {
-            const T v = xp[h * W + w];
-            if (mode == POOL_MAX ? v > xp[best] : v < xp[best]) best = h * W + w;
+            const T v = value(first + h * W + w);
+            if (mode == POOL_MAX ? v > best_value : v < best_value) best = h * W + w, best_value = v;
         }
     *best_cell = best;
-    return xp[best];
+    return best_value;
 }
 
 // x: (NC, H, W) -> y: (NC, Ho, Wo), index (max/min only; ignored for avg).
@@ -58,7 +60,8 @@ __global__ void pool2d_forward(T* y, int* index, const T* x, int mode, int NC, i
     const int o = blockIdx.x * blockDim.x + threadIdx.x;
     if (o >= NC * Ho * Wo) return;
     int best = 0;
-    y[o] = pool_output(o, &best, x, mode, H, W, kh, kw, sh, sw, pt, pl, Ho, Wo);
+    y[o] = pool_output<T>(o, &best, [=](int i) { return x[i]; }, mode, H, W, kh, kw, sh, sw, pt,
+                          pl, Ho, Wo);
     if (mode != POOL_AVG) index[o] = best;
 }
 

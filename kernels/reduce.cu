@@ -81,7 +81,8 @@ __device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_total
     // the flat index of value j; unsigned: past the end it may wrap, but it is never read there
     unsigned i = (unsigned(j / S) * C + c) * S + s;
     const int step_s = REDUCE_THREADS % S;
-    const unsigned step_i = unsigned(REDUCE_THREADS / S) * C * S + step_s, next_row = unsigned(C - 1) * S;
+    const unsigned step_i = unsigned(REDUCE_THREADS / S) * C * S + step_s;
+    const unsigned next_row = unsigned(C - 1) * S;
     auto advance = [&]() {
         j += REDUCE_THREADS;
         s += step_s;

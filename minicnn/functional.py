@@ -104,8 +104,8 @@ def linear(x, w, b=None):
     return basic.Linear()(*((x, w) if b is None else (x, w, b)))
 
 
-def _pool(mode, x, kernel_size, stride, padding, dropout=None):
-    op = f"{mode}_pool2d"
+def _pool_geometry(op, x, kernel_size, stride, padding):
+    """Checked (kernel, stride, pads) of a pooling of x: (N, C, H, W)."""
     _check_input(op, x, (4,), "(N, C, H, W)")
     kernel = _pair(op, "kernel_size", kernel_size)
     stride = kernel if stride is None else _pair(op, "stride", stride)
@@ -114,6 +114,12 @@ def _pool(mode, x, kernel_size, stride, padding, dropout=None):
         raise ValueError(f"{op}: padding {pads} must be smaller than the kernel {kernel} "
                          f"(a window of padding only has nothing to pool)")
     _check_window(op, x.shape, kernel, pads)
+    return kernel, stride, pads
+
+
+def _pool(mode, x, kernel_size, stride, padding, dropout=None):
+    op = f"{mode}_pool2d"
+    kernel, stride, pads = _pool_geometry(op, x, kernel_size, stride, padding)
     if dropout is None or not dropout[1] or dropout[0] == 0:  # no dropout in this pass
         return pool.Pool2d(mode, kernel, stride, pads)(x)
     rate, _, seed, step = dropout
@@ -149,7 +155,7 @@ def global_avg_pool2d(x):
 
 
 def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5,
-               unbiased=True, relu=None):
+               unbiased=True, relu=None, pool=None):
     """Normalize each channel of (N, C) or (N, C, H, W).
 
     running_mean, running_var: arrays (C,) updated in place when training. momentum is the
@@ -157,6 +163,8 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.
     momentum=0.99 is momentum=0.01 here, with unbiased=False).
     relu: 'before' (batch_norm(relu(x))) or 'after' (relu(batch_norm(x))) fuses a ReLU into
     the same passes, training only (nn.Sequential's fusion pass uses it, minicnn/nn/fusion.py).
+    pool: (mode, kernel_size, stride, padding) with relu='after' pools the result in the same
+    pass as well (max_pool2d's arguments; mode 'max', 'min' or 'avg').
     """
     _check_input("batch_norm", x, (2, 4), "(N, C) or (N, C, H, W)")
     channels = x.shape[1]
@@ -169,8 +177,15 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.
     if relu not in FUSED_BATCH_NORMS or (relu and not training):
         raise ValueError(f"batch_norm: relu must be None, or 'before' / 'after' in training, "
                          f"got {relu!r} with training={training}")
-    function = FUSED_BATCH_NORMS[relu]
-    return function(running_mean, running_var, training, momentum, eps, unbiased)(x, weight, bias)
+    state = (running_mean, running_var, training, momentum, eps, unbiased)
+    if pool is None:
+        return FUSED_BATCH_NORMS[relu](*state)(x, weight, bias)
+    mode, kernel_size, stride, padding = pool
+    if relu != "after" or mode not in ("max", "min", "avg"):
+        raise ValueError(f"batch_norm: pool needs relu='after' and a mode of max, min or avg, "
+                         f"got relu={relu!r}, mode {mode!r}")
+    geometry = _pool_geometry(f"{mode}_pool2d", x, kernel_size, stride, padding)
+    return fused.BatchNormReLUPool(*state, mode, *geometry)(x, weight, bias)
 
 
 FUSED_BATCH_NORMS = {None: norm.BatchNorm, "before": fused.ReLUBatchNorm,

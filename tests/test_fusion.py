@@ -14,11 +14,13 @@ from minicnn.nn.module import capture
 
 
 def mixed_net():
-    """Both orders: conv-ReLU-BN (vgg_like) and conv-BN-ReLU (vgg8_bn), then BN1d-ReLU."""
+    """Every pattern: conv-ReLU-BN-pool-dropout (vgg_like), conv-BN-ReLU-pool (vgg8_bn),
+    then BN1d-ReLU."""
     return nn.Sequential(
         nn.Conv2d(3, 4, 3, padding="same"), nn.ReLU(), nn.BatchNorm2d(4), nn.MaxPool2d(2),
         nn.Dropout(0.3, seed=5), nn.Conv2d(4, 6, 3, padding="same"), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Flatten(), nn.Linear(6 * 3 * 3, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 10))
+        nn.MaxPool2d(3, 2, "same"), nn.Flatten(), nn.Linear(6 * 2 * 2, 8), nn.BatchNorm1d(8),
+        nn.ReLU(), nn.Linear(8, 10))
 
 
 def train_three_steps(device, dtype, fused):
@@ -61,7 +63,8 @@ def test_training_fuses_each_pair_and_keeps_the_layers():
     x = mc.tensor(np.random.default_rng(0).standard_normal((4, 3, 6, 6)))
     output = model(x)
     names = function_names(output)
-    assert names.count("ReLUBatchNorm") == 1 and names.count("BatchNormReLU") == 2
+    assert names.count("ReLUBatchNorm") == names.count("BatchNormReLUPool") == 1
+    assert names.count("BatchNormReLU") == 1 and names.count("Pool2d") == 1  # + dropout
     assert "ReLU" not in names and "BatchNorm" not in names and "Dropout" not in names
     pool = next(f for f in _topological_order(output) if type(f).__name__ == "Pool2d")
     assert pool.dropout == (0.3, 5, 1)  # the dropout layer's rate, seed and first step
@@ -70,7 +73,7 @@ def test_training_fuses_each_pair_and_keeps_the_layers():
     with fusion.unfused():
         names = function_names(model(x))
     assert names.count("ReLU") == 3 and names.count("BatchNorm") == 3
-    assert names.count("Dropout") == 1
+    assert names.count("Dropout") == 1 and names.count("Pool2d") == 2
 
 
 def test_hooks_see_each_layer_output_because_hooked_layers_are_not_fused():
@@ -78,7 +81,8 @@ def test_hooks_see_each_layer_output_because_hooked_layers_are_not_fused():
     x = mc.tensor(np.random.default_rng(1).standard_normal((4, 3, 6, 6)))
     with capture(model, ["relu1", "bn2"]) as outputs:
         names = function_names(model(x))
-    assert names.count("ReLUBatchNorm") == 0 and names.count("BatchNormReLU") == 1  # fc's pair
+    assert names.count("ReLUBatchNorm") == names.count("BatchNormReLUPool") == 0
+    assert names.count("BatchNormReLU") == 1  # fc's pair
     assert (outputs["relu1"].numpy() >= 0).all() and (outputs["relu1"].numpy() == 0).any()
     bn_out = outputs["bn2"].numpy()  # before its ReLU: negative values remain
     assert (bn_out < 0).any()
@@ -91,13 +95,19 @@ def test_eval_mode_runs_the_layers_one_by_one():
     model.eval()
     x = mc.tensor(np.random.default_rng(3).standard_normal((2, 3, 6, 6)), requires_grad=True)
     names = function_names(model(x))
-    assert "ReLUBatchNorm" not in names and "BatchNormReLU" not in names
+    assert not {"ReLUBatchNorm", "BatchNormReLU", "BatchNormReLUPool"} & set(names)
 
 
 def test_a_batch_norm_given_the_wrong_shape_says_so_when_fused_too():
     model = nn.Sequential(nn.ReLU(), nn.BatchNorm2d(3))
     with pytest.raises(ValueError, match="BatchNorm2d: input must have 4 dims"):
         model(mc.tensor(np.ones((2, 3))))
+
+
+def test_a_fused_pool_needs_the_relu_after():
+    bn = nn.BatchNorm2d(2)
+    with pytest.raises(ValueError, match="pool needs relu='after'"):
+        bn.normalize(mc.tensor(np.ones((2, 2, 4, 4))), relu="before", pool=nn.MaxPool2d(2))
 
 
 def test_fused_relu_outside_training_is_refused():

@@ -503,3 +503,33 @@ def test_dropout_steps_from_the_device_counter_match_the_reference(kernels):
     for seed in (123, 321):
         counter = kernels._step_counters[seed]
         assert counter.host_writes == 1 and int(counter.device[0]) == 8  # the jump to 7 only
+
+
+# ---------------------------------------------------------------------------- BN + ReLU + pooling
+
+BN_POOLS = {"max-3x3-s2-same": ("max", (3, 3), (2, 2), (0, 1, 0, 1)),
+            "max-2x2": ("max", (2, 2), (2, 2), (0, 0, 0, 0)), "avg-2x2": ("avg", (2, 2), (2, 2), (0, 0, 0, 0))}
+
+
+@pytest.mark.parametrize("pool", BN_POOLS.values(), ids=BN_POOLS.keys())
+def test_batch_norm_relu_pool(kernels, dtype, pool):
+    rng = np.random.default_rng(20)
+    x = (randn(rng, (2, 3, 7, 6), dtype) + 0.2).astype(dtype)
+    gamma, beta = randn(rng, (3,), dtype), randn(rng, (3,), dtype)
+    running = [randn(rng, (3,), dtype), rng.uniform(0.5, 2, 3).astype(dtype)]
+    y, index, mean, rstd = check(kernels, "batch_norm_relu_pool_forward_train", x, gamma, beta,
+                                 *running, 0.1, 1e-3, True, *pool)
+    dy = randn(rng, y.shape, dtype)
+    check(kernels, "batch_norm_relu_pool_backward", dy, index, x, gamma, beta, mean, rstd, *pool)
+    # bit for bit the three layers' kernels
+    z, mean1, rstd1 = kernels.batch_norm_relu_forward_train(x, gamma, beta, *[r.copy() for r in running],
+                                                            0.1, 1e-3, True)
+    pooled, index1 = kernels.pool2d_forward(z, *pool)
+    dz = kernels.pool2d_backward(dy, index1, z.shape, *pool)
+    unfused = [pooled, index1, *kernels.batch_norm_relu_backward(dz, z, x, gamma, mean1, rstd1)]
+    fused_forward = kernels.batch_norm_relu_pool_forward_train(x, gamma, beta, *[r.copy() for r in running],
+                                                               0.1, 1e-3, True, *pool)
+    fused = [*fused_forward[:2], *kernels.batch_norm_relu_pool_backward(
+        dy, fused_forward[1], x, gamma, beta, *fused_forward[2:], *pool)]
+    assert_same(unfused, fused, exact=True, where="fused vs unfused")
+    assert (z == 0).mean() > 0.2  # the ReLU matters

@@ -33,7 +33,8 @@ KERNELS = {
     "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>", "adam_update_multi<{T}>",
                  "sgd_update_multi<{T}>", "optim_advance"],
     "fused.cu": ["dropout_apply<{T}>", "pool2d_dropout_forward<{T}>",
-                 "pool2d_dropout_backward<{T}>"],
+                 "pool2d_dropout_backward<{T}>", "bn_relu_pool_forward<{T}>",
+                 "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>"],
     "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
 }
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from minicnn.backends.cuda_launch import i32
 
 
@@ -30,6 +32,16 @@ class BatchNormLaunches:
     def _bn_train(self, x, gamma, beta, running_mean, running_var, momentum, eps, unbiased,
                   pre_relu=False, post_relu=False):
         x, gamma, beta = self._float_arrays(x, gamma, beta)
+        mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
+                                         pre_relu)
+        n, c, s, _ = self._bn_view(x)
+        y = self.xp.empty_like(x)
+        self._launch("batchnorm.cu", f"bn_normalize<{{T}}, {_flags(pre_relu, post_relu)}>",
+                     x.dtype, x.size, y, x, mean, rstd, gamma, beta, *i32(x.size, c, s))
+        return y, mean, rstd
+
+    def _bn_statistics(self, x, running_mean, running_var, momentum, eps, unbiased, pre_relu):
+        """(mean, rstd) of the batch x (of relu(x) when pre_relu); running stats updated."""
         for name, buffer in (("running_mean", running_mean), ("running_var", running_var)):
             if not (isinstance(buffer, self.xp.ndarray) and buffer.flags.c_contiguous
                     and buffer.dtype == x.dtype):
@@ -44,10 +56,7 @@ class BatchNormLaunches:
                              x.dtype, n, c, s, rstd, running_mean, running_var,
                              inputs=(x, mean), scalars=(T(momentum), T(1 - momentum), T(eps),
                                                         *i32(bool(unbiased))))
-        y = self.xp.empty_like(x)
-        self._launch("batchnorm.cu", f"bn_normalize<{{T}}, {_flags(pre_relu, post_relu)}>",
-                     x.dtype, x.size, y, x, mean, rstd, gamma, beta, *i32(x.size, c, s))
-        return y, mean, rstd
+        return mean, rstd
 
     def _bn_backward(self, dy, y, x, gamma, mean, rstd, pre_relu=False, post_relu=False):
         """y: the fused ReLU's output when post_relu (else unused, pass dy)."""
@@ -96,3 +105,45 @@ class BatchNormLaunches:
     def batch_norm_relu_backward(self, dy, y, x, gamma, mean, rstd):
         """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta); y: the forward's output."""
         return self._bn_backward(dy, y, x, gamma, mean, rstd, post_relu=True)
+
+    # ---- batch norm + ReLU + pooling (kernels/fused.cu)
+
+    def _bn_relu_pool_arguments(self, x, mean, rstd, gamma, beta, mode, kernel, stride, pads):
+        """fused.cu's BN_RELU_POOL_PARAMETERS for x: (N, C, H, W), and the pooled (Ho, Wo)."""
+        if x.ndim != 4:
+            raise ValueError(f"batch norm + ReLU + pooling takes (N, C, H, W), got {x.shape}")
+        n, c, s, _ = self._bn_view(x)
+        code, geometry, out_hw = self._pool_geometry(x.shape, mode, kernel, stride, pads)
+        return (x, mean, rstd, gamma, beta, *i32(n, c, s, code, *geometry)), out_hw
+
+    def batch_norm_relu_pool_forward_train(self, x, gamma, beta, running_mean, running_var,
+                                           momentum, eps, unbiased, mode, kernel, stride, pads):
+        """pool(relu(batch_norm_forward_train(x))) without storing the full-size map
+        -> (y, index, mean, rstd); index as pool2d_forward's (None for avg)."""
+        x, gamma, beta = self._float_arrays(x, gamma, beta)
+        mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
+                                         False)
+        arguments, out_hw = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
+                                                         stride, pads)
+        y = self.xp.empty(x.shape[:2] + out_hw, x.dtype)
+        index = self.xp.empty(y.shape if mode != "avg" else (1,), np.int32)
+        self._launch("fused.cu", "bn_relu_pool_forward<{T}>", x.dtype, y.size, y, index,
+                     *arguments)
+        return y, (index if mode != "avg" else None), mean, rstd
+
+    def batch_norm_relu_pool_backward(self, dy, index, x, gamma, beta, mean, rstd, mode, kernel,
+                                      stride, pads):
+        """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta)."""
+        dy, x, gamma, beta, mean, rstd = self._float_arrays(dy, x, gamma, beta, mean, rstd)
+        index = self.xp.empty(1, np.int32) if index is None else self._array(index, np.int32)
+        arguments, _ = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
+                                                    stride, pads)
+        n, c, s, _ = self._bn_view(x)
+        dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
+        self._channel_reduce("fused.cu", "bn_relu_pool_backward_sums<{T}>", x.dtype, n, c, s,
+                             dbeta, dgamma, inputs=(dy, index, *arguments[:5]),
+                             scalars=arguments[8:], reductions=2)
+        dx = self.xp.empty_like(x)
+        self._launch("fused.cu", "bn_relu_pool_backward_dx<{T}>", x.dtype, x.size, dx, dy, index,
+                     dbeta, dgamma, *arguments)
+        return dx, dgamma, dbeta

@@ -521,3 +521,22 @@ def pool2d_dropout_backward(dy, index, x_shape, mode, kernel, stride, pads, rate
     """Gradient of pooling then dropout: the pooling's backward of dy * mask."""
     return pool2d_backward(dropout_apply(dy, rate, seed, step), index, x_shape, mode, kernel,
                            stride, pads)
+
+
+def batch_norm_relu_pool_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                       unbiased, mode, kernel, stride, pads):
+    """Batch norm, ReLU, then pooling -> (y, index, mean, rstd); index as pool2d_forward's."""
+    relu, mean, rstd = batch_norm_relu_forward_train(x, gamma, beta, running_mean, running_var,
+                                                     momentum, eps, unbiased)
+    y, index = pool2d_forward(relu, mode, kernel, stride, pads)
+    return y, index, mean, rstd
+
+
+def batch_norm_relu_pool_backward(dy, index, x, gamma, beta, mean, rstd, mode, kernel, stride,
+                                  pads):
+    """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta). The ReLU's output is
+    recomputed from x, mean, rstd, gamma and beta (it is not kept)."""
+    relu = relu_forward((x - _per_channel(mean, x)) * _per_channel(rstd * gamma, x)
+                        + _per_channel(beta, x))
+    drelu = pool2d_backward(dy, index, x.shape, mode, kernel, stride, pads)
+    return batch_norm_relu_backward(drelu, relu, x, gamma, mean, rstd)

@@ -1,15 +1,17 @@
 """Fusion: neighbouring layers of an nn.Sequential run as one pass (the backends' business).
 
-nn.Sequential runs its layers through run_layers(). In training mode, two neighbours become
-one fused Function, which computes exactly the numbers of the two layers without storing the
-map between them and with fewer kernel launches:
+nn.Sequential runs its layers through run_layers(). In training mode, neighbours become one
+fused Function, which computes exactly the numbers of the separate layers without storing the
+maps between them and with fewer kernel launches (the first pattern that fits wins):
 
+    batch norm -> ReLU -> pooling            F.batch_norm(..., relu='after', pool=...)
     ReLU -> batch norm, batch norm -> ReLU   F.batch_norm(..., relu='before' | 'after')
     pooling -> dropout                       F.max_pool2d(..., dropout=(rate, True, seed, step))
 
-Nothing about the model changes: its layers, names, parameters and state dict stay the
-user's, so layer tables, feature maps and CAM are unaffected. A layer with a forward hook is never fused, so every hook sees its own layer's
-output; evaluation (model.eval()) runs the layers one by one.
+Nothing about the model changes: its layers, names, parameters and state dict stay the user's,
+so layer tables, feature maps and CAM are unaffected. A layer with a forward hook is never
+fused, so every hook sees its own layer's output; evaluation (model.eval()) runs the layers one
+by one.
 
     with fusion.unfused():        # the layers one by one, e.g. to compare the two
         loss = model(x)
@@ -34,26 +36,33 @@ def unfused():
         enabled = previous
 
 
-def _fused_call(first, second):
-    """The fused pass of two neighbouring layers as a function of x, or None."""
-    if not enabled or second is None or first._hooks or second._hooks:
-        return None
-    if not (first.training and second.training):
-        return None
+def _fusable(layers) -> bool:
+    return enabled and all(layer.training and not layer._hooks for layer in layers)
+
+
+def _fused_call(layers):
+    """(the fused pass of the first layers of `layers` as a function of x, how many layers it
+    covers), or (None, 1) when the first layer runs on its own."""
+    first, second, third = (list(layers[:3]) + [None, None])[:3]
+    if third is not None and _fusable(layers[:3]) and isinstance(first, _BatchNorm) \
+            and type(second) is ReLU and isinstance(third, _Pool):
+        return lambda x: first.normalize(x, relu="after", pool=third), 3
+    if second is None or not _fusable(layers[:2]):
+        return None, 1
     if type(first) is ReLU and isinstance(second, _BatchNorm):
-        return lambda x: second.normalize(x, relu="before")
+        return lambda x: second.normalize(x, relu="before"), 2
     if isinstance(first, _BatchNorm) and type(second) is ReLU:
-        return lambda x: first.normalize(x, relu="after")
+        return lambda x: first.normalize(x, relu="after"), 2
     if isinstance(first, _Pool) and isinstance(second, Dropout) and second.rate > 0:
-        return lambda x: first.forward(x, dropout=second.next_mask())
-    return None
+        return lambda x: first.forward(x, dropout=second.next_mask()), 2
+    return None, 1
 
 
 def run_layers(layers, x):
-    """Apply `layers` in order, fusing each pair of neighbours that allows it."""
+    """Apply `layers` in order, fusing neighbours that allow it."""
     i = 0
     while i < len(layers):
-        fused = _fused_call(layers[i], layers[i + 1] if i + 1 < len(layers) else None)
+        fused, count = _fused_call(layers[i:])
         x = layers[i](x) if fused is None else fused(x)
-        i += 1 if fused is None else 2
+        i += count
     return x

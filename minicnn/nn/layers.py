@@ -87,13 +87,14 @@ class _BatchNorm(Module):
     def forward(self, x):
         return self.normalize(x)
 
-    def normalize(self, x, relu=None):
-        """F.batch_norm with this layer's state; relu='before' / 'after' fuses a ReLU in."""
+    def normalize(self, x, relu=None, pool=None):
+        """F.batch_norm with this layer's state; relu='before' / 'after' fuses a ReLU in, and
+        pool (a pooling layer) the pooling after it (F.batch_norm's relu and pool)."""
         if x.ndim != self.expected_ndim:
             raise ValueError(f"{type(self).__name__}: input must have {self.expected_ndim} dims, got {x.shape}")
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             self.training, self.momentum, self.eps, unbiased=self.convention == "torch",
-                            relu=relu)
+                            relu=relu, pool=pool and pool.geometry())
 
     def extra_repr(self):
         return f"{self.weight.shape[0]}, momentum={self.momentum:g} (torch sense), eps={self.eps:g}"
@@ -172,20 +173,27 @@ class _Pool(Module):
         """dropout: F.dropout's (rate, training, seed, step) for a dropout fused into the pass."""
         return type(self).function(x, self.kernel_size, self.stride, self.padding, dropout=dropout)
 
+    def geometry(self) -> tuple:
+        """(mode, kernel_size, stride, padding): F.batch_norm's pool argument."""
+        return self.mode, self.kernel_size, self.stride, self.padding
+
     def extra_repr(self):
         return f"{self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding!r}"
 
 
 class MaxPool2d(_Pool):
     function = F.max_pool2d
+    mode = "max"
 
 
 class AvgPool2d(_Pool):
     function = F.avg_pool2d
+    mode = "avg"
 
 
 class MinPool2d(_Pool):
     function = F.min_pool2d
+    mode = "min"
 
 
 class GlobalAvgPool2d(Module):
