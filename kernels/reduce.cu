@@ -7,9 +7,10 @@
 // Why two passes and no atomics: a GPU run must give the same bits every time, and float
 // atomics add in whatever order threads arrive. So each channel's N*S values are cut into P
 // slices (P fixed by the shapes alone, chosen by the launcher to fill the GPU); pass 1
-// (channel_partial_sums, grid (C, P), 256 threads) reduces one slice per block: each thread
+// (channel_slice_sum, grid (C, P), 256 threads) reduces one slice per block: each thread
 // adds a strided run of values, then a shuffle tree inside each warp and a tree over the 8
-// warps. Pass 2 (sum_partials, one thread per channel) adds the P partials in order.
+// warps. Pass 2 adds the P partials of a channel in order (sum_partials, one thread per
+// channel, for callers with their own pass 1: augment.cu; or the last block, below).
 // Every sum happens in a fixed order, so the bits are reproducible.
 //
 // Thread layout in pass 1: consecutive threads read consecutive s, so loads are coalesced when
@@ -139,14 +140,6 @@ channel_sums(T* out, T* partial, unsigned* arrivals, const T* x, int N, int C, i
     __shared__ T warp_totals[REDUCE_THREADS / 32];
     channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int) { return x[i]; },
                    [=](int c, T total) { out[c] = total / divisor; });
-}
-
-// Pass 1 of a plain channel sum. x: (N, C, S) -> partial: (C, P).
-template <typename T>
-__global__ void __launch_bounds__(REDUCE_THREADS)
-channel_partial_sums(T* partial, const T* x, int N, int C, int S) {
-    __shared__ T warp_totals[REDUCE_THREADS / 32];
-    channel_slice_sum(partial, N, C, S, warp_totals, [=](long long i, int) { return x[i]; });
 }
 
 // Pass 2: out[c] = (partial[c, 0] + ... + partial[c, P - 1]) / divisor. One thread per channel.

@@ -15,7 +15,7 @@ KERNELS = {
                 for ta in ("false", "true") for tb in ("false", "true")] + ["sum_splits<{T}>"],
     "conv.cu": ["conv2d_forward<{T}>", "conv2d_backward_data<{T}>",
                 "conv2d_backward_weight<{T}>", "sum_splits<{T}>"],
-    "reduce.cu": ["channel_partial_sums<{T}>", "sum_partials<{T}>", "channel_sums<{T}>"],
+    "reduce.cu": ["sum_partials<{T}>", "channel_sums<{T}>"],
     "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance")
                      for pre in ("false", "true")]
                     + [f"bn_{name}<{{T}}, {pre}, {post}>"
