@@ -140,3 +140,19 @@ __global__ void bn_eval(T* y, const T* x, const T* gamma, const T* beta, const T
     const T scale = gamma[c] / dev_sqrt(running_var[c] + eps);
     y[i] = x[i] * scale + (beta[c] - running_mean[c] * scale);
 }
+
+// Eval-mode backward. The statistics are constants there, so y = gamma * xhat + beta with
+// xhat = (x - running_mean) * rstd, rstd = 1 / sqrt(running_var + eps):
+//   dx = dy * gamma * rstd, and dy_xhat = dy * xhat, whose channel sums (reduce.cu) are dgamma.
+// (dbeta is the channel sums of dy.) One thread per element.
+template <typename T>
+__global__ void bn_eval_backward(T* dx, T* dy_xhat, const T* dy, const T* x, const T* gamma,
+                                 const T* running_mean, const T* running_var, T eps, int total,
+                                 int C, int S) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    const int c = i / S % C;
+    const T rstd = T(1) / dev_sqrt(running_var[c] + eps);
+    dx[i] = dy[i] * (gamma[c] * rstd);
+    dy_xhat[i] = dy[i] * ((x[i] - running_mean[c]) * rstd);
+}

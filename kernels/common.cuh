@@ -49,7 +49,5 @@
 MINICNN_FLOAT_AND_DOUBLE(dev_exp, expf, exp)
 MINICNN_FLOAT_AND_DOUBLE(dev_log, logf, log)
 MINICNN_FLOAT_AND_DOUBLE(dev_sqrt, sqrtf, sqrt)
-MINICNN_FLOAT_AND_DOUBLE(dev_rsqrt, rsqrtf, rsqrt)
-MINICNN_FLOAT_AND_DOUBLE(dev_tanh, tanhf, tanh)
 MINICNN_FLOAT_AND_DOUBLE(dev_abs, fabsf, fabs)
 #undef MINICNN_FLOAT_AND_DOUBLE

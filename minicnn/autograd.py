@@ -31,10 +31,6 @@ def no_grad():
         _grad_enabled = previous
 
 
-def is_grad_enabled() -> bool:
-    return _grad_enabled
-
-
 class Tensor:
     """An array plus what autograd needs: its device, its gradient and its creator.
 
@@ -69,9 +65,6 @@ class Tensor:
 
     def item(self) -> float:
         return float(self.numpy())
-
-    def detach(self) -> "Tensor":
-        return Tensor(self.data, self.device)
 
     def to(self, device) -> "Tensor":
         device = get_device(device)
@@ -116,14 +109,55 @@ class Tensor:
                 if dinput is None or not tensor.requires_grad:
                     continue
                 if tensor.creator is None:  # a leaf: keep its gradient
-                    tensor.grad = dinput if tensor.grad is None else tensor.grad + dinput
+                    tensor.grad = _accumulate(tensor.grad, dinput, tensor.device)
                 else:
-                    key = id(tensor)
-                    grads[key] = dinput if key not in grads else grads[key] + dinput
+                    grads[id(tensor)] = _accumulate(grads.get(id(tensor)), dinput, tensor.device)
             if not retain_graph:
                 function.release()
 
-    # ---- operators (defined in minicnn.functional, attached there)
+    # ---- operators, so that `a + b`, `a * b`, `-a` read naturally in model code: each is an op
+    # of the functional API (numbers on the left become tensors of the right operand's kind)
+    def __add__(self, other):
+        return _functional().add(self, other)
+
+    def __radd__(self, other):
+        return _functional().add(other, self)
+
+    def __mul__(self, other):
+        return _functional().mul(self, other)
+
+    def __rmul__(self, other):
+        return _functional().mul(other, self)
+
+    def __neg__(self):
+        return _functional().mul(self, -1.0)
+
+    def __sub__(self, other):
+        return _functional().add(self, -other if isinstance(other, Tensor) else -np.asarray(other))
+
+    def __rsub__(self, other):
+        return _functional().add(other, -self)
+
+    def reshape(self, *shape):
+        return _functional().reshape(self, shape[0] if len(shape) == 1 else shape)
+
+    def sum(self, dim=None, keepdim=False, **numpy_names):
+        """PyTorch's (dim, keepdim); NumPy's axis= / keepdims= work too."""
+        return _functional().sum(self, dim, keepdim, **numpy_names)
+
+    def mean(self, dim=None, keepdim=False, **numpy_names):
+        return _functional().mean(self, dim, keepdim, **numpy_names)
+
+
+def _functional():
+    """minicnn.functional, imported on first use: it imports this module."""
+    from minicnn import functional
+    return functional
+
+
+def _accumulate(total, grad, device):
+    """total + grad (a tensor used twice gets both gradients), added by the device's kernel."""
+    return grad if total is None else device.kernels.add_forward(total, grad)
 
 
 def _topological_order(root: Tensor):
@@ -154,6 +188,10 @@ class Function:
     """
 
     def __call__(self, *inputs: Tensor) -> Tensor:
+        for tensor in inputs:
+            if not isinstance(tensor, Tensor):
+                raise ValueError(f"{type(self).__name__}: inputs must be minicnn Tensors, "
+                                 f"got {type(tensor).__name__}")
         device = inputs[0].device
         for tensor in inputs[1:]:
             if tensor.device is not device:

@@ -35,13 +35,7 @@ def _mount_feature_commands():
     from minicnn.data.cli import data_app
     app.add_typer(data_app, name="data", help="Download and inspect CIFAR-10/100.")
     for package in ("minicnn.models", "minicnn.train", "minicnn.viz"):
-        try:
-            module = importlib.import_module(f"{package}.commands")
-        except ModuleNotFoundError as error:
-            if error.name not in (package, f"{package}.commands"):
-                raise
-            continue  # that feature is not built yet
-        module.register(app)
+        importlib.import_module(f"{package}.commands").register(app)
 
 
 @app.command()

@@ -1,8 +1,10 @@
-"""The functional API (`from minicnn import functional as F`): checks arguments, then runs an op.
+"""The functional API (`from minicnn import functional as F`): parses arguments, then runs an op.
 
 Names and layouts follow PyTorch's torch.nn.functional so people can move between the two.
-Every check here turns a bad call into a ValueError naming the op and the shapes, instead of
-an IndexError from deep inside a kernel.
+The shape and dtype rules live in one place, minicnn/backends/checks.py, and run when the op
+calls its kernel, on every device alike: a bad call is a ValueError naming the op and the
+shapes. What is checked here is only what kernels cannot see: that inputs are Tensors, and
+the stride and padding arguments.
 """
 from __future__ import annotations
 
@@ -11,24 +13,15 @@ import math
 import numpy as np
 
 from minicnn.autograd import Tensor
+from minicnn.backends.checks import cross_entropy_forward as check_cross_entropy
+from minicnn.backends.checks import dropout_rate, only_supported
 from minicnn.ops import activation, basic, conv, fused, loss, norm, pool
-
 
 # --------------------------------------------------------------------------- argument checks
 
-def _check_input(op, x, ndim, layout):
+def _check_tensor(op, x):
     if not isinstance(x, Tensor):
         raise ValueError(f"{op}: expected a minicnn Tensor, got {type(x).__name__}")
-    if x.ndim not in ndim:
-        raise ValueError(f"{op}: input must be {layout}, got shape {x.shape}")
-    if x.dtype not in (np.float32, np.float64):
-        raise ValueError(f"{op}: input must be float32 or float64, got {x.dtype}")
-
-
-def _check_same_dtype(op, *tensors):
-    named = [t for t in tensors if t is not None]
-    if len({t.dtype for t in named}) > 1:
-        raise ValueError(f"{op}: mixed dtypes {', '.join(str(t.dtype) for t in named)}")
 
 
 def _pair(op, name, value):
@@ -65,76 +58,52 @@ def resolve_padding(op, padding, size, kernel, stride):
     return tuple(int(p) for p in pads)
 
 
-def _check_weight_and_bias(op, x, w, b, weight_layout):
-    """w (laid out as weight_layout, input features on axis 1) must match x's axis 1;
-    b must be (w.shape[0],); all of one dtype."""
-    if w.ndim != weight_layout.count(",") + 1 or w.shape[1] != x.shape[1]:
-        layout = weight_layout.replace("IN", str(x.shape[1]))
-        raise ValueError(f"{op}: weight must be {layout} for input {x.shape}, got {w.shape}")
-    if b is not None and b.shape != (w.shape[0],):
-        raise ValueError(f"{op}: bias must be ({w.shape[0]},) for weight {w.shape}, got {b.shape}")
-    _check_same_dtype(op, x, w, b)
-
-
-def _check_window(op, x_shape, kernel, pads):
-    padded = (x_shape[2] + pads[0] + pads[1], x_shape[3] + pads[2] + pads[3])
-    if kernel[0] > padded[0] or kernel[1] > padded[1]:
-        raise ValueError(f"{op}: kernel {kernel[0]}x{kernel[1]} is larger than the padded input "
-                         f"{padded[0]}x{padded[1]} (input shape {x_shape}, pads {pads})")
-
-
 # --------------------------------------------------------------------------- layers
 
-def conv2d(x, w, b=None, stride=1, padding=0):
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> (N, F, Ho, Wo)."""
-    _check_input("conv2d", x, (4,), "(N, C, H, W)")
-    _check_weight_and_bias("conv2d", x, w, b, "(F, IN, kH, kW)")
+    _check_tensor("conv2d", x)
+    only_supported("conv2d", dilation=(dilation, 1), groups=(groups, 1))
     stride = _pair("conv2d", "stride", stride)
-    kernel = w.shape[2:]
-    pads = resolve_padding("conv2d", padding, x.shape[2:], kernel, stride)
-    _check_window("conv2d", x.shape, kernel, pads)
+    pads = resolve_padding("conv2d", padding, x.shape[2:], w.shape[2:], stride)
     inputs = (x, w) if b is None else (x, w, b)
     return conv.Conv2d(stride, pads)(*inputs)
 
 
 def linear(x, w, b=None):
     """x: (N, IN), w: (OUT, IN), b: (OUT,) -> (N, OUT)."""
-    _check_input("linear", x, (2,), "(N, features)")
-    _check_weight_and_bias("linear", x, w, b, "(OUT, IN)")
+    _check_tensor("linear", x)
     return basic.Linear()(*((x, w) if b is None else (x, w, b)))
 
 
 def _pool_geometry(op, x, kernel_size, stride, padding):
-    """Checked (kernel, stride, pads) of a pooling of x: (N, C, H, W)."""
-    _check_input(op, x, (4,), "(N, C, H, W)")
+    """(kernel, stride, pads) of a pooling of x: (N, C, H, W) (the kernels check the rest)."""
+    _check_tensor(op, x)
     kernel = _pair(op, "kernel_size", kernel_size)
     stride = kernel if stride is None else _pair(op, "stride", stride)
-    pads = resolve_padding(op, padding, x.shape[2:], kernel, stride)
-    if pads[0] >= kernel[0] or pads[1] >= kernel[0] or pads[2] >= kernel[1] or pads[3] >= kernel[1]:
-        raise ValueError(f"{op}: padding {pads} must be smaller than the kernel {kernel} "
-                         f"(a window of padding only has nothing to pool)")
-    _check_window(op, x.shape, kernel, pads)
-    return kernel, stride, pads
+    return kernel, stride, resolve_padding(op, padding, x.shape[2:], kernel, stride)
 
 
 def _pool(mode, x, kernel_size, stride, padding, dropout=None):
+    """dropout: (rate, seed, step) of a dropout applied to the output in the same pass."""
     op = f"{mode}_pool2d"
     kernel, stride, pads = _pool_geometry(op, x, kernel_size, stride, padding)
-    if dropout is None or not dropout[1] or dropout[0] == 0:  # no dropout in this pass
+    if dropout is not None:
+        dropout_rate(op, dropout[0])
+    if dropout is None or dropout[0] == 0:
         return pool.Pool2d(mode, kernel, stride, pads)(x)
-    rate, _, seed, step = dropout
-    if not 0 <= rate < 1:
-        raise ValueError(f"{op}: dropout rate must be in [0, 1), got {rate}")
-    return pool.Pool2d(mode, kernel, stride, pads, (rate, seed, step))(x)
+    return pool.Pool2d(mode, kernel, stride, pads, tuple(dropout))(x)
 
-
-def max_pool2d(x, kernel_size, stride=None, padding=0, dropout=None):
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, dropout=None):
     """Max over windows; padded cells never win. stride defaults to kernel_size.
 
-    dropout: (rate, training, seed, step), F.dropout's arguments, applies dropout to the output
-    in the same pass (nn.Sequential's fusion of a pool and the dropout after it); likewise for
+    dropout: (rate, seed, step) applies that dropout to the output in the same pass
+    (nn.Sequential's fusion of a pool and the dropout layer after it); likewise for
     min_pool2d and avg_pool2d.
     """
+    only_supported("max_pool2d", dilation=(dilation, 1), ceil_mode=(ceil_mode, False),
+                   return_indices=(return_indices, False))
     return _pool("max", x, kernel_size, stride, padding, dropout)
 
 
@@ -143,37 +112,39 @@ def min_pool2d(x, kernel_size, stride=None, padding=0, dropout=None):
     return _pool("min", x, kernel_size, stride, padding, dropout)
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0, dropout=None):
-    """Mean over windows; padded cells are not counted."""
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=False,
+               divisor_override=None, dropout=None):
+    """Mean over windows; padded cells are not counted (count_include_pad=False, which is not
+    PyTorch's default: TensorFlow's 'same' pooling, which the reports use, counts this way)."""
+    only_supported("avg_pool2d", ceil_mode=(ceil_mode, False),
+                   count_include_pad=(count_include_pad, False),
+                   divisor_override=(divisor_override, None))
     return _pool("avg", x, kernel_size, stride, padding, dropout)
 
 
 def global_avg_pool2d(x):
     """(N, C, H, W) -> (N, C)."""
-    _check_input("global_avg_pool2d", x, (4,), "(N, C, H, W)")
+    _check_tensor("global_avg_pool2d", x)
     return pool.GlobalAvgPool2d()(x)
 
 
-def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.1, eps=1e-5,
-               unbiased=True, relu=None, pool=None):
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-5, unbiased=True, relu=None, pool=None):
     """Normalize each channel of (N, C) or (N, C, H, W).
 
     running_mean, running_var: arrays (C,) updated in place when training. momentum is the
     weight of the new batch in the running average (PyTorch's convention: Keras'
-    momentum=0.99 is momentum=0.01 here, with unbiased=False).
+    momentum=0.99 is momentum=0.01 here, with unbiased=False). weight / bias None: 1 / 0.
     relu: 'before' (batch_norm(relu(x))) or 'after' (relu(batch_norm(x))) fuses a ReLU into
     the same passes, training only (nn.Sequential's fusion pass uses it, minicnn/nn/fusion.py).
     pool: (mode, kernel_size, stride, padding) with relu='after' pools the result in the same
     pass as well (max_pool2d's arguments; mode 'max', 'min' or 'avg').
     """
-    _check_input("batch_norm", x, (2, 4), "(N, C) or (N, C, H, W)")
-    channels = x.shape[1]
-    for name, t in (("weight", weight), ("bias", bias)):
-        if t.shape != (channels,):
-            raise ValueError(f"batch_norm: {name} must be ({channels},) for input {x.shape}, got {t.shape}")
-    if training and x.size == channels:
-        raise ValueError(f"batch_norm: training needs more than one value per channel, got input {x.shape}")
-    _check_same_dtype("batch_norm", x, weight, bias)
+    _check_tensor("batch_norm", x)
+    if weight is None:
+        weight = Tensor(x.device.xp.ones(x.shape[1], x.dtype), x.device)
+    if bias is None:
+        bias = Tensor(x.device.xp.zeros(x.shape[1], x.dtype), x.device)
     if relu not in FUSED_BATCH_NORMS or (relu and not training):
         raise ValueError(f"batch_norm: relu must be None, or 'before' / 'after' in training, "
                          f"got {relu!r} with training={training}")
@@ -181,9 +152,8 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.
     if pool is None:
         return FUSED_BATCH_NORMS[relu](*state)(x, weight, bias)
     mode, kernel_size, stride, padding = pool
-    if relu != "after" or mode not in ("max", "min", "avg"):
-        raise ValueError(f"batch_norm: pool needs relu='after' and a mode of max, min or avg, "
-                         f"got relu={relu!r}, mode {mode!r}")
+    if relu != "after":
+        raise ValueError(f"batch_norm: pool needs relu='after', got relu={relu!r}")
     geometry = _pool_geometry(f"{mode}_pool2d", x, kernel_size, stride, padding)
     return fused.BatchNormReLUPool(*state, mode, *geometry)(x, weight, bias)
 
@@ -191,22 +161,22 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum=0.
 FUSED_BATCH_NORMS = {None: norm.BatchNorm, "before": fused.ReLUBatchNorm,
                      "after": fused.BatchNormReLU}
 
+def dropout(x, p=0.5, training=True, inplace=False, *, seed=0, step=0):
+    """Inverted dropout with rate p; the identity when not training or p == 0.
 
-def dropout(x, rate, training=True, seed=0, step=0):
-    """Inverted dropout; the identity when not training or rate == 0.
-
-    (seed, step) choose the mask: nn.Dropout advances step on every call.
+    (seed, step) choose the mask: nn.Dropout advances step on every call. inplace is accepted
+    for PyTorch's signature; minicnn always returns a new tensor.
     """
-    if not 0 <= rate < 1:
-        raise ValueError(f"dropout: rate must be in [0, 1), got {rate}")
-    if not training or rate == 0:
+    dropout_rate("dropout", p)  # also when not training: a bad rate is a bug either way
+    if not training or p == 0:
         return x
-    return activation.Dropout(rate, seed, step)(x)
+    return activation.Dropout(p, seed, step)(x)
 
 
 # --------------------------------------------------------------------------- activations, loss
 
-def relu(x):
+def relu(x, inplace=False):
+    """max(x, 0). inplace is accepted for PyTorch's signature; the result is a new tensor."""
     return activation.ReLU()(x)
 
 
@@ -214,37 +184,56 @@ def sigmoid(x):
     return activation.Sigmoid()(x)
 
 
-def softmax(x):
-    """Along axis 1 of (N, K)."""
-    _check_input("softmax", x, (2,), "(N, classes)")
-    return activation.Softmax()(x)
+def _dim(op, x, dim):
+    """dim as an axis of x: negative dims count from the end; None is PyTorch's implicit
+    choice (0 for 0-, 1- and 3-D inputs, else 1: the class axis of (N, K) and (N, C, H, W))."""
+    _check_tensor(op, x)
+    if dim is None:
+        dim = 0 if x.ndim in (0, 1, 3) else 1
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"{op}: dim {dim} is out of range for an input of shape {x.shape}")
+    return dim % x.ndim
 
 
-def log_softmax(x):
-    """Along axis 1 of (N, K)."""
-    _check_input("log_softmax", x, (2,), "(N, classes)")
-    return activation.LogSoftmax()(x)
+def softmax(x, dim=None):
+    """Probabilities along `dim`, for inputs of any rank."""
+    return activation.Softmax(_dim("softmax", x, dim))(x)
 
 
-def cross_entropy(logits, target):
-    """Mean softmax cross-entropy. target: int labels (N,) or probabilities (N, K) (one-hot/soft)."""
-    _check_input("cross_entropy", logits, (2,), "(N, classes)")
+def log_softmax(x, dim=None):
+    """log(softmax(x, dim)), computed without forming softmax (no log(0))."""
+    return activation.LogSoftmax(_dim("log_softmax", x, dim))(x)
+
+
+def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """Softmax cross-entropy of logits (N, K); target: int labels (N,) or probabilities (N, K).
+
+    reduction: 'mean' over the batch, 'sum', or 'none' (one loss per row, (N,)).
+    label_smoothing e: the target becomes (1 - e) * target + e / K, PyTorch's rule.
+    The plain mean is one fused kernel (the training loss); the other forms are built from
+    ops (one-hot, log_softmax, mul, sum), so their backward comes from those ops.
+    """
+    _check_tensor("cross_entropy", logits)
+    only_supported("cross_entropy", weight=(weight, None), ignore_index=(ignore_index, -100))
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     t = target.data if isinstance(target, Tensor) else logits.device.asarray(target)
-    n, classes = logits.shape
-    if t.ndim == 1 and t.dtype.kind in "iu":
-        if t.shape != (n,):
-            raise ValueError(f"cross_entropy: {n} logits rows but {t.shape[0]} labels")
-        # Range-check host labels only: on a GPU the check would cost a device-to-host sync
-        # every step. There, a label out of range makes the loss inf, which training reports.
-        if n and isinstance(t, np.ndarray) and (int(t.min()) < 0 or int(t.max()) >= classes):
-            raise ValueError(f"cross_entropy: labels must be in [0, {classes}), got range "
-                             f"[{int(t.min())}, {int(t.max())}]")
-    elif t.shape == logits.shape and t.dtype.kind == "f":
+    if t.dtype.kind == "f":  # probabilities are read in the logits' dtype
         t = t.astype(logits.dtype, copy=False)
-    else:
-        raise ValueError(f"cross_entropy: target must be int labels ({n},) or probabilities "
-                         f"{logits.shape}, got {t.dtype} {t.shape}")
-    return loss.CrossEntropy(t)(logits)
+    if reduction == "mean" and label_smoothing == 0:
+        return loss.CrossEntropy(t)(logits)
+    check_cross_entropy(logits.data, t)
+    classes = logits.shape[1]
+    if t.ndim == 1:
+        t = logits.device.kernels.one_hot(t, classes, logits.dtype)
+    q = Tensor(t, logits.device)
+    if label_smoothing:
+        q = q * (1 - label_smoothing) + label_smoothing / classes
+    rows = -sum(log_softmax(logits, dim=1) * q, dim=1)
+    return rows if reduction == "none" else sum(rows) if reduction == "sum" else mean(rows)
 
 
 # --------------------------------------------------------------------------- shapes, arithmetic
@@ -260,7 +249,7 @@ def reshape(x, shape):
 
 def zero_pad2d(x, padding):
     """Pad H and W with zeros: padding as in conv2d (int, pair or 4-tuple)."""
-    _check_input("zero_pad2d", x, (4,), "(N, C, H, W)")
+    _check_tensor("zero_pad2d", x)
     return basic.ZeroPad2d(resolve_padding("zero_pad2d", padding, x.shape[2:], (1, 1), (1, 1)))(x)
 
 
@@ -273,44 +262,30 @@ def _as_tensor(value, like):
 def add(a, b):
     """a + b with broadcasting."""
     a, b = (_as_tensor(a, b), b) if not isinstance(a, Tensor) else (a, _as_tensor(b, a))
-    _check_broadcast("add", a, b)
     return basic.Add()(a, b)
 
 
 def mul(a, b):
     """a * b with broadcasting (e.g. SE scaling: (N, C, H, W) * (N, C, 1, 1))."""
     a, b = (_as_tensor(a, b), b) if not isinstance(a, Tensor) else (a, _as_tensor(b, a))
-    _check_broadcast("mul", a, b)
     return basic.Mul()(a, b)
 
 
-def _check_broadcast(op, a, b):
-    try:
-        np.broadcast_shapes(a.shape, b.shape)
-    except ValueError:
-        raise ValueError(f"{op}: shapes {a.shape} and {b.shape} do not broadcast") from None
+def _axes(dim, axis, keepdim, keepdims):
+    """PyTorch's (dim, keepdim) or NumPy's (axis, keepdims): (axes tuple or None, keepdims)."""
+    dim = axis if dim is None else dim
+    keep = keepdim if keepdims is None else keepdims
+    return (None if dim is None else tuple(np.atleast_1d(dim).tolist())), bool(keep)
 
 
-def sum(x, axis=None, keepdims=False):  # noqa: A001 - mirrors torch.sum
-    axes = None if axis is None else tuple(np.atleast_1d(axis).tolist())
-    return basic.Sum(axes, keepdims)(x)
+def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001 - mirrors torch.sum
+    """Sum over `dim` (an int, a tuple, or None for all); NumPy's axis/keepdims also work."""
+    axes, keep = _axes(dim, axis, keepdim, keepdims)
+    return basic.Sum(axes, keep)(x)
 
 
-def mean(x, axis=None, keepdims=False):
-    """Mean over `axis` (an int, a tuple, or None for all)."""
-    axes = None if axis is None else tuple(np.atleast_1d(axis).tolist())
+def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Mean over `dim` (an int, a tuple, or None for all); NumPy's axis/keepdims also work."""
+    axes, keep = _axes(dim, axis, keepdim, keepdims)
     count = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
-    return basic.Sum(axes, keepdims, scale=1.0 / count)(x)
-
-
-# operators on Tensor, so that `a + b`, `a * b`, `-a` read naturally in model code
-Tensor.__add__ = lambda self, other: add(self, other)
-Tensor.__radd__ = lambda self, other: add(other, self)
-Tensor.__mul__ = lambda self, other: mul(self, other)
-Tensor.__rmul__ = lambda self, other: mul(other, self)
-Tensor.__neg__ = lambda self: mul(self, -1.0)
-Tensor.__sub__ = lambda self, other: add(self, -other if isinstance(other, Tensor) else -np.asarray(other))
-Tensor.__rsub__ = lambda self, other: add(other, -self)
-Tensor.reshape = lambda self, *shape: reshape(self, shape[0] if len(shape) == 1 else shape)
-Tensor.sum = lambda self, axis=None, keepdims=False: sum(self, axis, keepdims)
-Tensor.mean = lambda self, axis=None, keepdims=False: mean(self, axis, keepdims)
+    return basic.Sum(axes, keep, scale=1.0 / count)(x)

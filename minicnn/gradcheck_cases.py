@@ -5,6 +5,8 @@ asymmetric pads, kernels that overlap (3x3/2 pools) and that do not (2x2/2).
 Each entry is a gradcheck.Case; `minicnn gradcheck --op NAME` selects by its `op` field.
 """
 
+import numpy as np
+
 from minicnn import functional as F
 from minicnn import nn
 from minicnn.gradcheck import Case, leaf
@@ -53,6 +55,18 @@ def _cross_entropy_case(soft):
             target = device.asarray(_labels(rng, 5, 7))
         return (lambda: F.cross_entropy(logits, target)), [logits]
     return Case("cross_entropy", f"(5,7) {'soft targets' if soft else 'int labels'}", build)
+
+
+def _cross_entropy_variant(soft, reduction, label_smoothing):
+    """PyTorch's other forms: reduction 'sum' / 'none', label smoothing (built from ops)."""
+    def build(rng, device, dtype):
+        logits = leaf(rng, device, dtype, (4, 5))
+        target = (device.asarray(rng.dirichlet(np.ones(5), 4), dtype=dtype) if soft
+                  else device.asarray(_labels(rng, 4, 5)))
+        return (lambda: F.cross_entropy(logits, target, reduction=reduction,
+                                        label_smoothing=label_smoothing)), [logits]
+    kind = "soft targets" if soft else "int labels"
+    return Case("cross_entropy", f"(4,5) {kind} reduction={reduction} smoothing={label_smoothing}", build)
 
 
 def _batch_norm_case(ndim_shape, training):
@@ -120,6 +134,12 @@ def op_cases():
         _op("log_softmax", "(4,7)", [(4, 7)], F.log_softmax),
         _cross_entropy_case(soft=False),
         _cross_entropy_case(soft=True),
+        _cross_entropy_variant(False, "none", 0.0),
+        _cross_entropy_variant(False, "sum", 0.1),
+        _cross_entropy_variant(True, "mean", 0.2),
+        _op("softmax", "(3,4,5) dim=0", [(3, 4, 5)], lambda x: F.softmax(x, dim=0)),
+        _op("log_softmax", "(2,3,4) dim=-1", [(2, 3, 4)], lambda x: F.log_softmax(x, dim=-1)),
+        _op("sum", "(2,3,4) dim=(0,2) torch names", [(2, 3, 4)], lambda x: x.sum(dim=(0, 2))),
         _op("add", "(2,3,4,4) + (2,3,4,4)", [(2, 3, 4, 4), (2, 3, 4, 4)], F.add),
         _op("add", "(2,3,4) + (3,1) broadcast", [(2, 3, 4), (3, 1)], F.add),
         _op("mul", "(2,3,4,4) * (2,3,1,1) SE scale", [(2, 3, 4, 4), (2, 3, 1, 1)], F.mul),

@@ -23,12 +23,13 @@ class Optimizer:
         self.lr = lr
         self.step_count = 0
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """Forget the gradients (set_to_none) or set them to zero, as PyTorch's does."""
         for p in self.params:
-            p.grad = None
+            p.grad = None if set_to_none or p.grad is None else p.device.xp.zeros_like(p.grad)
 
     def step(self):
-        """Update every parameter that received a gradient, in one fused kernel call."""
+        """Update every parameter that received a gradient: one kernel-set call for all of them."""
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not live:
             return

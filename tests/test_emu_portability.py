@@ -61,5 +61,6 @@ def test_emulator_compiles_every_kernel(source):
     if not names:
         pytest.skip(f"no kernel in {source.name} with a pattern this test can instantiate")
     module = EmulatorRuntime(kernels_dir=source.parent).module(source.name, names)
-    for name in names:
-        module.get_function(name)
+    assert [module.get_function(name).name for name in names] == names
+    with pytest.raises(ValueError, match="not among"):
+        module.get_function("no_such_kernel")

@@ -104,6 +104,12 @@ def test_a_batch_norm_given_the_wrong_shape_says_so_when_fused_too():
         model(mc.tensor(np.ones((2, 3))))
 
 
+def test_a_pool_with_options_fused_passes_lack_runs_alone_and_says_so():
+    model = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True))
+    with pytest.raises(ValueError, match="ceil_mode"):
+        model(mc.tensor(np.random.default_rng(4).standard_normal((2, 2, 4, 4))))
+
+
 def test_a_fused_pool_needs_the_relu_after():
     bn = nn.BatchNorm2d(2)
     with pytest.raises(ValueError, match="pool needs relu='after'"):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from minicnn.backends import numpy_ref
+from minicnn.backends.checks import CheckedKernels
 from minicnn.backends.cuda import CudaKernels
 from minicnn.backends.cuda_launch import (MIN_SPLIT_K, TARGET_BLOCKS, TILE_K, i32,
                                           reduction_slices, split_k)
@@ -100,8 +101,8 @@ def test_bad_input_is_a_clear_value_error(call, message):
         def module(self, source, names):
             raise AssertionError("no kernel should be launched for bad input")
 
-    with pytest.raises(ValueError, match=message):
-        call(CudaKernels(NoLaunchRuntime()))
+    with pytest.raises(ValueError, match=message):  # the rules of checks.py, as every device runs them
+        call(CheckedKernels(CudaKernels(NoLaunchRuntime())))
 
 
 class FakeCupy:

@@ -23,10 +23,8 @@ RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
 
 @pytest.fixture(scope="module")
 def kernels():
-    try:
-        from minicnn.emu import EmulatorRuntime
-    except ImportError as error:
-        pytest.skip(f"the CUDA emulator (minicnn.emu) is not importable: {error}")
+    from minicnn.emu import EmulatorRuntime  # not importable is a failure: the emulator is core
+
     return CudaKernels(EmulatorRuntime())
 
 
@@ -63,7 +61,8 @@ def assert_same(expected, actual, exact=False, where="output"):
         assert actual is None, f"{where}: expected None, got {type(actual).__name__}"
         return
     if not isinstance(expected, (np.ndarray, list, tuple)):
-        return  # Python scalars passed through (rates, strides)
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"  # rates, modes, shapes
+        return
     if isinstance(expected, (list, tuple)):
         assert len(expected) == len(actual), where
         for i, (e, a) in enumerate(zip(expected, actual)):
@@ -326,6 +325,69 @@ def test_adjust_colour(kernels, dtype, shape):
                         [0.8, 1.8, 0.0],     # contrast clips, saturation 0 gives gray
                         [1.1, 0.0, 2.0]])    # contrast 0 gives the mean luma everywhere
     check(kernels, "adjust_colour", x, factors)
+
+
+# ---------------------------------------------------------------------------- arithmetic, shapes
+
+BROADCAST_CASES = [  # (a shape, b shape)
+    ((2, 3, 4, 5), (2, 3, 4, 5)),   # a residual add: one merged dim
+    ((2, 3, 4, 5), (2, 3, 1, 1)),   # an SE gate
+    ((3, 1), (2, 3, 4)),            # a lower-rank operand on the left
+    ((2, 1, 4, 1), (1, 3, 1, 5)),   # both broadcast, alternating: four merged dims
+    ((7,), ()),                     # a 0-d scalar
+]
+
+
+@pytest.mark.parametrize("a_shape, b_shape", BROADCAST_CASES, ids=str)
+@pytest.mark.parametrize("name", ["add_forward", "mul_forward"])
+def test_broadcast_arithmetic(kernels, dtype, name, a_shape, b_shape):
+    rng = np.random.default_rng(15)
+    check(kernels, name, randn(rng, a_shape, dtype), randn(rng, b_shape, dtype))
+
+
+SUM_CASES = [  # (x shape, target shape): every reduction pattern sum / mean / a gradient makes
+    ((2, 3, 4, 5), (2, 3, 1, 1)),   # mean over H, W; an SE gate's gradient
+    ((3, 4, 2), (3, 1, 2)),         # a middle axis (keepdims)
+    ((2, 3, 4, 5), (1, 3, 1, 5)),   # alternating kept and summed dims
+    ((5, 7), (1, 1)),               # everything
+    ((2, 3, 4), (3, 1)),            # a lower-rank target: the leading axis is summed too
+    ((4, 6), (4, 6)),               # nothing to sum: a scaled copy
+]
+
+
+@pytest.mark.parametrize("x_shape, shape", SUM_CASES, ids=str)
+def test_sum_to_and_broadcast_to(kernels, dtype, x_shape, shape):
+    rng = np.random.default_rng(16)
+    check(kernels, "sum_to", randn(rng, x_shape, dtype), shape, 0.25)
+    check(kernels, "broadcast_to", randn(rng, shape, dtype), x_shape, -1.5)
+
+
+def test_broadcast_beyond_four_merged_dims_is_refused(kernels):
+    a, b = np.ones((2, 1, 2, 1, 2)), np.ones((1, 2, 1, 2, 1))
+    with pytest.raises(ValueError, match="at most 4"):
+        kernels.add_forward(a, b)
+
+
+@pytest.mark.parametrize("pads", [(1, 1, 1, 1), (0, 2, 3, 0), (0, 0, 0, 0)], ids=str)
+def test_zero_pad2d(kernels, dtype, pads):
+    rng = np.random.default_rng(17)
+    x = randn(rng, (2, 3, 4, 5), dtype)
+    y = check(kernels, "zero_pad2d_forward", x, pads, exact=True)
+    check(kernels, "zero_pad2d_backward", randn(rng, y.shape, dtype), pads, exact=True)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 5)])
+def test_batch_norm_backward_eval(kernels, dtype, shape):
+    rng = np.random.default_rng(18)
+    c = shape[1]
+    x, dy = randn(rng, shape, dtype), randn(rng, shape, dtype)
+    running_mean, running_var = randn(rng, (c,), dtype), rng.uniform(0.5, 2, c).astype(dtype)
+    check(kernels, "batch_norm_backward_eval", dy, x, randn(rng, (c,), dtype), running_mean,
+          running_var, 1e-3)
+
+
+def test_one_hot(kernels, dtype):
+    check(kernels, "one_hot", np.array([2, 0, 4, 4], np.int64), 5, dtype, exact=True)
 
 
 # ---------------------------------------------------------------------------- multi-tensor steps

@@ -13,6 +13,8 @@ There are three devices:
 
 Ops never ask "am I on a GPU?": they call `device.kernels.<name>(...)`, and every kernel set has
 the same function names and signatures as numpy_ref. That is the one seam where CUDA plugs in.
+Every kernel set is wrapped in checks.CheckedKernels, so the same argument rules (the one
+validator, minicnn/backends/checks.py) run before either backend computes.
 CuPy is imported only when a GPU device is asked for, so CPU-only installs never need it.
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
+
+from minicnn.backends.checks import CheckedKernels
 
 DEVICE_NAMES = ("auto", "cpu", "cuda", "emu")
 
@@ -70,21 +74,21 @@ def cuda_status() -> tuple[bool, str]:
 @functools.cache
 def _cpu() -> Device:
     from minicnn.backends import numpy_ref
-    return Device("cpu", np, numpy_ref)
+    return Device("cpu", np, CheckedKernels(numpy_ref))
 
 
 @functools.cache
 def _cuda() -> Device:
     import cupy
     from minicnn.backends.cuda import CudaKernels, CupyRuntime
-    return Device("cuda", cupy, CudaKernels(CupyRuntime()))
+    return Device("cuda", cupy, CheckedKernels(CudaKernels(CupyRuntime())))
 
 
 @functools.cache
 def _emu() -> Device:
     from minicnn.backends.cuda import CudaKernels
     from minicnn.emu import EmulatorRuntime
-    return Device("emu", np, CudaKernels(EmulatorRuntime()))
+    return Device("emu", np, CheckedKernels(CudaKernels(EmulatorRuntime())))
 
 
 def get_device(spec: "str | Device" = "cpu", *, quiet: bool = False) -> Device:

@@ -9,7 +9,8 @@ Every public function of numpy_ref has a method here with the same name and sign
 which device they run on. Methods take and return arrays of runtime.xp, float32 or float64;
 the xp module is used only for allocation and views: every computation is a kernel launch.
 Launch geometry (grids, split-K, reduction slices) depends on shapes only, never on the GPU,
-so results are bitwise reproducible.
+so results are bitwise reproducible. Argument rules are not checked here but in
+minicnn/backends/checks.py, which wraps this class and numpy_ref alike (CheckedKernels).
 """
 from __future__ import annotations
 
@@ -141,8 +142,6 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
     @staticmethod
     def _pool_geometry(x_shape, mode, kernel, stride, pads):
         """(mode code, (NC, H, W, kH, kW, sh, sw, pt, pl, Ho, Wo), (Ho, Wo)) for pool.cu."""
-        if mode not in POOL_MODES:
-            raise ValueError(f"pool mode must be one of {', '.join(POOL_MODES)}, got {mode!r}")
         n, c, h, w = x_shape
         (kh, kw), (sh, sw), (pt, pb, pl, pr) = kernel, stride, pads
         ho, wo = conv_output_size(h, kh, sh, pt, pb), conv_output_size(w, kw, sw, pl, pr)
@@ -324,14 +323,8 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         """Bilinear warp of each image by its inverse map: images (N, C, H, W), inverse (N, 2, 3)
         (cast to the images' dtype), fill 'nearest' | 'constant' -> (N, C, H, W)."""
         (images,) = self._float_arrays(images)
-        if fill not in FILL_MODES:
-            raise ValueError(f"fill must be one of {', '.join(FILL_MODES)}, got {fill!r}")
-        if images.ndim != 4:
-            raise ValueError(f"affine_warp takes (N, C, H, W) images, got shape {images.shape}")
         n, c, h, w = images.shape
         inverse = self._array(inverse, images.dtype)
-        if inverse.shape != (n, 2, 3):
-            raise ValueError(f"inverse must have shape ({n}, 2, 3), got {inverse.shape}")
         out = self.xp.empty_like(images)
         self._launch("augment.cu", "affine_warp<{T}>", images.dtype, n * h * w, out, images,
                      inverse, *i32(n, c, h, w, FILL_MODES[fill]))
@@ -341,12 +334,8 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         """Brightness, contrast, saturation: images (N, 3, H, W) in pixel units, factors (N, 3)
         (cast to the images' dtype) -> (N, 3, H, W) clipped to [0, 255]."""
         (images,) = self._float_arrays(images)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"colour changes need (N, 3, H, W) images, got shape {images.shape}")
         n, _, h, w = images.shape
         factors = self._array(factors, images.dtype)
-        if factors.shape != (n, 3):
-            raise ValueError(f"factors must have shape ({n}, 3), got {factors.shape}")
         # the images are the "channels" of reduce.cu's (1, C, S) view: one mean per image
         mean_luma = self._sum_partials(self._channel_partials(
             "augment.cu", "brightness_luma_partial_sums<{T}>", images.dtype, 1, n, h * w, images,
@@ -355,3 +344,108 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         self._launch("augment.cu", "adjust_colour<{T}>", images.dtype, n * h * w, out, images,
                      factors, mean_luma, *i32(n, h * w))
         return out
+
+    # ------------------------------------------------------------------ arithmetic, shapes
+
+    def _broadcast(self, expression, a, b):
+        """shape.cu's broadcasting map of a and b (add or multiply)."""
+        a, b = self._float_arrays(a, b)
+        out = self.xp.empty(np.broadcast_shapes(a.shape, b.shape), a.dtype)
+        dims, masks = broadcast_geometry(out.shape, a.shape, b.shape)
+        self._launch("shape.cu", expression, a.dtype, out.size, out, a, b,
+                     *i32(out.size, *dims, *masks))
+        return out
+
+    def add_forward(self, a, b):
+        """a + b with NumPy broadcasting (residual connections)."""
+        return self._broadcast("broadcast_add<{T}>", a, b)
+
+    def mul_forward(self, a, b):
+        """a * b with NumPy broadcasting (SE channel scaling, masks)."""
+        return self._broadcast("broadcast_mul<{T}>", a, b)
+
+    def sum_to(self, x, shape, scale):
+        """scale * x summed over the axes that broadcasting `shape` up to x.shape stretches."""
+        return self._between_shapes("sum_to<{T}>", x, shape, scale, summing=True)
+
+    def broadcast_to(self, x, shape, scale):
+        """scale * x repeated along the axes where it has size 1 (or is missing) -> shape."""
+        return self._between_shapes("broadcast_to<{T}>", x, shape, scale, summing=False)
+
+    def _between_shapes(self, expression, x, shape, scale, summing):
+        """shape.cu's sum_to (x is the large array) and broadcast_to (the output is)."""
+        (x,) = self._float_arrays(x)
+        out = self.xp.empty(tuple(shape), x.dtype)
+        large, small = (x, out) if summing else (out, x)
+        dims, (mask,) = broadcast_geometry(large.shape, small.shape)
+        self._launch("shape.cu", expression, x.dtype, out.size, out, x,
+                     *i32(out.size, *dims, mask), x.dtype.type(scale))
+        return out
+
+    def zero_pad2d_forward(self, x, pads):
+        """x: (N, C, H, W) -> (N, C, H + top + bottom, W + left + right), zeros around."""
+        return self._zero_pad2d("zero_pad2d_forward<{T}>", x, pads, grow=1)
+
+    def zero_pad2d_backward(self, dy, pads):
+        """dy: the padded shape -> dx: the inner (N, C, H, W) window of dy."""
+        return self._zero_pad2d("zero_pad2d_backward<{T}>", dy, pads, grow=-1)
+
+    def _zero_pad2d(self, expression, src, pads, grow):
+        """shape.cu's padding kernels: grow=1 pads src, grow=-1 crops the border back off."""
+        (src,) = self._float_arrays(src)
+        top, bottom, left, right = pads
+        n, c, h, w = src.shape
+        out = self.xp.empty((n, c, h + grow * (top + bottom), w + grow * (left + right)), src.dtype)
+        inner, padded = (src, out) if grow > 0 else (out, src)
+        self._launch("shape.cu", expression, src.dtype, out.size, out, src,
+                     *i32(out.size, *inner.shape[2:], top, left, *padded.shape[2:]))
+        return out
+
+    def batch_norm_backward_eval(self, dy, x, gamma, running_mean, running_var, eps):
+        """Gradients of eval-mode batch norm (fixed statistics) -> (dx, dgamma, dbeta)."""
+        dy, x, gamma, running_mean, running_var = self._float_arrays(
+            dy, x, gamma, running_mean, running_var)
+        n, c, s, _ = self._bn_view(x)
+        dx, dy_xhat = self.xp.empty_like(x), self.xp.empty_like(x)
+        self._launch("batchnorm.cu", "bn_eval_backward<{T}>", x.dtype, x.size, dx, dy_xhat, dy, x,
+                     gamma, running_mean, running_var, x.dtype.type(eps), *i32(x.size, c, s))
+        return dx, self._channel_sum(dy_xhat, n, c, s), self._channel_sum(dy, n, c, s)
+
+    def one_hot(self, labels, classes, dtype):
+        """int labels (N,) -> (N, classes) of dtype: 1 at each row's label, 0 elsewhere."""
+        labels = self._array(labels, np.int64)
+        out = self.xp.empty((labels.size, classes), dtype)
+        self._launch("shape.cu", "one_hot<{T}>", dtype, out.size, out, labels, *i32(out.size, classes))
+        return out
+
+
+MAX_BROADCAST_DIMS = 4  # shape.cu's kernels index (d0, d1, d2, d3)
+
+
+def broadcast_geometry(shape, *operand_shapes):
+    """shape's axes, merged where every operand broadcasts alike, as shape.cu takes them.
+
+    Operand shapes are right-aligned against `shape` (NumPy's rule). Returns (dims, masks):
+    four dims (outermost first, padded with leading 1s) and per operand a bit mask with bit
+    k set where the operand has size 1 along dims[k]. E.g. (2, 3, 4, 5) with (2, 3, 1, 1)
+    becomes dims (1, 1, 6, 20) and mask 0b1000.
+    """
+    padded = [(1,) * (len(shape) - len(s)) + tuple(s) for s in operand_shapes]
+    dims, kinds = [], []
+    for k, size in enumerate(shape):
+        if size == 1:
+            continue  # nothing to index along a dim of 1
+        kind = tuple(p[k] == 1 for p in padded)
+        if kinds and kinds[-1] == kind:
+            dims[-1] *= size
+        else:
+            dims.append(size)
+            kinds.append(kind)
+    if len(dims) > MAX_BROADCAST_DIMS:
+        raise ValueError(f"broadcasting {', '.join(map(str, operand_shapes))} against {tuple(shape)} "
+                         f"needs {len(dims)} dims after merging; the kernels take at most "
+                         f"{MAX_BROADCAST_DIMS}")
+    lead = MAX_BROADCAST_DIMS - len(dims)
+    dims, kinds = [1] * lead + dims, [(False,) * len(padded)] * lead + kinds
+    masks = [sum(1 << k for k, kind in enumerate(kinds) if kind[j]) for j in range(len(padded))]
+    return dims, masks

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minicnn.backends.checks import conv_output_size  # noqa: F401 (the launchers' window size)
+
 # The instantiations each source provides; {T} is float or double.
 KERNELS = {
     "gemm.cu": [f"gemm_v{v}<{{T}}, {ta}, {tb}>" for v in (1, 2)
@@ -21,7 +23,7 @@ KERNELS = {
                     + [f"bn_{name}<{{T}}, {pre}, {post}>"
                        for name in ("normalize", "backward_sums", "backward_dx")
                        for pre, post in (("false", "false"), ("true", "false"), ("false", "true"))]
-                    + ["bn_eval<{T}>"],
+                    + ["bn_eval<{T}>", "bn_eval_backward<{T}>"],
     "pool.cu": ["pool2d_forward<{T}>", "pool2d_backward<{T}>"],
     "elementwise.cu": ["relu_forward<{T}>", "relu_backward<{T}>", "sigmoid_forward<{T}>",
                        "sigmoid_backward<{T}>", "add_bias<{T}>", "multiply<{T}>",
@@ -36,6 +38,8 @@ KERNELS = {
                  "pool2d_dropout_backward<{T}>", "bn_relu_pool_forward<{T}>",
                  "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>"],
     "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
+    "shape.cu": ["broadcast_add<{T}>", "broadcast_mul<{T}>", "sum_to<{T}>", "broadcast_to<{T}>",
+                 "zero_pad2d_forward<{T}>", "zero_pad2d_backward<{T}>", "one_hot<{T}>"],
 }
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 POOL_MODES = {"max": 0, "min": 1, "avg": 2}  # the mode codes of pool.cu
@@ -85,14 +89,6 @@ def i32(*values) -> tuple:
         if not -INT32_MAX <= v <= INT32_MAX:
             raise ValueError(f"size {v} is too large for the CUDA kernels' 32-bit indices")
     return tuple(np.int32(v) for v in values)
-
-
-def conv_output_size(size: int, kernel: int, stride: int, pad_before: int, pad_after: int) -> int:
-    out = (size + pad_before + pad_after - kernel) // stride + 1
-    if out < 1:
-        raise ValueError(f"window {kernel} with stride {stride} and pads ({pad_before}, "
-                         f"{pad_after}) does not fit an input of size {size}")
-    return out
 
 
 def uint64(*values) -> tuple:

@@ -473,6 +473,70 @@ def adjust_colour(images, factors):
     return np.clip((out - gray) * f[:, 2] + gray, 0, MAX_VALUE)
 
 
+# --------------------------------------------------------------------------- arithmetic, shapes
+# The glue ops (add, mul, sums, zero padding) and eval-mode batch norm's backward are kernels
+# too, so that every number an op computes comes from a kernel set.
+
+def add_forward(a, b):
+    """a + b with NumPy broadcasting (residual connections)."""
+    return a + b
+
+
+def mul_forward(a, b):
+    """a * b with NumPy broadcasting (SE channel scaling, masks)."""
+    return a * b
+
+
+def sum_to(x, shape, scale):
+    """scale * x summed over the axes that broadcasting `shape` up to x.shape stretches -> shape.
+
+    shape is right-aligned against x.shape, as in broadcasting: sum_to is broadcast_to's adjoint
+    (the gradient of a broadcast operand, and sum / mean with keepdims).
+    """
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + k for k, n in enumerate(shape)
+                                      if n == 1 and x.shape[lead + k] != 1)
+    return (x.sum(axis=axes, keepdims=True) * scale).reshape(shape)
+
+
+def broadcast_to(x, shape, scale):
+    """scale * x repeated along the axes where it has size 1 (or is missing) -> shape."""
+    return np.ascontiguousarray(np.broadcast_to(x * scale, shape))
+
+
+def zero_pad2d_forward(x, pads):
+    """x: (N, C, H, W) -> (N, C, H + top + bottom, W + left + right), zeros around."""
+    top, bottom, left, right = pads
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+
+
+def zero_pad2d_backward(dy, pads):
+    """dy: the padded shape -> dx: the inner (N, C, H, W) window of dy."""
+    top, bottom, left, right = pads
+    h, w = dy.shape[2] - top - bottom, dy.shape[3] - left - right
+    return np.ascontiguousarray(dy[:, :, top:top + h, left:left + w])
+
+
+def batch_norm_backward_eval(dy, x, gamma, running_mean, running_var, eps):
+    """Gradients of eval-mode batch norm -> (dx, dgamma, dbeta).
+
+    With fixed statistics y = gamma * xhat + beta, xhat = (x - running_mean) * rstd, so
+    dx = dy * gamma * rstd, dgamma = sum(dy * xhat), dbeta = sum(dy) (sums over all but axis 1).
+    """
+    channel = (1, -1) + (1,) * (x.ndim - 2)
+    axes = (0,) + tuple(range(2, x.ndim))
+    rstd = 1 / np.sqrt(running_var + eps)
+    xhat = (x - running_mean.reshape(channel)) * rstd.reshape(channel)
+    return dy * (gamma * rstd).reshape(channel), (dy * xhat).sum(axis=axes), dy.sum(axis=axes)
+
+
+def one_hot(labels, classes, dtype):
+    """int labels (N,) -> (N, classes) of dtype: 1 at each row's label, 0 elsewhere."""
+    out = np.zeros((len(labels), classes), dtype)
+    out[np.arange(len(labels)), labels] = 1
+    return out
+
+
 # --------------------------------------------------------------------------- fused pairs
 # What a ReLU next to a batch norm computes, as one function (the backends fuse the pair into
 # one pass: batchnorm.cu's PRE_RELU / POST_RELU). Each is written as the composition of the

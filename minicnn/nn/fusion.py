@@ -19,6 +19,7 @@ by one.
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 from minicnn.nn.layers import Dropout, ReLU, _BatchNorm, _Pool
 
@@ -40,12 +41,20 @@ def _fusable(layers) -> bool:
     return enabled and all(layer.training and not layer._hooks for layer in layers)
 
 
+def _plain_pool(layer) -> bool:
+    """A pooling layer whose PyTorch options (ceil_mode ...) are all at their defaults: the
+    fused passes implement only those (the layer alone says so in one line otherwise)."""
+    defaults = inspect.signature(type(layer).__init__).parameters
+    return isinstance(layer, _Pool) and all(
+        name in defaults and defaults[name].default == value for name, value in layer.options.items())
+
+
 def _fused_call(layers):
     """(the fused pass of the first layers of `layers` as a function of x, how many layers it
     covers), or (None, 1) when the first layer runs on its own."""
     first, second, third = (list(layers[:3]) + [None, None])[:3]
     if third is not None and _fusable(layers[:3]) and isinstance(first, _BatchNorm) \
-            and type(second) is ReLU and isinstance(third, _Pool):
+            and type(second) is ReLU and _plain_pool(third):
         return lambda x: first.normalize(x, relu="after", pool=third), 3
     if second is None or not _fusable(layers[:2]):
         return None, 1
@@ -53,7 +62,7 @@ def _fused_call(layers):
         return lambda x: second.normalize(x, relu="before"), 2
     if isinstance(first, _BatchNorm) and type(second) is ReLU:
         return lambda x: first.normalize(x, relu="after"), 2
-    if isinstance(first, _Pool) and isinstance(second, Dropout) and second.rate > 0:
+    if _plain_pool(first) and isinstance(second, Dropout) and second.rate > 0:
         return lambda x: first.forward(x, dropout=second.next_mask()), 2
     return None, 1
 

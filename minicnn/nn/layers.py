@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from minicnn import functional as F
+from minicnn.backends.checks import only_supported
 from minicnn.nn import init
 from minicnn.nn.module import Module, Parameter
 from minicnn.random import generator
@@ -14,12 +15,15 @@ class Conv2d(Module):
 
     padding: int, (ph, pw), (top, bottom, left, right), 'valid', or 'same' (TensorFlow's rule).
     init: a scheme of minicnn.nn.init (default 'torch', PyTorch's own default).
+    dilation, groups, padding_mode: PyTorch's arguments, accepted with their default values.
     """
     kind = "conv"
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 init="torch", name=None):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", init="torch", name=None):
         super().__init__(name)
+        only_supported("Conv2d", dilation=(dilation, 1), groups=(groups, 1),
+                       padding_mode=(padding_mode, "zeros"))
         kernel = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.weight_shape = (out_channels, in_channels) + kernel
         self.stride, self.padding, self.use_bias, self.init = stride, padding, bias, init
@@ -68,8 +72,11 @@ class _BatchNorm(Module):
     """
     kind = "bn"
 
-    def __init__(self, num_features, momentum=None, eps=None, convention="torch", name=None):
+    def __init__(self, num_features, eps=None, momentum=None, affine=True, track_running_stats=True,
+                 convention="torch", name=None):
         super().__init__(name)
+        only_supported(type(self).__name__, affine=(affine, True),
+                       track_running_stats=(track_running_stats, True))
         if convention not in ("torch", "keras"):
             raise ValueError(f"batch norm convention must be 'torch' or 'keras', got {convention!r}")
         keras = convention == "keras"
@@ -115,11 +122,11 @@ class Dropout(Module):
     in the state dict, so a resumed run draws the very masks the uninterrupted run would have."""
     kind = "dropout"
 
-    def __init__(self, rate=0.5, seed=None, name=None):
+    def __init__(self, p=0.5, inplace=False, seed=None, name=None):
         super().__init__(name)
-        if not 0 <= rate < 1:
-            raise ValueError(f"Dropout rate must be in [0, 1), got {rate}")
-        self.rate = rate
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout rate must be in [0, 1), got {p}")
+        self.rate = p
         seed = int(generator().integers(2 ** 63)) if seed is None else seed
         self.register_buffer("seed", np.array(seed, np.int64))
         self.register_buffer("step", np.array(0, np.int64))
@@ -127,12 +134,13 @@ class Dropout(Module):
     def forward(self, x):
         if not self.training or self.rate == 0:
             return x
-        return F.dropout(x, *self.next_mask())
+        rate, seed, step = self.next_mask()
+        return F.dropout(x, rate, True, seed=seed, step=step)
 
     def next_mask(self) -> tuple:
-        """Advance to the next mask -> (rate, training=True, seed, step), F.dropout's arguments."""
+        """Advance to the next mask -> (rate, seed, step)."""
         self.step += 1
-        return self.rate, True, int(self.seed), int(self.step)
+        return self.rate, int(self.seed), int(self.step)
 
     def extra_repr(self):
         return f"rate={self.rate}"
@@ -147,8 +155,12 @@ class _Activation(Module):
 
 
 class ReLU(_Activation):
+    """max(x, 0). inplace is PyTorch's argument, accepted; minicnn returns a new tensor."""
     kind = "relu"
     function = F.relu
+
+    def __init__(self, inplace=False, name=None):
+        super().__init__(name)
 
 
 class Sigmoid(_Activation):
@@ -156,22 +168,31 @@ class Sigmoid(_Activation):
     function = F.sigmoid
 
 
-class Softmax(_Activation):
+class Softmax(Module):
+    """Probabilities along dim (None: PyTorch's implicit choice, 1 for (N, K))."""
     kind = "softmax"
-    function = F.softmax
+
+    def __init__(self, dim=None, name=None):
+        super().__init__(name)
+        self.dim = dim
+
+    def forward(self, x):
+        return F.softmax(x, self.dim)
 
 
 class _Pool(Module):
     kind = "pool"
     function = None
 
-    def __init__(self, kernel_size, stride=None, padding=0, name=None):
+    def __init__(self, kernel_size, stride=None, padding=0, name=None, **options):
         super().__init__(name)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.options = options  # PyTorch's further arguments, checked by the function
 
     def forward(self, x, dropout=None):
-        """dropout: F.dropout's (rate, training, seed, step) for a dropout fused into the pass."""
-        return type(self).function(x, self.kernel_size, self.stride, self.padding, dropout=dropout)
+        """dropout: (rate, seed, step) of a dropout layer fused into the pass (nn/fusion.py)."""
+        return type(self).function(x, self.kernel_size, self.stride, self.padding, **self.options,
+                                   dropout=dropout)
 
     def geometry(self) -> tuple:
         """(mode, kernel_size, stride, padding): F.batch_norm's pool argument."""
@@ -185,10 +206,21 @@ class MaxPool2d(_Pool):
     function = F.max_pool2d
     mode = "max"
 
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False, name=None):
+        super().__init__(kernel_size, stride, padding, name, dilation=dilation,
+                         return_indices=return_indices, ceil_mode=ceil_mode)
+
 
 class AvgPool2d(_Pool):
+    """Padded cells are not counted: count_include_pad=False (PyTorch's default is True)."""
     function = F.avg_pool2d
     mode = "avg"
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=False, divisor_override=None, name=None):
+        super().__init__(kernel_size, stride, padding, name, ceil_mode=ceil_mode,
+                         count_include_pad=count_include_pad, divisor_override=divisor_override)
 
 
 class MinPool2d(_Pool):
@@ -205,17 +237,29 @@ class GlobalAvgPool2d(Module):
 
 
 class Flatten(Module):
+    """(N, ...) -> (N, prod(...)); start_dim/end_dim are PyTorch's, accepted at 1 and -1."""
     kind = "flatten"
+
+    def __init__(self, start_dim=1, end_dim=-1, name=None):
+        super().__init__(name)
+        only_supported("Flatten", start_dim=(start_dim, 1), end_dim=(end_dim, -1))
 
     def forward(self, x):
         return F.flatten(x)
 
 
 class ZeroPad2d(Module):
+    """Zeros around H and W. padding: an int or PyTorch's (left, right, top, bottom)."""
     kind = "pad"
 
     def __init__(self, padding, name=None):
         super().__init__(name)
+        if not isinstance(padding, (int, np.integer)):
+            if len(tuple(padding)) != 4:
+                raise ValueError(f"ZeroPad2d: padding must be an int or (left, right, top, bottom), "
+                                 f"got {padding!r}")
+            left, right, top, bottom = padding
+            padding = (top, bottom, left, right)  # F.zero_pad2d's order, as in conv2d
         self.padding = padding
 
     def forward(self, x):

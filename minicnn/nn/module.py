@@ -8,12 +8,15 @@ line (`--layer conv1`); `named_modules()` yields dotted paths for nested blocks 
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from minicnn.autograd import Tensor
 from minicnn.backends import get_device, to_host
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 class Parameter(Tensor):
@@ -129,12 +132,15 @@ class Module:
     def load_state_dict(self, state, strict=True):
         """Copy arrays into this module's parameters and buffers (in place, on their device).
 
-        Mismatched names or shapes raise one ValueError listing every mismatch.
+        Mismatched names (with strict) or shapes raise one ValueError listing every mismatch.
+        Returns (missing_keys, unexpected_keys), as PyTorch does.
         """
         own = dict(self.named_parameters())
         own.update(self.named_buffers())
-        problems = [f"missing {k}" for k in own if k not in state and strict]
-        problems += [f"unexpected {k}" for k in state if k not in own and strict]
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        problems = [f"missing {k}" for k in missing if strict]
+        problems += [f"unexpected {k}" for k in unexpected if strict]
         problems += [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {tuple(t.shape)}"
                      for k, t in own.items() if k in state and tuple(np.shape(state[k])) != tuple(t.shape)]
         if problems:
@@ -143,6 +149,7 @@ class Module:
             if key in state:
                 array = target.data if isinstance(target, Tensor) else target
                 array[...] = _to_array_module(state[key], array)
+        return IncompatibleKeys(missing, unexpected)
 
     def to(self, device=None, dtype=None):
         """Move (and/or cast) every parameter and buffer. Returns self."""
@@ -163,9 +170,10 @@ class Module:
                 module.register_buffer(key, b)
         return self
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """Forget the gradients (set_to_none) or set them to zero (PyTorch's choice of the two)."""
         for p in self.parameters():
-            p.grad = None
+            p.grad = None if set_to_none or p.grad is None else p.device.xp.zeros_like(p.grad)
 
     # ---- reading
     def extra_repr(self) -> str:

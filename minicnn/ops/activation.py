@@ -26,13 +26,32 @@ class Sigmoid(_FromOutput):
     kernel = "sigmoid"
 
 
-class Softmax(_FromOutput):
-    """Along axis 1 of (N, K)."""
+class _AlongDim(_FromOutput):
+    """The row kernels (softmax.cu: one warp per row of (M, K)) along any `dim` of any rank:
+    dim is moved last and the other axes are flattened into rows; a view, or one copy."""
+
+    def __init__(self, dim):
+        self.dim = dim
+
+    def _rows(self, a):
+        self.moved_shape = a.shape[:self.dim] + a.shape[self.dim + 1:] + (a.shape[self.dim],)
+        return self.xp.moveaxis(a, self.dim, -1).reshape(-1, a.shape[self.dim])
+
+    def _back(self, rows):
+        return self.xp.moveaxis(rows.reshape(self.moved_shape), -1, self.dim)
+
+    def forward(self, x):
+        return self._back(super().forward(self._rows(x)))
+
+    def backward(self, dy):
+        return self._back(getattr(self.kernels, f"{self.kernel}_backward")(self._rows(dy), self.y))
+
+
+class Softmax(_AlongDim):
     kernel = "softmax"
 
 
-class LogSoftmax(_FromOutput):
-    """Along axis 1 of (N, K)."""
+class LogSoftmax(_AlongDim):
     kernel = "log_softmax"
 
 

@@ -2,24 +2,18 @@
 from minicnn.autograd import Function
 
 
-def sum_to(grad, shape):
-    """Undo broadcasting: sum grad over the axes that were broadcast up to reach grad.shape."""
-    if grad.shape == tuple(shape):
-        return grad
-    lead = grad.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1)
-    return grad.sum(axis=axes, keepdims=True).reshape(shape)
-
-
 class Add(Function):
     """a + b with broadcasting (residual connections, bias terms)."""
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
-        return a + b
+        return self.kernels.add_forward(a, b)
 
     def backward(self, dout):
-        return sum_to(dout, self.shapes[0]), sum_to(dout, self.shapes[1])
+        # an operand of the output's shape receives dout itself: passing it on computes nothing
+        return tuple(None if not needed else dout if shape == dout.shape
+                     else self.kernels.sum_to(dout, shape, 1.0)
+                     for shape, needed in zip(self.shapes, self.needs_grad))
 
 
 class Mul(Function):
@@ -27,10 +21,13 @@ class Mul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
-        return a * b
+        return self.kernels.mul_forward(a, b)
 
     def backward(self, dout):
-        return sum_to(dout * self.b, self.a.shape), sum_to(dout * self.a, self.b.shape)
+        k = self.kernels
+        da = k.sum_to(k.mul_forward(dout, self.b), self.a.shape, 1.0) if self.needs_grad[0] else None
+        db = k.sum_to(k.mul_forward(dout, self.a), self.b.shape, 1.0) if self.needs_grad[1] else None
+        return da, db
 
 
 class Sum(Function):
@@ -41,14 +38,15 @@ class Sum(Function):
 
     def forward(self, x):
         self.x_shape = x.shape
-        out = x.sum(axis=self.axes, keepdims=self.keepdims)
-        return out * self.scale if self.scale != 1.0 else out
+        axes = range(x.ndim) if self.axes is None else [a % x.ndim for a in self.axes]
+        self.kept_shape = tuple(1 if k in axes else n for k, n in enumerate(x.shape))
+        out = self.kernels.sum_to(x, self.kept_shape, self.scale)
+        if self.keepdims:
+            return out
+        return out.reshape(tuple(n for k, n in enumerate(x.shape) if k not in axes))
 
     def backward(self, dout):
-        if not self.keepdims and self.axes is not None:
-            axes = tuple(a % len(self.x_shape) for a in self.axes)
-            dout = self.xp.expand_dims(dout, axes)
-        return self.xp.broadcast_to(dout * self.scale, self.x_shape).copy()
+        return self.kernels.broadcast_to(dout.reshape(self.kept_shape), self.x_shape, self.scale)
 
 
 class Reshape(Function):
@@ -70,13 +68,10 @@ class ZeroPad2d(Function):
         self.pads = pads
 
     def forward(self, x):
-        top, bottom, left, right = self.pads
-        return self.xp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        return self.kernels.zero_pad2d_forward(x, self.pads)
 
     def backward(self, dout):
-        top, bottom, left, right = self.pads
-        h, w = dout.shape[2] - top - bottom, dout.shape[3] - left - right
-        return dout[:, :, top:top + h, left:left + w]
+        return self.kernels.zero_pad2d_backward(dout, self.pads)
 
 
 class Linear(Function):

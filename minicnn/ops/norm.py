@@ -25,9 +25,5 @@ class BatchNorm(Function):
     def backward(self, dy):
         if self.training:
             return self.kernels.batch_norm_backward(dy, self.x, self.gamma, self.mean, self.rstd)
-        # eval mode: y = gamma * xhat + beta with fixed xhat = (x - running_mean) * rstd
-        shape = (1, -1) + (1,) * (dy.ndim - 2)
-        rstd = 1 / self.xp.sqrt(self.running_var + self.eps)
-        xhat = (self.x - self.running_mean.reshape(shape)) * rstd.reshape(shape)
-        dx = dy * (self.gamma * rstd).reshape(shape)
-        return dx, self.kernels.bias_grad(dy * xhat), self.kernels.bias_grad(dy)
+        return self.kernels.batch_norm_backward_eval(dy, self.x, self.gamma, self.running_mean,
+                                                     self.running_var, self.eps)
