@@ -34,7 +34,7 @@ def _mount_feature_commands():
     import importlib
     from minicnn.data.cli import data_app
     app.add_typer(data_app, name="data", help="Download and inspect CIFAR-10/100.")
-    for package in ("minicnn.models", "minicnn.train", "minicnn.viz"):
+    for package in ("minicnn.models", "minicnn.train", "minicnn.viz", "minicnn.sweep"):
         importlib.import_module(f"{package}.commands").register(app)
 
 

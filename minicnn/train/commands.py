@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from minicnn.sweep import flags as sweep_flags
+
 DEVICE_HELP = "auto (GPU if usable), cpu, cuda or emu."
 DATA_HELP = "Data folder (default: $MINICNN_DATA, else ~/.cache/minicnn; get it with `minicnn data download cifar10`)."
 PROGRESS_HELP = "Show progress bars."
@@ -103,12 +105,20 @@ def reproduce_command(
     limit: Optional[int] = typer.Option(None, help="Use only the first N images of each split."),
     workers: int = typer.Option(0, help="Batches prepared ahead in a background thread."),
     progress: bool = typer.Option(True, help=PROGRESS_HELP),
+    engine: str = sweep_flags.ENGINE, address: Optional[str] = sweep_flags.ADDRESS,
+    gpus_per_run: float = sweep_flags.GPUS_PER_RUN, cpus_per_run: float = sweep_flags.CPUS_PER_RUN,
+    copy_back: bool = sweep_flags.COPY_BACK, resume: Optional[Path] = sweep_flags.RESUME,
 ):
-    """Train several documented networks in turn; write a table of reported vs measured accuracy."""
+    """Train several documented networks (in turn, or at once on Ray); write a table of reported vs measured."""
     from minicnn.models import all_specs, get_spec
     from minicnn.train.errors import TrainError
     from minicnn.train.reproduce import reproduce
 
+    options = sweep_flags.engine_options(engine, address, gpus_per_run, cpus_per_run, copy_back)
+    if resume is not None:
+        sweep_flags.refuse_with_resume({"--report": report, "--arch": arch, "--epoch-scale": epoch_scale,
+                                        "--epochs": epochs, "--limit": limit})
+        return sweep_flags.continue_plan(resume, options, progress)
     if (report is None) == (arch is None):
         raise TrainError("give exactly one of --report LETTER or --arch a,b,c")
     if report is not None:
@@ -118,6 +128,10 @@ def reproduce_command(
             raise TrainError(f"no networks for report {report!r}; reports are: {', '.join(reports)}")
     else:
         specs = [get_spec(name.strip()) for name in arch.split(",") if name.strip()]
+    if not sweep_flags.is_default(options):  # Ray, or flags only Ray takes (a one-line error)
+        return sweep_flags.reproduce_on(options, specs, out=out, epoch_scale=epoch_scale, epochs=epochs, seed=seed,
+                                        device=device, data=str(data) if data else None, limit=limit,
+                                        workers=workers, progress=progress)
     table = reproduce(specs, out=out, epoch_scale=epoch_scale, epochs=epochs, seed=seed, device=device,
                       data_dir=str(data) if data else None, limit=limit, workers=workers, progress=progress)
     typer.echo(f"table: {table}")

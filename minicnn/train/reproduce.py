@@ -47,9 +47,20 @@ def reproduce(specs, *, out="runs", epoch_scale=None, epochs=None, seed=0, devic
         result = train(config, out=out, spec=spec, data=data, progress=progress, log=log)
         if result.interrupted:
             raise KeyboardInterrupt
-        rows.append(f"| {spec.name} | {spec.report} {', '.join(spec.aliases)} | {spec.reported} | "
-                    f"{_percent(result.test_accuracy)} ({result.tested}, epoch {result.epoch_tested}) | "
-                    f"{len(result.history)} of {spec.recipe.epochs} | {result.seconds:.0f} | {result.run_dir.name} |")
+        rows.append(table_row(spec, result))
+    return write_table(out, rows, epoch_scale=epoch_scale, epochs=epochs, limit=limit, log=log)
+
+
+def table_row(spec, result, failure=None) -> str:
+    """The table's row of one run; `failure` (one line) stands in the measured cell of a run that failed."""
+    measured = (f"failed: {failure}" if failure else
+                f"{_percent(result.test_accuracy)} ({result.tested}, epoch {result.epoch_tested})")
+    return (f"| {spec.name} | {spec.report} {', '.join(spec.aliases)} | {spec.reported} | {measured} | "
+            f"{len(result.history)} of {spec.recipe.epochs} | {result.seconds:.0f} | {result.run_dir.name} |")
+
+
+def write_table(out: Path, rows, *, epoch_scale=None, epochs=None, limit=None, log=tqdm.write) -> Path:
+    """out/reproduce.md: the notes on what was shortened, then the rows."""
     notes = []
     if epoch_scale is not None or epochs is not None:
         how = f"scaled by {epoch_scale}" if epochs is None else f"set to {epochs}"
