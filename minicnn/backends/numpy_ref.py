@@ -14,6 +14,8 @@ Conventions shared by both backends:
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 xp = np
@@ -61,18 +63,62 @@ def _output_size(x_shape, kernel, stride, pads):
             (w + pads[2] + pads[3] - kernel[1]) // stride[1] + 1)
 
 
+_workspace = threading.local()  # the scratch buffers, one set per thread
+COLUMNS_BYTES = 32 * 2 ** 20     # im2col's columns are built for as many images as fit in this
+
+
+def _scratch(role, shape, dtype):
+    """A reused array of `shape` for a temporary that lives only inside one call.
+
+    A fresh array of tens of MB costs more in page faults than the copy that fills it. Each
+    role (a name) keeps one buffer per thread, grown to the largest size asked for and handed
+    out again as a view. No kernel returns a scratch array, so no result ever aliases one.
+    """
+    size = int(np.prod(shape))
+    buffer = getattr(_workspace, role, None)
+    if buffer is None or buffer.dtype != dtype or buffer.size < size:
+        buffer = np.empty(size, dtype)
+        setattr(_workspace, role, buffer)
+    return buffer[:size].reshape(shape)
+
+
+def _image_chunks(x_shape, kernel, stride, pads, itemsize):
+    """Slices of the batch whose im2col columns fit in COLUMNS_BYTES (at least one image).
+
+    Whole-batch columns are kH * kW times the input: 600 MB for vgg_like's second conv at
+    batch 512. A chunk at a time keeps memory flat and the GEMMs still large.
+    """
+    n, c = x_shape[:2]
+    ho, wo = _output_size(x_shape, kernel, stride, pads)
+    per_image = c * kernel[0] * kernel[1] * ho * wo * itemsize
+    step = max(1, COLUMNS_BYTES // per_image)
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def _channels_first(a):
+    """(N, F, Ho, Wo) -> (F, N * Ho * Wo), the layout of im2col's columns (a scratch copy)."""
+    out = _scratch("channels_first", (a.shape[1], a.shape[0]) + a.shape[2:], a.dtype)
+    out[...] = a.transpose(1, 0, 2, 3)
+    return out.reshape(a.shape[1], -1)
+
+
 def _im2col(x, kernel, stride, pads):
     """x: (N, C, H, W) -> cols: (C * kH * kW, N * Ho * Wo), one column per output pixel.
 
     Row (c, i, j) of cols holds input channel c shifted by kernel offset (i, j): the loop runs
-    over the kH * kW offsets, each copying one strided slab, never over pixels. (Copying slab
-    by slab is ~3x faster in NumPy than copying one 6-D strided view, and this orientation
-    makes every matmul below a well-shaped one for BLAS.)
+    over the kH * kW offsets, each copying one strided slab, never over pixels. The input is
+    first padded into a channel-major (C, N, Hp, Wp) copy, so every slab is read in memory
+    order; this orientation makes every matmul below a well-shaped one for BLAS.
+    cols is a scratch array (see _scratch): use it before the next _im2col.
     """
-    n, c = x.shape[:2]
+    n, c, h, w = x.shape
+    top, bottom, left, right = pads
     ho, wo = _output_size(x.shape, kernel, stride, pads)
-    xpad = _pad(x, pads).transpose(1, 0, 2, 3)  # (C, N, Hp, Wp): channel-major like cols
-    cols = np.empty((c,) + tuple(kernel) + (n, ho, wo), x.dtype)
+    xpad = _scratch("padded", (c, n, h + top + bottom, w + left + right), x.dtype)
+    if any(pads):
+        xpad.fill(0)
+    xpad[:, :, top:top + h, left:left + w] = x.transpose(1, 0, 2, 3)
+    cols = _scratch("cols", (c,) + tuple(kernel) + (n, ho, wo), x.dtype)
     for i, j, rows, columns in _offsets(kernel, stride, (ho, wo)):
         cols[:, i, j] = xpad[:, :, rows, columns]
     return cols.reshape(c * kernel[0] * kernel[1], n * ho * wo)
@@ -87,49 +133,65 @@ def _col2im(cols, x_shape, kernel, stride, pads):
     top, bottom, left, right = pads
     ho, wo = _output_size(x_shape, kernel, stride, pads)
     cols = cols.reshape((c,) + tuple(kernel) + (n, ho, wo))
-    dxpad = np.zeros((c, n, h + top + bottom, w + left + right), cols.dtype)
+    dxpad = _scratch("padded", (c, n, h + top + bottom, w + left + right), cols.dtype)
+    dxpad.fill(0)
     for i, j, rows, columns in _offsets(kernel, stride, (ho, wo)):
         dxpad[:, :, rows, columns] += cols[:, i, j]
-    return np.ascontiguousarray(dxpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3))
+    return dxpad[:, :, top:top + h, left:left + w].transpose(1, 0, 2, 3).copy()  # a copy: dxpad is scratch
 
 
 # --------------------------------------------------------------------------- convolution
 
-def _channels_first(a):
-    """(N, F, Ho, Wo) -> (F, N * Ho * Wo), the layout of im2col's columns."""
-    return a.transpose(1, 0, 2, 3).reshape(a.shape[1], -1)
-
-
 def conv2d_forward(x, w, b, stride, pads):
     """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo).
 
-    y = w (F, C*kH*kW) @ _im2col(x) (C*kH*kW, N*Ho*Wo), then back to NCHW.
+    y = w (F, C*kH*kW) @ _im2col(x) (C*kH*kW, N*Ho*Wo), then back to NCHW; a chunk of
+    images at a time (_image_chunks).
     """
     f = w.shape[0]
     ho, wo = _output_size(x.shape, w.shape[2:], stride, pads)
-    y = (w.reshape(f, -1) @ _im2col(x, w.shape[2:], stride, pads)).reshape(f, x.shape[0], ho, wo)
+    y = np.empty((x.shape[0], f, ho, wo), x.dtype)
+    for images in _image_chunks(x.shape, w.shape[2:], stride, pads, x.itemsize):
+        cols = _im2col(x[images], w.shape[2:], stride, pads)
+        part = np.matmul(w.reshape(f, -1), cols, out=_scratch("channels_first", (f, cols.shape[1]), x.dtype))
+        y[images] = part.reshape(f, -1, ho, wo).transpose(1, 0, 2, 3)
     if b is not None:
-        y += b.reshape(f, 1, 1, 1)
-    return np.ascontiguousarray(y.transpose(1, 0, 2, 3))
+        y += b.reshape(f, 1, 1)
+    return y
 
 
 def conv2d_backward_data(dy, w, x_shape, stride, pads):
     """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W).
 
-    d cols = w.T @ dy, and col2im scatters the columns back onto the input.
+    d cols = w.T @ dy, and col2im scatters the columns back onto the input (a chunk of images
+    at a time). With stride 1 that scatter is itself a convolution, which gathers instead
+    (about twice as fast here): dx = conv(dy, w turned by 180 degrees with F and C swapped,
+    pads k - 1 - p), used whenever those pads are >= 0 ('same' and 'valid' convolutions).
     """
-    dcols = w.reshape(w.shape[0], -1).T @ _channels_first(dy)
-    return _col2im(dcols, x_shape, w.shape[2:], stride, pads)
+    (kh, kw), (top, bottom, left, right) = w.shape[2:], pads
+    full_pads = (kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right)
+    if tuple(stride) == (1, 1) and min(full_pads) >= 0:
+        turned = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, kH, kW)
+        return conv2d_forward(dy, turned, None, (1, 1), full_pads)
+    dx = np.empty(x_shape, dy.dtype)
+    for images in _image_chunks(x_shape, w.shape[2:], stride, pads, dy.itemsize):
+        dy_cf = _channels_first(dy[images])
+        dcols = np.matmul(w.reshape(w.shape[0], -1).T, dy_cf,
+                          out=_scratch("cols", (w[0].size, dy_cf.shape[1]), dy.dtype))
+        dx[images] = _col2im(dcols, dx[images].shape, w.shape[2:], stride, pads)
+    return dx
 
 
 def conv2d_backward_weight(dy, x, kernel, stride, pads):
     """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW).
 
-    dw = dy @ _im2col(x).T, computed as (cols @ dy.T).T: BLAS is ~50x faster in that order
-    here, because the long N * Ho * Wo axis is then the contiguous one of both operands.
+    dw = dy @ _im2col(x).T, summed over chunks of images, each computed as (cols @ dy.T).T:
+    BLAS is ~50x faster in that order here, because the long N * Ho * Wo axis is then the
+    contiguous one of both operands.
     """
     f = dy.shape[1]
-    dw_t = _im2col(x, kernel, stride, pads) @ _channels_first(dy).T  # (C*kH*kW, F)
+    dw_t = sum(_im2col(x[images], kernel, stride, pads) @ _channels_first(dy[images]).T  # (C*kH*kW, F)
+               for images in _image_chunks(x.shape, kernel, stride, pads, x.itemsize))
     return np.ascontiguousarray(dw_t.T).reshape((f, x.shape[1]) + tuple(kernel))
 
 
@@ -160,19 +222,28 @@ def pool2d_forward(x, mode, kernel, stride, pads):
         total = sum(xpad[:, :, rows, columns] for _, _, rows, columns in _offsets(kernel, stride, out_hw))
         return total / _window_counts(x.shape, kernel, stride, pads, x.dtype), None
     xpad = _pad(x, pads, -np.inf if mode == "max" else np.inf)
-    y = cell = None
-    for i, j, rows, columns in _offsets(kernel, stride, out_hw):
+    better, keep_better = (np.greater, np.fmax) if mode == "max" else (np.less, np.fmin)
+    # window (r, c) reads offset (i, j) at input position (r * sh + i - top) * W + c * sw + j - left
+    corner = ((np.arange(out_hw[0])[:, None] * stride[0] - pads[0]) * w
+              + np.arange(out_hw[1]) * stride[1] - pads[2]).astype(np.int32)
+    offsets = _offsets(kernel, stride, out_hw)
+    _, _, rows, columns = next(offsets)
+    first = xpad[:, :, rows, columns]
+    y = first.copy()
+    index = np.empty(y.shape, np.int32)
+    index[...] = corner
+    wins = np.empty(y.shape, bool)
+    for i, j, rows, columns in offsets:
         slab = xpad[:, :, rows, columns]
-        if y is None:
-            y, cell = slab.copy(), np.zeros(slab.shape, np.int32)
-            continue
-        wins = slab > y if mode == "max" else slab < y
-        np.copyto(y, slab, where=wins)
-        np.copyto(cell, i * kernel[1] + j, where=wins)
-    # winning cell -> row/column in the unpadded input plane
-    row = np.arange(out_hw[0])[:, None] * stride[0] + cell // kernel[1] - pads[0]
-    col = np.arange(out_hw[1])[None, :] * stride[1] + cell % kernel[1] - pads[2]
-    return y, (row * w + col).astype(np.int32)
+        better(slab, y, out=wins)  # strict, and false for NaN: a NaN after the first cell never wins
+        # index = wins ? this offset's position : index, as arithmetic (no per-element branch)
+        index += wins * (corner + (i * w + j) - index)
+        keep_better(y, slab, out=y)  # fmax/fmin skip a NaN, as the strict comparison does
+    # the strict scan keeps a NaN in the first cell, which fmax/fmin would have replaced
+    first_is_nan = np.isnan(first)
+    np.copyto(y, first, where=first_is_nan)
+    np.copyto(index, corner, where=first_is_nan)
+    return y, index
 
 
 def pool2d_backward(dy, index, x_shape, mode, kernel, stride, pads):
@@ -222,9 +293,11 @@ def batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum
     axes = _stat_axes(x)
     count = x.size // x.shape[1]
     mean = x.mean(axis=axes)
-    var = x.var(axis=axes)
+    y = x - _per_channel(mean, x)  # centred now, normalized in place below
+    var = np.square(y, out=_scratch("squares", y.shape, y.dtype)).mean(axis=axes)
     rstd = 1.0 / np.sqrt(var + eps)
-    y = (x - _per_channel(mean, x)) * _per_channel(rstd * gamma, x) + _per_channel(beta, x)
+    y *= _per_channel(rstd * gamma, x)
+    y += _per_channel(beta, x)
     running_mean *= 1 - momentum
     running_mean += momentum * mean
     running_var *= 1 - momentum
@@ -246,11 +319,15 @@ def batch_norm_backward(dy, x, gamma, mean, rstd):
     """
     axes = _stat_axes(x)
     count = x.size // x.shape[1]
-    xhat = (x - _per_channel(mean, x)) * _per_channel(rstd, x)
+    xhat = x - _per_channel(mean, x)
+    xhat *= _per_channel(rstd, x)
     dbeta = dy.sum(axis=axes)
-    dgamma = (dy * xhat).sum(axis=axes)
-    dx = _per_channel(gamma * rstd / count, x) * (
-        count * dy - _per_channel(dbeta, x) - xhat * _per_channel(dgamma, x))
+    dgamma = np.multiply(dy, xhat, out=_scratch("squares", x.shape, x.dtype)).sum(axis=axes)
+    # the bracket, term by term in place: m * dy - sum(dy) - xhat * sum(dy * xhat)
+    dx = np.multiply(dy, count)
+    dx -= _per_channel(dbeta, x)
+    dx -= np.multiply(xhat, _per_channel(dgamma, x), out=xhat)
+    dx *= _per_channel(gamma * rstd / count, x)
     return dx, dgamma, dbeta
 
 
