@@ -13,13 +13,27 @@ import shutil
 import sys
 from typing import Optional
 
-import numpy as np
-import typer
+
+def _interrupted_quietly(kind, value, traceback, previous=sys.excepthook):
+    """Ctrl-C while the commands are still being imported (before main() can catch it) ends like
+    Ctrl-C anywhere else: one line, and Python then exits by SIGINT (status 130 in a shell).
+    Only `import minicnn` itself (NumPy, ~0.2 s) runs before this hook is in place."""
+    if issubclass(kind, KeyboardInterrupt):
+        print("minicnn: interrupted", file=sys.stderr)
+    else:
+        previous(kind, value, traceback)
+
+
+sys.excepthook = _interrupted_quietly
+
+import numpy as np  # noqa: E402 - after the hook: typer's import and the commands' below are covered
+import typer  # noqa: E402
 
 from minicnn.backends import DEVICE_NAMES, cuda_status, get_device
 
 app = typer.Typer(help="minicnn: train, check and look inside small CNNs.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
 
 
 def fail(message: str) -> None:
@@ -34,8 +48,21 @@ def _mount_feature_commands():
     import importlib
     from minicnn.data.cli import data_app
     app.add_typer(data_app, name="data", help="Download and inspect CIFAR-10/100.")
-    for package in ("minicnn.models", "minicnn.train", "minicnn.viz", "minicnn.sweep"):
+    for package in ("minicnn.models", "minicnn.train", "minicnn.viz", "minicnn.sweep", "minicnn.profile"):
         importlib.import_module(f"{package}.commands").register(app)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        import minicnn
+        typer.echo(f"minicnn {minicnn.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print minicnn's version and exit.")):
+    """minicnn: train, check and look inside small CNNs."""
 
 
 @app.command()
@@ -77,6 +104,8 @@ def gradcheck(
 
     if dtype not in ("float64", "float32"):
         fail(f"--dtype must be float64 or float32, got {dtype!r}")
+    if seed < 0:
+        fail(f"--seed must be 0 or more, got {seed}")
     cases = all_cases()
     if op is not None:
         cases = [c for c in cases if c.op == op]
@@ -112,11 +141,19 @@ def main():
     try:
         app()
     except (ValueError, OSError) as error:  # DeviceError, DataError and bad arguments are ValueErrors
-        typer.echo(f"minicnn: error: {error}", err=True)
+        typer.echo(f"minicnn: error: {_one_line(error)}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("minicnn: interrupted", err=True)
         sys.exit(130)
+
+
+def _one_line(error: Exception) -> str:
+    """The error as a sentence: an OSError as 'path: reason', not '[Errno 30] ...'."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f"{error.filename}: " if error.filename is not None else ""
+        return f"{where}{error.strerror.lower()}"
+    return str(error)
 
 
 _mount_feature_commands()

@@ -37,7 +37,7 @@ def test_download_error_is_one_line_and_exit_1(tmp_path):
         result = runner.invoke(data_app, ["download", "cifar100", "--root", str(tmp_path / "data"),
                                           "--url", server.url, "--md5", "f" * 32, "--quiet"])
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: ") and "does not match" in result.stderr
+    assert result.stderr.startswith("minicnn: error: ") and "does not match" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
 
 

@@ -94,8 +94,8 @@ def test_a_reproduce_plan_writes_reproduce_s_own_table_and_a_csv(tmp_path, data_
     text = table.read_text()
     assert table.name == "reproduce.md" and "Epochs set to 1 for a quick look" in text and "first 32 images" in text
     result = json.loads((table.parent / "cnn4" / "result.json").read_text())
-    row = f"| cnn4 | A A2 | 72.87% (loss 1.140) | {result['test_accuracy']:.2%} (best, epoch 1) | 1 of 300 |"
-    assert row in text and text.count("| cnn4 | A A2 |") == 2  # one folder each: cnn4 and cnn4-2
+    row = f"| cnn4 | A2 | 72.87% (loss 1.140) | {result['test_accuracy']:.2%} (best, epoch 1) | 1 of 300 |"
+    assert row in text and text.count("| cnn4 | A2 |") == 2  # one folder each: cnn4 and cnn4-2
     assert (table.parent / "cnn4-2" / "result.json").is_file()
     rows = list(csv.DictReader((table.parent / "reproduce.csv").open()))
     assert [r["reported_accuracy"] for r in rows] == ["0.7287", "0.7287"] and rows[0]["status"] == "done"

@@ -15,10 +15,9 @@ from PIL import Image
 
 from minicnn import functional as F
 from minicnn.autograd import no_grad, tensor
-from minicnn.cli import main
 from minicnn.models import get_spec
 from minicnn.train import TrainConfig, load_checkpoint, train
-from test_train_fixtures import CLASSES, colour_images, write_colour_cifar10
+from test_train_fixtures import CLASSES, colour_images, one_line_error, write_colour_cifar10
 
 MINICNN = [sys.executable, "-c", "from minicnn.cli import main; main()"]
 QUICK = ["--device", "cpu", "--limit", "48", "--batch", "16", "--no-progress"]
@@ -160,8 +159,8 @@ def test_reproduce_writes_a_table_that_says_epochs_were_cut(tmp_path, data_dir):
     assert "Epochs set to 1 for a quick look" in text and "first 32 images" in text
     rows = [line for line in text.splitlines() if line.startswith("| cnn4")]
     assert len(rows) == 2
-    assert "| cnn4 | A A2 | 72.87% (loss 1.140) |" in rows[0] and "| 1 of 300 |" in rows[0]
-    assert "| cnn4_raw | A A1 | 63.00% (loss 2.198) |" in rows[1]
+    assert "| cnn4 | A2 | 72.87% (loss 1.140) |" in rows[0] and "| 1 of 300 |" in rows[0]
+    assert "| cnn4_raw | A1 | 63.00% (loss 2.198) |" in rows[1]
     measured = json.loads(next(tmp_path.glob("reproduce-*/cnn4-*/result.json")).read_text())["test_accuracy"]
     assert f"| {measured:.2%} (best, epoch 1) |" in rows[0]
 
@@ -177,11 +176,7 @@ def test_reproduce_writes_a_table_that_says_epochs_were_cut(tmp_path, data_dir):
     (["reproduce", "--report", "Z"], "no networks for report 'Z'; reports are: A, B, C, D, E"),
 ])
 def test_user_errors_are_one_line(args, message, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["minicnn"] + [a.replace("{tmp}", str(tmp_path)) for a in args])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    err = capsys.readouterr().err
-    assert exit_.value.code == 1 and err.count("\n") == 1, err
-    assert err.startswith("minicnn: error: ") and message.replace("{tmp}", str(tmp_path)) in err
+    err = one_line_error(args, tmp_path, monkeypatch, capsys)  # exit code 1, one 'minicnn: error:' line
+    assert message.replace("{tmp}", str(tmp_path)) in err
     if "not found" in message:
         assert "minicnn data download cifar10" in err

@@ -47,3 +47,20 @@ def write_colour_cifar10(root, n_per_batch=20, n_test=40, seed=0):
     (folder / "test_batch").write_bytes(cifar10_batch(colour_images(labels, rng), labels))
     (folder / "batches.meta").write_bytes(py2_pickle([(b"label_names", [c.encode() for c in CLASSES])]))
     return root
+
+
+def one_line_error(args, tmp_path, monkeypatch, capsys) -> str:
+    """Run `minicnn ARGS` in this process ({tmp} in an argument becomes tmp_path); assert it failed
+    with exit code 1 and one 'minicnn: error:' line, and return that line."""
+    import sys
+
+    import pytest
+
+    from minicnn.cli import main
+    monkeypatch.setattr(sys, "argv", ["minicnn"] + [a.replace("{tmp}", str(tmp_path)) for a in args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and err.count("\n") == 1, err
+    assert err.startswith("minicnn: error: "), err
+    return err

@@ -79,3 +79,26 @@ def test_layer_table_names_the_reports_layers():
 def test_an_unknown_layer_lists_the_valid_ones():
     with pytest.raises(ValueError, match="unknown layer 'conv9'.*conv1, bn1, relu1"):
         activations(small_net(), images(1), ["conv9"])
+
+
+def test_the_feature_map_figure_has_a_colour_bar_and_a_caption_under_the_input():
+    maps = np.arange(4 * 3 * 3, dtype=np.float32).reshape(4, 3, 3)
+    figure = figures.feature_maps_figure(np.zeros((8, 8, 3)), maps, "relu1", caption="test 3: cat\npredicted dog 40%")
+    input_axes = figure.axes[0]
+    assert input_axes.get_xlabel() == "test 3: cat\npredicted dog 40%"
+    [bar] = input_axes.child_axes  # an inset: the figure's own axes stay the panels
+    assert bar.get_xlim() == (0.0, 35.0) and "activation" in bar.get_xlabel()  # the shared range of the maps
+    figure = figures.feature_maps_figure(np.zeros((8, 8, 3)), maps, "relu1", shared_scale=False)
+    assert [label.get_text() for label in figure.axes[0].child_axes[0].get_xticklabels()] == ["min", "max"]
+
+
+def test_the_every_layer_figure_names_the_classes_of_the_output_row_and_labels_the_input():
+    classes = [f"c{i}" for i in range(10)]
+    outputs = {"conv1": np.ones((4, 8, 8)), "fc1": np.arange(16.0), "output": np.arange(10.0)}
+    figure = figures.all_layers_figure(np.zeros((8, 8, 3)), outputs, "net", limit=4, caption="test 0: cat",
+                                       classes=classes)
+    rows = [axes for axes in figure.axes if axes.images and axes.images[0].get_array().shape[0] == 1]
+    fc1, output = rows
+    assert [label.get_text() for label in output.get_xticklabels()] == classes
+    assert not fc1.get_xticklabels()  # 16 values are not classes
+    assert "test 0: cat" in [text.get_text() for axes in figure.axes for text in axes.texts]

@@ -6,6 +6,7 @@ import minicnn as mc
 from minicnn import functional as F
 from minicnn import nn, optim
 from minicnn.models import get_spec
+from minicnn.viz import figures
 from minicnn.viz.activations import layer_table
 from minicnn.viz.cam import (CamError, cam_layers, class_activation_maps, grad_cam, normalize_maps,
                              upsample_bilinear)
@@ -164,3 +165,20 @@ def test_every_reports_network_has_default_layers_and_grad_cam(arch):
     else:
         with pytest.raises(CamError):
             cam_layers(model)
+
+
+def test_many_grad_cam_images_form_a_grid_with_a_colour_bar_and_empty_maps_say_so():
+    count = 12
+    heat = np.random.default_rng(0).random((count, 1, 8, 8))
+    empty = np.zeros((count, 1), bool)
+    empty[5, 0] = True
+    heat[5, 0] = 0
+    figure = figures.cam_figure(np.zeros((count, 8, 8, 3)), heat, [["cat p=0.50"]] * count, ["test"] * count,
+                                "Grad-CAM", empty)
+    # 12 image + map pairs, 4 per row: 3 rows of 8 panels, not one column 12 panels tall
+    assert figures.cam_groups_per_row(count, 1) == 4
+    width, height = figure.get_size_inches()
+    assert (width, height) == (8 * figures.BIG_CELL + figures.BAR, 3 * figures.BIG_CELL + figures.TITLE + figures.CAPTION)
+    texts = [text.get_text() for axes in figure.axes for text in axes.texts]
+    assert texts == ["all-zero map:\nno evidence\nfor this class"]  # only on image 5's map
+    assert figure.axes[-1].get_ylabel() == "map value / the map's maximum"  # the colour bar

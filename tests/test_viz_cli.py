@@ -90,9 +90,9 @@ def pixels(path):
     (("--layer", "conv1", "--image", "3"), (800, 660)),              # 32 maps: 6x6 grid + 2 cells of input
     (("--what", "filters", "--layer", "conv1"), (640, 660)),         # 32 RGB patches, 6x6
     (("--what", "filters", "--layer", "conv2"), (840, 860)),         # 16 filters x 16 of 32 channels
-    (("--what", "gradcam", "--images", "0-3", "--topk", "2"), (600, 900)),  # 4 rows of image + 2 maps
-    (("--what", "gradcam", "--layer", "relu2", "--class", "class3", "--image", "5"), (400, 300)),
-    (("--what", "layers", "--image", "0"), (1000, 1260)),            # input + 11 layers, 8 maps each
+    (("--what", "gradcam", "--images", "0-3", "--topk", "2"), (1290, 500)),  # 2x2 groups of image + 2 maps, bar
+    (("--what", "gradcam", "--layer", "relu2", "--class", "class3", "--image", "5"), (490, 300)),
+    (("--what", "layers", "--image", "0"), (1000, 1280)),            # input + 11 layers, 8 maps each, class names
 ])
 def test_figures_have_the_expected_size(monkeypatch, capsys, runs, tmp_path, args, size):
     code, out, err = cli(monkeypatch, capsys, "visualize", "--run", str(runs["cnn4"]), "--device", "cpu",
@@ -110,7 +110,7 @@ def test_cam_on_a_gap_network_for_an_image_file(monkeypatch, capsys, runs, tmp_p
     assert code == 0, err
     [path] = pngs(out)
     assert path == str(runs["resnet20"] / "figures" / "cam-my_cat-top3.png")  # default: <run>/figures
-    assert pixels(path) == (800, 300)
+    assert pixels(path) == (890, 300)  # image + 3 maps, colour bar
 
 
 def test_tsne_with_a_mixture_writes_its_scores(monkeypatch, capsys, runs, tmp_path):

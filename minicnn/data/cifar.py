@@ -84,6 +84,9 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 def find_source(spec: CifarSpec, root: str | os.PathLike | None = None) -> Path:
     """The extracted folder or the archive holding `spec`'s files, or a DataError saying how to get them."""
     base = data_root(root)
+    if base.is_file() and base.name != spec.archive:
+        raise DataError(f"{base} is a file, not a folder: point --data (or $MINICNN_DATA) at the folder that "
+                        f"holds {spec.folder}/ or {spec.archive}, or at {spec.archive} itself")
     for candidate in (base / spec.folder, base, base / spec.archive):
         if candidate.is_dir() and (candidate / spec.meta_file).is_file():
             return candidate

@@ -14,7 +14,7 @@ ROOT_HELP = "Data folder (default: $MINICNN_DATA, else ~/.cache/minicnn)."
 
 
 def _fail(error: DataError):
-    typer.echo(f"error: {error}", err=True)
+    typer.echo(f"minicnn: error: {error}", err=True)
     raise typer.Exit(1)
 
 

@@ -21,6 +21,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from minicnn.progress import hide_bar
+
 from .cifar import CifarSpec, data_root, get_spec
 from .errors import DataError
 
@@ -72,7 +74,7 @@ def _fetch(url: str, part: Path, progress: bool) -> None:
         total = offset + int(length) if length else None
         received = offset
         with open(part, "ab" if resumed else "wb") as f, \
-                tqdm(total=total, initial=offset, unit="B", unit_scale=True, disable=not progress,
+                tqdm(total=total, initial=offset, unit="B", unit_scale=True, disable=hide_bar(progress),
                      desc=part.name.removesuffix(".part")) as bar:
             try:
                 while chunk := response.read(CHUNK):

@@ -86,9 +86,12 @@ class DataSplits:
     normalizer: Normalizer
     val_is_test: bool     # True: "validation" numbers are test-set numbers, as in reports A, C, D
 
-    def describe(self) -> str:
-        val = "validation = the test set" if self.val_is_test else f"validation {len(self.val_y):,} held out"
-        return (f"{self.recipe.dataset}: train {len(self.train_y):,}, {val}, test {len(self.test_y):,}; "
+    def describe(self, limit: int | None = None) -> str:
+        """One line for a run's banner. limit: the --limit in force (then the sizes used are shown)."""
+        def size(n):
+            return f"{n:,}" if not limit or limit >= n else f"{limit:,} of {n:,}"
+        val = "validation = the test set" if self.val_is_test else f"validation {size(len(self.val_y))} held out"
+        return (f"{self.recipe.dataset}: train {size(len(self.train_y))}, {val}, test {size(len(self.test_y))}; "
                 f"inputs '{self.recipe.preprocess}', augmentation '{self.recipe.augment}'")
 
 

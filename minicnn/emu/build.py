@@ -26,7 +26,7 @@ from minicnn.emu.errors import EmulatorCompileError
 
 EMU_DIR = Path(__file__).resolve().parent
 DEFAULT_KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
-RUNTIME_SOURCES = [EMU_DIR / "runtime.cpp", EMU_DIR / "checks.cpp"]
+RUNTIME_SOURCES = [EMU_DIR / "runtime.cpp", EMU_DIR / "checks.cpp", EMU_DIR / "counters.cpp"]
 EMU_HEADERS = sorted(EMU_DIR.glob("*.h"))
 
 COMMON_FLAGS = ["-std=c++17", "-O1", "-fPIC", "-g"]

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "counters.h"
 #include "emu_state.h"
 
 extern "C" {
@@ -180,28 +181,37 @@ static void out_of_bounds(uintptr_t address, size_t size, Access access) {
     abort_thread();
 }
 
-static void check(const void* pointer, size_t size, Access access) {
+// pc: the kernel code's address of the access, for the performance counters.
+static void check(const void* pointer, size_t size, Access access, const void* pc) {
     if (!state.current) return;  // the runtime itself, not kernel code
     uintptr_t address = uintptr_t(pointer);
     int self = int(state.current - state.threads.data());
     for (SharedRegion* region : {&static_region, &dynamic_region}) {
         if (!region->contains(address, size)) continue;
+        if (counting)
+            count_access(pc, Space::Shared, access != Access::Read, region == &dynamic_region,
+                         address - region->begin, size);
         for (size_t i = 0; i < size; ++i)
             if (!check_shared_byte(*region, address + i, access, self)) break;
         if (state.aborted) abort_thread();  // enough errors: stop here
         return;
     }
     if (stacks.contains(address, size) || (access == Access::Read && arguments.contains(address, size))) return;
-    for (const Region& buffer : buffers)
-        if (buffer.contains(address, size)) return;
+    for (size_t i = 0; i < buffers.size(); ++i) {
+        if (!buffers[i].contains(address, size)) continue;
+        if (counting)
+            count_access(pc, Space::Global, access != Access::Read, int(i), address - buffers[i].begin, size);
+        return;
+    }
     out_of_bounds(address, size, access);
 }
 
 // ---- Atomics: checked like any access, then done in place (threads only yield at barriers).
 
+// always_inline: the return address is then the kernel code's that called atomicAdd & co.
 template <typename T, typename Update>
-static T atomic_update(T* address, Update update) {
-    check(address, sizeof(T), Access::Atomic);
+__attribute__((always_inline)) static inline T atomic_update(T* address, Update update) {
+    check(address, sizeof(T), Access::Atomic, __builtin_return_address(0));
     T old = *address;
     *address = update(old);
     return old;
@@ -249,11 +259,13 @@ unsigned long long atomicCAS(unsigned long long* a, unsigned long long compare, 
 
 // ---- ThreadSanitizer's instrumentation hooks, redirected to check(). ----
 
+#define CALLER __builtin_return_address(0)  // the program point of the access in kernel code
+
 #define EMU_TSAN_HOOKS(N)                                                                          \
-    void __tsan_read##N(void* p) { emu::check(p, N, emu::Access::Read); }                         \
-    void __tsan_write##N(void* p) { emu::check(p, N, emu::Access::Write); }                       \
-    void __tsan_unaligned_read##N(void* p) { emu::check(p, N, emu::Access::Read); }               \
-    void __tsan_unaligned_write##N(void* p) { emu::check(p, N, emu::Access::Write); }
+    void __tsan_read##N(void* p) { emu::check(p, N, emu::Access::Read, CALLER); }                 \
+    void __tsan_write##N(void* p) { emu::check(p, N, emu::Access::Write, CALLER); }               \
+    void __tsan_unaligned_read##N(void* p) { emu::check(p, N, emu::Access::Read, CALLER); }       \
+    void __tsan_unaligned_write##N(void* p) { emu::check(p, N, emu::Access::Write, CALLER); }
 
 extern "C" {
 EMU_TSAN_HOOKS(1)
@@ -261,8 +273,8 @@ EMU_TSAN_HOOKS(2)
 EMU_TSAN_HOOKS(4)
 EMU_TSAN_HOOKS(8)
 EMU_TSAN_HOOKS(16)
-void __tsan_read_range(void* p, unsigned long size) { emu::check(p, size, emu::Access::Read); }
-void __tsan_write_range(void* p, unsigned long size) { emu::check(p, size, emu::Access::Write); }
+void __tsan_read_range(void* p, unsigned long size) { emu::check(p, size, emu::Access::Read, CALLER); }
+void __tsan_write_range(void* p, unsigned long size) { emu::check(p, size, emu::Access::Write, CALLER); }
 void __tsan_init() {}
 void __tsan_func_entry(void*) {}
 void __tsan_func_exit() {}

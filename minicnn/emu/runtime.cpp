@@ -7,6 +7,7 @@
 // at the same intrinsic, or the whole block at a barrier. Anything else is a divergence error.
 //
 // Memory checks live in checks.cpp; this file is compiled without instrumentation.
+#include "counters.h"
 #include "emu_state.h"
 
 #include <sys/mman.h>
@@ -205,6 +206,7 @@ static bool release_warp(int first, int count, std::string& stuck) {
                                            : state.threads[first + source].value;
             t.state = ThreadState::Runnable;
         }
+        count_warp_op();
         return true;
     }
     return false;
@@ -224,6 +226,7 @@ static bool advance(int count) {
     }
     if (at_barrier == count) {
         ++state.epoch;  // a new barrier interval: accesses before and after no longer race
+        count_barrier();
         for (int i = 0; i < count; ++i) state.threads[i].state = ThreadState::Runnable;
         return true;
     }
@@ -283,7 +286,9 @@ int run_grid(const Launch* launch, const Arg* args, int nargs, void (*run)(const
         for (unsigned y = 0; y < state.grid_dim.y && !state.aborted; ++y)
             for (unsigned x = 0; x < state.grid_dim.x && !state.aborted; ++x) {
                 state.block_idx = {x, y, z};
+                if (!block_selected(x + uint64_t(state.grid_dim.x) * (y + uint64_t(state.grid_dim.y) * z))) continue;
                 run_block(count);
+                count_block_done();
             }
     if (state.errors.empty()) return 0;
     last_error = std::string("kernel ") + launch->kernel_name + ":";

@@ -3,6 +3,7 @@ import typer
 
 from minicnn.models.summary import format_summary, summary
 from minicnn.models.zoo import all_specs, get_spec
+from minicnn.nn.init import shapes_only
 
 
 def _recipe_line(recipe):
@@ -15,7 +16,8 @@ def _recipe_line(recipe):
 
 
 def _param_count(spec):
-    model = spec.build(100 if spec.recipe.dataset == "cifar100" else 10)
+    with shapes_only():  # the count needs the shapes, not the random draws
+        model = spec.build(100 if spec.recipe.dataset == "cifar100" else 10)
     return sum(p.size for p in model.parameters())
 
 

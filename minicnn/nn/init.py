@@ -8,6 +8,7 @@
 The normal variants draw from a normal truncated at 2 standard deviations, as Keras does, and
 rescale so the variance is still the one named.
 """
+import contextlib
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from minicnn.random import generator
 SCHEMES = ("he_uniform", "he_normal", "glorot_uniform", "glorot_normal", "torch", "zeros")
 # a normal truncated to [-2, 2] has std 0.8796; dividing by it restores the intended std
 _TRUNCATED_STD = 0.87962566103423978
+_drawing = [True]  # False inside shapes_only()
 
 
 def fans(shape):
@@ -40,7 +42,7 @@ def weight(scheme, shape, dtype=np.float32, rng=None):
         raise ValueError(f"unknown init {scheme!r}; choose one of {', '.join(SCHEMES)}")
     rng = rng or generator()
     fan_in, fan_out = fans(shape)
-    if scheme == "zeros":
+    if scheme == "zeros" or not _drawing[0]:
         return np.zeros(shape, dtype)
     if scheme == "torch":
         bound = 1 / math.sqrt(fan_in)
@@ -54,7 +56,7 @@ def weight(scheme, shape, dtype=np.float32, rng=None):
 
 def bias(scheme, weight_shape, dtype=np.float32, rng=None):
     """The bias that goes with a weight: PyTorch draws it like its weight, everyone else zeros."""
-    if scheme != "torch":
+    if scheme != "torch" or not _drawing[0]:
         return np.zeros(weight_shape[0], dtype)
     bound = 1 / math.sqrt(fans(weight_shape)[0])
     return (rng or generator()).uniform(-bound, bound, weight_shape[0]).astype(dtype)
@@ -67,3 +69,15 @@ def initialize(model, scheme, rng=None):
             module.init = scheme
             module.reset_parameters(rng)
     return model
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Inside the block weight() and bias() return zeros instead of random draws: for building a
+    network only to count or list its parameters (drawing VGG-11's 10M weights takes ~0.1 s,
+    and `minicnn models` builds every network). The generator is not advanced either."""
+    _drawing[0] = False
+    try:
+        yield
+    finally:
+        _drawing[0] = True

@@ -132,19 +132,22 @@ class Module:
     def load_state_dict(self, state, strict=True):
         """Copy arrays into this module's parameters and buffers (in place, on their device).
 
-        Mismatched names (with strict) or shapes raise one ValueError listing every mismatch.
+        Mismatched names (with strict) or shapes raise one ValueError naming the first five and how
+        many there are in all.
         Returns (missing_keys, unexpected_keys), as PyTorch does.
         """
         own = dict(self.named_parameters())
         own.update(self.named_buffers())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
-        problems = [f"missing {k}" for k in missing if strict]
+        problems = [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {tuple(t.shape)}"
+                    for k, t in own.items() if k in state and tuple(np.shape(state[k])) != tuple(t.shape)]
+        problems += [f"missing {k}" for k in missing if strict]
         problems += [f"unexpected {k}" for k in unexpected if strict]
-        problems += [f"{k}: checkpoint {tuple(np.shape(state[k]))} vs model {tuple(t.shape)}"
-                     for k, t in own.items() if k in state and tuple(np.shape(state[k])) != tuple(t.shape)]
-        if problems:
-            raise ValueError("state does not fit this model: " + "; ".join(problems))
+        if problems:  # the first few make the cause plain; all of a VGG's would fill a screen
+            more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+            raise ValueError(f"state does not fit this model ({len(problems)} mismatches): "
+                             + "; ".join(problems[:5]) + more)
         for key, target in own.items():
             if key in state:
                 array = target.data if isinstance(target, Tensor) else target

@@ -1,10 +1,12 @@
 """The live progress view: one line per trial (state, epoch, validation accuracy, img/s).
 
 Trials report events as they go (`update`); the driver says how each ended (`finish`). With
-progress bars on, each trial is a tqdm bar kept at its own line; without, each event is one log
-line, which reads well in a redirected log.
+progress bars on and stderr a terminal, each trial is a tqdm bar kept at its own line; otherwise
+each event is one log line, which reads well in a redirected log.
 """
 from __future__ import annotations
+
+import sys
 
 from tqdm import tqdm
 
@@ -15,7 +17,7 @@ class Board:
         self.progress, self.log = progress, log
         self.attempts = {t.name: 0 for t in trials}
         self.bars = {}
-        if progress:
+        if progress and sys.stderr.isatty():  # bars in a redirected log would be \r and escape codes
             width = max(len(t.name) for t in trials)
             # the state text goes in tqdm's desc, placed after the bar (names hold no braces: see trial_name)
             self.bars = {t.name: tqdm(total=t.config.recipe.epochs, desc="waiting", position=i, leave=True,

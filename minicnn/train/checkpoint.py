@@ -89,6 +89,11 @@ def find_checkpoint(path, prefer: str = "best") -> Path:
 def load_checkpoint(path, prefer: str = "best") -> Checkpoint:
     """Read a checkpoint (see find_checkpoint for what `path` may be); never unpickles."""
     npz = find_checkpoint(path, prefer)
+    with open(npz, "rb") as file:
+        head = file.read(2)
+    if head and head != b"PK":  # every .npz is a zip archive; np.load would talk about pickles
+        raise CheckpointError(f"{npz}: not a checkpoint (minicnn checkpoints are .npz archives written by "
+                              f"`minicnn train`; this file is something else)")
     try:
         with np.load(npz, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -113,4 +118,35 @@ def restore(checkpoint: Checkpoint, model, optimizer=None) -> None:
             optimizer.load_state_dict(checkpoint.optimizer)
     except ValueError as error:
         arch = checkpoint.meta.get("config", {}).get("arch", "?")
-        raise CheckpointError(f"{checkpoint.path} (a '{arch}' checkpoint) does not fit this model: {error}") from None
+        detail = str(error).removeprefix("state does not fit this model")
+        raise CheckpointError(f"{checkpoint.path} (a '{arch}' checkpoint) does not fit this model{detail}") from None
+
+
+def newest_intact(run_dir, log) -> Checkpoint:
+    """The run's last.npz, or, when that cannot be read (a disk filled up, a copy cut short), the
+    newest readable checkpoint of the folder (best, epoch-NNN), with one line saying which one
+    and how many epochs going back to it costs."""
+    run_dir = Path(run_dir)
+    try:
+        return load_checkpoint(run_dir / "last.npz")
+    except CheckpointError as error:
+        problem = str(error)
+    intact = []
+    for path in sorted(run_dir.glob("*.npz")):
+        if path.name != "last.npz" and not path.name.startswith("."):
+            try:
+                intact.append(load_checkpoint(path))
+            except CheckpointError:
+                continue
+    if not intact:
+        raise CheckpointError(f"{problem}; no other checkpoint in {run_dir} can be read either, "
+                              f"so there is nothing to resume from")
+    newest = max(intact, key=lambda checkpoint: checkpoint.meta["epoch"])
+    epoch = newest.meta["epoch"]
+    try:  # last.json is written beside last.npz, so it usually survives and says what was lost
+        lost = f"{json.loads((run_dir / 'last.json').read_text())['epoch'] - epoch} epoch(s)"
+    except (OSError, ValueError, KeyError, TypeError):
+        lost = "the epochs after it"
+    log(f"{problem.split(' (')[0]}; resuming from {newest.path.name} instead (epoch {epoch}): "
+        f"{lost} will be trained again")
+    return newest

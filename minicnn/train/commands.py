@@ -14,7 +14,7 @@ from minicnn.sweep import flags as sweep_flags
 
 DEVICE_HELP = "auto (GPU if usable), cpu, cuda or emu."
 DATA_HELP = "Data folder (default: $MINICNN_DATA, else ~/.cache/minicnn; get it with `minicnn data download cifar10`)."
-PROGRESS_HELP = "Show progress bars."
+PROGRESS_HELP = "Show progress bars (drawn only when stderr is a terminal)."
 
 
 def train_command(
@@ -22,13 +22,13 @@ def train_command(
     epochs: Optional[int] = typer.Option(None, help="Epochs (default: the recipe's)."),
     batch: Optional[int] = typer.Option(None, help="Batch size (default: the recipe's)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (default: the recipe's)."),
-    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " [default: auto]"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + "  [default: auto]"),
     data: Optional[Path] = typer.Option(None, help=DATA_HELP),
     out: Path = typer.Option(Path("runs"), help="Folder for run folders (<arch>-<time>/)."),
-    seed: Optional[int] = typer.Option(None, help="Seed of init, dropout, shuffling, augmentation [default: 0]."),
+    seed: Optional[int] = typer.Option(None, help="Seed of init, dropout, shuffling, augmentation.  [default: 0]"),
     limit: Optional[int] = typer.Option(None, help="Use only the first N images of each split (quick runs)."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last checkpoint."),
-    workers: Optional[int] = typer.Option(None, help="Batches prepared ahead in a background thread [default: 0]."),
+    workers: Optional[int] = typer.Option(None, help="Batches prepared ahead in a background thread.  [default: 0]"),
     progress: bool = typer.Option(True, help=PROGRESS_HELP),
 ):
     """Train a documented network with its report's recipe; flags override the recipe.
@@ -69,11 +69,12 @@ def evaluate_command(
 ):
     """Test accuracy, per-class accuracy and a confusion-matrix PNG for a checkpoint."""
     from minicnn.train.evaluate import evaluate_checkpoint
+    from minicnn.train.finite import format_loss
 
     report = evaluate_checkpoint(run, device=device, data_dir=str(data) if data else None, limit=limit)
     evaluation = report.evaluation
     typer.echo(f"{report.arch}, {report.checkpoint} (epoch {report.epoch}): test accuracy "
-               f"{evaluation.accuracy:.2%}, loss {evaluation.loss:.4f} on {len(evaluation.labels):,} images")
+               f"{evaluation.accuracy:.2%}, loss {format_loss(evaluation.loss)} on {len(evaluation.labels):,} images")
     width = max(len(name) for name in report.classes)
     for name, accuracy, count in zip(report.classes, report.per_class, report.confusion.sum(axis=1)):
         typer.echo(f"  {name:<{width}}  {accuracy:7.2%}  ({count} images)")

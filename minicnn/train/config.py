@@ -7,6 +7,7 @@ can be resumed, evaluated or reproduced from its folder alone.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from minicnn.backends import DEVICE_NAMES
@@ -35,10 +36,11 @@ class TrainConfig:
             (r.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {r.optimizer!r}"),
             (r.checkpoint in CHECKPOINT_RULES,
              f"checkpoint rule must be one of {', '.join(CHECKPOINT_RULES)}, got {r.checkpoint!r}"),
-            (r.lr > 0, f"--lr must be positive, got {r.lr}"),
+            (r.lr > 0 and math.isfinite(r.lr), f"--lr must be positive and finite, got {r.lr}"),
             (r.epochs >= 1, f"--epochs must be at least 1, got {r.epochs}"),
             (r.batch_size >= 1, f"--batch must be at least 1, got {r.batch_size}"),
             (self.limit is None or self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
+            (self.seed >= 0, f"--seed must be 0 or more, got {self.seed}"),
             (self.workers >= 0, f"--workers must be 0 or more, got {self.workers}"),
             (self.device in DEVICE_NAMES, f"--device must be one of {', '.join(DEVICE_NAMES)}, got {self.device!r}"),
         ]

@@ -12,7 +12,8 @@ from minicnn.backends import get_device
 from minicnn.data import BatchLoader, Normalizer, prepare_data
 from minicnn.train.checkpoint import load_checkpoint, restore
 from minicnn.train.config import TrainConfig
-from minicnn.train.errors import TrainError
+from minicnn.train.errors import CheckpointError, TrainError
+from minicnn.train.finite import names_in_short, non_finite_arrays
 from minicnn.train.metrics import confusion_matrix, plot_confusion
 
 IMAGE_SIZE = 32
@@ -64,6 +65,10 @@ class TestReport:
 def load_model(path, device, spec=None):
     """(checkpoint, config, model on `device` holding the checkpoint's weights)."""
     checkpoint = load_checkpoint(path)
+    bad = non_finite_arrays(checkpoint.model)
+    if bad:  # every prediction, figure and accuracy from it would be noise
+        raise CheckpointError(f"{checkpoint.path}: its weights are not finite (NaN/inf in {names_in_short(bad)}); "
+                              f"it comes from a diverged run: use another checkpoint, or train again with a smaller --lr")
     config = TrainConfig.from_dict(checkpoint.meta["config"])
     if spec is None:
         from minicnn.models import get_spec
@@ -83,6 +88,8 @@ def evaluate_checkpoint(path, *, device="auto", data_dir=None, limit=None, spec=
 
     path: a run folder (its best.npz, else last.npz) or a checkpoint file.
     """
+    if limit is not None and limit < 1:
+        raise TrainError(f"--limit must be at least 1, got {limit}")
     checkpoint, config, model = load_model(path, device, spec)
     splits = prepare_data(config.data_recipe(), data_dir or config.data, data)
     loader = BatchLoader(splits.test_x, splits.test_y, config.recipe.batch_size, normalizer=checkpoint_normalizer(checkpoint),
@@ -112,6 +119,8 @@ def read_image(path) -> np.ndarray:
 
 def predict_image(checkpoint_path, image_path, *, device="cpu", top=3, spec=None) -> list[tuple[str, float]]:
     """The `top` most likely classes of one image file, as (class name, probability), best first."""
+    if top < 1:
+        raise TrainError(f"--top must be at least 1, got {top}")
     image = read_image(image_path)
     checkpoint, _, model = load_model(checkpoint_path, device, spec)
     device = model.parameters()[0].device

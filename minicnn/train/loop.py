@@ -27,15 +27,21 @@ from minicnn import optim
 from minicnn.autograd import tensor
 from minicnn.backends import get_device
 from minicnn.data import prepare_data, split_loaders
+from minicnn.progress import hide_bar
 from minicnn.random import generator, manual_seed
-from minicnn.train.checkpoint import load_checkpoint, restore, save_checkpoint, write_atomically
+from minicnn.train.checkpoint import load_checkpoint, newest_intact, restore, save_checkpoint, write_atomically
 from minicnn.train.config import TrainConfig
 from minicnn.train.errors import DivergedError, TrainError
 from minicnn.train.evaluate import evaluate
+from minicnn.train.finite import exploded, finite_or_none, format_loss, names_in_short, non_finite_arrays
 from minicnn.train.metrics import plot_curves, write_metrics_csv
 from minicnn.train.prefetch import prefetch
+from minicnn.train.runfolder import RunLock, claim_folder
 
 LOG_EVERY = 20  # steps between host reads of the running loss (progress bar and NaN check)
+LONG_RUN = 3600  # seconds: a run estimated to take longer gets a note saying how to shorten it
+# the epoch bar counts fractions of an epoch, so it has a rate (and an ETA) within the first epoch
+EPOCH_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]"
 
 
 @dataclass
@@ -58,20 +64,12 @@ def build_optimizer(recipe, params):
     return optim.SGD(params, recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
 
 
-def _new_run_dir(out, arch: str) -> Path:
-    base = Path(out) / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir, n = base, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = base.with_name(f"{base.name}-{n}")
-    return run_dir
-
-
 class Trainer:
     """One run: its data, model, optimizer, progress (epoch, best, history) and folder."""
 
     def __init__(self, config: TrainConfig, spec, run_dir: Path, data=None, progress=True, log=tqdm.write):
-        self.config, self.spec, self.run_dir = config, spec, Path(run_dir)
+        self.config, self.spec = config, spec
+        self.run_dir = Path(run_dir) if run_dir is not None else None  # None: train() claims one
         self.progress, self.log = progress, log
         self.splits = prepare_data(config.data_recipe(), config.data, data)  # fails before any folder is made
         self.device = get_device(config.device)
@@ -83,6 +81,9 @@ class Trainer:
         self.epoch, self.saved_epoch = 0, None
         self.best = {"val_acc": None, "epoch": 0}
         self.history: list[dict] = []
+        self.warned_exploded = False
+        self.noted_duration = False
+        self.bar = None  # the epoch bar, while run() draws it
 
     # ---- state
     def meta(self) -> dict:
@@ -111,17 +112,18 @@ class Trainer:
             stale.unlink()
         write_atomically(self.run_dir / "config.json",
                          lambda f: f.write(json.dumps(self.config.to_dict(), indent=1).encode()))
-        self.log(f"{self.spec.name} -> {self.run_dir}: {self.splits.describe()}, device {self.device.name}")
+        self.log(f"{self.spec.name} -> {self.run_dir}: {self.splits.describe(self.config.limit)}, "
+                 f"device {self.device.name}")
         epochs = self.config.recipe.epochs
-        bar = tqdm(total=epochs, initial=self.epoch, desc=self.spec.name, unit="epoch",
-                   disable=not self.progress, dynamic_ncols=True)
+        self.bar = bar = tqdm(total=epochs, initial=self.epoch, desc=self.spec.name, bar_format=EPOCH_BAR,
+                              disable=hide_bar(self.progress), dynamic_ncols=True)
         try:
             if self.saved_epoch is None:  # a kill during epoch 1 can still resume
                 self.save("last")
                 self.saved_epoch = 0
             for epoch in range(self.epoch + 1, epochs + 1):
                 self.run_epoch(epoch)
-                bar.update(1)
+                bar.n = epoch  # the steps' fractions added up to about one; make it exact
                 bar.set_postfix(val_acc=f"{self.history[-1]['val_acc']:.2%}")
         except KeyboardInterrupt:
             return self.interrupted()
@@ -135,6 +137,7 @@ class Trainer:
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is caught, and said, by check_finite
             train_loss, train_acc, images, train_seconds = self.train_epoch(epoch)
             val = evaluate(self.model, self.loaders["val"])
+        self.check_epoch(epoch, train_loss, val.loss)
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val.loss,
                "val_acc": val.accuracy, "lr": self.optimizer.lr, "seconds": time.perf_counter() - start,
                "images_per_s": images / train_seconds}
@@ -146,9 +149,10 @@ class Trainer:
         self.save_epoch()
         write_metrics_csv(self.run_dir / "metrics.csv", self.history)
         plot_curves(self.run_dir / "curves.png", self.history, self.spec.name, self.val_label)
-        self.log(f"epoch {epoch}/{self.config.recipe.epochs}: train loss {train_loss:.4f} acc {train_acc:.2%} | "
-                 f"{self.val_label} loss {val.loss:.4f} acc {val.accuracy:.2%}{' *' if improved else ''} | "
+        self.log(f"epoch {epoch}/{self.config.recipe.epochs}: train loss {format_loss(train_loss)} acc {train_acc:.2%} | "
+                 f"{self.val_label} loss {format_loss(val.loss)} acc {val.accuracy:.2%}{' *' if improved else ''} | "
                  f"lr {row['lr']:.3g} | {row['seconds']:.1f}s, {row['images_per_s']:.0f} img/s")
+        self.warn_if_exploded(train_loss)
 
     @property
     def tested(self) -> str:
@@ -186,8 +190,8 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         batches = tqdm(prefetch(loader, self.config.workers), total=steps, desc=f"epoch {epoch}",
-                       unit="batch", leave=False, disable=not self.progress, dynamic_ncols=True)
-        checked = 0
+                       unit="batch", leave=False, disable=hide_bar(self.progress), dynamic_ncols=True)
+        checked, after_first_step = 0, None
         for step, (x, y) in enumerate(batches):
             logits = self.model(tensor(x, device=self.device))
             loss = F.cross_entropy(logits, y)
@@ -197,11 +201,16 @@ class Trainer:
             sizes[step] = len(y)
             loss_sums[step] = loss.data * len(y)
             correct[step] = (logits.data.argmax(axis=1) == y).sum()
+            if step == 0:
+                after_first_step = time.perf_counter()  # the first step also pays for warm-up (compiles, caches)
             if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
                 running = self.check_finite(loss_sums, checked, step + 1, epoch)
+                self.bar.update((step + 1 - checked) / steps)
+                if step > 0:
+                    self.note_if_long((time.perf_counter() - after_first_step) / step, steps, epoch)
                 checked = step + 1
                 seen = sizes[:checked].sum()
-                batches.set_postfix(loss=f"{running / seen:.4f}", acc=f"{int(correct[:checked].sum()) / seen:.2%}",
+                batches.set_postfix(loss=format_loss(running / seen), acc=f"{int(correct[:checked].sum()) / seen:.2%}",
                                     img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
         seconds = time.perf_counter() - start
         images = int(sizes.sum())
@@ -218,6 +227,46 @@ class Trainer:
             f"loss became {float(loss_sums[bad]):g} at epoch {epoch}, step {bad + 1} of {len(loss_sums)}; "
             f"stopped. {self.run_dir / 'last.npz'} keeps epoch {self.saved_epoch} (try a smaller --lr)")
 
+    def note_if_long(self, seconds_per_step: float, steps: int, epoch: int) -> None:
+        """Once per process, from the first measured steps: when the rest of the run will take
+        more than LONG_RUN seconds, say how long and which flags shorten it."""
+        if self.noted_duration:
+            return
+        self.noted_duration = True
+        epochs_left = self.config.recipe.epochs - epoch + 1
+        validation = len(self.loaders["val"]) / 3  # a forward pass is about a third of a training step
+        seconds = seconds_per_step * (steps + validation) * epochs_left
+        if seconds < LONG_RUN:
+            return
+        hours = seconds / 3600
+        hours = f"{hours:.0f}" if hours >= 10 else f"{hours:.1f}"
+        faster = "" if self.device.name == "cuda" else ", or train on a GPU with --device cuda"
+        self.log(f"note: this run will take about {hours} hours on {self.device.name} "
+                 f"({seconds_per_step:.2g} s per step, {steps} steps per epoch, {epochs_left} epochs to go); "
+                 f"shorten it with --epochs N or --limit N{faster}")
+
+    def check_epoch(self, epoch: int, train_loss: float, val_loss: float) -> None:
+        """Stop before a diverged epoch is saved (so no NaN weights ever become `best`): the
+        losses and every weight must be finite. The last steps' updates are seen only here."""
+        bad = [f"the {what} loss ({value:g})" for what, value in (("training", train_loss), (self.val_label, val_loss))
+               if not math.isfinite(value)]
+        weights = non_finite_arrays({name: p.data for name, p in self.model.named_parameters()}, self.device.xp)
+        if weights:
+            bad.append(f"weights ({names_in_short(weights)})")
+        if bad:
+            raise DivergedError(
+                f"{' and '.join(bad)} became NaN/inf in epoch {epoch}; stopped. {self.run_dir / 'last.npz'} "
+                f"keeps epoch {self.saved_epoch} (try a smaller --lr)")
+
+    def warn_if_exploded(self, train_loss: float) -> None:
+        """One warning per run when the loss is finite but far beyond chance: it has blown up."""
+        classes = len(self.splits.classes)
+        if not self.warned_exploded and exploded(train_loss, classes):
+            self.warned_exploded = True
+            self.log(f"warning: the training loss {format_loss(train_loss)} is far above chance level "
+                     f"({math.log(classes):.2f} for {classes} classes): the run has probably diverged "
+                     f"(try a smaller --lr)")
+
     def interrupted(self) -> TrainResult:
         if self.saved_epoch != self.epoch:  # Ctrl-C came while that epoch's checkpoints were written
             self.save_epoch()
@@ -230,12 +279,13 @@ class Trainer:
         restore(load_checkpoint(self.run_dir / f"{tested}.npz"), self.model)
         test = evaluate(self.model, self.loaders["test"])
         result = self.result(test)
-        summary = {"test_accuracy": test.accuracy, "test_loss": test.loss, "tested": tested,
+        summary = {"test_accuracy": test.accuracy, "test_loss": finite_or_none(test.loss), "tested": tested,
                    "epoch_tested": result.epoch_tested,
                    "reported": self.spec.reported, "reported_accuracy": self.spec.reported_accuracy,
                    "epochs": self.epoch, "seconds": result.seconds}
-        write_atomically(self.run_dir / "result.json", lambda f: f.write(json.dumps(summary, indent=1).encode()))
-        self.log(f"test accuracy {test.accuracy:.2%} (loss {test.loss:.3f}), {tested} checkpoint "
+        text = json.dumps(summary, indent=1, allow_nan=False)  # a NaN would make it unreadable as JSON
+        write_atomically(self.run_dir / "result.json", lambda f: f.write(text.encode()))
+        self.log(f"test accuracy {test.accuracy:.2%} (loss {format_loss(test.loss)}), {tested} checkpoint "
                  f"(epoch {summary['epoch_tested']} of {self.epoch}) | report {self.report_id}: {self.spec.reported}")
         if self.splits.val_is_test and tested == "best":
             self.log("note: this recipe validates on the test set (as the report did), so the best epoch "
@@ -260,24 +310,35 @@ def _spec_for(config: TrainConfig, spec):
 
 def train(config: TrainConfig, *, out="runs", run_dir=None, spec=None, data=None, progress=True,
           log=tqdm.write) -> TrainResult:
-    """Train `config` from scratch into `run_dir` (default: out/<arch>-<timestamp>/).
+    """Train `config` from scratch into `run_dir` (default: a new out/<arch>-<timestamp>[-n]/).
 
     spec: the ModelSpec to build (default: the zoo's config.arch); data: a loaded minicnn.data.Cifar
     to use instead of reading config.data (tests).
     """
     spec = _spec_for(config, spec)
-    trainer = Trainer(config, spec, run_dir or _new_run_dir(out, config.arch), data, progress, log)
-    return trainer.run()
+    trainer = Trainer(config, spec, run_dir, data, progress, log)  # bad data fails before any folder is made
+    if run_dir is None:
+        trainer.run_dir = claim_folder(out, f"{config.arch}-{time.strftime('%Y%m%d-%H%M%S')}")
+    trainer.run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(trainer.run_dir, f"run folder {trainer.run_dir}"):
+        return trainer.run()
 
 
 def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, spec=None, data=None,
            progress=True, log=tqdm.write) -> TrainResult:
     """Continue the run in `run_dir` from its last checkpoint, optionally to a new epoch count."""
     run_dir = Path(run_dir)
-    if not (run_dir / "last.npz").is_file():
+    if not [path for path in run_dir.glob("*.npz") if not path.name.startswith(".")]:
         raise TrainError(f"--resume {run_dir}: not a run folder (no last.npz); "
                          f"pass a folder that `minicnn train` wrote, e.g. runs/<arch>-<time>")
-    checkpoint = load_checkpoint(run_dir / "last.npz")
+    with RunLock(run_dir, f"--resume {run_dir}") as lock:
+        if lock.took_over:
+            log(f"note: took over the lock of {lock.took_over}, which is no longer running")
+        return _resume_locked(run_dir, epochs, device, data_dir, workers, spec, data, progress, log)
+
+
+def _resume_locked(run_dir: Path, epochs, device, data_dir, workers, spec, data, progress, log) -> TrainResult:
+    checkpoint = newest_intact(run_dir, log)
     changes = {k: v for k, v in dict(epochs=epochs, device=device, data=data_dir, workers=workers).items()
                if v is not None}
     config = TrainConfig.from_dict(checkpoint.meta["config"]).replace(**changes)

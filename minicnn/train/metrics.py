@@ -1,8 +1,10 @@
 """What a run leaves for people: metrics.csv (one row per epoch), curves.png, confusion matrices.
 
 Plots use matplotlib's object API (Figure + Agg canvas), never pyplot, so no global backend is
-switched and nothing needs a display. Files are rewritten whole from the run's history, through
-the same atomic write as checkpoints: after a resume they hold exactly the epochs that happened.
+switched and nothing needs a display. matplotlib is imported by the functions that draw: it takes
+about a second to import, which every command that draws nothing would otherwise pay. Files are
+rewritten whole from the run's history, through the same atomic write as checkpoints: after a
+resume they hold exactly the epochs that happened.
 """
 from __future__ import annotations
 
@@ -10,8 +12,6 @@ import io
 from pathlib import Path
 
 import numpy as np
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from minicnn.train.checkpoint import write_atomically
 
@@ -26,7 +26,7 @@ def write_metrics_csv(path: Path, history: list[dict]) -> None:
     write_atomically(Path(path), lambda f: f.write(("\n".join(lines) + "\n").encode()))
 
 
-def _save(figure: Figure, path: Path) -> None:
+def _save(figure, path: Path) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     write_atomically(Path(path), lambda f: f.write(buffer.getvalue()))
@@ -34,6 +34,8 @@ def _save(figure: Figure, path: Path) -> None:
 
 def plot_curves(path: Path, history: list[dict], title: str, val_label: str = "validation") -> None:
     """Loss and accuracy per epoch, train against validation, side by side."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     figure = Figure(figsize=(10, 4), layout="constrained")
     epochs = [row["epoch"] for row in history]
     for axes, metric, name in zip(figure.subplots(1, 2), ("loss", "acc"), ("loss", "accuracy")):
@@ -53,6 +55,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: i
 
 def plot_confusion(path: Path, matrix: np.ndarray, classes: list[str], title: str) -> None:
     """Row-normalized confusion matrix (each row sums to 1); counts are printed in cells when K <= 20."""
+    from matplotlib.figure import Figure
     k = len(classes)
     rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = max(6.0, 0.35 * k)

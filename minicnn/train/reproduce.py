@@ -15,6 +15,7 @@ from minicnn.train.checkpoint import write_atomically
 from minicnn.train.config import TrainConfig
 from minicnn.train.errors import TrainError
 from minicnn.train.loop import train
+from minicnn.train.runfolder import claim_folder
 
 
 def shortened(recipe, epoch_scale=None, epochs=None) -> dict:
@@ -39,12 +40,16 @@ def reproduce(specs, *, out="runs", epoch_scale=None, epochs=None, seed=0, devic
     """Train each spec with its recipe (shortened if asked) and write out/reproduce-<time>.md."""
     if not specs:
         raise TrainError("nothing to reproduce: no networks selected")
-    out = Path(out) / f"reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
+    configs = [TrainConfig.from_spec(spec, seed=seed, device=device, data=data_dir, limit=limit, workers=workers,
+                                     **shortened(spec.recipe, epoch_scale, epochs)) for spec in specs]
+    out = claim_folder(out, f"reproduce-{time.strftime('%Y%m%d-%H%M%S')}")
     rows = []
-    for spec in specs:
-        config = TrainConfig.from_spec(spec, seed=seed, device=device, data=data_dir, limit=limit, workers=workers,
-                                       **shortened(spec.recipe, epoch_scale, epochs))
-        result = train(config, out=out, spec=spec, data=data, progress=progress, log=log)
+    for spec, config in zip(specs, configs):
+        try:
+            result = train(config, out=out, spec=spec, data=data, progress=progress, log=log)
+        finally:
+            if not rows and not any(out.iterdir()):  # the first run failed before writing anything
+                out.rmdir()
         if result.interrupted:
             raise KeyboardInterrupt
         rows.append(table_row(spec, result))
@@ -55,7 +60,7 @@ def table_row(spec, result, failure=None) -> str:
     """The table's row of one run; `failure` (one line) stands in the measured cell of a run that failed."""
     measured = (f"failed: {failure}" if failure else
                 f"{_percent(result.test_accuracy)} ({result.tested}, epoch {result.epoch_tested})")
-    return (f"| {spec.name} | {spec.report} {', '.join(spec.aliases)} | {spec.reported} | {measured} | "
+    return (f"| {spec.name} | {', '.join(spec.aliases) or spec.report} | {spec.reported} | {measured} | "
             f"{len(result.history)} of {spec.recipe.epochs} | {result.seconds:.0f} | {result.run_dir.name} |")
 
 
@@ -70,7 +75,7 @@ def write_table(out: Path, rows, *, epoch_scale=None, epochs=None, limit=None, l
     notes.append("Measured = test accuracy of the checkpoint the recipe keeps. Recipes that validate on the "
                  "test set (reports A, C, D) pick their best epoch by test accuracy, as the reports did.")
     text = "\n".join(["# minicnn: measured against the reports", "", *notes, "",
-                      "| network | report | reported | measured (test) | epochs | seconds | run |",
+                      "| network | id in the report | reported | measured (test) | epochs | seconds | run |",
                       "|---|---|---|---|---|---|---|", *rows, ""])
     out.mkdir(parents=True, exist_ok=True)
     table = out / "reproduce.md"

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from minicnn.backends import to_host
 from minicnn.autograd import Tensor, no_grad
 from minicnn.nn.module import capture
+from minicnn.progress import hide_bar
 
 
 def model_device(model):
@@ -68,7 +69,7 @@ def features(model, images: np.ndarray, layer: str, batch_size: int = 256,
     model.get_layer(layer)  # an unknown name fails before any work
     rows = []
     for start in tqdm(range(0, len(images), batch_size), desc=f"features of {layer}", unit="batch",
-                      disable=not progress):
+                      disable=hide_bar(progress)):
         batch = images[start:start + batch_size]
         rows.append(activations(model, batch, [layer])[layer].reshape(len(batch), -1))
     return np.concatenate(rows)

@@ -42,6 +42,7 @@ def visualize(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     data: Optional[Path] = typer.Option(None, help="Data folder (default: where the run read its data)."),
     show: bool = typer.Option(False, help="Also open the figures in a window, where one can open."),
+    progress: bool = typer.Option(True, help="Show progress bars (drawn only when stderr is a terminal)."),
 ):
     """Look inside a trained network: feature maps, filters, CAM / Grad-CAM, t-SNE (+ GMM)."""
     from minicnn.viz import views
@@ -50,6 +51,8 @@ def visualize(
 
     if what not in WHATS:
         raise VizError(f"--what must be one of {', '.join(WHATS)}, got {what!r}")
+    if limit < 1:
+        raise VizError(f"--limit must be at least 1, got {limit}")
     loaded = load_run(run, checkpoint=checkpoint, device=device, runs_root=runs)
     folder = out or loaded.run_dir / "figures"
     data_dir = str(data) if data else None
@@ -58,9 +61,10 @@ def visualize(
     if what == "filters":
         drawn = views.filters(loaded, layer, folder)
     elif what == "tsne":
-        drawn = views.tsne(loaded, layer, folder, samples, gmm, data_dir=data_dir)
+        drawn = views.tsne(loaded, layer, folder, samples, gmm, data_dir=data_dir, progress=progress)
     elif what == "tsne-progress":
-        drawn = views.tsne_progress(loaded.run_dir, layer, folder, samples, device, data_dir=data_dir)
+        drawn = views.tsne_progress(loaded.run_dir, layer, folder, samples, device, data_dir=data_dir,
+                                    progress=progress)
     else:
         inputs = choose_inputs(loaded, images or image, data_dir=data_dir)
         if what == "maps":

@@ -11,12 +11,12 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from sklearn.mixture import GaussianMixture
-from threadpoolctl import threadpool_limits  # installed with scikit-learn, which uses it itself
 from tqdm import tqdm
+
+from minicnn.progress import hide_bar
+
+# scikit-learn (with SciPy) takes seconds to import: each function below imports what it uses,
+# so `minicnn --help` and every command that draws no t-SNE start without it.
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ def free_cores() -> int:
 
 def reduce(features: np.ndarray, config: EmbedConfig = EmbedConfig()) -> np.ndarray:
     """features: (N, D) -> (N, min(pca_dims, N, D)) principal components (float64)."""
+    from sklearn.decomposition import PCA
     dims = min(config.pca_dims, *features.shape)
     if dims == features.shape[1]:
         return features.astype(np.float64)
@@ -49,6 +50,7 @@ def reduce(features: np.ndarray, config: EmbedConfig = EmbedConfig()) -> np.ndar
 
 def tsne(points: np.ndarray, config: EmbedConfig = EmbedConfig()) -> np.ndarray:
     """points: (N, d) -> (N, 2) t-SNE coordinates (PCA-initialized, so reruns agree)."""
+    from sklearn.manifold import TSNE
     if len(points) < 5:
         raise ValueError(f"t-SNE needs at least 5 samples, got {len(points)}")
     perplexity = min(config.perplexity, (len(points) - 1) / 3)
@@ -61,6 +63,7 @@ def fit_gmm(points: np.ndarray, components: int, config: EmbedConfig = EmbedConf
     if not 1 <= components <= len(points):
         raise ValueError(f"--gmm needs between 1 and {len(points)} components (the sample count), "
                          f"got {components}")
+    from sklearn.mixture import GaussianMixture
     mixture = GaussianMixture(components, covariance_type=config.covariance, reg_covar=1e-4,
                               random_state=config.seed)
     return mixture.fit_predict(points)
@@ -69,6 +72,7 @@ def fit_gmm(points: np.ndarray, components: int, config: EmbedConfig = EmbedConf
 def cluster_scores(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
     """How well unsupervised clusters match the labels: adjusted Rand index (0 = chance, 1 =
     the same partition) and normalized mutual information (0 = independent, 1 = identical)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
     return {"adjusted_rand_index": float(adjusted_rand_score(labels, clusters)),
             "normalized_mutual_info": float(normalized_mutual_info_score(labels, clusters))}
 
@@ -84,9 +88,11 @@ class Embedding:
 def embed(features: np.ndarray, labels: np.ndarray, components: int | None = None,
           config: EmbedConfig = EmbedConfig(), progress: bool = True) -> Embedding:
     """PCA, then t-SNE, then (if components) a Gaussian mixture, with a bar over the stages."""
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn, which uses it itself
     stages = ["PCA", "t-SNE"] + (["GMM"] if components else [])
     with threadpool_limits(config.threads or free_cores()), \
-            tqdm(total=len(stages), desc=f"embedding {len(features)} points", unit="stage", disable=not progress) as bar:
+            tqdm(total=len(stages), desc=f"embedding {len(features)} points", unit="stage",
+                 disable=hide_bar(progress)) as bar:
         def stage(name, work):
             bar.set_postfix_str(name)
             result = work()

@@ -19,6 +19,8 @@ CELL = 1.0         # inches per small panel (a feature map, a filter)
 BIG_CELL = 2.0     # inches per large panel (a CAM overlay)
 TITLE = 0.6        # inches above a grid for its title (two lines)
 CAPTION = 0.4      # inches for two lines of small text over a panel
+BAR = 0.9          # inches at the right of a figure for its colour bar and the bar's label
+NAMES = 0.2        # inches under the every-layer figure for the class names of its last row
 
 
 def to_display(images: np.ndarray) -> np.ndarray:
@@ -39,11 +41,24 @@ def grid_shape(count: int) -> tuple[int, int]:
     return math.ceil(count / cols), cols
 
 
-def _margins(figure, space=0.08, headroom=0.0) -> dict:
-    """gridspec keywords: a thin border, TITLE (+ headroom for panel titles) inches free at the top."""
-    return dict(left=0.2 / figure.get_figwidth(), right=1 - 0.2 / figure.get_figwidth(),
-                bottom=0.1 / figure.get_figheight(), top=1 - (TITLE + headroom) / figure.get_figheight(),
+def _margins(figure, space=0.08, headroom=0.0, right=0.0, bottom=0.0) -> dict:
+    """gridspec keywords: a thin border, TITLE (+ headroom for panel titles) inches free at the
+    top, and `right` / `bottom` more inches free for a colour bar or labels."""
+    return dict(left=0.2 / figure.get_figwidth(), right=1 - (0.2 + right) / figure.get_figwidth(),
+                bottom=(0.1 + bottom) / figure.get_figheight(), top=1 - (TITLE + headroom) / figure.get_figheight(),
                 wspace=space, hspace=space)
+
+
+def _colour_bar(figure, drawn, under, label, ends=None):
+    """A horizontal colour bar for `drawn` (an imshow result) under the axes `under`, below its
+    label. An inset of that axes, so the figure's own axes stay the panels. ends: words for the
+    two ends instead of numbers (for per-map scales)."""
+    bar = under.inset_axes([0.05, -0.45, 0.9, 0.07])
+    colour_bar = figure.colorbar(drawn, cax=bar, orientation="horizontal")
+    colour_bar.set_label(label, fontsize=7)
+    bar.tick_params(labelsize=6)
+    if ends:
+        colour_bar.set_ticks(drawn.get_clim(), labels=ends)
 
 
 def _title(figure, text, fontsize=10):
@@ -60,26 +75,32 @@ def _blank(axes):
 
 
 def feature_maps_figure(image: np.ndarray, maps: np.ndarray, layer: str, shared_scale: bool = True,
-                        limit: int = 64) -> Figure:
-    """The input image (2x2 cells, at the left) beside a grid of the layer's first `limit` maps.
+                        limit: int = 64, caption: str = "input") -> Figure:
+    """The input image (2x2 cells, at the left; `caption` and the colour bar under it) beside a
+    grid of the layer's first `limit` maps.
 
     image: (H, W, 3) in [0, 1]; maps: (C, h, w). shared_scale: one colour range for every map
-    (compares channels) or each map's own (shows the pattern inside weak maps)."""
+    (compares channels) or each map's own (shows the pattern inside weak maps). caption: e.g.
+    the image's class and the network's prediction."""
     shown = maps[:limit]
     rows, cols = grid_shape(len(shown))
-    figure = Figure(figsize=((cols + 2) * CELL, max(rows, 2) * CELL + TITLE))
-    spec = figure.add_gridspec(max(rows, 2), cols + 2, **_margins(figure, 0.15))
-    axes = figure.add_subplot(spec[0:2, 0:2])
-    axes.imshow(image)
-    axes.set_title("input", fontsize=8)
-    _blank(axes)
+    figure = Figure(figsize=((cols + 2) * CELL, max(rows, 3) * CELL + TITLE))  # row 3: caption and colour bar
+    spec = figure.add_gridspec(max(rows, 3), cols + 2, **_margins(figure, 0.15))
+    input_axes = figure.add_subplot(spec[0:2, 0:2])
+    input_axes.imshow(image)
+    input_axes.set_xlabel(caption, fontsize=8)
+    _blank(input_axes)
     low, high = float(shown.min()), float(shown.max())
     for index, channel in enumerate(shown):
         axes = figure.add_subplot(spec[index // cols, 2 + index % cols])
         scale = dict(vmin=low, vmax=high) if shared_scale else {}
-        axes.imshow(channel, cmap="viridis", **scale)
+        drawn = axes.imshow(channel, cmap="viridis", **scale)
         axes.set_title(str(index), fontsize=6, pad=1)
         _blank(axes)
+    if shared_scale:
+        _colour_bar(figure, drawn, input_axes, "activation (all maps)")
+    else:
+        _colour_bar(figure, drawn, input_axes, "each map: its own min to max", ends=("min", "max"))
     count = f"all {len(maps)} channels" if len(shown) == len(maps) else f"first {len(shown)} of {len(maps)} channels"
     scale = f"shared colour scale [{low:.3g}, {high:.3g}]" if shared_scale else "per-map colour scale"
     _title(figure, f"{layer}: {count}, {maps.shape[1]}x{maps.shape[2]} each; {scale}")
@@ -124,26 +145,48 @@ def filters_figure(weight: np.ndarray, layer: str, limit: int = 64, grid: int = 
 
 
 def cam_figure(images: np.ndarray, heatmaps: np.ndarray, titles: list[list[str]], captions: list[str],
-               title: str) -> Figure:
-    """One row per image: the image, then one overlay per class shown.
+               title: str, empty: np.ndarray | None = None) -> Figure:
+    """Per image a group of panels: the image, then one overlay per class shown. Groups fill a
+    grid (cam_groups_per_row) rather than one tall column, and a colour bar sits at the right.
 
     images: (N, H, W, 3) in [0, 1]; heatmaps: (N, K, H, W) in [0, 1]; titles[n][k] names
-    overlay k of image n; captions[n] sits over image n (e.g. its prediction)."""
+    overlay k of image n; captions[n] sits over image n (e.g. its prediction). empty: (N, K)
+    True where the map was all zeros (no evidence for the class): that panel says so."""
     count, shown = heatmaps.shape[:2]
-    figure = Figure(figsize=((shown + 1) * BIG_CELL, count * BIG_CELL + TITLE + CAPTION))
-    grid = figure.subplots(count, shown + 1, squeeze=False,
-                           gridspec_kw={**_margins(figure, 0.1, headroom=CAPTION), "hspace": 0.35})
+    per_row = cam_groups_per_row(count, shown)
+    rows, cols = math.ceil(count / per_row), per_row * (shown + 1)
+    figure = Figure(figsize=(cols * BIG_CELL + BAR, rows * BIG_CELL + TITLE + CAPTION))
+    grid = figure.subplots(rows, cols, squeeze=False,
+                           gridspec_kw={**_margins(figure, 0.1, headroom=CAPTION, right=BAR), "hspace": 0.35})
+    for axes in grid.ravel():
+        _blank(axes)
+        axes.set_axis_off()
     for n in range(count):
-        grid[n, 0].imshow(images[n])
-        grid[n, 0].set_title(captions[n], fontsize=8)
+        group = grid[n // per_row, (n % per_row) * (shown + 1):][:shown + 1]
+        group[0].set_axis_on()
+        group[0].imshow(images[n])
+        group[0].set_title(captions[n], fontsize=8)
         for k in range(shown):
-            grid[n, k + 1].imshow(images[n])
-            grid[n, k + 1].imshow(heatmaps[n, k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            grid[n, k + 1].set_title(titles[n][k], fontsize=8)
-        for axes in grid[n]:
-            _blank(axes)
+            axes = group[k + 1]
+            axes.set_axis_on()
+            axes.imshow(images[n])
+            overlay = axes.imshow(heatmaps[n, k], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+            axes.set_title(titles[n][k], fontsize=8)
+            if empty is not None and empty[n, k]:
+                axes.text(0.5, 0.5, "all-zero map:\nno evidence\nfor this class", transform=axes.transAxes,
+                          ha="center", va="center", fontsize=8, bbox=dict(facecolor="white", alpha=0.8))
+    width, height = figure.get_figwidth(), figure.get_figheight()
+    grid_height = height - TITLE - CAPTION - 0.1  # the panels' span, captions included
+    bar = figure.add_axes([1 - (BAR - 0.15) / width, (0.1 + 0.1 * grid_height) / height, 0.15 / width,
+                           0.8 * grid_height / height])
+    figure.colorbar(overlay, cax=bar).set_label("map value / the map's maximum", fontsize=8)
     _title(figure, title)
     return figure
+
+
+def cam_groups_per_row(count: int, shown: int) -> int:
+    """How many (image + `shown` overlays) groups share a row: about twice as wide as tall."""
+    return min(count, max(1, math.ceil(2 * math.sqrt(count) / (shown + 1))))
 
 
 def _scatter(axes, coords, groups, names, title, legend=True):
@@ -192,17 +235,21 @@ def progress_figure(panels: list, classes: list[str], title: str) -> Figure:
     return figure
 
 
-def all_layers_figure(image: np.ndarray, outputs: dict, title: str, limit: int = 8) -> Figure:
+def all_layers_figure(image: np.ndarray, outputs: dict, title: str, limit: int = 8, caption: str = "",
+                      classes: list[str] | None = None) -> Figure:
     """One row per layer: its name and shape, then its first `limit` maps (each on its own scale).
-    A layer with a vector output (N, D) shows the vector as one strip.
+    A layer with a vector output (N, D) shows the vector as one strip; a strip of one value per
+    class names the classes under it.
 
-    image: (H, W, 3) in [0, 1]; outputs: {layer: (C, h, w) or (D,)} for one image, in order."""
+    image: (H, W, 3) in [0, 1]; outputs: {layer: (C, h, w) or (D,)} for one image, in order;
+    caption: beside the input (its class, the prediction); classes: the class names."""
     rows = len(outputs) + 1
-    figure = Figure(figsize=((limit + 2) * CELL, rows * CELL + TITLE))
-    spec = figure.add_gridspec(rows, limit + 2, **{**_margins(figure), "hspace": 0.25})
+    figure = Figure(figsize=((limit + 2) * CELL, rows * CELL + TITLE + NAMES))
+    spec = figure.add_gridspec(rows, limit + 2, **{**_margins(figure, bottom=NAMES), "hspace": 0.25})
     axes = figure.add_subplot(spec[0, 2])
     axes.imshow(image)
     _blank(axes)
+    axes.text(1.1, 0.5, caption, transform=axes.transAxes, va="center", fontsize=8)
     _row_label(figure.add_subplot(spec[0, 0:2]), "input", image.shape[:2])
     for row, (layer, value) in enumerate(outputs.items(), start=1):
         _row_label(figure.add_subplot(spec[row, 0:2]), layer, value.shape)
@@ -210,6 +257,9 @@ def all_layers_figure(image: np.ndarray, outputs: dict, title: str, limit: int =
             axes = figure.add_subplot(spec[row, 2:])
             axes.imshow(value[None, :], aspect="auto", cmap="viridis")
             _blank(axes)
+            if classes is not None and len(value) == len(classes) <= 20:
+                axes.set_xticks(range(len(classes)), classes, fontsize=6)
+                axes.tick_params(length=0, pad=2)
             continue
         for index, channel in enumerate(value[:limit]):
             axes = figure.add_subplot(spec[row, 2 + index])

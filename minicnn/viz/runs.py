@@ -41,10 +41,12 @@ class LoadedRun:
 
 
 def latest_run(root=RUNS) -> Path:
-    """The run folder under `root` whose newest checkpoint was written last."""
+    """The run folder under `root` whose newest checkpoint was written last; runs one level down
+    count too (`minicnn reproduce` puts its runs in root/reproduce-<time>/)."""
     root = Path(root)
-    runs = [folder for folder in root.iterdir() if folder.is_dir() and _checkpoints(folder)] \
-        if root.is_dir() else []
+    folders = [folder for folder in root.iterdir() if folder.is_dir()] if root.is_dir() else []
+    folders += [inner for folder in folders for inner in folder.iterdir() if inner.is_dir()]
+    runs = [folder for folder in folders if _checkpoints(folder)]
     if not runs:
         raise VizError(f"no training run in {root}/ to look inside; train one first, e.g. "
                        f"`minicnn train --arch vgg8_bn` (or pass --run FOLDER)")

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from minicnn import nn
+from minicnn.autograd import no_grad
 from minicnn.backends import to_host
 from minicnn.data import load_cifar
 from minicnn.viz import figures
-from minicnn.viz.activations import activations, features, layer_table
+from minicnn.viz.activations import activations, as_input, evaluating, features, layer_table
 from minicnn.viz.cam import cam_layers, class_activation_maps, grad_cam, normalize_maps, softmax, upsample_bilinear
 from minicnn.viz.embed import EmbedConfig, embed
 from minicnn.viz.inputs import Inputs, from_test_set
@@ -64,10 +65,11 @@ def feature_maps(run: LoadedRun, layer: str, inputs: Inputs, out, shared_scale=T
     if maps.ndim != 4:
         raise VizError(f"{layer} outputs vectors {maps.shape[1:]}, not maps; pick a conv layer "
                        f"(`minicnn layers`) or look at it with --what tsne")
+    captions = _captions(run, inputs, _probabilities(run, inputs.x))
     drawn = Drawn()
     for n, name in enumerate(inputs.names):
         figure = figures.feature_maps_figure(figures.to_display(inputs.pixels[n]), maps[n], f"{run.arch} {layer}",
-                                             shared_scale, limit)
+                                             shared_scale, limit, captions[n])
         drawn.paths.append(figures.save(figure, Path(out) / f"maps-{layer}-{_file_part(name)}.png"))
     return drawn
 
@@ -118,13 +120,12 @@ def _heatmaps(run, inputs, out, method, stem, maps_for, topk, target) -> Drawn:
     raw = [first if k == 0 and target is None else maps_for(classes)[0] for k, classes in enumerate(columns)]
     size = inputs.pixels.shape[2:]
     heat = np.stack([normalize_maps(upsample_bilinear(m, size)) for m in raw], axis=1)   # (N, K, H, W)
+    empty = np.stack([~(m > 0).any(axis=(1, 2)) for m in raw], axis=1)                 # (N, K): no evidence
     rows = np.arange(len(logits))
     titles = [[f"{run.classes[c[n]]} p={probabilities[n, c[n]]:.2f}" for c in columns] for n in rows]
-    captions = [f"{inputs.names[n]}: predicted {run.classes[ranked[n, 0]]} {probabilities[n, ranked[n, 0]]:.0%}"
-                + ("" if inputs.labels is None else f"\n(true: {run.classes[inputs.labels[n]]})") for n in rows]
     which = f"class {run.classes[target]}" if target is not None else f"top {len(columns)} predicted"
-    figure = figures.cam_figure(figures.to_display(inputs.pixels), heat, titles, captions,
-                                f"{method}, {which} ({run.label})")
+    figure = figures.cam_figure(figures.to_display(inputs.pixels), heat, titles,
+                                _captions(run, inputs, probabilities), f"{method}, {which} ({run.label})", empty)
     suffix = f"-{run.classes[target]}" if target is not None else (f"-top{topk}" if topk > 1 else "")
     return Drawn([figures.save(figure, Path(out) / f"{stem}-{_file_part(inputs.tag)}{suffix}.png")])
 
@@ -133,18 +134,19 @@ def all_layers(run: LoadedRun, inputs: Inputs, out, limit=8) -> Drawn:
     """Every top-level layer's output for the first image, one row each."""
     names = [path for path, _ in run.model.named_modules() if path and "." not in path]
     outputs = activations(run.model, inputs.x[:1], names)
+    caption = _captions(run, inputs, _probabilities(run, inputs.x[:1]))[0]
     figure = figures.all_layers_figure(figures.to_display(inputs.pixels[0]), {k: v[0] for k, v in outputs.items()},
-                                       f"{run.label}, {inputs.names[0]}", limit)
+                                       f"{run.label}, {inputs.names[0]}", limit, caption, run.classes)
     return Drawn([figures.save(figure, Path(out) / f"layers-{_file_part(inputs.names[0])}.png")])
 
 
 def tsne(run: LoadedRun, layer: str, out, samples=2000, gmm: int | None = None, data=None, data_dir=None,
-         config: EmbedConfig = EmbedConfig()) -> Drawn:
+         config: EmbedConfig = EmbedConfig(), progress=True) -> Drawn:
     """t-SNE of `layer`'s features of the first `samples` test images, coloured by label; with
     gmm=K, a K-component mixture beside it and its agreement with the labels (printed and saved)."""
     check_layer(run.model, layer)
     inputs = _first_test_images(run, samples, data, data_dir)
-    result = embed(features(run.model, inputs.x, layer), inputs.labels, gmm, config)
+    result = embed(features(run.model, inputs.x, layer, progress=progress), inputs.labels, gmm, config, progress)
     figure = figures.embedding_figure(result, run.classes, f"t-SNE of {layer} ({len(inputs.labels)} test images, "
                                                            f"{run.label})")
     stem = Path(out) / (f"tsne-{layer}" + (f"-gmm{gmm}" if gmm else ""))
@@ -159,7 +161,7 @@ def tsne(run: LoadedRun, layer: str, out, samples=2000, gmm: int | None = None, 
 
 
 def tsne_progress(run_dir, layer: str | None, out, samples=1000, device="auto", data=None, data_dir=None,
-                  config: EmbedConfig = EmbedConfig()) -> Drawn:
+                  config: EmbedConfig = EmbedConfig(), progress=True) -> Drawn:
     """One t-SNE panel per checkpoint the run kept (per improvement when it kept every epoch)."""
     paths, which = improvement_checkpoints(run_dir)
     panels, inputs, runs = [], None, []
@@ -173,11 +175,26 @@ def tsne_progress(run_dir, layer: str | None, out, samples=1000, device="auto", 
         accuracy = next((row["val_acc"] for row in meta["history"] if row["epoch"] == meta["epoch"]), None)
         caption = ("" if path.stem.startswith("epoch-") else f"{path.stem}: ") + f"epoch {meta['epoch']}" \
             + ("" if accuracy is None else f", val {accuracy:.2%}")
-        panels.append((caption, embed(features(run.model, inputs.x, layer), inputs.labels, None, config)))
+        embedding = embed(features(run.model, inputs.x, layer, progress=progress), inputs.labels, None, config, progress)
+        panels.append((caption, embedding))
         runs.append(run)
     figure = figures.progress_figure(panels, runs[-1].classes,
                                      f"t-SNE of {layer} as {runs[-1].arch} trained ({len(inputs.labels)} test images)")
     return Drawn([figures.save(figure, Path(out) / f"tsne-progress-{layer}.png")], [f"panels: {which}"])
+
+
+def _probabilities(run: LoadedRun, x: np.ndarray) -> np.ndarray:
+    """The network's class probabilities (N, K) for normalized images x (N, 3, H, W)."""
+    with evaluating(run.model), no_grad():
+        return softmax(to_host(run.model(as_input(run.model, x)).data))
+
+
+def _captions(run: LoadedRun, inputs: Inputs, probabilities: np.ndarray) -> list[str]:
+    """Per image two lines: its name and true class (for test images), then the prediction."""
+    predicted = probabilities.argmax(axis=1)
+    return [(name if inputs.labels is None else f"{name}: {run.classes[inputs.labels[n]]}")
+            + f"\npredicted {run.classes[predicted[n]]} {probabilities[n, predicted[n]]:.0%}"
+            for n, name in enumerate(inputs.names)]
 
 
 def _first_test_images(run, samples, data, data_dir) -> Inputs:

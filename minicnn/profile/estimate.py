@@ -1,0 +1,108 @@
+"""How long a launch would take on a GPU: a roofline lower bound and a counter-based estimate.
+
+    bound     = max(FLOPs / peak FP32, minimum DRAM bytes / DRAM bandwidth)
+    estimate  = max(flop, dram, l1, shared, issue) * tail + LAUNCH_OVERHEAD, where
+      flop    FLOPs / FP32 peak of the SMs the grid occupies
+      dram    minimum bytes / global coalescing efficiency / bandwidth: a half-used sector
+              still crosses the bus
+      l1      sectors the counters saw / (4 sectors per clock per SM): every request, even one
+              L2 serves, passes the SM's load/store unit
+      shared  wavefronts the counters saw / (1 per clock per SM): bank conflicts add wavefronts
+      issue   FP instructions * (instructions per FP instruction in the static main loop) /
+              (4 per clock per SM): the address arithmetic around the FMAs
+      dram and l1 are divided by min(1, achieved occupancy / 25%): too few warps cannot keep
+      enough loads in flight to hide DRAM latency.
+      tail    ceil(waves) / waves: the last wave of blocks leaves SMs idle.
+FLOPs are the useful ones (2 per multiply-add of a conv or GEMM; a few per element elsewhere);
+the minimum DRAM bytes count every array argument once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from minicnn.profile.gpus import Gpu, Occupancy, occupancy
+
+LAUNCH_OVERHEAD = 2e-6        # seconds between back-to-back dependent launches on one stream
+L1_SECTORS_PER_CLOCK = 4      # per SM: 128 bytes per clock through the load/store unit
+SHARED_WAVEFRONTS_PER_CLOCK = 1
+ISSUE_PER_CLOCK = 4           # warp instructions per SM per clock (4 schedulers)
+LATENCY_OCCUPANCY = 0.25      # occupancy needed to reach full memory throughput
+GEMM_FAMILIES = ("gemm_v1", "gemm_v2")
+CONV_FAMILIES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+# FLOPs per element of the largest array, for the kernels that are not products.
+FLOPS_PER_ELEMENT = {"adam_update": 12, "sgd_update": 4, "bn_normalize": 4, "bn_backward_dx": 8,
+                     "bn_eval": 4, "bn_sqdev_partial_sums": 3, "bn_dot_partial_sums": 3,
+                     "softmax_forward": 5, "log_softmax_forward": 5, "cross_entropy_forward_labels": 5,
+                     "cross_entropy_forward_soft": 6, "sigmoid_forward": 4, "dropout_forward": 2,
+                     "affine_warp": 20, "adjust_colour": 12}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    flops: float
+    min_bytes: float
+    occupancy: Occupancy | None  # None without the compiler's register count
+    bound: float                 # seconds, roofline lower bound
+    seconds: float               # seconds, the counter-based estimate
+    limiter: str                 # the largest term: "flop", "dram", "l1", "shared", "issue" or "launch"
+    terms: dict                  # term -> seconds (before tail and launch overhead)
+
+
+def useful_flops(record) -> float:
+    """The FLOPs the launch must do for its shapes (see the module docstring)."""
+    scalars = [i for i, a in enumerate(record.args) if a.shape is None]
+    if record.family in GEMM_FAMILIES:
+        m, n, k = (record.scalar(i) for i in scalars[:3])
+        return 2.0 * m * n * k
+    if record.family in CONV_FAMILIES:
+        s = [record.scalar(i) for i in scalars]
+        batch, channels, filters, kh, kw, ho, wo = s[0], s[1], s[4], s[5], s[6], s[11], s[12]
+        return 2.0 * batch * filters * ho * wo * channels * kh * kw
+    largest = max((a.size for a in record.args), default=0)
+    return float(FLOPS_PER_ELEMENT.get(record.family, 1) * largest)
+
+
+def minimum_bytes(record) -> float:
+    return float(sum(a.nbytes for a in record.args))
+
+
+def estimate(record, gpu: Gpu, facts=None) -> Estimate:
+    """record: a LaunchRecord (with .counters when it was counted); facts: its KernelFacts."""
+    flops, min_bytes = useful_flops(record), minimum_bytes(record)
+    threads, blocks = record.threads_per_block, record.blocks
+    occ = None
+    if facts is not None:
+        occ = occupancy(gpu, threads, facts.registers, facts.static_shared + record.shared_mem)
+    warps_per_block = math.ceil(threads / 32)
+    blocks_per_sm = occ.blocks_per_sm if occ and occ.blocks_per_sm else max(1, gpu.max_warps_per_sm // warps_per_block)
+    active_sms = min(gpu.sm_count, blocks)
+    resident = min(blocks_per_sm, math.ceil(blocks / gpu.sm_count))
+    achieved = resident * warps_per_block / gpu.max_warps_per_sm
+    latency = min(1.0, achieved / LATENCY_OCCUPANCY)
+    sm_clocks = active_sms * gpu.clock_hz
+    counters = record.counters
+    if counters is not None:
+        sectors = counters.total("global", None, "units")
+        wavefronts = counters.total("shared", None, "units")
+        coalescing = counters.efficiency("global")
+    else:  # not counted: assume perfect access
+        sectors, wavefronts, coalescing = min_bytes / 32, 0.0, 1.0
+    terms = {
+        "flop": flops / (gpu.peak_fp32 * active_sms / gpu.sm_count),
+        "dram": min_bytes / coalescing / gpu.dram_bandwidth / latency,
+        "l1": sectors / (L1_SECTORS_PER_CLOCK * sm_clocks) / latency,
+        "shared": wavefronts / (SHARED_WAVEFRONTS_PER_CLOCK * sm_clocks),
+        "issue": 0.0,
+    }
+    per_fp = facts.mix.loop_per_fp if facts is not None and facts.mix is not None else None
+    if per_fp and record.family in GEMM_FAMILIES + CONV_FAMILIES:
+        terms["issue"] = flops / 2 / 32 * per_fp / (ISSUE_PER_CLOCK * sm_clocks)
+    waves = blocks / (blocks_per_sm * gpu.sm_count)
+    tail = math.ceil(waves) / waves if waves >= 1 else 1.0
+    limiter = max(terms, key=terms.get)
+    seconds = terms[limiter] * tail + LAUNCH_OVERHEAD
+    if terms[limiter] * tail < LAUNCH_OVERHEAD:
+        limiter = "launch"
+    bound = max(flops / gpu.peak_fp32, min_bytes / gpu.dram_bandwidth)
+    return Estimate(flops, min_bytes, occ, bound, seconds, limiter, terms)

@@ -1,0 +1,45 @@
+"""What a Recorder does with each launch while profiling (its `execute` callables).
+
+    recorder.reset(execute=CountInEmulator(blocks="sample"))   # counters, sampled blocks
+    recorder.reset(execute=CudaEventTimer())                    # GPU time of each launch
+"""
+from __future__ import annotations
+
+from minicnn.emu.counters import profile_launch
+
+
+class CountInEmulator:
+    """Runs each launch in the emulator with the performance counters on. Only the sampled
+    blocks run (see minicnn.emu.counters), so outputs of a full-size step are incomplete (the
+    profiler's recorder allocates zeros, so the rest stays 0). Fine for counting memory traffic:
+    indices read from such outputs (pool's argmax) stay in range whatever the values, and only
+    value-dependent branches (ReLU's backward skips dy where y <= 0) count fewer loads."""
+
+    def __init__(self, blocks="sample"):
+        self.blocks = blocks
+
+    def __call__(self, record, kernel, grid, block, args, shared_mem):
+        record.counters = profile_launch(kernel, grid, block, args, shared_mem, blocks=self.blocks)
+
+
+class CudaEventTimer:
+    """Brackets each launch with two CUDA events; finish() synchronizes once at the end and
+    fills record.gpu_seconds (no synchronization between launches, as in training)."""
+
+    def __init__(self):
+        import cupy
+        self._cupy = cupy
+        self._pending = []
+
+    def __call__(self, record, kernel, grid, block, args, shared_mem):
+        start, stop = self._cupy.cuda.Event(), self._cupy.cuda.Event()
+        start.record()
+        kernel(grid, block, args, shared_mem)
+        stop.record()
+        self._pending.append((record, start, stop))
+
+    def finish(self) -> None:
+        for record, start, stop in self._pending:
+            stop.synchronize()
+            record.gpu_seconds = self._cupy.cuda.get_elapsed_time(start, stop) / 1e3
+        self._pending.clear()

@@ -1,0 +1,170 @@
+"""minicnn.profile: occupancy by hand, compiler facts, the recorder's launch list, the model."""
+import shutil
+
+import numpy as np
+import pytest
+
+import minicnn as mc
+from minicnn import functional as F, nn
+from minicnn.emu.counters import AccessSite, LaunchCounters
+from minicnn.profile.estimate import LAUNCH_OVERHEAD, estimate, useful_flops
+from minicnn.profile.gpus import get_gpu, occupancy
+from minicnn.profile.recorder import ArgInfo, LaunchRecord, Recorder
+from minicnn.profile.static import parse_listing, parse_ptxas_verbose, static_facts
+
+H100, A100 = get_gpu("h100"), get_gpu("A100")
+
+
+@pytest.mark.parametrize("gpu, threads, registers, shared, blocks, warps, limiter", [
+    # 64 regs * 32 lanes = 2048 per warp -> 32 warps -> 4 blocks of 8 warps; smem would allow 24
+    (H100, 256, 64, 8320, 4, 32, "registers"),
+    # 37 regs -> 1184 per warp, rounded up to 1280 -> 51 warps -> 6 blocks of 8
+    (H100, 256, 37, 0, 6, 48, "registers"),
+    # 49152 + 1024 reserved = 50176 B per block; 167936 // 50176 = 3 blocks of 4 warps
+    (A100, 128, 32, 49152, 3, 12, "shared memory"),
+    # 16 regs: registers allow 32 blocks, but 64 warps // 4 = 16 blocks
+    (H100, 128, 16, 0, 16, 64, "warps"),
+    # one-warp blocks stop at 32 blocks per SM: half the warp slots
+    (H100, 32, 16, 0, 32, 32, "blocks"),
+    (H100, 1024, 255, 0, 0, 0, "does not fit"),   # 255 * 32 * 32 = 261120 > 65536 registers
+    (H100, 256, 300, 0, 0, 0, "does not fit"),    # over 255 registers per thread
+])
+def test_occupancy_matches_hand_computed_cases(gpu, threads, registers, shared, blocks, warps, limiter):
+    occ = occupancy(gpu, threads, registers, shared)
+    assert (occ.blocks_per_sm, occ.warps_per_sm, occ.limiter) == (blocks, warps, limiter)
+    assert occ.fraction == warps / 64
+
+
+def test_gpu_names_are_case_insensitive_and_unknown_ones_are_refused():
+    assert get_gpu("H200").dram_bandwidth > get_gpu("h100").dram_bandwidth
+    assert H100.fp32_lanes_per_sm == pytest.approx(128, rel=1e-3)
+    with pytest.raises(ValueError, match="unknown GPU 'v100': choose one of h100, h200, a100"):
+        get_gpu("v100")
+
+
+PTXAS = """ptxas info    : Compiling entry function '_Z4copyPf' for 'sm_90'
+ptxas info    : Function properties for _Z4copyPf
+    16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads
+ptxas info    : Used 42 registers, used 1 barriers, 4096 bytes smem, 368 bytes cmem[0]
+"""
+PTX = """.visible .entry _Z4loopPf(
+{
+\tmov.u32 \t%r1, %tid.x;
+$L__BB0_1:
+\tld.shared.f32 \t%f1, [%r2];
+\tfma.rn.f32 \t%f2, %f1, %f1, %f2;
+\tdiv.s32 \t%r3, %r1, %r4;
+\tadd.s32 \t%r1, %r1, 1;
+\tsetp.lt.s32 \t%p1, %r1, %r5;
+\t@%p1 bra \t$L__BB0_1;
+\tst.global.f32 \t[%rd1], %f2;
+\tret;
+}
+"""
+
+
+def test_ptxas_verbose_and_ptx_listings_are_parsed():
+    assert parse_ptxas_verbose(PTXAS) == {"_Z4copyPf": dict(registers=42, spill_stores=8, spill_loads=4,
+                                                            stack_bytes=16, static_shared=4096)}
+    mix = parse_listing(PTX, "ptx")["_Z4loopPf"]
+    assert mix.loop == {"shared load": 1, "fp32 (fma/mul/add)": 1, "int div/rem": 1, "int/address": 2,
+                        "branch": 1}
+    assert mix.kernel["global store"] == 1 and mix.kernel["int/address"] == 3
+    assert mix.loop_per_fp == 6 + 19  # the PTX division counts as 20 instructions
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_nvcc_reports_the_gemm_tiles_and_its_main_loop():
+    facts = static_facts("gemm.cu", ["gemm_v2<float, false, false>", "sum_splits<float>"])
+    gemm = facts["gemm_v2<float, false, false>"]
+    assert gemm.static_shared == 2 * 16 * 65 * 4  # a_tile + b_tile, padded rows
+    assert 0 < gemm.registers <= 255 and gemm.spill_stores == 0
+    # one 16-deep k-step unrolled: 16 * 4 * 4 FMAs from 16 * (4 + 4) shared loads
+    assert gemm.mix.loop["fp32 (fma/mul/add)"] == 256 and gemm.mix.loop["shared load"] == 128
+    assert facts["sum_splits<float>"].static_shared == 0
+
+
+def tiny_step(device):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding="same"), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 8 * 8, 10)).to(device)
+    x = mc.tensor(np.random.default_rng(0).random((2, 3, 8, 8)), device=device)
+    loss = F.cross_entropy(model(x), np.array([1, 2]))
+    loss.backward()
+    return loss.item(), model
+
+
+TINY_LAUNCHES = [
+    "conv2d_forward<float>", "relu_forward<float>", "gemm_v2<float, false, true>", "add_bias<float>",
+    "cross_entropy_forward_labels<float>", "sum_partials<float>",                      # loss
+    "cross_entropy_backward_labels<float>",
+    "gemm_v2<float, false, false>", "gemm_v2<float, true, false>",                     # linear dx, dw
+    "channel_partial_sums<float>", "sum_partials<float>",                              # linear db
+    "relu_backward<float>", "conv2d_backward_weight<float>",                           # no dx: x is data
+    "channel_partial_sums<float>", "sum_partials<float>",                              # conv db
+]
+
+
+def test_recorder_lists_every_launch_of_a_tiny_network_and_changes_no_result():
+    recorder = Recorder()
+    device = recorder.device("emu")
+    loss, model = tiny_step(device)
+    assert [r.kernel for r in recorder.launches] == TINY_LAUNCHES
+    first = recorder.launches[0]
+    assert (first.source, first.family, first.block) == ("conv.cu", "conv2d_forward", (256, 1, 1)[:len(first.block)])
+    assert first.args[0] == ArgInfo((2, 4, 8, 8), "float32")
+    assert recorder.allocations > 0 and recorder.host_to_device == 0
+    # the same weights on the plain emulator device give the same loss, bit for bit
+    plain = model.to("emu")
+    x = mc.tensor(np.random.default_rng(0).random((2, 3, 8, 8)), device="emu")
+    assert F.cross_entropy(plain(x), np.array([1, 2])).item() == loss
+
+
+def test_skipped_launches_are_recorded_but_not_run():
+    recorder = Recorder(execute="skip")
+    device = recorder.device("emu")
+    y = device.kernels.relu_forward(np.full(10, -1.0, np.float32))
+    assert [r.kernel for r in recorder.launches] == ["relu_forward<float>"]
+    assert recorder.launches[0].args[2] == ArgInfo(None, "int32", 10)
+    assert recorder.allocations == 1  # the output, through xp.empty_like
+    assert y.shape == (10,)
+
+
+def test_zero_filled_recording_makes_skipped_outputs_zeros():
+    device = Recorder(execute="skip", zero_fill=True).device("emu")
+    y = device.kernels.relu_forward(np.full(1 << 16, -1.0, np.float32))
+    assert not y.any()  # np.empty would hold whatever memory held: counts could change run to run
+
+
+def copy_record(units_per_request: int, wavefronts_per_request: int = 1) -> LaunchRecord:
+    """A 1M-float copy, 4096 blocks of 256 threads, with hand-made counters (all blocks)."""
+    n, requests = 1 << 20, (1 << 20) // 32
+    sites = [AccessSite("x", "global", "load", 4, requests, n, units_per_request * requests, 4 * requests, 4 * n),
+             AccessSite("y", "global", "store", 4, requests, n, 4 * requests, 4 * requests, 4 * n),
+             AccessSite("t", "shared", "load", 4, requests, n, wavefronts_per_request * requests, requests, 4 * n)]
+    counters = LaunchCounters("copy", (4096, 1, 1), (256, 1, 1), 4096, 4096, 0, 0, sites)
+    args = (ArgInfo((n,), "float32"), ArgInfo((n,), "float32"), ArgInfo(None, "int32", n))
+    return LaunchRecord(0, "x.cu", "copy", (4096,), (256,), 0, args, counters=counters)
+
+
+def test_uncoalesced_and_conflicted_launches_estimate_slower_than_the_bound():
+    coalesced, scattered, conflicted = copy_record(4), copy_record(32), copy_record(4, 32)
+    good = estimate(coalesced, H100)
+    assert good.bound == pytest.approx(8 * 2**20 / H100.dram_bandwidth)  # 8 MB moved once
+    waves = 4096 / (8 * 132)  # 8 blocks of 8 warps per SM (no register count given)
+    tail = 4 / waves          # the 4th wave is partly empty
+    assert good.limiter == "dram" and good.seconds == pytest.approx(good.bound * tail + LAUNCH_OVERHEAD)
+    slow = estimate(scattered, H100)
+    assert slow.bound == good.bound and slow.seconds > 1.5 * good.seconds
+    bank = estimate(conflicted, H100)
+    assert bank.terms["shared"] == pytest.approx(32 * good.terms["shared"])
+    assert bank.limiter == "shared" and bank.seconds > 1.3 * good.seconds
+
+
+def test_useful_flops_of_convolutions_and_products():
+    ints = [ArgInfo(None, "int32", v) for v in (8, 16, 32, 32, 64, 3, 3, 1, 1, 1, 1, 32, 32)]
+    conv = LaunchRecord(0, "conv.cu", "conv2d_forward<float>", (1,), (256,), 0,
+                        (ArgInfo((8, 64, 32, 32), "float32"),) * 4 + tuple(ints))
+    assert useful_flops(conv) == 2 * 8 * 64 * 32 * 32 * 16 * 9
+    gemm = LaunchRecord(0, "gemm.cu", "gemm_v2<float, false, true>", (1,), (256,), 0,
+                        (ArgInfo((5, 7), "float32"),) * 3 + tuple(ArgInfo(None, "int32", v) for v in (5, 7, 11, 16)))
+    assert useful_flops(gemm) == 2 * 5 * 7 * 11
