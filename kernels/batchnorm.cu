@@ -10,63 +10,124 @@
 //   backward xhat = (x - mean) * rstd, dbeta = sum(dy), dgamma = sum(dy * xhat),
 //           dx = gamma * rstd / m * (m * dy - dbeta - xhat * dgamma)
 //
-// Launch sequence (cuda.py): the channel sums are reduce.cu's two deterministic passes
-// (grid (C, P) partials, then one thread per channel), so statistics are bitwise reproducible;
-// the per-element kernels here use one thread per element, channel c = (i / S) % C.
-//   train:    channel_partial_sums(x) -> sum_partials(mean) -> bn_sqdev_partial_sums ->
-//             bn_finalize_stats (rstd + running stats, in place) -> bn_normalize
-//   backward: channel_partial_sums(dy), bn_dot_partial_sums -> sum_partials x2 -> bn_backward_dx
-// Version 1 (this one) reads x three times in training; a fused single-pass Welford kernel
-// would read it once, at the cost of a less obvious kernel.
+// Activations folded in (the fused passes, cuda_norm.py): PRE_RELU normalizes relu(x) (a
+// ReLU -> BN pair, as in vgg_like), POST_RELU returns relu(y) (BN -> ReLU, as in vgg8_bn).
+// The ReLU is applied to each value as it is read or written, so the fused pair computes
+// exactly the numbers of the two separate layers, without storing the intermediate map:
+//   PRE_RELU   statistics and xhat of r = max(x, 0); dx = (x > 0) * dx_bn(r)
+//   POST_RELU  y = max(bn(x), 0); the backward uses g = (y > 0) * dy in place of dy
+//
+// Launch sequence (cuda_norm.py), each channel sum one launch of reduce.cu's channel_reduce
+// (per-block partials, the last block of a channel adds them in order: reproducible bits):
+//   train:    bn_mean -> bn_variance (rstd and the running statistics, in place) -> bn_normalize
+//   backward: bn_backward_sums (dbeta and dgamma: grid z = 2) -> bn_backward_dx
+// Version 1 took 5 launches for training (separate partial-sum and finishing kernels) and 5
+// for the backward; version 2 takes 3 and 2. Both read x three times in training; a
+// single-pass (Welford) statistics kernel would read it twice, at the cost of a less
+// obvious kernel.
 #include "reduce.cu"
 
-// partial[c, p] = slice p of sum over channel c of (x - mean[c])^2. Grid (C, P).
-template <typename T>
+template <typename T, bool PRE_RELU>
+__device__ __forceinline__ T bn_input(const T* x, unsigned i) {
+    const T value = x[i];
+    return PRE_RELU && !(value > T(0)) ? T(0) : value;
+}
+
+// mean[c] = sum over channel c of bn_input(x) / count. Grid (C, P).
+template <typename T, bool PRE_RELU>
 __global__ void __launch_bounds__(REDUCE_THREADS)
-bn_sqdev_partial_sums(T* partial, const T* x, const T* mean, int N, int C, int S) {
+bn_mean(T* mean, T* partial, unsigned* arrivals, const T* x, int N, int C, int S) {
     __shared__ T warp_totals[REDUCE_THREADS / 32];
-    channel_slice_sum(partial, N, C, S, warp_totals, [=](long long i, int c) {
-        const T d = x[i] - mean[c];
+    const T count = T(N * S);
+    channel_reduce(partial, arrivals, N, C, S, warp_totals,
+                   [=](unsigned i, int) { return bn_input<T, PRE_RELU>(x, i); },
+                   [=](int c, T total) { mean[c] = total / count; });
+}
+
+// The variance (sum of (x - mean)^2 / count), then rstd and the running statistics updated
+// in place (keep = 1 - momentum; var scaled by m / (m - 1) when unbiased). Grid (C, P).
+template <typename T, bool PRE_RELU>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+bn_variance(T* rstd, T* running_mean, T* running_var, T* partial, unsigned* arrivals,
+            const T* x, const T* mean, int N, int C, int S, T momentum, T keep, T eps,
+            int unbiased) {
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    const int count = N * S;
+    channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        const T d = bn_input<T, PRE_RELU>(x, i) - mean[c];
         return d * d;
+    }, [=](int c, T sqdev) {
+        const T var = sqdev / T(count);
+        rstd[c] = T(1) / dev_sqrt(var + eps);
+        running_mean[c] = running_mean[c] * keep + momentum * mean[c];
+        const T stored_var = unbiased ? var * T(count) / T(count > 1 ? count - 1 : 1) : var;
+        running_var[c] = running_var[c] * keep + momentum * stored_var;
     });
 }
 
-// partial[c, p] = slice p of sum over channel c of dy * xhat. Grid (C, P).
-template <typename T>
-__global__ void __launch_bounds__(REDUCE_THREADS)
-bn_dot_partial_sums(T* partial, const T* dy, const T* x, const T* mean, const T* rstd, int N,
-                    int C, int S) {
-    __shared__ T warp_totals[REDUCE_THREADS / 32];
-    channel_slice_sum(partial, N, C, S, warp_totals, [=](long long i, int c) {
-        return dy[i] * ((x[i] - mean[c]) * rstd[c]);
-    });
+// y of one value of channel c, then max(y, 0) when POST_RELU. (Shared with fused.cu, so
+// fused passes compute the very same bits.)
+template <typename T, bool POST_RELU>
+__device__ __forceinline__ T bn_output(T value, int c, const T* mean, const T* rstd,
+                                       const T* gamma, const T* beta) {
+    const T y = (value - mean[c]) * (rstd[c] * gamma[c]) + beta[c];
+    return POST_RELU && !(y > T(0)) ? T(0) : y;
 }
 
-// From the variance partials: rstd, and the running statistics updated in place.
-// One thread per channel. count = m; keep = 1 - momentum.
-template <typename T>
-__global__ void bn_finalize_stats(T* rstd, T* running_mean, T* running_var, const T* mean,
-                                  const T* sqdev_partial, int C, int P, int count, T momentum,
-                                  T keep, T eps, int unbiased) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    T sqdev = 0;
-    for (int p = 0; p < P; ++p) sqdev += sqdev_partial[c * P + p];
-    const T var = sqdev / T(count);
-    rstd[c] = T(1) / dev_sqrt(var + eps);
-    running_mean[c] = running_mean[c] * keep + momentum * mean[c];
-    const T stored_var = unbiased ? var * T(count) / T(count > 1 ? count - 1 : 1) : var;
-    running_var[c] = running_var[c] * keep + momentum * stored_var;
-}
-
-// y = (x - mean) * (rstd * gamma) + beta. One thread per element.
-template <typename T>
+// y = (x - mean) * (rstd * gamma) + beta, of bn_input(x), then max(y, 0) when POST_RELU.
+// One thread per element.
+template <typename T, bool PRE_RELU, bool POST_RELU>
 __global__ void bn_normalize(T* y, const T* x, const T* mean, const T* rstd, const T* gamma,
                              const T* beta, int total, int C, int S) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
+    y[i] = bn_output<T, POST_RELU>(bn_input<T, PRE_RELU>(x, i), i / S % C, mean, rstd, gamma, beta);
+}
+
+// The gradient reaching the normalization: dy, or dy where the fused ReLU's output y > 0.
+template <typename T, bool POST_RELU>
+__device__ __forceinline__ T bn_output_grad(const T* dy, const T* y, unsigned i) {
+    return POST_RELU && !(y[i] > T(0)) ? T(0) : dy[i];
+}
+
+// dbeta = sum of g, dgamma = sum of g * xhat over each channel (g = bn_output_grad).
+// Grid (C, P, 2): z = 0 sums for dbeta, z = 1 for dgamma. y: the fused ReLU's output
+// (any array when not POST_RELU: it is not read then).
+template <typename T, bool PRE_RELU, bool POST_RELU>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+bn_backward_sums(T* dbeta, T* dgamma, T* partial, unsigned* arrivals, const T* dy, const T* y,
+                 const T* x, const T* mean, const T* rstd, int N, int C, int S) {
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    const bool for_gamma = blockIdx.z == 1;
+    channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        const T g = bn_output_grad<T, POST_RELU>(dy, y, i);
+        return for_gamma ? g * ((bn_input<T, PRE_RELU>(x, i) - mean[c]) * rstd[c]) : g;
+    }, [=](int c, T total) { (for_gamma ? dgamma : dbeta)[c] = total; });
+}
+
+// The gradient of one input value of channel c, from g (the gradient reaching the
+// normalization) and the channel sums. (Shared with fused.cu.)
+template <typename T>
+__device__ __forceinline__ T bn_input_grad(T g, T value, int c, const T* gamma, const T* mean,
+                                           const T* rstd, const T* dbeta, const T* dgamma,
+                                           int count) {
+    const T xhat = (value - mean[c]) * rstd[c];
+    return gamma[c] * rstd[c] / T(count) * (T(count) * g - dbeta[c] - xhat * dgamma[c]);
+}
+
+// dx = gamma * rstd / m * (m * g - dbeta - xhat * dgamma), zero where x <= 0 when PRE_RELU.
+// One thread per element.
+template <typename T, bool PRE_RELU, bool POST_RELU>
+__global__ void bn_backward_dx(T* dx, const T* dy, const T* y, const T* x, const T* gamma,
+                               const T* mean, const T* rstd, const T* dbeta, const T* dgamma,
+                               int total, int C, int S, int count) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
     const int c = i / S % C;
-    y[i] = (x[i] - mean[c]) * (rstd[c] * gamma[c]) + beta[c];
+    const T value = bn_input_grad(bn_output_grad<T, POST_RELU>(dy, y, i),
+                                  bn_input<T, PRE_RELU>(x, i), c, gamma, mean, rstd, dbeta,
+                                  dgamma, count);
+    dx[i] = PRE_RELU && !(x[i] > T(0)) ? T(0) : value;
 }
 
 // Inference: the per-channel affine map of the running statistics. One thread per element.
@@ -78,18 +139,6 @@ __global__ void bn_eval(T* y, const T* x, const T* gamma, const T* beta, const T
     const int c = i / S % C;
     const T scale = gamma[c] / dev_sqrt(running_var[c] + eps);
     y[i] = x[i] * scale + (beta[c] - running_mean[c] * scale);
-}
-
-// dx = gamma * rstd / m * (m * dy - dbeta - xhat * dgamma). One thread per element.
-template <typename T>
-__global__ void bn_backward_dx(T* dx, const T* dy, const T* x, const T* gamma, const T* mean,
-                               const T* rstd, const T* dbeta, const T* dgamma, int total, int C,
-                               int S, int count) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= total) return;
-    const int c = i / S % C;
-    const T xhat = (x[i] - mean[c]) * rstd[c];
-    dx[i] = gamma[c] * rstd[c] / T(count) * (T(count) * dy[i] - dbeta[c] - xhat * dgamma[c]);
 }
 
 // Eval-mode backward. The statistics are constants there, so y = gamma * xhat + beta with

@@ -1,4 +1,4 @@
-// optim.cu - fused optimizer steps: one launch updates one parameter tensor in place.
+// optim.cu - fused optimizer steps, per tensor (version 1) and for all tensors at once (version 2).
 //
 // Maths (g = grad, p = param; numpy_ref.adam_update / sgd_update are the specification):
 //   Adam  g += wd * p                      (L2, when weight_decay and not decoupled)
@@ -10,15 +10,24 @@
 //
 // Thread layout: one thread per element; it reads p, g, m, v once and writes them back, so a
 // step costs one pass over the optimizer state instead of the ~10 passes of separate
-// elementwise ops. Scalars arrive already in T (the launcher converts), and the bias
-// corrections c1, c2 are computed once on the host per step.
+// elementwise ops. The element rules (adam_element, sgd_element) are shared by both versions,
+// so the multi-tensor step gives the same bits as the per-tensor one.
+//
+// Version 1 (adam_update, sgd_update): one launch per parameter tensor; the scalars arrive as
+// kernel arguments in T, the bias corrections computed on the host.
+// Version 2 (adam_update_multi, sgd_update_multi): one launch for every tensor. The tensors'
+// addresses come from pointer tables in device memory (uint64 arrays, cast back to T*), and
+// block b works on tensor k where first_block[k] <= b < first_block[k + 1], elements
+// (b - first_block[k]) * MULTI_CHUNK ... of it. The per-step scalars (step, lr, corrections)
+// live in a small device array `schedule` that optim_advance<<<1, 1>>> moves to the next step,
+// so a captured CUDA graph replays steps without any host-to-device copy. A vgg_like step thus
+// spends 2 launches on Adam instead of one per parameter tensor (36).
 #include "common.cuh"
 
 template <typename T>
-__global__ void adam_update(T* p, T* m, T* v, const T* g, int n, T lr, T beta1, T beta2, T eps,
-                            T weight_decay, int decoupled, T correction1, T correction2) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+__device__ __forceinline__ void adam_element(T* p, T* m, T* v, const T* g, int i, T lr, T beta1,
+                                             T beta2, T eps, T weight_decay, int decoupled,
+                                             T correction1, T correction2) {
     T grad = g[i];
     if (weight_decay != T(0) && !decoupled) grad = grad + weight_decay * p[i];
     m[i] = m[i] * beta1 + (T(1) - beta1) * grad;
@@ -30,10 +39,8 @@ __global__ void adam_update(T* p, T* m, T* v, const T* g, int n, T lr, T beta1, 
 
 // velocity is only touched when momentum != 0 (the launcher may pass p in its place then).
 template <typename T>
-__global__ void sgd_update(T* p, T* velocity, const T* g, int n, T lr, T momentum, int nesterov,
-                           T weight_decay) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+__device__ __forceinline__ void sgd_element(T* p, T* velocity, const T* g, int i, T lr,
+                                            T momentum, int nesterov, T weight_decay) {
     T grad = g[i];
     if (weight_decay != T(0)) grad = grad + weight_decay * p[i];
     if (momentum != T(0)) {
@@ -41,4 +48,95 @@ __global__ void sgd_update(T* p, T* velocity, const T* g, int n, T lr, T momentu
         grad = nesterov ? grad + momentum * velocity[i] : velocity[i];
     }
     p[i] -= lr * grad;
+}
+
+template <typename T>
+__global__ void adam_update(T* p, T* m, T* v, const T* g, int n, T lr, T beta1, T beta2, T eps,
+                            T weight_decay, int decoupled, T correction1, T correction2) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        adam_element(p, m, v, g, i, lr, beta1, beta2, eps, weight_decay, decoupled, correction1,
+                     correction2);
+}
+
+template <typename T>
+__global__ void sgd_update(T* p, T* velocity, const T* g, int n, T lr, T momentum, int nesterov,
+                           T weight_decay) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) sgd_element(p, velocity, g, i, lr, momentum, nesterov, weight_decay);
+}
+
+// ---- Version 2: every tensor in one launch.
+
+constexpr int MULTI_CHUNK = 1024;  // elements per block (4 per thread of a 256-thread block)
+
+// The schedule array (float64): what the multi-tensor kernels read for the current step.
+enum Schedule { SCHEDULE_STEP, SCHEDULE_LR, SCHEDULE_CORRECTION1, SCHEDULE_CORRECTION2 };
+
+// schedule[STEP] += 1 and the bias corrections of the new step (1 - beta^t, in double as the
+// host computes them). One thread.
+__global__ void optim_advance(double* schedule, double beta1, double beta2) {
+    const double step = schedule[SCHEDULE_STEP] + 1.0;
+    schedule[SCHEDULE_STEP] = step;
+    schedule[SCHEDULE_CORRECTION1] = 1.0 - pow(beta1, step);
+    schedule[SCHEDULE_CORRECTION2] = 1.0 - pow(beta2, step);
+}
+
+// The tensor block b works on: the k with first_block[k] <= b < first_block[k + 1] (binary
+// search over the tensors + 1 prefix counts).
+__device__ __forceinline__ int tensor_of_block(const int* first_block, int tensors, int b) {
+    int low = 0, high = tensors - 1;
+    while (low < high) {
+        const int mid = (low + high + 1) / 2;
+        if (first_block[mid] <= b) low = mid;
+        else high = mid - 1;
+    }
+    return low;
+}
+
+// Calls element(k, i) for the elements of tensor k this block owns.
+template <typename Element>
+__device__ __forceinline__ void for_block_elements(const int* sizes, const int* first_block,
+                                                   int tensors, Element element) {
+    const int b = blockIdx.x, k = tensor_of_block(first_block, tensors, b);
+    const int begin = (b - first_block[k]) * MULTI_CHUNK;
+    const int end = min(begin + MULTI_CHUNK, sizes[k]);
+    for (int i = begin + threadIdx.x; i < end; i += blockDim.x) element(k, i);
+}
+
+template <typename T>
+__device__ __forceinline__ T* entry(const unsigned long long* table, int k) {
+    return reinterpret_cast<T*>(table[k]);
+}
+
+// params, exp_avgs, exp_avg_sqs, grads: tables of `tensors` addresses; sizes: elements of each;
+// first_block: tensors + 1 prefix counts of blocks. Grid (first_block[tensors],), 256 threads.
+template <typename T>
+__global__ void adam_update_multi(const unsigned long long* params,
+                                  const unsigned long long* exp_avgs,
+                                  const unsigned long long* exp_avg_sqs,
+                                  const unsigned long long* grads, const int* sizes,
+                                  const int* first_block, int tensors, const double* schedule,
+                                  T beta1, T beta2, T eps, T weight_decay, int decoupled) {
+    const T lr = T(schedule[SCHEDULE_LR]), correction1 = T(schedule[SCHEDULE_CORRECTION1]),
+            correction2 = T(schedule[SCHEDULE_CORRECTION2]);
+    for_block_elements(sizes, first_block, tensors, [&](int k, int i) {
+        adam_element(entry<T>(params, k), entry<T>(exp_avgs, k), entry<T>(exp_avg_sqs, k),
+                     entry<const T>(grads, k), i, lr, beta1, beta2, eps, weight_decay, decoupled,
+                     correction1, correction2);
+    });
+}
+
+// As adam_update_multi; velocities may be the params table when momentum == 0.
+template <typename T>
+__global__ void sgd_update_multi(const unsigned long long* params,
+                                 const unsigned long long* velocities,
+                                 const unsigned long long* grads, const int* sizes,
+                                 const int* first_block, int tensors, const double* schedule,
+                                 T momentum, int nesterov, T weight_decay) {
+    const T lr = T(schedule[SCHEDULE_LR]);
+    for_block_elements(sizes, first_block, tensors, [&](int k, int i) {
+        sgd_element(entry<T>(params, k), entry<T>(velocities, k), entry<const T>(grads, k), i, lr,
+                    momentum, nesterov, weight_decay);
+    });
 }

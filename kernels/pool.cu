@@ -25,41 +25,51 @@ __device__ inline void window_span(int o, int stride, int pad, int kernel, int s
     *end = start + kernel < size ? start + kernel : size;
 }
 
+// Output o of x: (NC, H, W) pooled to (NC, Ho, Wo), reading x[i] as value(i); *best_cell
+// gets the winning cell's index h * W + w (max/min only). Shared by pool2d_forward and
+// fused.cu's pool + dropout and batch norm + ReLU + pool.
+template <typename T, typename Value>
+__device__ inline T pool_output(int o, int* best_cell, Value value, int mode, int H, int W,
+                                int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
+    const int plane = o / (Ho * Wo), ho = o / Wo % Ho, wo = o % Wo;
+    int h_begin, h_end, w_begin, w_end;
+    window_span(ho, sh, pt, kh, H, &h_begin, &h_end);
+    window_span(wo, sw, pl, kw, W, &w_begin, &w_end);
+    const int first = plane * H * W;
+    if (mode == POOL_AVG) {
+        T sum = 0;
+        for (int h = h_begin; h < h_end; ++h)
+            for (int w = w_begin; w < w_end; ++w) sum += value(first + h * W + w);
+        return sum / T((h_end - h_begin) * (w_end - w_begin));
+    }
+    int best = h_begin * W + w_begin;  // scan starts at the first cell of the window
+    T best_value = value(first + best);
+    for (int h = h_begin; h < h_end; ++h)
+        for (int w = w_begin; w < w_end; ++w) {
+            const T v = value(first + h * W + w);
+            if (mode == POOL_MAX ? v > best_value : v < best_value) best = h * W + w, best_value = v;
+        }
+    *best_cell = best;
+    return best_value;
+}
+
 // x: (NC, H, W) -> y: (NC, Ho, Wo), index (max/min only; ignored for avg).
 template <typename T>
 __global__ void pool2d_forward(T* y, int* index, const T* x, int mode, int NC, int H, int W,
                                int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
     const int o = blockIdx.x * blockDim.x + threadIdx.x;
     if (o >= NC * Ho * Wo) return;
-    const int plane = o / (Ho * Wo), ho = o / Wo % Ho, wo = o % Wo;
-    int h_begin, h_end, w_begin, w_end;
-    window_span(ho, sh, pt, kh, H, &h_begin, &h_end);
-    window_span(wo, sw, pl, kw, W, &w_begin, &w_end);
-    const T* xp = x + (long long)plane * H * W;
-    if (mode == POOL_AVG) {
-        T sum = 0;
-        for (int h = h_begin; h < h_end; ++h)
-            for (int w = w_begin; w < w_end; ++w) sum += xp[h * W + w];
-        y[o] = sum / T((h_end - h_begin) * (w_end - w_begin));
-        return;
-    }
-    int best = h_begin * W + w_begin;  // scan starts at the first cell of the window
-    for (int h = h_begin; h < h_end; ++h)
-        for (int w = w_begin; w < w_end; ++w) {
-            const T v = xp[h * W + w];
-            if (mode == POOL_MAX ? v > xp[best] : v < xp[best]) best = h * W + w;
-        }
-    y[o] = xp[best];
-    index[o] = best;
+    int best = 0;
+    y[o] = pool_output<T>(o, &best, [=](int i) { return x[i]; }, mode, H, W, kh, kw, sh, sw, pt,
+                          pl, Ho, Wo);
+    if (mode != POOL_AVG) index[o] = best;
 }
 
-// dy: (NC, Ho, Wo), index as from the forward -> dx: (NC, H, W).
-template <typename T>
-__global__ void pool2d_backward(T* dx, const T* dy, const int* index, int mode, int NC, int H,
-                                int W, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,
-                                int Wo) {
-    const int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= NC * H * W) return;
+// dx at input cell i: the gradients dy_of(o) of the outputs o whose window holds i, added in
+// a fixed order. Shared by pool2d_backward and fused.cu's pool + dropout.
+template <typename T, typename Gradient>
+__device__ inline T pool_gather(int i, Gradient dy_of, const int* index, int mode, int H, int W,
+                                int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
     const int plane = i / (H * W), h = i / W % H, w = i % W;
     // outputs ho whose window rows [ho*sh - pt, ho*sh - pt + kh) contain h
     const int ho_first = h + pt - kh + 1 > 0 ? (h + pt - kh + 1 + sh - 1) / sh : 0;
@@ -74,10 +84,21 @@ __global__ void pool2d_backward(T* dx, const T* dy, const int* index, int mode, 
                 int h_begin, h_end, w_begin, w_end;
                 window_span(ho, sh, pt, kh, H, &h_begin, &h_end);
                 window_span(wo, sw, pl, kw, W, &w_begin, &w_end);
-                sum += dy[o] / T((h_end - h_begin) * (w_end - w_begin));
+                sum += dy_of(o) / T((h_end - h_begin) * (w_end - w_begin));
             } else if (index[o] == h * W + w) {
-                sum += dy[o];
+                sum += dy_of(o);
             }
         }
-    dx[i] = sum;
+    return sum;
+}
+
+// dy: (NC, Ho, Wo), index as from the forward -> dx: (NC, H, W).
+template <typename T>
+__global__ void pool2d_backward(T* dx, const T* dy, const int* index, int mode, int NC, int H,
+                                int W, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,
+                                int Wo) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= NC * H * W) return;
+    dx[i] = pool_gather<T>(i, [=](int o) { return dy[o]; }, index, mode, H, W, kh, kw, sh, sw,
+                           pt, pl, Ho, Wo);
 }

@@ -15,8 +15,7 @@ import numpy as np
 from minicnn.autograd import Tensor
 from minicnn.backends.checks import cross_entropy_forward as check_cross_entropy
 from minicnn.backends.checks import dropout_rate, only_supported
-from minicnn.ops import activation, basic, conv, loss, norm, pool
-
+from minicnn.ops import activation, basic, conv, fused, loss, norm, pool
 
 # --------------------------------------------------------------------------- argument checks
 
@@ -77,36 +76,50 @@ def linear(x, w, b=None):
     return basic.Linear()(*((x, w) if b is None else (x, w, b)))
 
 
-def _pool(mode, x, kernel_size, stride, padding):
-    op = f"{mode}_pool2d"
+def _pool_geometry(op, x, kernel_size, stride, padding):
+    """(kernel, stride, pads) of a pooling of x: (N, C, H, W) (the kernels check the rest)."""
     _check_tensor(op, x)
     kernel = _pair(op, "kernel_size", kernel_size)
     stride = kernel if stride is None else _pair(op, "stride", stride)
-    pads = resolve_padding(op, padding, x.shape[2:], kernel, stride)
-    return pool.Pool2d(mode, kernel, stride, pads)(x)
+    return kernel, stride, resolve_padding(op, padding, x.shape[2:], kernel, stride)
 
+
+def _pool(mode, x, kernel_size, stride, padding, dropout=None):
+    """dropout: (rate, seed, step) of a dropout applied to the output in the same pass."""
+    op = f"{mode}_pool2d"
+    kernel, stride, pads = _pool_geometry(op, x, kernel_size, stride, padding)
+    if dropout is not None:
+        dropout_rate(op, dropout[0])
+    if dropout is None or dropout[0] == 0:
+        return pool.Pool2d(mode, kernel, stride, pads)(x)
+    return pool.Pool2d(mode, kernel, stride, pads, tuple(dropout))(x)
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-               return_indices=False):
-    """Max over windows; padded cells never win. stride defaults to kernel_size."""
+               return_indices=False, dropout=None):
+    """Max over windows; padded cells never win. stride defaults to kernel_size.
+
+    dropout: (rate, seed, step) applies that dropout to the output in the same pass
+    (nn.Sequential's fusion of a pool and the dropout layer after it); likewise for
+    min_pool2d and avg_pool2d.
+    """
     only_supported("max_pool2d", dilation=(dilation, 1), ceil_mode=(ceil_mode, False),
                    return_indices=(return_indices, False))
-    return _pool("max", x, kernel_size, stride, padding)
+    return _pool("max", x, kernel_size, stride, padding, dropout)
 
 
-def min_pool2d(x, kernel_size, stride=None, padding=0):
+def min_pool2d(x, kernel_size, stride=None, padding=0, dropout=None):
     """Min over windows; padded cells never win."""
-    return _pool("min", x, kernel_size, stride, padding)
+    return _pool("min", x, kernel_size, stride, padding, dropout)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=False,
-               divisor_override=None):
+               divisor_override=None, dropout=None):
     """Mean over windows; padded cells are not counted (count_include_pad=False, which is not
     PyTorch's default: TensorFlow's 'same' pooling, which the reports use, counts this way)."""
     only_supported("avg_pool2d", ceil_mode=(ceil_mode, False),
                    count_include_pad=(count_include_pad, False),
                    divisor_override=(divisor_override, None))
-    return _pool("avg", x, kernel_size, stride, padding)
+    return _pool("avg", x, kernel_size, stride, padding, dropout)
 
 
 def global_avg_pool2d(x):
@@ -116,20 +129,37 @@ def global_avg_pool2d(x):
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-               eps=1e-5, unbiased=True):
+               eps=1e-5, unbiased=True, relu=None, pool=None):
     """Normalize each channel of (N, C) or (N, C, H, W).
 
     running_mean, running_var: arrays (C,) updated in place when training. momentum is the
     weight of the new batch in the running average (PyTorch's convention: Keras'
     momentum=0.99 is momentum=0.01 here, with unbiased=False). weight / bias None: 1 / 0.
+    relu: 'before' (batch_norm(relu(x))) or 'after' (relu(batch_norm(x))) fuses a ReLU into
+    the same passes, training only (nn.Sequential's fusion pass uses it, minicnn/nn/fusion.py).
+    pool: (mode, kernel_size, stride, padding) with relu='after' pools the result in the same
+    pass as well (max_pool2d's arguments; mode 'max', 'min' or 'avg').
     """
     _check_tensor("batch_norm", x)
     if weight is None:
         weight = Tensor(x.device.xp.ones(x.shape[1], x.dtype), x.device)
     if bias is None:
         bias = Tensor(x.device.xp.zeros(x.shape[1], x.dtype), x.device)
-    return norm.BatchNorm(running_mean, running_var, training, momentum, eps, unbiased)(x, weight, bias)
+    if relu not in FUSED_BATCH_NORMS or (relu and not training):
+        raise ValueError(f"batch_norm: relu must be None, or 'before' / 'after' in training, "
+                         f"got {relu!r} with training={training}")
+    state = (running_mean, running_var, training, momentum, eps, unbiased)
+    if pool is None:
+        return FUSED_BATCH_NORMS[relu](*state)(x, weight, bias)
+    mode, kernel_size, stride, padding = pool
+    if relu != "after":
+        raise ValueError(f"batch_norm: pool needs relu='after', got relu={relu!r}")
+    geometry = _pool_geometry(f"{mode}_pool2d", x, kernel_size, stride, padding)
+    return fused.BatchNormReLUPool(*state, mode, *geometry)(x, weight, bias)
 
+
+FUSED_BATCH_NORMS = {None: norm.BatchNorm, "before": fused.ReLUBatchNorm,
+                     "after": fused.BatchNormReLU}
 
 def dropout(x, p=0.5, training=True, inplace=False, *, seed=0, step=0):
     """Inverted dropout with rate p; the identity when not training or p == 0.

@@ -1,9 +1,10 @@
 """Optimizers: Adam (and AdamW) and SGD with momentum / Nesterov.
 
-The update itself is a device kernel (adam_update / sgd_update) called once per step with the
-lists of parameters: the NumPy reference on the CPU, our CUDA kernel on the GPU (one fused
-launch per parameter). This file only keeps
-the state (moments, step count) and the hyper-parameters.
+The update itself is a device kernel (adam_update / sgd_update): the NumPy reference on the
+CPU; on the GPU (and the emulator) one launch updates every parameter, reading each tensor's
+address from a table in device memory, in one pass over the optimizer state (optim.cu version
+2; Adam adds a one-thread launch that advances the step and bias corrections on the device).
+This file only keeps the state (moments, step count) and the hyper-parameters.
 """
 from __future__ import annotations
 

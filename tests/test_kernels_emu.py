@@ -10,6 +10,8 @@ tests/test_cuda_parity.py imports these cases and runs them again on a real GPU.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -386,3 +388,222 @@ def test_batch_norm_backward_eval(kernels, dtype, shape):
 
 def test_one_hot(kernels, dtype):
     check(kernels, "one_hot", np.array([2, 0, 4, 4], np.int64), 5, dtype, exact=True)
+
+
+# ---------------------------------------------------------------------------- multi-tensor steps
+
+MULTI_SHAPES = [(3, 4), (5,), (0,), (2, 3, 3, 3), (1100,), (7, 300)]  # > 1 block; an empty one
+
+
+def multi_state(dtype, count):
+    rng = np.random.default_rng(12)
+    return [[randn(rng, s, dtype) for s in MULTI_SHAPES] for _ in range(count)]
+
+
+@pytest.mark.parametrize("weight_decay, decoupled", [(0.0, False), (0.01, False), (0.01, True)])
+def test_multi_tensor_adam_is_bit_identical_to_the_per_tensor_kernel(kernels, dtype, weight_decay,
+                                                                     decoupled):
+    state = multi_state(dtype, 4)
+    state[3] = [np.abs(v) for v in state[3]]
+    per_tensor, multi = to_device(kernels.xp, state), to_device(kernels.xp, state)
+    for step, lr in [(1, 1e-3), (2, 1e-3), (3, 5e-4), (7, 5e-4)]:  # a resume at 7, an lr change
+        for arrays, update in ((per_tensor, kernels._adam_update_v1), (multi, kernels.adam_update)):
+            update(*arrays, step, lr, 0.9, 0.999, 1e-8, weight_decay, decoupled)
+    assert_same(to_host(per_tensor), to_host(multi), exact=True, where="adam state")
+    assert not np.array_equal(to_host(multi[0][0]), state[0][0])  # it moved
+
+
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_multi_tensor_sgd_is_bit_identical_to_the_per_tensor_kernel(kernels, dtype, momentum,
+                                                                    nesterov):
+    state = multi_state(dtype, 3)
+    per_tensor, multi = to_device(kernels.xp, state), to_device(kernels.xp, state)
+    for lr in (0.1, 0.1, 0.05):
+        for arrays, update in ((per_tensor, kernels._sgd_update_v1), (multi, kernels.sgd_update)):
+            params, grads, velocities = arrays
+            update(params, grads, velocities if momentum else None, lr, momentum, nesterov, 5e-4)
+    assert_same(to_host(per_tensor), to_host(multi), exact=True, where="sgd state")
+
+
+def test_multi_tensor_steps_copy_nothing_to_the_device_once_warm(kernels):
+    state = multi_state(np.dtype(np.float32), 4)
+    state[3] = [np.abs(v) for v in state[3]]
+    params, grads, exp_avgs, exp_avg_sqs = to_device(kernels.xp, state)
+    for step in range(1, 4):
+        kernels.adam_update(params, grads, exp_avgs, exp_avg_sqs, step, 1e-3, 0.9, 0.999, 1e-8,
+                            0.0, False)
+        if step == 1:
+            group = kernels._multi_tensor.group(params)
+            warm = group.host_writes.copy()
+    assert warm == {"params": 1, "exp_avgs": 1, "exp_avg_sqs": 1, "grads": 1, "schedule": 1}
+    assert group.host_writes == warm  # the same gradient arrays: nothing is written again
+    assert group.schedule.tolist()[:2] == [3.0, 1e-3]
+
+
+def test_a_pointer_table_to_a_too_small_array_is_out_of_bounds(kernels):
+    if kernels.runtime.name != "emu":
+        pytest.skip("only the emulator catches an out-of-bounds read")
+    from minicnn.emu import EmulatorError
+    params, grads, exp_avgs, exp_avg_sqs = multi_state(np.dtype(np.float64), 4)
+    grads[-1] = grads[-1][:, :299].copy()  # one element short of its parameter
+    with pytest.raises(EmulatorError, match="out-of-bounds global read"):
+        kernels.adam_update(params, grads, exp_avgs, exp_avg_sqs, 1, 1e-3, 0.9, 0.999, 1e-8,
+                            0.0, False)
+
+
+# ---------------------------------------------------------------------------- reductions (version 2)
+
+# Odd sizes: S not dividing the 256-thread step (77, 300), S = 1 with rows wrapping (300, 7),
+# several slices per channel (8633 values), a channel of fewer values than threads.
+REDUCTION_SHAPES = [(3, 5, 7, 11), (300, 7), (2, 2, 1, 300), (1, 1, 97, 89), (2, 3), (5, 1, 3, 1)]
+
+
+@pytest.mark.parametrize("shape", REDUCTION_SHAPES)
+def test_channel_sums_of_odd_shapes(kernels, dtype, shape):
+    x = randn(np.random.default_rng(13), shape, dtype)
+    check(kernels, "bias_grad", x)
+    exact = [math.fsum(x[:, c].astype(np.float64).ravel()) for c in range(shape[1])]
+    np.testing.assert_allclose(to_host(kernels.bias_grad(to_device(kernels.xp, x))), exact,
+                               rtol=RTOL[dtype] / 10,
+                               atol=RTOL[dtype] * np.abs(x).sum() / 100)
+
+
+
+# ---------------------------------------------------------------------------- fused ReLU + BN
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 3, 4, 5), (1, 2, 64, 64)])
+@pytest.mark.parametrize("order", ["relu_batch_norm", "batch_norm_relu"])
+def test_fused_relu_batch_norm(kernels, dtype, shape, order):
+    rng = np.random.default_rng(15)
+    c = shape[1]
+    x = (randn(rng, shape, dtype) + 0.3).astype(dtype)  # both signs: the ReLU matters
+    gamma, beta = randn(rng, (c,), dtype), randn(rng, (c,), dtype)
+    running_mean, running_var = randn(rng, (c,), dtype), rng.uniform(0.5, 2, c).astype(dtype)
+    y, mean, rstd = check(kernels, f"{order}_forward_train", x, gamma, beta, running_mean,
+                          running_var, 0.1, 1e-3, True)
+    dy = randn(rng, shape, dtype)
+    extra = (y,) if order == "batch_norm_relu" else ()
+    check(kernels, f"{order}_backward", dy, *extra, x, gamma, mean, rstd)
+
+
+def bn_pair_unfused(kernels, order, x, dy, bn_args):
+    """The two separate layers' kernels: (y, running stats, dx, dgamma, dbeta)."""
+    gamma, beta, running_mean, running_var = bn_args
+    if order == "relu_batch_norm":
+        r = kernels.relu_forward(x)
+        y, mean, rstd = kernels.batch_norm_forward_train(r, gamma, beta, running_mean,
+                                                         running_var, 0.1, 1e-3, True)
+        dr, dgamma, dbeta = kernels.batch_norm_backward(dy, r, gamma, mean, rstd)
+        dx = kernels.relu_backward(dr, r)
+    else:
+        z, mean, rstd = kernels.batch_norm_forward_train(x, gamma, beta, running_mean,
+                                                         running_var, 0.1, 1e-3, True)
+        y = kernels.relu_forward(z)
+        dx, dgamma, dbeta = kernels.batch_norm_backward(kernels.relu_backward(dy, y), x, gamma,
+                                                        mean, rstd)
+    return y, running_mean, running_var, dx, dgamma, dbeta
+
+
+def bn_pair_fused(kernels, order, x, dy, bn_args):
+    gamma, beta, running_mean, running_var = bn_args
+    forward = getattr(kernels, f"{order}_forward_train")
+    y, mean, rstd = forward(x, gamma, beta, running_mean, running_var, 0.1, 1e-3, True)
+    extra = (y,) if order == "batch_norm_relu" else ()
+    dx, dgamma, dbeta = getattr(kernels, f"{order}_backward")(dy, *extra, x, gamma, mean, rstd)
+    return y, running_mean, running_var, dx, dgamma, dbeta
+
+
+@pytest.mark.parametrize("order", ["relu_batch_norm", "batch_norm_relu"])
+def test_fused_pairs_equal_the_unfused_kernels_bit_for_bit(kernels, dtype, order):
+    rng = np.random.default_rng(16)
+    x, dy = randn(rng, (3, 4, 9, 7), dtype), randn(rng, (3, 4, 9, 7), dtype)
+    bn_args = [randn(rng, (4,), dtype), randn(rng, (4,), dtype), randn(rng, (4,), dtype),
+               rng.uniform(0.5, 2, 4).astype(dtype)]
+    x, dy = to_device(kernels.xp, (x, dy))
+    unfused = to_host(bn_pair_unfused(kernels, order, x, dy, to_device(kernels.xp, bn_args)))
+    fused = to_host(bn_pair_fused(kernels, order, x, dy, to_device(kernels.xp, bn_args)))
+    assert_same(list(unfused), list(fused), exact=True, where=order)
+    zeroed_by_relu = unfused[3] if order == "relu_batch_norm" else unfused[0]  # dx or y
+    assert (zeroed_by_relu == 0).mean() > 0.2
+
+
+# ---------------------------------------------------------------------------- pooling + dropout
+
+@pytest.mark.parametrize("mode", ["max", "avg"])
+def test_pool_dropout_pair(kernels, dtype, mode):
+    rng = np.random.default_rng(17)
+    x = randn(rng, (2, 3, 7, 6), dtype)
+    geometry = (mode, (3, 3), (2, 2), (0, 1, 0, 1))  # overlapping windows, TF-'same' pads
+    exact = mode == "max"  # numpy_ref averages in another order
+    y, index = check(kernels, "pool2d_dropout_forward", x, *geometry, 0.3, 9, 4, exact=exact)
+    dy = randn(rng, y.shape, dtype)
+    check(kernels, "pool2d_dropout_backward", dy, index, x.shape, *geometry, 0.3, 9, 4,
+          exact=exact)
+    # the same bits as the two layers' own kernels
+    x, dy, index = to_device(kernels.xp, (x, dy, index))
+    pooled, pool_index = kernels.pool2d_forward(x, *geometry)
+    dropped, mask = kernels.dropout_forward(pooled, 0.3, 9, 4)
+    fused = kernels.pool2d_dropout_forward(x, *geometry, 0.3, 9, 4)
+    assert_same(to_host([dropped, pool_index]), to_host(list(fused)), exact=True)
+    assert (to_host(mask) == 0).any()
+    dx = kernels.pool2d_backward(kernels.dropout_backward(dy, mask), pool_index, x.shape, *geometry)
+    assert_same(to_host(dx), to_host(kernels.pool2d_dropout_backward(
+        dy, index, x.shape, *geometry, 0.3, 9, 4)), exact=True)
+
+
+def test_dropout_apply_is_dropout_without_a_stored_mask(kernels, dtype):
+    x = randn(np.random.default_rng(18), (3, 7, 5), dtype)
+    y = check(kernels, "dropout_apply", x, 0.3, 11, 2, exact=True)
+    assert_same(to_host(kernels.dropout_forward(to_device(kernels.xp, x), 0.3, 11, 2)[0]), y,
+                exact=True)
+
+
+def test_dropout_steps_from_the_device_counter_match_the_reference(kernels):
+    """Steps as a training run meets them: a forward (the next step: the kernel advances the
+    device counter), its backward (the same step), a resume (a jump: written from the host)."""
+    rng = np.random.default_rng(19)
+    x, maps = randn(rng, (5, 9, 7), np.float32), randn(rng, (2, 3, 6, 5), np.float32)
+    x_here, maps_here = to_device(kernels.xp, (x, maps))
+    pool = ("max", (3, 3), (2, 2), (1, 1, 1, 1))
+    for step in (1, 1, 2, 2, 3, 7, 7, 8, 8):
+        assert_same(numpy_ref.dropout_apply(x, 0.4, 123, step),
+                    to_host(kernels.dropout_apply(x_here, 0.4, 123, step)), exact=True,
+                    where=f"step {step}")
+        assert_same(numpy_ref.pool2d_dropout_forward(maps, *pool, 0.4, 321, step),
+                    to_host(kernels.pool2d_dropout_forward(maps_here, *pool, 0.4, 321, step)),
+                    exact=True, where=f"pool at step {step}")
+    for seed in (123, 321):
+        counter = kernels._step_counters[seed]
+        assert counter.host_writes == 1 and int(counter.device[0]) == 8  # the jump to 7 only
+
+
+# ---------------------------------------------------------------------------- BN + ReLU + pooling
+
+BN_POOLS = {"max-3x3-s2-same": ("max", (3, 3), (2, 2), (0, 1, 0, 1)),
+            "max-2x2": ("max", (2, 2), (2, 2), (0, 0, 0, 0)),
+            "avg-2x2": ("avg", (2, 2), (2, 2), (0, 0, 0, 0))}
+
+
+@pytest.mark.parametrize("pool", BN_POOLS.values(), ids=BN_POOLS.keys())
+def test_batch_norm_relu_pool(kernels, dtype, pool):
+    rng = np.random.default_rng(20)
+    x = (randn(rng, (2, 3, 7, 6), dtype) + 0.2).astype(dtype)
+    gamma, beta = randn(rng, (3,), dtype), randn(rng, (3,), dtype)
+    running = [randn(rng, (3,), dtype), rng.uniform(0.5, 2, 3).astype(dtype)]
+    y, index, mean, rstd = check(kernels, "batch_norm_relu_pool_forward_train", x, gamma, beta,
+                                 *running, 0.1, 1e-3, True, *pool)
+    dy = randn(rng, y.shape, dtype)
+    check(kernels, "batch_norm_relu_pool_backward", dy, index, x, gamma, beta, mean, rstd, *pool)
+    # bit for bit the three layers' kernels
+    x, gamma, beta, dy = to_device(kernels.xp, (x, gamma, beta, dy))
+    z, mean1, rstd1 = kernels.batch_norm_relu_forward_train(
+        x, gamma, beta, *to_device(kernels.xp, running), 0.1, 1e-3, True)
+    pooled, index1 = kernels.pool2d_forward(z, *pool)
+    dz = kernels.pool2d_backward(dy, index1, z.shape, *pool)
+    unfused = [pooled, index1, *kernels.batch_norm_relu_backward(dz, z, x, gamma, mean1, rstd1)]
+    y2, index2, mean2, rstd2 = kernels.batch_norm_relu_pool_forward_train(
+        x, gamma, beta, *to_device(kernels.xp, running), 0.1, 1e-3, True, *pool)
+    fused = [y2, index2, *kernels.batch_norm_relu_pool_backward(dy, index2, x, gamma, beta, mean2,
+                                                                 rstd2, *pool)]
+    assert_same(to_host(unfused), to_host(fused), exact=True, where="fused vs unfused")
+    assert (to_host(z) == 0).mean() > 0.2  # the ReLU matters

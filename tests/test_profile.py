@@ -98,9 +98,9 @@ TINY_LAUNCHES = [
     "cross_entropy_forward_labels<float>", "sum_partials<float>",                      # loss
     "cross_entropy_backward_labels<float>",
     "gemm_v2<float, false, false>", "gemm_v2<float, true, false>",                     # linear dx, dw
-    "channel_partial_sums<float>", "sum_partials<float>",                              # linear db
+    "channel_sums<float>",                                                             # linear db
     "relu_backward<float>", "conv2d_backward_weight<float>",                           # no dx: x is data
-    "channel_partial_sums<float>", "sum_partials<float>",                              # conv db
+    "channel_sums<float>",                                                             # conv db
 ]
 
 

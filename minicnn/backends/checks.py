@@ -278,6 +278,38 @@ def adjust_colour(images, factors):
         raise ValueError(f"factors must have shape ({images.shape[0]}, 3), got {tuple(np.shape(factors))}")
 
 
+# Fused passes (nn/fusion.py): the rules of the layers they stand for.
+
+@rule
+def relu_batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                  unbiased):
+    batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, unbiased)
+
+
+@rule
+def batch_norm_relu_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                  unbiased):
+    batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, unbiased)
+
+
+@rule
+def batch_norm_relu_pool_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                       unbiased, mode, kernel, stride, pads):
+    batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps, unbiased)
+    pool2d_forward(x, mode, kernel, stride, pads)
+
+
+@rule
+def dropout_apply(x, rate, seed, step):
+    dropout_forward(x, rate, seed, step)
+
+
+@rule
+def pool2d_dropout_forward(x, mode, kernel, stride, pads, rate, seed, step):
+    pool2d_forward(x, mode, kernel, stride, pads)
+    dropout_rate(f"{mode}_pool2d", rate)
+
+
 # --------------------------------------------------------------------------- the wrapper
 
 class CheckedKernels:

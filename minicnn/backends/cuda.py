@@ -15,17 +15,21 @@ minicnn/backends/checks.py, which wraps this class and numpy_ref alike (CheckedK
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import numpy as np
 
 from minicnn.backends.cuda_launch import (FILL_MODES, POOL_MODES, KernelLauncher, cdiv,
                                           conv_output_size, i32, uint64)
+from minicnn.backends.cuda_fused import FusedLaunches
+from minicnn.backends.cuda_norm import BatchNormLaunches
+from minicnn.backends.cuda_optim import MultiTensorSteps
 from minicnn.backends.kernel_facts import ConvShape, conv_kernel, conv_taps, gemm_kernel
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
-class CudaKernels(KernelLauncher):
+class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
     """numpy_ref's functions computed by the kernels in kernels/*.cu, launched by `runtime`."""
 
     def __repr__(self) -> str:
@@ -172,37 +176,6 @@ class CudaKernels(KernelLauncher):
 
     # ------------------------------------------------------------------ batch norm
 
-    def _bn_view(self, x):
-        """(N, C) or (N, C, H, W) -> (N, C, S, count = N*S): how batchnorm.cu sees x."""
-        n, c, s = x.shape[0], x.shape[1], math.prod(x.shape[2:])
-        return n, c, s, n * s
-
-    def batch_norm_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps,
-                                 unbiased):
-        """Normalize with the batch's statistics and update the running ones in place.
-
-        x: (N, C) or (N, C, H, W); gamma, beta, running_*: (C,). Returns (y, mean, rstd).
-        """
-        x, gamma, beta = self._float_arrays(x, gamma, beta)
-        for name, buffer in (("running_mean", running_mean), ("running_var", running_var)):
-            if not (isinstance(buffer, self.xp.ndarray) and buffer.flags.c_contiguous
-                    and buffer.dtype == x.dtype):
-                raise ValueError(f"{name} must be a C-contiguous {x.dtype} array of this "
-                                 f"device: it is updated in place")
-        n, c, s, count = self._bn_view(x)
-        T = x.dtype.type
-        mean = self._channel_sum(x, n, c, s, divisor=count)
-        sqdev = self._channel_partials("batchnorm.cu", "bn_sqdev_partial_sums<{T}>", x.dtype,
-                                       n, c, s, x, mean)
-        rstd = self.xp.empty(c, x.dtype)
-        self._launch("batchnorm.cu", "bn_finalize_stats<{T}>", x.dtype, c, rstd, running_mean,
-                     running_var, mean, sqdev, *i32(c, sqdev.shape[1], count), T(momentum),
-                     T(1 - momentum), T(eps), *i32(bool(unbiased)))
-        y = self.xp.empty_like(x)
-        self._launch("batchnorm.cu", "bn_normalize<{T}>", x.dtype, x.size, y, x, mean, rstd,
-                     gamma, beta, *i32(x.size, c, s))
-        return y, mean, rstd
-
     def batch_norm_forward_eval(self, x, gamma, beta, running_mean, running_var, eps):
         """Normalize with the running statistics (inference): an affine map per channel."""
         x, gamma, beta, running_mean, running_var = self._float_arrays(
@@ -212,18 +185,6 @@ class CudaKernels(KernelLauncher):
         self._launch("batchnorm.cu", "bn_eval<{T}>", x.dtype, x.size, y, x, gamma, beta,
                      running_mean, running_var, x.dtype.type(eps), *i32(x.size, c, s))
         return y
-
-    def batch_norm_backward(self, dy, x, gamma, mean, rstd):
-        """Gradients of training-mode batch norm -> (dx, dgamma, dbeta)."""
-        dy, x, gamma, mean, rstd = self._float_arrays(dy, x, gamma, mean, rstd)
-        n, c, s, count = self._bn_view(x)
-        dbeta = self._channel_sum(dy, n, c, s)
-        dgamma = self._sum_partials(self._channel_partials(
-            "batchnorm.cu", "bn_dot_partial_sums<{T}>", x.dtype, n, c, s, dy, x, mean, rstd))
-        dx = self.xp.empty_like(x)
-        self._launch("batchnorm.cu", "bn_backward_dx<{T}>", x.dtype, x.size, dx, dy, x, gamma,
-                     mean, rstd, dbeta, dgamma, *i32(x.size, c, s, count))
-        return dx, dgamma, dbeta
 
     # ------------------------------------------------------------------ activations
 
@@ -327,7 +288,31 @@ class CudaKernels(KernelLauncher):
 
     def adam_update(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
                     weight_decay, decoupled):
-        """One Adam step on lists of arrays, in place: one fused launch per parameter."""
+        """One Adam step on lists of arrays, in place: one launch for all of them (optim.cu
+        version 2, bit-identical to the per-tensor _adam_update_v1)."""
+        if params:
+            self._in_place(*params, *exp_avgs, *exp_avg_sqs)
+            grads = self._float_arrays(*grads, *params)[:len(grads)]
+            self._multi_tensor.adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2,
+                                    eps, weight_decay, decoupled)
+
+    def sgd_update(self, params, grads, velocities, lr, momentum, nesterov, weight_decay):
+        """One SGD step in place (v = momentum * v + g; p -= lr * v, or Nesterov's form), one
+        launch for all tensors (bit-identical to the per-tensor _sgd_update_v1)."""
+        velocities = velocities if momentum else params  # the kernel leaves v alone then
+        if params:
+            self._in_place(*params, *velocities)
+            grads = self._float_arrays(*grads, *params)[:len(grads)]
+            self._multi_tensor.sgd(params, grads, velocities, lr, momentum, nesterov,
+                                   weight_decay)
+
+    @functools.cached_property
+    def _multi_tensor(self):
+        return MultiTensorSteps(self)
+
+    def _adam_update_v1(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2,
+                        eps, weight_decay, decoupled):
+        """Version 1 of adam_update: one fused launch per parameter tensor."""
         correction1, correction2 = 1 - beta1 ** step, 1 - beta2 ** step
         for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
             T = self._in_place(p, m, v).type
@@ -336,8 +321,8 @@ class CudaKernels(KernelLauncher):
                          *i32(p.size), T(lr), T(beta1), T(beta2), T(eps), T(weight_decay),
                          *i32(bool(decoupled)), T(correction1), T(correction2))
 
-    def sgd_update(self, params, grads, velocities, lr, momentum, nesterov, weight_decay):
-        """One SGD step in place (v = momentum * v + g; p -= lr * v, or Nesterov's form)."""
+    def _sgd_update_v1(self, params, grads, velocities, lr, momentum, nesterov, weight_decay):
+        """Version 1 of sgd_update: one launch per parameter tensor."""
         for i, (p, g) in enumerate(zip(params, grads)):
             v = velocities[i] if momentum else p  # the kernel leaves v alone without momentum
             T = self._in_place(p, v).type

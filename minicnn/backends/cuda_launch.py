@@ -22,10 +22,13 @@ from minicnn.backends.checks import conv_output_size  # noqa: F401 (the launcher
 KERNELS = {
     "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"],
     "conv.cu": conv_instantiations() + ["sum_splits<{T}>"],
-    "reduce.cu": ["channel_partial_sums<{T}>", "sum_partials<{T}>"],
-    "batchnorm.cu": ["bn_sqdev_partial_sums<{T}>", "bn_dot_partial_sums<{T}>",
-                     "bn_finalize_stats<{T}>", "bn_normalize<{T}>", "bn_eval<{T}>",
-                     "bn_backward_dx<{T}>", "bn_eval_backward<{T}>"],
+    "reduce.cu": ["sum_partials<{T}>", "channel_sums<{T}>"],
+    "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance")
+                     for pre in ("false", "true")]
+                    + [f"bn_{name}<{{T}}, {pre}, {post}>"
+                       for name in ("normalize", "backward_sums", "backward_dx")
+                       for pre, post in (("false", "false"), ("true", "false"), ("false", "true"))]
+                    + ["bn_eval<{T}>", "bn_eval_backward<{T}>"],
     "pool.cu": ["pool2d_forward<{T}>", "pool2d_backward<{T}>"],
     "elementwise.cu": ["relu_forward<{T}>", "relu_backward<{T}>", "sigmoid_forward<{T}>",
                        "sigmoid_backward<{T}>", "add_bias<{T}>", "multiply<{T}>",
@@ -34,7 +37,11 @@ KERNELS = {
                    "log_softmax_backward<{T}>", "cross_entropy_forward_labels<{T}>",
                    "cross_entropy_forward_soft<{T}>", "cross_entropy_backward_labels<{T}>",
                    "cross_entropy_backward_soft<{T}>", "sum_partials<{T}>"],
-    "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>"],
+    "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>", "adam_update_multi<{T}>",
+                 "sgd_update_multi<{T}>", "optim_advance"],
+    "fused.cu": ["dropout_apply<{T}>", "pool2d_dropout_forward<{T}>",
+                 "pool2d_dropout_backward<{T}>", "bn_relu_pool_forward<{T}>",
+                 "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>"],
     "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
     "shape.cu": ["broadcast_add<{T}>", "broadcast_mul<{T}>", "sum_to<{T}>", "broadcast_to<{T}>",
                  "zero_pad2d_forward<{T}>", "zero_pad2d_backward<{T}>", "one_hot<{T}>"],
@@ -131,10 +138,31 @@ class KernelLauncher:
         return arrays
 
     def _channel_sum(self, x, n: int, c: int, s: int, divisor: float = 1.0):
-        """x viewed as (n, c, s) -> (c,): the sums over n and s, divided by divisor."""
-        partial = self._channel_partials("reduce.cu", "channel_partial_sums<{T}>", x.dtype,
-                                         n, c, s, x)
-        return self._sum_partials(partial, divisor)
+        """x viewed as (n, c, s) -> (c,): the sums over n and s, divided by divisor (one
+        launch: reduce.cu's channel_sums)."""
+        out = self.xp.empty(c, x.dtype)
+        self._channel_reduce("reduce.cu", "channel_sums<{T}>", x.dtype, n, c, s, out,
+                             inputs=(x,), scalars=(x.dtype.type(divisor),))
+        return out
+
+    def _channel_reduce(self, source, expression, dtype, n, c, s, *outputs, inputs, scalars=(),
+                        reductions=1):
+        """A one-launch channel reduction (reduce.cu's channel_reduce): kernel(*outputs,
+        partial, arrivals, *inputs, n, c, s, *scalars) on grid (c, P, reductions)."""
+        slices = reduction_slices(c, n * s)
+        if c == 0:
+            return
+        partial = self.xp.empty((reductions, c, slices), dtype)
+        self._kernel(source, expression, dtype)(
+            (c, slices, reductions), (THREADS,),
+            (*outputs, partial, self._arrivals(reductions * c), *inputs, *i32(n, c, s), *scalars))
+
+    def _arrivals(self, count: int):
+        """At least `count` zeroed uint32 counters for channel_reduce (which leaves them zero),
+        allocated once and grown when a launch needs more."""
+        if getattr(self, "_arrival_counters", None) is None or self._arrival_counters.size < count:
+            self._arrival_counters = self.xp.zeros(max(count, 1024), np.uint32)
+        return self._arrival_counters
 
     def _channel_partials(self, source, expression, dtype, n, c, s, *inputs):
         """Pass 1 of a channel reduction (reduce.cu): partial sums of shape (c, P)."""

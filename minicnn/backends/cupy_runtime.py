@@ -7,6 +7,7 @@ It is the GPU half of the KernelRuntime contract (the CPU half is minicnn.emu.Em
     runtime.module(source, expressions)   -> module; source is a file name in kernels/
     module.get_function(expression)       -> kernel, e.g. "relu_forward<float>"
     kernel(grid, block, args, shared_mem=0)
+    runtime.pointer_table(arrays)         -> uint64 device array of the arrays' addresses
 
 CuPy is imported in __init__, never at import time, so CPU-only installs never need it.
 """
@@ -64,6 +65,14 @@ class CupyRuntime:
         if key not in self._modules:
             self._modules[key] = self._compile(source, key[1])
         return self._modules[key]
+
+    def pointer_table(self, arrays):
+        """The device addresses of C-contiguous arrays as a uint64 device array (one
+        host-to-device copy): what multi-tensor kernels index to reach each tensor."""
+        for a in arrays:
+            if not (isinstance(a, self.xp.ndarray) and a.flags.c_contiguous):
+                raise ValueError("a pointer table holds C-contiguous CuPy arrays only")
+        return self.xp.asarray(np.array([a.data.ptr for a in arrays], np.uint64))
 
     def _compile(self, source: str, names: tuple[str, ...]) -> "CupyModule":
         cupy = self.xp

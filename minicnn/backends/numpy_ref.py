@@ -612,3 +612,72 @@ def one_hot(labels, classes, dtype):
     out = np.zeros((len(labels), classes), dtype)
     out[np.arange(len(labels)), labels] = 1
     return out
+
+
+# --------------------------------------------------------------------------- fused pairs
+# What a ReLU next to a batch norm computes, as one function (the backends fuse the pair into
+# one pass: batchnorm.cu's PRE_RELU / POST_RELU). Each is written as the composition of the
+# two layers above, so it is the specification of the fused kernels by construction.
+
+def relu_batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                  unbiased):
+    """batch_norm_forward_train(relu(x), ...): a ReLU followed by a batch norm -> (y, mean, rstd)."""
+    return batch_norm_forward_train(relu_forward(x), gamma, beta, running_mean, running_var,
+                                    momentum, eps, unbiased)
+
+
+def relu_batch_norm_backward(dy, x, gamma, mean, rstd):
+    """Gradients of batch_norm(relu(x)) -> (dx, dgamma, dbeta); x is the ReLU's input."""
+    relu = relu_forward(x)
+    dr, dgamma, dbeta = batch_norm_backward(dy, relu, gamma, mean, rstd)
+    return relu_backward(dr, relu), dgamma, dbeta
+
+
+def batch_norm_relu_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                  unbiased):
+    """relu(batch_norm_forward_train(x, ...)): a batch norm followed by a ReLU -> (y, mean, rstd)."""
+    y, mean, rstd = batch_norm_forward_train(x, gamma, beta, running_mean, running_var, momentum,
+                                             eps, unbiased)
+    return relu_forward(y), mean, rstd
+
+
+def batch_norm_relu_backward(dy, y, x, gamma, mean, rstd):
+    """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta); y is the pair's output."""
+    return batch_norm_backward(relu_backward(dy, y), x, gamma, mean, rstd)
+
+
+def dropout_apply(x, rate, seed, step):
+    """x * the dropout mask of (seed, step): dropout's forward of x, and its backward of dy
+    (the mask is recomputed rather than stored)."""
+    return dropout_forward(x, rate, seed, step)[0]
+
+
+def pool2d_dropout_forward(x, mode, kernel, stride, pads, rate, seed, step):
+    """Pooling then dropout of its output -> (y, index): pool2d_forward's index."""
+    y, index = pool2d_forward(x, mode, kernel, stride, pads)
+    return dropout_apply(y, rate, seed, step), index
+
+
+def pool2d_dropout_backward(dy, index, x_shape, mode, kernel, stride, pads, rate, seed, step):
+    """Gradient of pooling then dropout: the pooling's backward of dy * mask."""
+    return pool2d_backward(dropout_apply(dy, rate, seed, step), index, x_shape, mode, kernel,
+                           stride, pads)
+
+
+def batch_norm_relu_pool_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                       unbiased, mode, kernel, stride, pads):
+    """Batch norm, ReLU, then pooling -> (y, index, mean, rstd); index as pool2d_forward's."""
+    relu, mean, rstd = batch_norm_relu_forward_train(x, gamma, beta, running_mean, running_var,
+                                                     momentum, eps, unbiased)
+    y, index = pool2d_forward(relu, mode, kernel, stride, pads)
+    return y, index, mean, rstd
+
+
+def batch_norm_relu_pool_backward(dy, index, x, gamma, beta, mean, rstd, mode, kernel, stride,
+                                  pads):
+    """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta). The ReLU's output is
+    recomputed from x, mean, rstd, gamma and beta (it is not kept)."""
+    relu = relu_forward((x - _per_channel(mean, x)) * _per_channel(rstd * gamma, x)
+                        + _per_channel(beta, x))
+    drelu = pool2d_backward(dy, index, x.shape, mode, kernel, stride, pads)
+    return batch_norm_relu_backward(drelu, relu, x, gamma, mean, rstd)

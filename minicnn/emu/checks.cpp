@@ -3,8 +3,9 @@
 // Kernel code is compiled with -fsanitize=thread, but the ThreadSanitizer runtime is not
 // linked: the __tsan_* hooks it calls before each access are defined here instead. Each access
 // must fall in a buffer the kernel was given (an array argument), shared memory, a thread's
-// stack, or the kernel's argument values; anything else is out of bounds and stops the launch
-// before the access happens. Shared memory also keeps a shadow per byte (last writer, readers,
+// stack, the kernel's argument values, or an array a pointer table argument points to (see
+// minicnn_emu_table_targets); anything else is out of bounds and stops the launch before the
+// access happens. Shared memory also keeps a shadow per byte (last writer, readers,
 // barrier interval) to find races and reads of memory no thread has written.
 #include <cxxabi.h>
 #include <dlfcn.h>
@@ -47,6 +48,7 @@ struct SharedRegion : Region {
 };
 
 static std::vector<Region> buffers;  // array arguments
+static std::vector<Region> table_targets;  // arrays reached through pointer tables
 static Region arguments, stacks;
 static SharedRegion static_region, dynamic_region;
 
@@ -61,6 +63,7 @@ void prepare_checks(const Arg* args, int nargs, const void* closure, size_t clos
                            "argument " + std::to_string(i) + " (" + std::to_string(args[i].buffer_bytes) +
                                "-byte " + dtype_name(args[i].type_code) + " array)"});
     }
+    buffers.insert(buffers.end(), table_targets.begin(), table_targets.end());
     arguments = {uintptr_t(closure), uintptr_t(closure) + closure_size, "the kernel arguments"};
     stacks = {uintptr_t(stack_memory), uintptr_t(stack_memory) + stack_bytes, "thread stacks"};
     static_region.begin = uintptr_t(__start_emu_shared);
@@ -242,6 +245,17 @@ __attribute__((always_inline)) static inline T atomic_update(T* address, Update 
 }
 
 }  // namespace emu
+
+// The arrays the next launch reaches through pointer tables (multi-tensor kernels read their
+// tensors' addresses from a device array): count (begin, bytes) pairs. Python sets them before
+// every launch (count 0 for none), so they are valid targets of loads and stores.
+extern "C" void minicnn_emu_table_targets(const uint64_t* ranges, int count) {
+    emu::table_targets.clear();
+    for (int i = 0; i < count; ++i)
+        emu::table_targets.push_back({uintptr_t(ranges[2 * i]), uintptr_t(ranges[2 * i] + ranges[2 * i + 1]),
+                                      "pointer table entry " + std::to_string(i) + " (" +
+                                          std::to_string(ranges[2 * i + 1]) + "-byte array)"});
+}
 
 using emu::atomic_update;
 float atomicAdd(float* a, float v) { return atomic_update(a, [v](float old) { return old + v; }); }

@@ -48,6 +48,13 @@ class _Arg(ctypes.Structure):
     ]
 
 
+class PointerTable(np.ndarray):
+    """A uint64 array of array addresses (a multi-tensor kernel's table of tensors) that also
+    remembers each array's (address, bytes), so loads through the table are bounds-checked."""
+
+    ranges: tuple = ()
+
+
 class EmulatorRuntime:
     """Compiles kernels/*.cu with g++ and runs them with CUDA's execution model on the CPU.
 
@@ -78,12 +85,24 @@ class EmulatorRuntime:
         library = build_module(self.kernels_dir, source, names, self.cache_dir)
         return EmuModule(library, names, SCHEDULES[self.schedule])
 
+    @staticmethod
+    def pointer_table(arrays) -> PointerTable:
+        """The addresses of C-contiguous arrays as a uint64 array a kernel can index:
+        table[k] is arrays[k]'s first element (cast back to T* in the kernel)."""
+        for a in arrays:
+            if not (isinstance(a, np.ndarray) and a.flags.c_contiguous):
+                raise ValueError("a pointer table holds C-contiguous NumPy arrays only")
+        table = np.array([a.ctypes.data for a in arrays], np.uint64).view(PointerTable)
+        table.ranges = tuple((a.ctypes.data, a.nbytes) for a in arrays)
+        return table
+
 
 class EmuModule:
     """One compiled source; get_function() hands out its kernels."""
 
     def __init__(self, library: ctypes.PyDLL, names: tuple[str, ...], schedule: int):
         library.minicnn_emu_error.restype = ctypes.c_char_p
+        library.minicnn_emu_table_targets.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
         self._library = library
         self._names = names
         self._schedule = schedule
@@ -123,6 +142,10 @@ class EmuKernel:
             c_args[i] = _marshal(self.name, i, arg, keep_alive)
         launch = _Launch((ctypes.c_uint32 * 3)(*grid), (ctypes.c_uint32 * 3)(*block),
                          int(shared_mem), self._schedule, self.name.encode())
+        targets = [word for arg in args if isinstance(arg, PointerTable)
+                   for pair in arg.ranges for word in pair]
+        self._library.minicnn_emu_table_targets((ctypes.c_uint64 * max(len(targets), 1))(*targets),
+                                                len(targets) // 2)
         if self._entry(ctypes.byref(launch), c_args, len(args)) != 0:
             raise EmulatorError(self._library.minicnn_emu_error().decode())
 

@@ -92,10 +92,16 @@ class _BatchNorm(Module):
         self.register_buffer("running_var", np.ones(num_features, np.float32))
 
     def forward(self, x):
+        return self.normalize(x)
+
+    def normalize(self, x, relu=None, pool=None):
+        """F.batch_norm with this layer's state; relu='before' / 'after' fuses a ReLU in, and
+        pool (a pooling layer) the pooling after it (F.batch_norm's relu and pool)."""
         if x.ndim != self.expected_ndim:
             raise ValueError(f"{type(self).__name__}: input must have {self.expected_ndim} dims, got {x.shape}")
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training, self.momentum, self.eps, unbiased=self.convention == "torch")
+                            self.training, self.momentum, self.eps, unbiased=self.convention == "torch",
+                            relu=relu, pool=pool and pool.geometry())
 
     def extra_repr(self):
         return f"{self.weight.shape[0]}, momentum={self.momentum:g} (torch sense), eps={self.eps:g}"
@@ -128,8 +134,13 @@ class Dropout(Module):
     def forward(self, x):
         if not self.training or self.rate == 0:
             return x
+        rate, seed, step = self.next_mask()
+        return F.dropout(x, rate, True, seed=seed, step=step)
+
+    def next_mask(self) -> tuple:
+        """Advance to the next mask -> (rate, seed, step)."""
         self.step += 1
-        return F.dropout(x, self.rate, True, seed=int(self.seed), step=int(self.step))
+        return self.rate, int(self.seed), int(self.step)
 
     def extra_repr(self):
         return f"rate={self.rate}"
@@ -178,8 +189,14 @@ class _Pool(Module):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.options = options  # PyTorch's further arguments, checked by the function
 
-    def forward(self, x):
-        return type(self).function(x, self.kernel_size, self.stride, self.padding, **self.options)
+    def forward(self, x, dropout=None):
+        """dropout: (rate, seed, step) of a dropout layer fused into the pass (nn/fusion.py)."""
+        return type(self).function(x, self.kernel_size, self.stride, self.padding, **self.options,
+                                   dropout=dropout)
+
+    def geometry(self) -> tuple:
+        """(mode, kernel_size, stride, padding): F.batch_norm's pool argument."""
+        return self.mode, self.kernel_size, self.stride, self.padding
 
     def extra_repr(self):
         return f"{self.kernel_size}, stride={self.stride or self.kernel_size}, padding={self.padding!r}"
@@ -187,6 +204,7 @@ class _Pool(Module):
 
 class MaxPool2d(_Pool):
     function = F.max_pool2d
+    mode = "max"
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False, name=None):
@@ -197,6 +215,7 @@ class MaxPool2d(_Pool):
 class AvgPool2d(_Pool):
     """Padded cells are not counted: count_include_pad=False (PyTorch's default is True)."""
     function = F.avg_pool2d
+    mode = "avg"
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=False, divisor_override=None, name=None):
@@ -206,6 +225,7 @@ class AvgPool2d(_Pool):
 
 class MinPool2d(_Pool):
     function = F.min_pool2d
+    mode = "min"
 
 
 class GlobalAvgPool2d(Module):
@@ -265,9 +285,8 @@ class Sequential(Module):
             setattr(self, key, layer)
 
     def forward(self, x):
-        for layer in self._modules.values():
-            x = layer(x)
-        return x
+        from minicnn.nn.fusion import run_layers  # fusion imports this module
+        return run_layers(list(self._modules.values()), x)
 
     def __iter__(self):
         return iter(self._modules.values())

@@ -156,6 +156,10 @@ class RecordingRuntime:
     def module(self, source, name_expressions):
         return RecordingModule(self.inner.module(source, name_expressions), source, self.recorder)
 
+    def pointer_table(self, arrays):
+        """The inner runtime's table of array addresses (multi-tensor optimizer steps)."""
+        return self.inner.pointer_table(arrays)
+
 
 class RecordingModule:
     def __init__(self, inner, source: str, recorder: Recorder):

@@ -1,0 +1,80 @@
+"""Count the kernel launches of one training step (forward, loss, backward, optimizer).
+
+    python benchmarks/launch_count.py                     # vgg_like, batch 512
+    python benchmarks/launch_count.py --arch vgg8_bn --by-kernel
+    python benchmarks/launch_count.py --unfused           # every layer on its own
+
+The step runs on CudaKernels over minicnn.backends.recording's RecordingRuntime(DryRuntime()),
+which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
+on any CPU (uninitialized arrays are never touched, so batch 512 needs little memory). The
+batch changes the count only through split-K: a weight gradient with a long sum over the
+batch is cut into slices, added by one more launch (sum_splits). "array GB" adds up the
+bytes of each launch's distinct array arguments (and of the arrays its pointer tables reach):
+a roofline-style estimate of the step's DRAM traffic that counts every array once per launch
+(tiled kernels re-read some inputs; caches absorb part of it). Not counted: the
+array-module glue a GPU step also runs (CuPy's own elementwise kernels for gradient
+accumulation and the like) and copies.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections import Counter
+
+import numpy as np
+
+from minicnn import functional as F
+from minicnn import optim, tensor
+from minicnn.backends import Device
+from minicnn.backends.cuda import CudaKernels
+from minicnn.backends.recording import DryRuntime, RecordingRuntime
+from minicnn.models.zoo import get_spec
+from minicnn.nn import fusion
+
+
+def count_step(arch: str, batch: int) -> dict[str, list]:
+    """Launches per phase of the second training step of `arch` (the first one warms up)."""
+    runtime = RecordingRuntime(DryRuntime())
+    device = Device("dry", np, CudaKernels(runtime))
+    model = get_spec(arch).build().to(device)
+    model.train()
+    optimizer = optim.Adam(model.parameters())
+    x = tensor(np.zeros((batch, 3, 32, 32), np.float32), device=device)
+    labels = np.zeros(batch, np.int64)
+    for _ in range(2):
+        runtime.launches.clear()
+        loss = F.cross_entropy(model(x), labels)
+        forward = len(runtime.launches)
+        optimizer.zero_grad()
+        loss.backward()
+        backward = len(runtime.launches)
+        optimizer.step()
+    launches = runtime.launches
+    return {"forward + loss": launches[:forward], "backward": launches[forward:backward],
+            "optimizer": launches[backward:]}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="vgg_like")
+    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--by-kernel", action="store_true", help="list every kernel's count")
+    parser.add_argument("--unfused", action="store_true",
+                        help="run every layer on its own (minicnn.nn.fusion off)")
+    args = parser.parse_args(argv)
+    with fusion.unfused() if args.unfused else contextlib.nullcontext():
+        phases = count_step(args.arch, args.batch)
+    fused = "unfused" if args.unfused else "fused"
+    print(f"launches per training step, {args.arch}, batch {args.batch}, {fused}")
+    print(f"{'phase':<16} {'launches':>8} {'array GB':>9}")
+    rows = list(phases.items()) + [("total", sum(phases.values(), []))]
+    for phase, launches in rows:
+        gigabytes = sum(launch.array_bytes for launch in launches) / 1e9
+        print(f"{phase:<16} {len(launches):>8} {gigabytes:>9.2f}")
+    if args.by_kernel:
+        for name, count in Counter(launch.name for launch in rows[-1][1]).most_common():
+            print(f"  {count:>4}  {name}")
+
+
+if __name__ == "__main__":
+    main()

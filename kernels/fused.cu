@@ -1,0 +1,176 @@
+// fused.cu - passes that do the work of neighbouring layers (nn/fusion.py picks them).
+//
+// Batch norm + ReLU + pooling (vgg8_bn's conv -> BN -> ReLU -> pool), training: the
+// statistics as batchnorm.cu computes them (bn_mean, bn_variance), then one thread per pooled
+// output reads relu(bn(x)) for its window's cells (bn_output, batchnorm.cu's own arithmetic),
+// so the full-resolution map is never stored. The backward recomputes where it is needed
+// g(i) = relu(bn(x_i)) > 0 ? (the pooling's gather of dy at cell i) : 0, the gradient that
+// reaches the normalization: in the dbeta / dgamma sums and in dx. Same bits as the three
+// layers' kernels; 3 + 2 launches instead of 5 + 5, and no full-resolution map written.
+//
+// Pooling + dropout (vgg_like's pool -> dropout): y = pool(x) * mask, mask computed from
+// (seed, step) exactly as dropout_forward computes it, so the pair gives the same bits as the
+// two kernels, while the pooled map is written once and the mask is never stored: the
+// backward recomputes it (dx = pool_backward(dy * mask)).
+//   mask[o] = (u >= rate) / (1 - rate) in double, rounded to T; u from word o % 4 of
+//   Philox(counter o / 4, step; seed) (elementwise.cu, numpy_ref.dropout_forward)
+// Also dropout alone with a recomputed mask: dropout_apply(x) = x * mask is both the forward
+// (of x) and the backward (of dy), so nothing but (seed, step) is kept between them.
+//
+// The dropout step comes from device memory, not from a kernel argument, so that a captured
+// CUDA graph replays later steps with their own masks: step = *step_counter + advance, and
+// when advance is 1 the last block of the launch to finish (counted with an integer atomic in
+// arrivals[0], as in reduce.cu's channel_reduce) stores the new step. Every block reads the
+// counter before it counts itself in, so all of them use the same step. The launcher
+// (cuda_fused.py) keeps one counter per dropout seed and passes advance = 1 for a layer's next
+// step (the forward), 0 for the same step again (the backward).
+//
+// Thread layout: pool + dropout as pool.cu (one thread per output forward, one per input cell
+// gathering backward); dropout_apply one thread per 4 elements (one Philox call).
+#include "batchnorm.cu"
+#include "elementwise.cu"
+#include "pool.cu"
+
+// The mask value a random word gives: u = (top 24 bits) * 2^-24 kept when u >= rate.
+template <typename T>
+__device__ inline T mask_of_word(unsigned word, double rate) {
+    const double u = (double)(word >> 8) * (1.0 / 16777216.0);
+    return T((u >= rate ? 1.0 : 0.0) / (1.0 - rate));
+}
+
+// The mask value of element i (one Philox call: a quarter of it is used).
+template <typename T>
+__device__ inline T dropout_scale(int i, double rate, unsigned long long seed,
+                                  unsigned long long step) {
+    return mask_of_word<T>(philox4x32_10((unsigned long long)(i / 4), step, seed).w[i % 4], rate);
+}
+
+// Called by every thread of a block once it has used `step`: the last block of the launch
+// stores it in *step_counter when advance (see the header).
+__device__ inline void finish_step(unsigned long long* step_counter, unsigned* arrivals,
+                                   int advance, unsigned long long step) {
+    if (!advance) return;
+    __syncthreads();  // every thread of this block has read the counter
+    if (threadIdx.x != 0) return;
+    __threadfence();
+    const unsigned blocks = gridDim.x * gridDim.y * gridDim.z;
+    if (atomicAdd(arrivals, 1u) == blocks - 1) {
+        *step_counter = step;
+        *arrivals = 0;
+    }
+}
+
+// y = x * mask (the forward of x, or the backward of dy: the same map). One thread per counter.
+template <typename T>
+__global__ void dropout_apply(T* y, const T* x, int n, double rate, unsigned long long seed,
+                              unsigned long long* step_counter, int advance, unsigned* arrivals) {
+    const unsigned long long step = *step_counter + advance;
+    const int q = blockIdx.x * blockDim.x + threadIdx.x;
+    if (q < (n + 3) / 4) {
+        const Philox4 bits = philox4x32_10((unsigned long long)q, step, seed);
+        for (int word = 0; word < 4 && 4 * q + word < n; ++word)
+            y[4 * q + word] = x[4 * q + word] * mask_of_word<T>(bits.w[word], rate);
+    }
+    finish_step(step_counter, arrivals, advance, step);
+}
+
+// pool2d_forward, then each output times its dropout mask. Arguments as pool2d_forward's.
+template <typename T>
+__global__ void pool2d_dropout_forward(T* y, int* index, const T* x, int mode, int NC, int H,
+                                       int W, int kh, int kw, int sh, int sw, int pt, int pl,
+                                       int Ho, int Wo, double rate, unsigned long long seed,
+                                       unsigned long long* step_counter, int advance,
+                                       unsigned* arrivals) {
+    const unsigned long long step = *step_counter + advance;
+    const int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o < NC * Ho * Wo) {
+        int best = 0;
+        const T pooled = pool_output<T>(o, &best, [=](int c) { return x[c]; }, mode, H, W, kh, kw,
+                                        sh, sw, pt, pl, Ho, Wo);
+        y[o] = pooled * dropout_scale<T>(o, rate, seed, step);
+        if (mode != POOL_AVG) index[o] = best;
+    }
+    finish_step(step_counter, arrivals, advance, step);
+}
+
+// pool2d_backward of dy * mask, the mask recomputed. Arguments as pool2d_backward's.
+template <typename T>
+__global__ void pool2d_dropout_backward(T* dx, const T* dy, const int* index, int mode, int NC,
+                                        int H, int W, int kh, int kw, int sh, int sw, int pt,
+                                        int pl, int Ho, int Wo, double rate,
+                                        unsigned long long seed, unsigned long long* step_counter,
+                                        int advance, unsigned* arrivals) {
+    const unsigned long long step = *step_counter + advance;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < NC * H * W)
+        dx[i] = pool_gather<T>(
+            i, [=](int o) { return dy[o] * dropout_scale<T>(o, rate, seed, step); }, index, mode, H,
+            W, kh, kw, sh, sw, pt, pl, Ho, Wo);
+    finish_step(step_counter, arrivals, advance, step);
+}
+
+// ---- Batch norm + ReLU + pooling. x: (N, C, H, W) = (NC, H, W) planes; mean, rstd, gamma,
+// beta: (C,); the pool geometry (mode, NC, ..., Wo) as pool2d_forward's.
+
+template <typename T>
+struct BnReluPool {
+    const T *x, *mean, *rstd, *gamma, *beta;
+    int C, mode, NC, H, W, kh, kw, sh, sw, pt, pl, Ho, Wo;
+
+    __device__ T value(int i) const {  // relu(bn(x_i))
+        return bn_output<T, true>(x[i], i / (H * W) % C, mean, rstd, gamma, beta);
+    }
+    // The gradient reaching the normalization at cell i: the gathered dy where the ReLU passed.
+    __device__ T grad(int i, const T* dy, const int* index) const {
+        if (!(value(i) > T(0))) return T(0);
+        return pool_gather<T>(i, [=](int o) { return dy[o]; }, index, mode, H, W, kh, kw, sh, sw,
+                              pt, pl, Ho, Wo);
+    }
+};
+
+// The kernels' shared parameters, gathered into a BnReluPool named `layer`.
+// (N, C, S = H * W) as reduce.cu's channel sums see x, then the pool geometry.
+#define BN_RELU_POOL_PARAMETERS                                                                \
+    const T *x, const T *mean, const T *rstd, const T *gamma, const T *beta, int N, int C, int S, \
+        int mode, int NC, int H, int W, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,   \
+        int Wo
+#define BN_RELU_POOL_LAYER                                                                 \
+    const BnReluPool<T> layer{x,  mean, rstd, gamma, beta, C,  mode, NC, H,                 \
+                              W,  kh,   kw,   sh,    sw,   pt, pl,   Ho, Wo}
+
+// y: (NC, Ho, Wo) = pool(relu(bn(x))), index as pool2d_forward's. One thread per output.
+template <typename T>
+__global__ void bn_relu_pool_forward(T* y, int* index, BN_RELU_POOL_PARAMETERS) {
+    BN_RELU_POOL_LAYER;
+    const int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= NC * Ho * Wo) return;
+    int best = 0;
+    y[o] = pool_output<T>(o, &best, [=](int i) { return layer.value(i); }, mode, H, W, kh, kw, sh,
+                          sw, pt, pl, Ho, Wo);
+    if (mode != POOL_AVG) index[o] = best;
+}
+
+// dbeta = sum of g, dgamma = sum of g * xhat per channel. Grid (C, P, 2) as bn_backward_sums.
+template <typename T>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+bn_relu_pool_backward_sums(T* dbeta, T* dgamma, T* partial, unsigned* arrivals, const T* dy,
+                           const int* index, BN_RELU_POOL_PARAMETERS) {
+    BN_RELU_POOL_LAYER;
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    const bool for_gamma = blockIdx.z == 1;
+    channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        const T g = layer.grad(int(i), dy, index);
+        return for_gamma ? g * ((x[i] - mean[c]) * rstd[c]) : g;
+    }, [=](int c, T total) { (for_gamma ? dgamma : dbeta)[c] = total; });
+}
+
+// dx from g and the channel sums, as bn_backward_dx. One thread per input element.
+template <typename T>
+__global__ void bn_relu_pool_backward_dx(T* dx, const T* dy, const int* index, const T* dbeta,
+                                         const T* dgamma, BN_RELU_POOL_PARAMETERS) {
+    BN_RELU_POOL_LAYER;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= NC * H * W) return;
+    dx[i] = bn_input_grad(layer.grad(i, dy, index), x[i], i / S % C, gamma, mean, rstd, dbeta,
+                          dgamma, N * S);
+}

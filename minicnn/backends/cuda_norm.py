@@ -1,0 +1,149 @@
+"""Batch-norm launches (batchnorm.cu version 2), plain and with a ReLU folded in.
+
+BatchNormLaunches is a mixin of CudaKernels: batch_norm_forward_train / batch_norm_backward
+are numpy_ref's functions, and the fused pairs relu_batch_norm_* (ReLU -> BN) and
+batch_norm_relu_* (BN -> ReLU) are numpy_ref's twins of the same names. All of them are one
+launch sequence, told apart by batchnorm.cu's PRE_RELU / POST_RELU template flags:
+
+    training  bn_mean, bn_variance, bn_normalize         3 launches (+1 for a separate ReLU)
+    backward  bn_backward_sums, bn_backward_dx           2 launches (+1 for a separate ReLU)
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minicnn.backends.cuda_launch import i32
+
+
+def _flags(pre_relu: bool, post_relu: bool) -> str:
+    return f"{str(pre_relu).lower()}, {str(post_relu).lower()}"
+
+
+class BatchNormLaunches:
+    """Batch norm for CudaKernels (uses KernelLauncher's helpers)."""
+
+    def _bn_view(self, x):
+        """(N, C) or (N, C, H, W) -> (N, C, S, count = N*S): how batchnorm.cu sees x."""
+        n, c, s = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+        return n, c, s, n * s
+
+    def _bn_train(self, x, gamma, beta, running_mean, running_var, momentum, eps, unbiased,
+                  pre_relu=False, post_relu=False):
+        x, gamma, beta = self._float_arrays(x, gamma, beta)
+        mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
+                                         pre_relu)
+        n, c, s, _ = self._bn_view(x)
+        y = self.xp.empty_like(x)
+        self._launch("batchnorm.cu", f"bn_normalize<{{T}}, {_flags(pre_relu, post_relu)}>",
+                     x.dtype, x.size, y, x, mean, rstd, gamma, beta, *i32(x.size, c, s))
+        return y, mean, rstd
+
+    def _bn_statistics(self, x, running_mean, running_var, momentum, eps, unbiased, pre_relu):
+        """(mean, rstd) of the batch x (of relu(x) when pre_relu); running stats updated."""
+        for name, buffer in (("running_mean", running_mean), ("running_var", running_var)):
+            if not (isinstance(buffer, self.xp.ndarray) and buffer.flags.c_contiguous
+                    and buffer.dtype == x.dtype):
+                raise ValueError(f"{name} must be a C-contiguous {x.dtype} array of this "
+                                 f"device: it is updated in place")
+        n, c, s, _ = self._bn_view(x)
+        T = x.dtype.type
+        mean, rstd = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
+        self._channel_reduce("batchnorm.cu", f"bn_mean<{{T}}, {str(pre_relu).lower()}>",
+                             x.dtype, n, c, s, mean, inputs=(x,))
+        self._channel_reduce("batchnorm.cu", f"bn_variance<{{T}}, {str(pre_relu).lower()}>",
+                             x.dtype, n, c, s, rstd, running_mean, running_var,
+                             inputs=(x, mean), scalars=(T(momentum), T(1 - momentum), T(eps),
+                                                        *i32(bool(unbiased))))
+        return mean, rstd
+
+    def _bn_backward(self, dy, y, x, gamma, mean, rstd, pre_relu=False, post_relu=False):
+        """y: the fused ReLU's output when post_relu (else unused, pass dy)."""
+        dy, y, x, gamma, mean, rstd = self._float_arrays(dy, y, x, gamma, mean, rstd)
+        n, c, s, count = self._bn_view(x)
+        dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
+        flags = _flags(pre_relu, post_relu)
+        self._channel_reduce("batchnorm.cu", f"bn_backward_sums<{{T}}, {flags}>", x.dtype, n, c,
+                             s, dbeta, dgamma, inputs=(dy, y, x, mean, rstd), reductions=2)
+        dx = self.xp.empty_like(x)
+        self._launch("batchnorm.cu", f"bn_backward_dx<{{T}}, {flags}>", x.dtype, x.size, dx, dy,
+                     y, x, gamma, mean, rstd, dbeta, dgamma, *i32(x.size, c, s, count))
+        return dx, dgamma, dbeta
+
+    # ---- numpy_ref's functions
+
+    def batch_norm_forward_train(self, x, gamma, beta, running_mean, running_var, momentum, eps,
+                                 unbiased):
+        """Normalize with the batch's statistics and update the running ones in place.
+
+        x: (N, C) or (N, C, H, W); gamma, beta, running_*: (C,). Returns (y, mean, rstd).
+        """
+        return self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                              unbiased)
+
+    def batch_norm_backward(self, dy, x, gamma, mean, rstd):
+        """Gradients of training-mode batch norm -> (dx, dgamma, dbeta)."""
+        return self._bn_backward(dy, dy, x, gamma, mean, rstd)
+
+    def relu_batch_norm_forward_train(self, x, gamma, beta, running_mean, running_var, momentum,
+                                      eps, unbiased):
+        """batch_norm_forward_train of relu(x), relu(x) never stored -> (y, mean, rstd)."""
+        return self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                              unbiased, pre_relu=True)
+
+    def relu_batch_norm_backward(self, dy, x, gamma, mean, rstd):
+        """Gradients of batch_norm(relu(x)) -> (dx, dgamma, dbeta); x: the ReLU's input."""
+        return self._bn_backward(dy, dy, x, gamma, mean, rstd, pre_relu=True)
+
+    def batch_norm_relu_forward_train(self, x, gamma, beta, running_mean, running_var, momentum,
+                                      eps, unbiased):
+        """relu(batch_norm_forward_train(x)) in one pass over the output -> (y, mean, rstd)."""
+        return self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                              unbiased, post_relu=True)
+
+    def batch_norm_relu_backward(self, dy, y, x, gamma, mean, rstd):
+        """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta); y: the forward's output."""
+        return self._bn_backward(dy, y, x, gamma, mean, rstd, post_relu=True)
+
+    # ---- batch norm + ReLU + pooling (kernels/fused.cu)
+
+    def _bn_relu_pool_arguments(self, x, mean, rstd, gamma, beta, mode, kernel, stride, pads):
+        """fused.cu's BN_RELU_POOL_PARAMETERS for x: (N, C, H, W), and the pooled (Ho, Wo)."""
+        if x.ndim != 4:
+            raise ValueError(f"batch norm + ReLU + pooling takes (N, C, H, W), got {x.shape}")
+        n, c, s, _ = self._bn_view(x)
+        code, geometry, out_hw = self._pool_geometry(x.shape, mode, kernel, stride, pads)
+        return (x, mean, rstd, gamma, beta, *i32(n, c, s, code, *geometry)), out_hw
+
+    def batch_norm_relu_pool_forward_train(self, x, gamma, beta, running_mean, running_var,
+                                           momentum, eps, unbiased, mode, kernel, stride, pads):
+        """pool(relu(batch_norm_forward_train(x))) without storing the full-size map
+        -> (y, index, mean, rstd); index as pool2d_forward's (None for avg)."""
+        x, gamma, beta = self._float_arrays(x, gamma, beta)
+        mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
+                                         False)
+        arguments, out_hw = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
+                                                         stride, pads)
+        y = self.xp.empty(x.shape[:2] + out_hw, x.dtype)
+        index = self.xp.empty(y.shape if mode != "avg" else (1,), np.int32)
+        self._launch("fused.cu", "bn_relu_pool_forward<{T}>", x.dtype, y.size, y, index,
+                     *arguments)
+        return y, (index if mode != "avg" else None), mean, rstd
+
+    def batch_norm_relu_pool_backward(self, dy, index, x, gamma, beta, mean, rstd, mode, kernel,
+                                      stride, pads):
+        """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta)."""
+        dy, x, gamma, beta, mean, rstd = self._float_arrays(dy, x, gamma, beta, mean, rstd)
+        index = self.xp.empty(1, np.int32) if index is None else self._array(index, np.int32)
+        arguments, _ = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
+                                                    stride, pads)
+        n, c, s, _ = self._bn_view(x)
+        dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
+        self._channel_reduce("fused.cu", "bn_relu_pool_backward_sums<{T}>", x.dtype, n, c, s,
+                             dbeta, dgamma, inputs=(dy, index, *arguments[:5]),
+                             scalars=arguments[8:], reductions=2)
+        dx = self.xp.empty_like(x)
+        self._launch("fused.cu", "bn_relu_pool_backward_dx<{T}>", x.dtype, x.size, dx, dy, index,
+                     dbeta, dgamma, *arguments)
+        return dx, dgamma, dbeta

@@ -1,0 +1,113 @@
+"""Multi-tensor optimizer steps (optim.cu version 2): one launch updates every parameter.
+
+    steps = MultiTensorSteps(launcher)          # launcher: a CudaKernels
+    steps.adam(params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps, wd, decoupled)
+
+A kernel reaches the tensors through pointer tables: uint64 device arrays of their addresses
+(runtime.pointer_table). Building a table is a host-to-device copy, so each table is kept and
+rebuilt only when an address changes: the parameters and their optimizer state never move; the
+gradients are new arrays each step, which a caching allocator (CuPy's pool) usually puts at the
+same addresses (NumPy's allocator does not, so on the emulator the gradient table is rebuilt
+every step; a CUDA graph would need the gradients at fixed addresses). The per-step scalars
+live in a device array `schedule` (float64: step, lr, correction1, correction2, optim.cu's
+Schedule) that optim_advance moves to the next step on the device; the host writes it only on
+the first step, after a resume or when lr changes. Hence, once warm, an optimizer step copies
+nothing to the device but a moved gradient table, which CUDA graph replay needs.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from minicnn.backends.cuda_launch import THREADS, cdiv, i32
+
+MULTI_CHUNK = 1024  # elements per block in optim.cu version 2 (its MULTI_CHUNK)
+
+
+def address(array) -> int:
+    """The address of an array's first element (CuPy: device pointer; NumPy: host pointer)."""
+    pointer = getattr(array.data, "ptr", None)
+    return array.ctypes.data if pointer is None else pointer
+
+
+class TensorGroup:
+    """What one optimizer's launches keep on the device: block layout, tables, schedule."""
+
+    def __init__(self, launcher, arrays):
+        sizes = [a.size for a in arrays]
+        first_block = np.cumsum([0] + [cdiv(n, MULTI_CHUNK) for n in sizes])
+        self.blocks = int(first_block[-1])
+        i32(self.blocks, *sizes)
+        self.count = len(sizes)
+        self.sizes = launcher.xp.asarray(np.array(sizes, np.int32))
+        self.first_block = launcher.xp.asarray(first_block.astype(np.int32))
+        self.schedule = launcher.xp.zeros(4, np.float64)
+        self.schedule_holds = None  # the (step, lr) the device schedule holds, known on the host
+        self.host_writes = Counter()  # host-to-device copies so far, by table role / "schedule"
+        self._runtime, self._xp = launcher.runtime, launcher.xp
+        self._tables: dict[str, tuple] = {}  # role -> (addresses and sizes, device table)
+
+    def table(self, role: str, arrays):
+        """The pointer table of `arrays`, rebuilt only when an address or size changed."""
+        key = tuple((address(a), a.nbytes) for a in arrays)
+        if self._tables.get(role, (None,))[0] != key:
+            self._tables[role] = (key, self._runtime.pointer_table(arrays))
+            self.host_writes[role] += 1
+        return self._tables[role][1]
+
+    def hold(self, step: int, lr: float) -> None:
+        """Make the device schedule hold (step, lr), writing it only when it does not."""
+        if self.schedule_holds != (step, lr):
+            self.schedule[...] = self._xp.asarray(np.array([step, lr, 0.0, 0.0]))
+            self.host_writes["schedule"] += 1
+        self.schedule_holds = (step, lr)
+
+
+class MultiTensorSteps:
+    """Adam and SGD over lists of tensors in one launch each (plus optim_advance for Adam).
+
+    One TensorGroup per list of parameters (keyed by their addresses), so several optimizers,
+    or one optimizer whose set of live gradients changes, each get their own tables.
+    """
+
+    def __init__(self, launcher):
+        self.launcher = launcher
+        self.groups: dict[tuple, TensorGroup] = {}
+
+    def group(self, params) -> TensorGroup:
+        key = tuple((address(p), p.size) for p in params)
+        if key not in self.groups:
+            self.groups[key] = TensorGroup(self.launcher, params)
+        return self.groups[key]
+
+    def adam(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
+             weight_decay, decoupled):
+        group = self.group(params)
+        if group.blocks == 0:  # only empty tensors
+            return
+        T = params[0].dtype.type
+        group.hold(step - 1, lr)
+        self.launcher._kernel("optim.cu", "optim_advance")((1,), (1,), (
+            group.schedule, np.float64(beta1), np.float64(beta2)))
+        group.schedule_holds = (step, lr)
+        self.launcher._kernel("optim.cu", "adam_update_multi<{T}>", params[0].dtype)(
+            (group.blocks,), (THREADS,), (
+                group.table("params", params), group.table("exp_avgs", exp_avgs),
+                group.table("exp_avg_sqs", exp_avg_sqs), group.table("grads", grads),
+                group.sizes, group.first_block, *i32(group.count), group.schedule, T(beta1),
+                T(beta2), T(eps), T(weight_decay), *i32(bool(decoupled))))
+
+    def sgd(self, params, grads, velocities, lr, momentum, nesterov, weight_decay):
+        """velocities: one per param, or the params themselves without momentum."""
+        group = self.group(params)
+        if group.blocks == 0:
+            return
+        T = params[0].dtype.type
+        group.hold(0, lr)
+        self.launcher._kernel("optim.cu", "sgd_update_multi<{T}>", params[0].dtype)(
+            (group.blocks,), (THREADS,), (
+                group.table("params", params), group.table("velocities", velocities),
+                group.table("grads", grads), group.sizes, group.first_block,
+                *i32(group.count), group.schedule, T(momentum), *i32(bool(nesterov)),
+                T(weight_decay)))

@@ -1,0 +1,77 @@
+"""Fusion: neighbouring layers of an nn.Sequential run as one pass (the backends' business).
+
+nn.Sequential runs its layers through run_layers(). In training mode, neighbours become one
+fused Function, which computes exactly the numbers of the separate layers without storing the
+maps between them and with fewer kernel launches (the first pattern that fits wins):
+
+    batch norm -> ReLU -> pooling            F.batch_norm(..., relu='after', pool=...)
+    ReLU -> batch norm, batch norm -> ReLU   F.batch_norm(..., relu='before' | 'after')
+    pooling -> dropout                       F.max_pool2d(..., dropout=(rate, True, seed, step))
+
+Nothing about the model changes: its layers, names, parameters and state dict stay the user's,
+so layer tables, feature maps and CAM are unaffected. A layer with a forward hook is never
+fused, so every hook sees its own layer's output; evaluation (model.eval()) runs the layers one
+by one.
+
+    with fusion.unfused():        # the layers one by one, e.g. to compare the two
+        loss = model(x)
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+
+from minicnn.nn.layers import Dropout, ReLU, _BatchNorm, _Pool
+
+enabled = True  # fusion on; unfused() switches it off for a block of code
+
+
+@contextlib.contextmanager
+def unfused():
+    """Run every layer on its own inside the block."""
+    global enabled
+    previous, enabled = enabled, False
+    try:
+        yield
+    finally:
+        enabled = previous
+
+
+def _fusable(layers) -> bool:
+    return enabled and all(layer.training and not layer._hooks for layer in layers)
+
+
+def _plain_pool(layer) -> bool:
+    """A pooling layer whose PyTorch options (ceil_mode ...) are all at their defaults: the
+    fused passes implement only those (the layer alone says so in one line otherwise)."""
+    defaults = inspect.signature(type(layer).__init__).parameters
+    return isinstance(layer, _Pool) and all(
+        name in defaults and defaults[name].default == value for name, value in layer.options.items())
+
+
+def _fused_call(layers):
+    """(the fused pass of the first layers of `layers` as a function of x, how many layers it
+    covers), or (None, 1) when the first layer runs on its own."""
+    first, second, third = (list(layers[:3]) + [None, None])[:3]
+    if third is not None and _fusable(layers[:3]) and isinstance(first, _BatchNorm) \
+            and type(second) is ReLU and _plain_pool(third):
+        return lambda x: first.normalize(x, relu="after", pool=third), 3
+    if second is None or not _fusable(layers[:2]):
+        return None, 1
+    if type(first) is ReLU and isinstance(second, _BatchNorm):
+        return lambda x: second.normalize(x, relu="before"), 2
+    if isinstance(first, _BatchNorm) and type(second) is ReLU:
+        return lambda x: first.normalize(x, relu="after"), 2
+    if _plain_pool(first) and isinstance(second, Dropout) and second.rate > 0:
+        return lambda x: first.forward(x, dropout=second.next_mask()), 2
+    return None, 1
+
+
+def run_layers(layers, x):
+    """Apply `layers` in order, fusing neighbours that allow it."""
+    i = 0
+    while i < len(layers):
+        fused, count = _fused_call(layers[i:])
+        x = layers[i](x) if fused is None else fused(x)
+        i += count
+    return x
