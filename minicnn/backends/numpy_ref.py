@@ -14,6 +14,7 @@ Conventions shared by both backends:
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -413,17 +414,30 @@ def philox4x32(counter_lo, counter_hi, step, seed):
     step and seed (ints) fill the other counter words and the key. Arithmetic is done in
     uint64 and masked to 32 bits, which is exactly what the CUDA kernel does with __umulhi.
     Returns four uint64 arrays of 32-bit values.
+
+    One round maps (c0, c1, c2, c3) to (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1,
+    lo(M0 c0)), then bumps the key by the Weyl constants. The round below computes it in place
+    in the four counter arrays (no temporaries but one), because a dropout mask of a large
+    batch is millions of counters and this loop is its whole cost.
     """
-    c = [counter_lo, counter_hi,
-         np.full_like(counter_lo, step & 0xFFFFFFFF), np.full_like(counter_lo, (step >> 32) & 0xFFFFFFFF)]
+    c0, c1 = counter_lo.copy(), counter_hi.copy()
+    c2 = np.full_like(counter_lo, step & 0xFFFFFFFF)
+    c3 = np.full_like(counter_lo, (step >> 32) & 0xFFFFFFFF)
+    high = np.empty_like(c0)
     k0, k1 = seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF
-    m0, m1 = np.uint64(_PHILOX_M[0]), np.uint64(_PHILOX_M[1])
+    m0, m1, shift = np.uint64(_PHILOX_M[0]), np.uint64(_PHILOX_M[1]), np.uint64(32)
     for _ in range(10):
-        p0, p1 = m0 * c[0], m1 * c[2]
-        c = [(p1 >> np.uint64(32)) ^ c[1] ^ np.uint64(k0), p1 & _LOW32,
-             (p0 >> np.uint64(32)) ^ c[3] ^ np.uint64(k1), p0 & _LOW32]
+        np.multiply(c0, m0, out=c0)                 # c0 := M0 c0 (64-bit product)
+        np.multiply(c2, m1, out=c2)                 # c2 := M1 c2
+        c1 ^= np.right_shift(c2, shift, out=high)   # c1 := hi(M1 c2) ^ c1 ^ k0
+        c1 ^= np.uint64(k0)
+        c3 ^= np.right_shift(c0, shift, out=high)   # c3 := hi(M0 c0) ^ c3 ^ k1
+        c3 ^= np.uint64(k1)
+        c0 &= _LOW32                                # c0 := lo(M0 c0)
+        c2 &= _LOW32                                # c2 := lo(M1 c2)
+        c0, c1, c2, c3 = c1, c2, c3, c0
         k0, k1 = (k0 + _PHILOX_W[0]) & 0xFFFFFFFF, (k1 + _PHILOX_W[1]) & 0xFFFFFFFF
-    return c
+    return [c0, c1, c2, c3]
 
 
 def dropout_forward(x, rate, seed, step):
@@ -436,9 +450,14 @@ def dropout_forward(x, rate, seed, step):
     n = x.size
     counter = np.arange((n + 3) // 4, dtype=np.uint64)
     words = philox4x32(counter & _LOW32, counter >> np.uint64(32), step, seed)
-    bits = np.stack(words, axis=1).ravel()[:n]
-    uniform = (bits >> np.uint64(8)).astype(np.float64) * 2.0 ** -24
-    mask = ((uniform >= rate) / (1 - rate)).astype(x.dtype).reshape(x.shape)
+    # u = top24 * 2**-24 >= rate  <=>  top24 >= ceil(rate * 2**24): the same test, exactly,
+    # in integers (rate * 2**24 is exact in float64), without a float64 copy of every word
+    threshold = np.uint64(math.ceil(rate * 2.0 ** 24))
+    keep = np.empty((len(counter), 4), dtype=bool)
+    for j, word in enumerate(words):
+        np.greater_equal(np.right_shift(word, np.uint64(8), out=word), threshold, out=keep[:, j])
+    mask = keep.reshape(-1)[:n].astype(x.dtype).reshape(x.shape)
+    mask *= x.dtype.type(1 / (1 - rate))
     return x * mask, mask
 
 
