@@ -116,43 +116,44 @@ class Tensor:
                 function.release()
 
     # ---- operators, so that `a + b`, `a * b`, `-a` read naturally in model code: each is an op
-    # of the functional API (numbers on the left become tensors of the right operand's kind)
+    # of minicnn.ops.basic (numbers on the left become tensors of the right operand's kind)
     def __add__(self, other):
-        return _functional().add(self, other)
+        return _basic_ops().add(self, other)
 
     def __radd__(self, other):
-        return _functional().add(other, self)
+        return _basic_ops().add(other, self)
 
     def __mul__(self, other):
-        return _functional().mul(self, other)
+        return _basic_ops().mul(self, other)
 
     def __rmul__(self, other):
-        return _functional().mul(other, self)
+        return _basic_ops().mul(other, self)
 
     def __neg__(self):
-        return _functional().mul(self, -1.0)
+        return _basic_ops().mul(self, -1.0)
 
     def __sub__(self, other):
-        return _functional().add(self, -other if isinstance(other, Tensor) else -np.asarray(other))
+        return _basic_ops().add(self, -other if isinstance(other, Tensor) else -np.asarray(other))
 
     def __rsub__(self, other):
-        return _functional().add(other, -self)
+        return _basic_ops().add(other, -self)
 
     def reshape(self, *shape):
-        return _functional().reshape(self, shape[0] if len(shape) == 1 else shape)
+        return _basic_ops().reshape(self, shape[0] if len(shape) == 1 else shape)
 
     def sum(self, dim=None, keepdim=False, **numpy_names):
         """PyTorch's (dim, keepdim); NumPy's axis= / keepdims= work too."""
-        return _functional().sum(self, dim, keepdim, **numpy_names)
+        return _basic_ops().sum(self, dim, keepdim, **numpy_names)
 
     def mean(self, dim=None, keepdim=False, **numpy_names):
-        return _functional().mean(self, dim, keepdim, **numpy_names)
+        return _basic_ops().mean(self, dim, keepdim, **numpy_names)
 
 
-def _functional():
-    """minicnn.functional, imported on first use: it imports this module."""
-    from minicnn import functional
-    return functional
+def _basic_ops():
+    """minicnn.ops.basic (add, mul, reshape, sum, mean), imported on first use: it imports
+    this module."""
+    from minicnn.ops import basic
+    return basic
 
 
 def _accumulate(total, grad, device):

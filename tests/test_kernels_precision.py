@@ -25,7 +25,7 @@ import pytest
 from minicnn.backends import numpy_ref
 from minicnn.backends.cuda import CudaKernels
 from minicnn.backends.precision import MANTISSA_BITS, ROUNDING
-from minicnn.functional import resolve_padding
+from minicnn.ops.arguments import resolve_padding
 from minicnn.models.zoo import get_spec
 from test_kernels_emu import CONV_CASES, GEMM_SHAPES
 

@@ -5,7 +5,7 @@ import pytest
 import minicnn as mc
 from minicnn import functional as F
 from minicnn.backends import numpy_ref as R
-from minicnn.functional import resolve_padding
+from minicnn.ops.arguments import resolve_padding
 
 
 def direct_conv(x, w, b, stride, pads):

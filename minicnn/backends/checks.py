@@ -3,8 +3,8 @@
 numpy_ref and CudaKernels share names and signatures; `CheckedKernels` wraps either one so that
 the rule below of the same name (and signature) runs first. Every device's `kernels` is wrapped
 (minicnn.backends), so a bad call is the same one-line ValueError on cpu, emu and cuda, and it
-comes before any work: no kernel launch, no running statistic updated. The functional API adds
-only what kernels cannot see (that its inputs are Tensors; parsing stride and padding), so a
+comes before any work: no kernel launch, no running statistic updated. The ops (minicnn/ops/) add
+only what kernels cannot see (that inputs are Tensors; parsing stride and padding), so a
 shape or dtype rule is written once, here. Messages name the public op (conv2d, max_pool2d)
 and the shapes.
 

@@ -5,6 +5,50 @@ of their *output* y (relu: y > 0; sigmoid: y(1 - y); softmax: y(dy - sum(dy y)))
 class serves them: it keeps y and calls the kernels named `<kernel>_forward/_backward`.
 """
 from minicnn.autograd import Function
+from minicnn.backends.checks import dropout_rate
+from minicnn.ops.arguments import check_tensor
+
+
+def relu(x, inplace=False):
+    """max(x, 0). inplace is accepted for PyTorch's signature; the result is a new tensor."""
+    return ReLU()(x)
+
+
+def sigmoid(x):
+    return Sigmoid()(x)
+
+
+def _dim(op, x, dim):
+    """dim as an axis of x: negative dims count from the end; None is PyTorch's implicit
+    choice (0 for 0-, 1- and 3-D inputs, else 1: the class axis of (N, K) and (N, C, H, W))."""
+    check_tensor(op, x)
+    if dim is None:
+        dim = 0 if x.ndim in (0, 1, 3) else 1
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"{op}: dim {dim} is out of range for an input of shape {x.shape}")
+    return dim % x.ndim
+
+
+def softmax(x, dim=None):
+    """Probabilities along `dim`, for inputs of any rank."""
+    return Softmax(_dim("softmax", x, dim))(x)
+
+
+def log_softmax(x, dim=None):
+    """log(softmax(x, dim)), computed without forming softmax (no log(0))."""
+    return LogSoftmax(_dim("log_softmax", x, dim))(x)
+
+
+def dropout(x, p=0.5, training=True, inplace=False, *, seed=0, step=0):
+    """Inverted dropout with rate p; the identity when not training or p == 0.
+
+    (seed, step) choose the mask: nn.Dropout advances step on every call. inplace is accepted
+    for PyTorch's signature; minicnn always returns a new tensor.
+    """
+    dropout_rate("dropout", p)  # also when not training: a bad rate is a bug either way
+    if not training or p == 0:
+        return x
+    return Dropout(p, seed, step)(x)
 
 
 class _FromOutput(Function):

@@ -1,5 +1,23 @@
-"""Shape and arithmetic ops: add, mul, sum, reshape, zero padding, linear."""
-from minicnn.autograd import Function
+"""Shape and arithmetic ops: add, mul, sum, mean, reshape, flatten, zero padding, linear.
+
+Tensor's operators (+, *, -, reshape, sum, mean) call the functions here.
+"""
+import numpy as np
+
+from minicnn.autograd import Function, Tensor
+from minicnn.ops.arguments import check_tensor, resolve_padding
+
+
+def _as_tensor(value, like):
+    if isinstance(value, Tensor):
+        return value
+    return Tensor(like.device.asarray(value, dtype=like.dtype), like.device)
+
+
+def add(a, b):
+    """a + b with broadcasting."""
+    a, b = (_as_tensor(a, b), b) if not isinstance(a, Tensor) else (a, _as_tensor(b, a))
+    return Add()(a, b)
 
 
 class Add(Function):
@@ -16,6 +34,12 @@ class Add(Function):
                      for shape, needed in zip(self.shapes, self.needs_grad))
 
 
+def mul(a, b):
+    """a * b with broadcasting (e.g. SE scaling: (N, C, H, W) * (N, C, 1, 1))."""
+    a, b = (_as_tensor(a, b), b) if not isinstance(a, Tensor) else (a, _as_tensor(b, a))
+    return Mul()(a, b)
+
+
 class Mul(Function):
     """a * b with broadcasting (SE channel scaling, masks)."""
 
@@ -28,6 +52,26 @@ class Mul(Function):
         da = k.sum_to(k.mul_forward(dout, self.b), self.a.shape, 1.0) if self.needs_grad[0] else None
         db = k.sum_to(k.mul_forward(dout, self.a), self.b.shape, 1.0) if self.needs_grad[1] else None
         return da, db
+
+
+def _axes(dim, axis, keepdim, keepdims):
+    """PyTorch's (dim, keepdim) or NumPy's (axis, keepdims): (axes tuple or None, keepdims)."""
+    dim = axis if dim is None else dim
+    keep = keepdim if keepdims is None else keepdims
+    return (None if dim is None else tuple(np.atleast_1d(dim).tolist())), bool(keep)
+
+
+def sum(x, dim=None, keepdim=False, *, axis=None, keepdims=None):  # noqa: A001 - mirrors torch.sum
+    """Sum over `dim` (an int, a tuple, or None for all); NumPy's axis/keepdims also work."""
+    axes, keep = _axes(dim, axis, keepdim, keepdims)
+    return Sum(axes, keep)(x)
+
+
+def mean(x, dim=None, keepdim=False, *, axis=None, keepdims=None):
+    """Mean over `dim` (an int, a tuple, or None for all); NumPy's axis/keepdims also work."""
+    axes, keep = _axes(dim, axis, keepdim, keepdims)
+    count = x.size if axes is None else int(np.prod([x.shape[a] for a in axes]))
+    return Sum(axes, keep, scale=1.0 / count)(x)
 
 
 class Sum(Function):
@@ -49,6 +93,15 @@ class Sum(Function):
         return self.kernels.broadcast_to(dout.reshape(self.kept_shape), self.x_shape, self.scale)
 
 
+def flatten(x):
+    """(N, ...) -> (N, prod(...))."""
+    return Reshape((x.shape[0], -1))(x)
+
+
+def reshape(x, shape):
+    return Reshape(tuple(shape))(x)
+
+
 class Reshape(Function):
     def __init__(self, shape):
         self.shape = shape
@@ -59,6 +112,12 @@ class Reshape(Function):
 
     def backward(self, dout):
         return dout.reshape(self.x_shape)
+
+
+def zero_pad2d(x, padding):
+    """Pad H and W with zeros: padding as in conv2d (int, pair or 4-tuple)."""
+    check_tensor("zero_pad2d", x)
+    return ZeroPad2d(resolve_padding("zero_pad2d", padding, x.shape[2:], (1, 1), (1, 1)))(x)
 
 
 class ZeroPad2d(Function):
@@ -72,6 +131,12 @@ class ZeroPad2d(Function):
 
     def backward(self, dout):
         return self.kernels.zero_pad2d_backward(dout, self.pads)
+
+
+def linear(x, w, b=None):
+    """x: (N, IN), w: (OUT, IN), b: (OUT,) -> (N, OUT)."""
+    check_tensor("linear", x)
+    return Linear()(*((x, w) if b is None else (x, w, b)))
 
 
 class Linear(Function):
