@@ -21,8 +21,9 @@ from collections import Counter
 import numpy as np
 
 from minicnn.backends.cuda_launch import THREADS, cdiv, i32
+from minicnn.backends.kernel_facts import KERNELS_DIR, source_constants
 
-MULTI_CHUNK = 1024  # elements per block in optim.cu version 2 (its MULTI_CHUNK)
+MULTI_CHUNK = source_constants(KERNELS_DIR / "optim.cu")["MULTI_CHUNK"]  # elements per block
 
 
 def address(array) -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from minicnn.train.checkpoint import write_atomically
 from minicnn.train.config import TrainConfig
 from minicnn.train.errors import TrainError
+from minicnn.train.runfolder import claim_folder
 
 PLAN_FILE = "sweep.json"
 OUTCOME_FILE = "trial.json"
@@ -52,22 +53,10 @@ def unique_names(names: list[str]) -> list[str]:
     return unique
 
 
-def _new_folder(out: Path, kind: str) -> Path:
-    base = out / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
-        try:
-            folder.mkdir()  # fails if another sweep took the name in the same second
-            return folder
-        except FileExistsError:
-            continue
-    raise TrainError(f"cannot create a sweep folder under {out}: {base.name}-1..999 all exist")
-
-
 def new_plan(out, kind: str, trials: list[Trial], notes: dict | None = None) -> Plan:
     """Create the sweep folder and write its plan (nothing has started yet)."""
-    plan = Plan(_new_folder(Path(out).resolve(), kind), kind, trials, notes or {}, secrets.token_hex(8))
+    folder = claim_folder(Path(out).resolve(), f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    plan = Plan(folder, kind, trials, notes or {}, secrets.token_hex(8))
     text = json.dumps({"kind": kind, "token": plan.token, "notes": plan.notes,
                        "trials": [{"name": t.name, "overrides": t.overrides, "config": t.config.to_dict()}
                                   for t in trials]}, indent=1)
