@@ -106,14 +106,15 @@ class Recorder:
         if execute is not None:
             self.execute = execute
 
-    def device(self, name: str = "emu") -> Device:
-        """A Device like get_device(name) whose kernel launches and allocations are recorded."""
+    def device(self, name: str = "emu", precision: str = "fp32") -> Device:
+        """A Device like get_device(name, precision=...) whose kernel launches and allocations
+        are recorded."""
         from minicnn.backends.checks import CheckedKernels
         from minicnn.backends.cuda import CudaKernels
 
-        base = get_device(name)
+        base = get_device(name, precision=precision)
         runtime = RecordingRuntime(base.kernels.runtime, self)
-        return Device(base.name, runtime.xp, CheckedKernels(CudaKernels(runtime)))
+        return Device(base.name, runtime.xp, CheckedKernels(CudaKernels(runtime, base.precision)))
 
     @contextlib.contextmanager
     def recording(self, device: Device):

@@ -115,7 +115,7 @@ def render_text(profile) -> str:
     sampled = [r.counters for r in profile.launches if r.counters is not None]
     partial = sum(c.blocks_run < c.blocks_total for c in sampled)
     lines = [f"minicnn profile: {profile.arch}, batch {profile.batch}, one training step (forward, loss, "
-             f"backward, {type_name(profile)}) estimated for {gpu.name}",
+             f"backward, {type_name(profile)}) in {profile.precision}, estimated for {gpu.name}",
              f"counters: emulator, first/middle/last blocks of each grid ({partial} of {len(sampled)} "
              f"launches sampled, totals scaled; unsampled blocks were not executed and left zeros)", "",
              "per kernel family"]
