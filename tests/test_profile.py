@@ -7,7 +7,8 @@ import pytest
 import minicnn as mc
 from minicnn import functional as F, nn
 from minicnn.emu.counters import AccessSite, LaunchCounters
-from minicnn.profile.estimate import LAUNCH_OVERHEAD, estimate, useful_flops
+from minicnn.profile.estimate import (CONV_FAMILIES, FLOPS_PER_ELEMENT, GEMM_FAMILIES, LAUNCH_OVERHEAD,
+                                      MULTI_CHUNK, estimate, minimum_bytes, useful_flops)
 from minicnn.profile.gpus import get_gpu, occupancy
 from minicnn.profile.recorder import ArgInfo, LaunchRecord, Recorder
 from minicnn.profile.static import parse_listing, parse_ptxas_verbose, static_facts
@@ -168,3 +169,45 @@ def test_useful_flops_of_convolutions_and_products():
     gemm = LaunchRecord(0, "gemm.cu", "gemm_v2<float, false, true>", (1,), (256,), 0,
                         (ArgInfo((5, 7), "float32"),) * 3 + tuple(ArgInfo(None, "int32", v) for v in (5, 7, 11, 16)))
     assert useful_flops(gemm) == 2 * 5 * 7 * 11
+
+
+def conv_record(kernel: str) -> LaunchRecord:
+    """A 64-channel 32 x 32 forward conv at batch 8 (4.8 GFLOP), 128 x 2 tiles of 64 x 64."""
+    ints = [ArgInfo(None, "int32", v) for v in (8, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 32, 32)]
+    return LaunchRecord(0, "conv.cu", kernel, (128, 1), (128,), 0,
+                        (ArgInfo((8, 64, 32, 32), "float32"),) * 4 + tuple(ints))
+
+
+def test_tensor_core_kernels_are_held_to_their_tensor_peak():
+    fp32 = estimate(conv_record("conv2d_forward<float>"), H100)
+    tf32 = estimate(conv_record("conv2d_forward<float, MmaTile<Mma::TF32>>"), H100)
+    bf16 = estimate(conv_record("conv2d_forward<float, MmaTile<Mma::BF16>>"), H100)
+    assert tf32.flops == fp32.flops == bf16.flops
+    assert fp32.terms["flop"] / tf32.terms["flop"] == pytest.approx(H100.peak_tf32 / H100.peak_fp32)
+    assert fp32.terms["flop"] / bf16.terms["flop"] == pytest.approx(H100.peak_bf16 / H100.peak_fp32)
+
+
+def test_multi_tensor_optimizer_bytes_count_the_arrays_its_tables_reach():
+    tables = (ArgInfo((16,), "uint64"),) * 4 + (ArgInfo((16,), "int32"), ArgInfo((17,), "int32"))
+    scalars = (ArgInfo(None, "int32", 16), ArgInfo((4,), "float64")) + (ArgInfo(None, "float32", 0.9),) * 4
+    adam = LaunchRecord(0, "optim.cu", "adam_update_multi<float>", (100,), (256,), 0,
+                        tables + scalars + (ArgInfo(None, "int32", 1),))
+    elements = 100 * MULTI_CHUNK  # params, moments and grads: 4 float arrays of them
+    assert minimum_bytes(adam) == 4 * 4 * elements + sum(a.nbytes for a in adam.args)
+    assert useful_flops(adam) == FLOPS_PER_ELEMENT["adam_update_multi"] * elements
+
+
+def test_every_kernel_of_a_vgg_like_step_has_a_flop_count():
+    """Each family a vgg_like training step launches (fp32 and tf32) is a product or listed in
+    FLOPS_PER_ELEMENT, so `minicnn profile` estimates the whole step, not a default."""
+    from minicnn.models import get_spec
+    from minicnn.profile.step import _Step
+    families = set()
+    for precision in ("fp32", "tf32"):
+        recorder = Recorder(execute="skip", zero_fill=True)
+        with np.errstate(all="ignore"):
+            _Step(get_spec("vgg_like"), 4, recorder.device("emu", precision), 0)()
+        families |= {r.family for r in recorder.launches}
+        assert precision == "fp32" or any("Mma::TF32" in r.kernel for r in recorder.launches)
+    missing = families - set(FLOPS_PER_ELEMENT) - set(GEMM_FAMILIES) - set(CONV_FAMILIES)
+    assert not missing, sorted(missing)
