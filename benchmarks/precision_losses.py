@@ -19,11 +19,12 @@ import time
 import numpy as np
 
 import minicnn as mc
-from minicnn import functional as F
 from minicnn.backends import get_device
 from minicnn.backends.precision import PRECISIONS
 from minicnn.models import get_spec
 from minicnn.train.loop import build_optimizer
+
+from fixed_seed_losses import train_losses  # this folder (python puts a script's folder on sys.path)
 
 
 def images_and_labels(count: int, data: str | None):
@@ -44,16 +45,7 @@ def losses(arch: str, precision: str, steps: int, batch: int, images, labels) ->
     model = spec.build(10).to(device)
     model.train()
     optimizer = build_optimizer(spec.recipe, model.parameters())
-    out = []
-    for step in range(steps):
-        x = mc.tensor(images[step * batch:(step + 1) * batch], device=device)
-        y = device.asarray(labels[step * batch:(step + 1) * batch])
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        optimizer.step()
-        out.append(loss.item())
-    return out
+    return train_losses(model, optimizer, images, labels, steps, batch, device=device)
 
 
 def main():

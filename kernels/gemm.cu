@@ -220,8 +220,9 @@ constexpr int MN_MAJOR_STRIDE = TILE_M + 8;              // word 72 t + g is in 
 constexpr int MMA_TILE_SIZE = TILE_K * MN_MAJOR_STRIDE;  // floats per stage, the larger slab
 constexpr int MMA_STAGES = 2;  // double buffering: cp.async fills one stage while the mma read the other
 static_assert(TILE_M == 2 * MMA_WARP_TILE && TILE_N == 2 * MMA_WARP_TILE && MMA_THREADS == 4 * 32 &&
-              TILE_K == 16 && TILE_M * TILE_K <= MMA_TILE_SIZE,
-              "v3: 2 x 2 warps of 32 x 32 (2 x 4 mma tiles), one BF16 k16 / two TF32 k8 steps");
+              TILE_K == 16 && TILE_M * TILE_K <= MMA_TILE_SIZE && MMA_THREADS / TILE_K % 8 == 0,
+              "v3: 2 x 2 warps of 32 x 32 (2 x 4 mma tiles), one BF16 k16 / two TF32 k8 steps; "
+              "a loader thread's k-major rows 8 apart (KMajorSlab::shift)");
 
 // The 8 x 4 block q (0..3) of a 16 x 8 region at (mn0, k0) of a slab: A's fragment order (rows
 // first: q = 1 is 8 rows down) or B's (k first: blocks 0, 1 of one n block, then 2, 3 of the
@@ -233,6 +234,14 @@ struct KMajorSlab {  // 64 rows of 16 floats, chunks swizzled (drawing above)
     static __device__ __forceinline__ int offset(int mn, int k) {
         return mn * TILE_K + ((k / 4) ^ (mn / 2 % 4)) * 4 + k % 4;
     }
+    // For load_tile (copy_slab): the unswizzled strides, and the swizzle as a shift of this
+    // thread's cells. load_tile gives a thread one k (thread % 16: the operand is contiguous
+    // along k) and the rows thread / 16 + 8 i, which share one swizzle (it repeats every 8 rows).
+    static constexpr int MN_STRIDE = TILE_K, K_STRIDE = 1;
+    static __device__ __forceinline__ int shift() {
+        const int mn = threadIdx.x / TILE_K, k = threadIdx.x % TILE_K;
+        return offset(mn, k) - (mn * MN_STRIDE + k * K_STRIDE);
+    }
     // words[q] = block q's element (g, t) for this lane: one ldmatrix.x4, lanes 8q..8q+7
     // addressing the 8 rows of block q.
     static __device__ __forceinline__ void load_blocks(unsigned (&words)[4], const float* slab, int mn0,
@@ -243,7 +252,9 @@ struct KMajorSlab {  // 64 rows of 16 floats, chunks swizzled (drawing above)
 };
 
 struct MnMajorSlab {  // 16 rows of 64 floats, stride 72
-    static __device__ __forceinline__ int offset(int mn, int k) { return k * MN_MAJOR_STRIDE + mn; }
+    static constexpr int MN_STRIDE = 1, K_STRIDE = MN_MAJOR_STRIDE;
+    static __device__ __forceinline__ int offset(int mn, int k) { return k * K_STRIDE + mn * MN_STRIDE; }
+    static __device__ __forceinline__ int shift() { return 0; }
     static __device__ __forceinline__ void load_blocks(unsigned (&words)[4], const float* slab, int mn0,
                                                        int k0, bool rows_first) {
         const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
@@ -257,31 +268,15 @@ struct MnMajorSlab {  // 16 rows of 64 floats, stride 72
 template <bool K_CONTIGUOUS> struct SlabFor { using type = MnMajorSlab; };
 template <> struct SlabFor<true> { using type = KMajorSlab; };
 
-// Starts the cp.async copies of the ROWS x COLS block of `op` at (row0, col0) into a slab:
-// element (r, c) is (mn, k) = (r, c) for A (M_ROWS), (c, r) for B; cells past (row_end,
-// col_end) become zeros. Lanes walk the operand's contiguous index, as load_tile's do.
-template <int ROWS, int COLS, bool M_ROWS, typename Slab, typename Operand>
+// Starts the cp.async copies of A's 64 x 16 block at (row0, col0) (A_SIDE: rows m, columns
+// k) or B's 16 x 64 block (rows k, columns n) into a slab, through load_tile: zeros past
+// (row_end, col_end), lanes along the operand's contiguous index.
+template <bool A_SIDE, typename Slab, typename Operand>
 __device__ void copy_slab(const Operand& op, int row0, int col0, int row_end, int col_end, float* slab) {
-    constexpr bool BY_COL = Operand::contiguous_cols;
-    constexpr int LINES = BY_COL ? COLS : ROWS, DEPTH = BY_COL ? ROWS : COLS;
-    static_assert(MMA_THREADS % LINES == 0, "a thread keeps one index along the contiguous direction");
-    const int mine = threadIdx.x % LINES, index = (BY_COL ? col0 : row0) + mine;
-    const bool inside = index < (BY_COL ? col_end : row_end);
-    const int other0 = BY_COL ? row0 : col0, other_end = BY_COL ? row_end : col_end;
-    const typename Operand::Line line = op.line(index);  // dereferenced only when inside
-    auto cell = [&](int o) {
-        const int r = BY_COL ? o : mine, c = BY_COL ? mine : o;
-        return M_ROWS ? Slab::offset(r, c) : Slab::offset(c, r);
-    };
-    // A step of STEP along the other index moves every cell by the same amount: 8 rows of a
-    // k-major slab keep their swizzle, and an mn-major slab is linear.
-    constexpr int STEP = MMA_THREADS / LINES;
-    static_assert(BY_COL == M_ROWS ? STEP % 8 == 0 : true, "whole swizzle periods of k-major rows");
-    const int first = threadIdx.x / LINES, stride = cell(first + STEP) - cell(first);
-    for (int o = first, at = cell(first); o < DEPTH; o += STEP, at += stride) {
-        const float* source = inside && other0 + o < other_end ? op.address(line, other0 + o) : nullptr;
-        cp_async<4>(slab + at, source, source != nullptr);
-    }
+    constexpr int ROWS = A_SIDE ? TILE_M : TILE_K, COLS = A_SIDE ? TILE_K : TILE_N;
+    load_tile<ROWS, COLS, MMA_THREADS, true>(op, row0, col0, row_end, col_end, slab + Slab::shift(),
+                                             A_SIDE ? Slab::MN_STRIDE : Slab::K_STRIDE,
+                                             A_SIDE ? Slab::K_STRIDE : Slab::MN_STRIDE);
 }
 
 // acc[i][j] += the warp's 32 x 16 slab of A times the 16 x 32 slab of B (i: 16-row block, j:
@@ -343,8 +338,8 @@ __device__ void mma_gemm_tile(const OperandA& a, const OperandB& b, const Output
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int warp_m = warp / 2 * MMA_WARP_TILE, warp_n = warp % 2 * MMA_WARP_TILE;
     auto start_loading = [&](int stage, int k0) {
-        copy_slab<TILE_M, TILE_K, true, SlabA>(a, m0, k0, M, k_end, a_tile + stage * MMA_TILE_SIZE);
-        copy_slab<TILE_K, TILE_N, false, SlabB>(b, k0, n0, k_end, N, b_tile + stage * MMA_TILE_SIZE);
+        copy_slab<true, SlabA>(a, m0, k0, M, k_end, a_tile + stage * MMA_TILE_SIZE);
+        copy_slab<false, SlabB>(b, k0, n0, k_end, N, b_tile + stage * MMA_TILE_SIZE);
         cp_async_commit();
     };
     float acc[2][4][4] = {};
