@@ -128,7 +128,7 @@ def render_text(profile) -> str:
 
 
 def type_name(profile) -> str:
-    optimizer = {r.family for r in profile.launches} & {"adam_update", "sgd_update"}
+    optimizer = {r.family.removesuffix("_multi") for r in profile.launches} & {"adam_update", "sgd_update"}
     return next(iter(optimizer), "optimizer").replace("_update", "")
 
 
