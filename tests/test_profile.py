@@ -211,3 +211,16 @@ def test_every_kernel_of_a_vgg_like_step_has_a_flop_count():
         assert precision == "fp32" or any("Mma::TF32" in r.kernel for r in recorder.launches)
     missing = families - set(FLOPS_PER_ELEMENT) - set(GEMM_FAMILIES) - set(CONV_FAMILIES)
     assert not missing, sorted(missing)
+
+
+def test_kernel_expressions_match_their_demangled_names_with_enums_and_default_arguments():
+    from minicnn.profile.static import _match_expressions
+    demangled = {"conv2d_forward<float,SimtTile>": "simt", "conv2d_forward<float,MmaTile<(Mma)0>>": "tf32",
+                 "conv2d_forward<float,MmaTile<(Mma)1>>": "bf16", "gemm_v2<float,false,true>": "gemm"}
+    enumerators = {"Mma::TF32": "(Mma)0", "Mma::BF16": "(Mma)1"}
+    expressions = ["conv2d_forward<float>", "conv2d_forward<float, MmaTile<Mma::TF32>>",
+                   "conv2d_forward<float, MmaTile<Mma::BF16>>", "gemm_v2<float, false, true>", "relu<float>"]
+    assert _match_expressions(expressions, demangled, enumerators) == {
+        "conv2d_forward<float>": "simt", "conv2d_forward<float, MmaTile<Mma::TF32>>": "tf32",
+        "conv2d_forward<float, MmaTile<Mma::BF16>>": "bf16", "gemm_v2<float, false, true>": "gemm",
+        "relu<float>": None}
