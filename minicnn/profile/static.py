@@ -28,7 +28,7 @@ from pathlib import Path
 
 from minicnn.backends.cupy_runtime import KERNELS_DIR, kernels_digest
 
-CACHE_VERSION = "1"  # bump when the parsing below changes
+CACHE_VERSION = "2"  # bump when the parsing below changes
 
 # Instruction classes, by opcode prefix (PTX: "fma.rn.f32"; SASS: "FFMA").
 PTX_CLASSES = [
@@ -36,9 +36,9 @@ PTX_CLASSES = [
     ("fp32 (fma/mul/add)", ("fma.rn.f32", "mul.rn.f32", "mul.f32", "add.f32", "add.rn.f32", "sub.f32",
                             "max.f32", "min.f32", "neg.f32")),
     ("fp64", ("fma.rn.f64", "mul.f64", "mul.rn.f64", "add.f64", "add.rn.f64", "sub.f64")),
-    ("shared load", ("ld.shared",)),
+    ("shared load", ("ld.shared", "ldmatrix.")),
     ("shared store", ("st.shared",)),
-    ("global load", ("ld.global",)),
+    ("global load", ("ld.global", "cp.async.ca.", "cp.async.cg.")),  # cp.async: global to shared
     ("global store", ("st.global",)),
     ("int div/rem", ("div.s", "div.u", "rem.s", "rem.u")),
     ("int/address", ("add.s", "add.u", "sub.s", "sub.u", "mul.lo", "mul.hi", "mul.wide", "mad.lo", "mad.wide",
