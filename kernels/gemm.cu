@@ -181,8 +181,8 @@ __global__ void sum_splits(T* out, const T* partial, int count, int splits) {
 // memory, so that a warp's cp.async stores (consecutive lanes: consecutive elements along the
 // operand's contiguous index) fill 32 different banks:
 //
-//   k-major slab (contiguous along k: W of a conv, dY of backward-weight, A of a plain GEMM):
-//   64 rows (one m or n each) of 16 floats, unpadded; the four 16-byte chunks of row r are
+//   k-major slab (contiguous along k: W in forward and backward-data, dY and X_col^T in
+//   backward-weight, a GEMM's A and transposed B): 64 rows (one m or n each) of 16 floats, unpadded; the four 16-byte chunks of row r are
 //   XOR-swizzled, chunk c stored at position c ^ (r / 2 % 4). Bank groups (4 banks = 1 chunk):
 //
 //               banks  0-3   4-7   8-11  12-15 | 16-19 20-23 24-27 28-31
@@ -200,8 +200,8 @@ __global__ void sum_splits(T* out, const T* partial, int count, int splits) {
 //   Padding alone cannot do both: stride 20 suits ldmatrix but two rows 20 words apart share
 //   4 banks when stored; stride 16 suits the stores but puts rows r and r + 2 in the same banks.
 //
-//   mn-major slab (contiguous along m or n: the im2col / col2im operands, whose pixels are
-//   contiguous): 16 rows (one k each) of 64 floats padded to 72. Stores: 32 consecutive words.
+//   mn-major slab (contiguous along m or n: X_col in forward, dY_col in backward-data, whose
+//   pixels are contiguous; a GEMM's transposed A and B): 16 rows (one k each) of 64 floats padded to 72. Stores: 32 consecutive words.
 //   Fragment loads are scalar: lane (g, t) reads row t (+ 4), column g (+ 8), word 72 t + g,
 //   which is in bank 8 t + g: 32 different banks. ldmatrix cannot serve this slab: its .trans
 //   transposes 16-bit elements, which would split each FP32 value between two lanes.
