@@ -10,6 +10,7 @@ from minicnn.emu.counters import AccessSite, LaunchCounters
 from minicnn.profile.estimate import (CONV_FAMILIES, FLOPS_PER_ELEMENT, GEMM_FAMILIES, LAUNCH_OVERHEAD,
                                       MULTI_CHUNK, estimate, minimum_bytes, useful_flops)
 from minicnn.profile.gpus import get_gpu, occupancy
+from minicnn.profile.measure import CountInEmulator
 from minicnn.profile.recorder import ArgInfo, LaunchRecord, Recorder
 from minicnn.profile.static import parse_listing, parse_ptxas_verbose, static_facts
 
@@ -224,3 +225,23 @@ def test_kernel_expressions_match_their_demangled_names_with_enums_and_default_a
         "conv2d_forward<float>": "simt", "conv2d_forward<float, MmaTile<Mma::TF32>>": "tf32",
         "conv2d_forward<float, MmaTile<Mma::BF16>>": "bf16", "gemm_v2<float, false, true>": "gemm",
         "relu<float>": None}
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_tensor_core_tiles_have_no_shared_memory_bank_conflicts(precision):
+    """Every v3 kernel of a small training step (three conv passes; GEMMs with A and B stored
+    either way round, so both slab layouts on both sides) counted in the emulator: its shared
+    stores (cp.async landing) and fragment loads (ldmatrix, scalar) take the ideal wavefronts."""
+    recorder = Recorder(execute=CountInEmulator("all"))
+    device = recorder.device("emu", precision)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding="same"), nn.ReLU(), nn.Conv2d(8, 16, 3, padding="same"),
+                          nn.Flatten(), nn.Linear(16 * 8 * 8, 10)).to(device)
+    x = mc.tensor(np.random.default_rng(0).random((2, 3, 8, 8)), device=device)
+    F.cross_entropy(model(x), np.array([1, 2])).backward()
+    v3 = [r for r in recorder.launches if "Mma::" in r.kernel]
+    assert {r.kernel for r in v3} >= {f"gemm_v3<Mma::{precision.upper()}, {a}, {b}>"
+                                      for a, b in (("false", "true"), ("false", "false"), ("true", "false"))}
+    assert {r.family for r in v3} >= {"conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"}
+    for r in v3:
+        wavefronts, ideal = (r.counters.total("shared", None, name) for name in ("units", "ideal_units"))
+        assert wavefronts == ideal > 0, (r.kernel, wavefronts / ideal)
