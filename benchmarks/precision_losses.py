@@ -60,7 +60,8 @@ def main():
     for precision in PRECISIONS:
         start = time.perf_counter()
         curves[precision] = losses(args.arch, precision, args.steps, args.batch, images, labels)
-        print(f"{precision}: {time.perf_counter() - start:.0f} s wall", flush=True)
+        print(f"{precision}: {time.perf_counter() - start:.0f} s wall, losses "
+              + " ".join(f"{v:.4f}" for v in curves[precision]), flush=True)
     print(f"\n{args.arch}, batch {args.batch}, emulator, "
           f"{'CIFAR-10 training images' if args.data else 'random images'}")
     print(f"{'step':>4}  " + "  ".join(f"{p:>8}" for p in PRECISIONS))
