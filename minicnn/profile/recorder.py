@@ -108,12 +108,11 @@ class Recorder:
 
     def device(self, name: str = "emu") -> Device:
         """A Device like get_device(name) whose kernel launches and allocations are recorded."""
-        from minicnn.backends.checks import CheckedKernels
         from minicnn.backends.cuda import CudaKernels
 
         base = get_device(name)
         runtime = RecordingRuntime(base.kernels.runtime, self)
-        return Device(base.name, runtime.xp, CheckedKernels(CudaKernels(runtime)))
+        return Device(base.name, runtime.xp, CudaKernels(runtime))
 
     @contextlib.contextmanager
     def recording(self, device: Device):
