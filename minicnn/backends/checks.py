@@ -329,10 +329,11 @@ def pool2d_dropout_forward(x, mode, kernel, stride, pads, rate, seed, step):
 # --------------------------------------------------------------------------- the wrapper
 
 class CheckedKernels:
-    """A kernel set (numpy_ref or CudaKernels) whose kernels first run their rule of RULES.
+    """A kernel set (numpy_ref or CudaKernels) whose kernels first run their rule of RULES,
+    for code that calls kernels directly (the ops run the rules themselves).
 
     Everything else (kernels without a rule, the set's own attributes such as xp) is the
-    wrapped set's, so ops call `device.kernels.<name>` exactly as before.
+    wrapped set's, so `CheckedKernels(device.kernels).<name>` takes the same calls.
     """
 
     def __init__(self, kernels):
