@@ -49,6 +49,7 @@ KERNEL_CALLS = {  # a bad call of a kernel -> the start of its error
                "cross_entropy: labels must be in [0, 3)"),
     "broadcast": (lambda k: k.add_forward(f32(2, 3), f32(4)), "add: shapes (2, 3) and (4,) do not broadcast"),
     "dropout": (lambda k: k.dropout_forward(f32(3), 1.5, 0, 0), "dropout: rate must be in [0, 1)"),
+    "relu dtype": (lambda k: k.relu_forward(np.zeros(3, np.int32)), "relu: input must be float32 or float64"),
     "warp fill": (lambda k: k.affine_warp(f32(1, 3, 4, 4), f32(1, 2, 3), "reflect"), "fill must be one of"),
 }
 
