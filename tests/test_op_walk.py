@@ -22,7 +22,7 @@ from minicnn.backends import Device, checks, numpy_ref
 from minicnn.emu import runtime as emu_runtime
 from minicnn.gradcheck_cases import all_cases
 
-PACKAGE = Path(mc.__file__).parent
+PACKAGE = Path(mc.__file__).resolve().parent
 BEFORE = {"cpu": (6, 5), "emu": (10, 11)}  # (calls, files) in the issue
 
 
@@ -38,8 +38,9 @@ def conv_walk(device: str, monkeypatch) -> list[tuple[str, str]]:
     monkeypatch.setattr(owner, name, spy)
     layer = nn.Conv2d(3, 4, 3, padding=1).to(device)
     layer(mc.tensor(np.ones((2, 3, 5, 5)), device=device))
-    frames = [(Path(f.filename).relative_to(PACKAGE).as_posix(), f.name)
-              for f in stacks[0] if Path(f.filename).is_relative_to(PACKAGE)]
+    paths = [(Path(f.filename).resolve(), f.name) for f in stacks[0]]
+    frames = [(path.relative_to(PACKAGE).as_posix(), function) for path, function in paths
+              if path.is_relative_to(PACKAGE)]
     start = frames.index(("nn/layers.py", "forward"))
     kernel_file = "backends/numpy_ref.py" if device == "cpu" else "emu/runtime.py"
     return frames[start:] + [(kernel_file, name)]
