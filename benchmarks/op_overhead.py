@@ -69,6 +69,7 @@ def calls(wrap: bool):
 
     def wiring(kernels):
         return checks.CheckedKernels(kernels) if wrap else kernels
+
     x, w, b = np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 3, 3), np.float32), np.ones(1, np.float32)
     args = (x, w, b, (1, 1), (1, 1, 1, 1))
     checked = checks.CheckedKernels(stored)
