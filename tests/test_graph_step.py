@@ -62,3 +62,73 @@ def test_replayed_steps_equal_eager_steps_bit_for_bit(name):
         np.testing.assert_array_equal(state[key], eager_state[key], err_msg=key)
     for key in eager_optimizer:  # moments and the step count: a resume continues identically
         np.testing.assert_array_equal(optimizer_state[key], eager_optimizer[key], err_msg=key)
+
+
+def test_a_replay_copies_nothing_from_the_host_allocates_nothing_and_reads_nothing_back():
+    """vgg_like on the dry device (kernels that do nothing): the Python side of each step."""
+    from minicnn.models.zoo import get_spec
+
+    recorder = Recorder(execute="skip", track_host=True)
+    device = recorder.device("dry")
+    model = get_spec("vgg_like").build().to(device)
+    model.train()
+    optimizer = optim.Adam(model.parameters())
+    step = GraphStep(model, optimizer, device, ReplayGraphs(recorder, run=False))
+    x, y = device.xp.zeros((8, 3, 32, 32), np.float32), device.xp.zeros(8, np.int64)
+    steps = []
+    with np.errstate(all="ignore"):  # the dry runtime leaves arrays uninitialized
+        for _ in range(5):  # 2 eager, the capture, 2 replays
+            recorder.reset()
+            step(x, y)
+            steps.append((recorder.launches, recorder.allocations, recorder.host_to_device,
+                          recorder.host_reads))
+    (warm, _, warm_copies, warm_reads), (captured, _, capture_copies, _) = steps[1], steps[2]
+    assert graph_blockers(warm, captured) == []  # the capture is a step like every other
+    # NumPy's allocator gives each step's gradients new addresses: the optimizer uploads their
+    # table again (CuPy's pool usually reuses them; the graph's memory always does)
+    assert len(captured) >= 100 and (warm_copies, warm_reads) == (1, 0)
+    assert capture_copies == 1  # the gradient table, uploaded after the capture
+    assert steps[3][1:] == steps[4][1:] == (0, 0, 0)  # allocations, copies, reads
+    assert steps[3][0] == steps[4][0] == []  # no launch but the graph's
+    assert step.replays == 2 and optimizer.step_count == 5
+
+
+def test_a_new_learning_rate_before_a_replay_is_one_write_of_the_schedule():
+    recorder = Recorder(execute="skip", track_host=True)
+    device = recorder.device("dry")
+    model = small_net().to(device)
+    model.train()
+    optimizer = optim.Adam(model.parameters())
+    step = GraphStep(model, optimizer, device, ReplayGraphs(recorder, run=False))
+    x, y = device.xp.zeros((4, 3, 8, 8), np.float32), device.xp.zeros(4, np.int64)
+    with np.errstate(all="ignore"):
+        for _ in range(4):
+            step(x, y)
+        optimizer.lr = 5e-4
+        recorder.reset()
+        step(x, y)
+    assert (recorder.host_to_device, recorder.allocations) == (1, 0)
+
+
+def test_the_loader_copies_nothing_to_the_device_after_the_epoch_starts():
+    """The epoch's order and augmentation draws go over once; a batch is made on the device."""
+    from minicnn.data.augment import augment_preset
+    from minicnn.data.loader import BatchLoader
+    from minicnn.data.splits import Normalizer
+
+    recorder = Recorder(track_host=True)
+    device = recorder.device("emu")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 3, 8, 8), dtype=np.uint8)
+    loader = BatchLoader(images, rng.integers(0, 10, 24), 8, shuffle=True, device=device,
+                         augment=augment_preset("report_b"),
+                         normalizer=Normalizer.fit("standardize", images))
+    epoch = iter(loader)
+    recorder.reset()
+    next(epoch)
+    assert recorder.host_to_device == 3  # the order, the warps' and the colour draws
+    recorder.reset()
+    for x, y in epoch:
+        assert x.shape == (8, 3, 8, 8)
+    assert recorder.host_to_device == recorder.host_reads == 0
+    assert recorder.launches  # the batches were augmented by the device's kernels

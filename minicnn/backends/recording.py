@@ -181,14 +181,13 @@ class Recorder:
         with PoolAllocations():
             yield self
 
-    def launch(self, source, expression, kernel, grid, block, args, shared_mem, array_bytes=0):
+    def launch(self, source, expression, kernel, grid, block, args, shared_mem, array_bytes=0,
+               host_arrays=0):
         record = LaunchRecord(len(self.launches), source, expression, dims(grid), dims(block),
                               int(shared_mem), tuple(describe_arg(a) for a in args),
                               array_bytes=array_bytes)
         self.launches.append(record)
-        if self.track_host:
-            self.host_to_device += sum(isinstance(a, np.ndarray) and not isinstance(a, DeviceArray)
-                                       and not hasattr(a, "ranges") for a in args)
+        self.host_to_device += host_arrays  # on a GPU each would be a copy (or an error)
         if self.execute == "run":
             kernel(grid, block, args, shared_mem)
         elif callable(self.execute):
@@ -226,6 +225,14 @@ class RecordingRuntime:
         reference, nbytes = self._tables.get(id(array), (None, 0))
         return nbytes if reference is not None and reference() is array else 0
 
+    def host_arrays(self, args) -> int:
+        """Tracked NumPy devices: how many arguments are host arrays (neither made by the device
+        nor pointer tables, whose upload is counted when they are made)."""
+        if not self.recorder.track_host:
+            return 0
+        return sum(isinstance(a, np.ndarray) and not isinstance(a, DeviceArray)
+                   and self._reached_bytes(a) == 0 and id(a) not in self._tables for a in args)
+
 
 class RecordingModule:
     def __init__(self, inner, source: str, runtime: RecordingRuntime):
@@ -241,8 +248,9 @@ class RecordingKernel:
         self.inner, self.source, self.name, self.runtime = inner, source, name, runtime
 
     def __call__(self, grid, block, args, shared_mem=0):
-        self.runtime.recorder.launch(self.source, self.name, self.inner, grid, block, args,
-                                     shared_mem, self.runtime.bytes_of(args))
+        runtime = self.runtime
+        runtime.recorder.launch(self.source, self.name, self.inner, grid, block, args, shared_mem,
+                                runtime.bytes_of(args), runtime.host_arrays(args))
 
 
 class DeviceArray(np.ndarray):
@@ -250,6 +258,7 @@ class DeviceArray(np.ndarray):
     hold. Views and arithmetic results stay DeviceArrays; reading a value back is counted."""
 
     recorder = None  # set on the subclass each tracking recorder makes
+    on_device = True  # what checks.py asks before reading values on the host
 
     def _read(self):
         if self.recorder is not None:
