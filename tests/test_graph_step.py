@@ -132,3 +132,57 @@ def test_the_loader_copies_nothing_to_the_device_after_the_epoch_starts():
         assert x.shape == (8, 3, 8, 8)
     assert recorder.host_to_device == recorder.host_reads == 0
     assert recorder.launches  # the batches were augmented by the device's kernels
+
+
+@pytest.fixture
+def replayed_training(monkeypatch):
+    """Training runs on the emulator whose steps go through ReplayGraphs when `graphs` is set
+    (the real trainer uses CUDA graphs on a GPU only)."""
+    from minicnn.train import loop
+
+    def use(graphs: bool) -> Recorder:
+        recorder = Recorder()
+        monkeypatch.setattr(loop, "get_device", lambda name, precision=None: recorder.device("emu"))
+        monkeypatch.setattr(loop.Trainer, "graph_runtime",
+                            lambda self: ReplayGraphs(recorder) if graphs else None)
+        return recorder
+    return use
+
+
+def test_training_and_resume_with_replayed_steps_equal_eager_training(tmp_path, replayed_training):
+    """2 epochs of 4 steps (3 of 16 images, 1 short of 12): warm-up, capture, replays and eager
+    short batches; a run resumed after epoch 1 ends with the very same weights."""
+    from minicnn.train import TrainConfig, resume, train
+    from test_train_fixtures import colour_cifar, tiny_spec
+
+    spec, quiet = tiny_spec(lr=0.01, epochs=2), dict(progress=False, log=lambda m: None)
+    config, data = TrainConfig.from_spec(spec, device="emu"), colour_cifar(60, 20)
+    runs, launches = {}, {}
+    for name, graphs in (("eager", False), ("graphs", True)):
+        recorder = replayed_training(graphs)
+        runs[name] = train(config, run_dir=tmp_path / name, spec=spec, data=data, **quiet)
+        launches[name] = len(recorder.launches)
+    train(config.replace(epochs=1), run_dir=tmp_path / "resumed", spec=spec, data=data, **quiet)
+    runs["resumed"] = resume(tmp_path / "resumed", epochs=2, spec=spec, data=data, **quiet)
+    eager = runs["eager"].history
+    for name in ("graphs", "resumed"):
+        keys = ("train_loss", "train_acc", "val_loss", "val_acc")
+        assert [[row[k] for k in keys] for row in runs[name].history] == [[row[k] for k in keys] for row in eager]
+        final = np.load(tmp_path / name / "last.npz")
+        with np.load(tmp_path / "eager" / "last.npz") as expected:
+            for key in expected.files:
+                if key != "meta.json":
+                    np.testing.assert_array_equal(final[key], expected[key], err_msg=f"{name} {key}")
+    assert eager[-1]["train_loss"] < eager[0]["train_loss"]
+    assert launches["graphs"] < launches["eager"]  # epoch 2 replayed (replays are not recorded)
+
+
+def test_graphs_on_the_cpu_are_ignored_with_one_line(tmp_path):
+    from minicnn.train import TrainConfig, train
+    from test_train_fixtures import colour_cifar, tiny_spec
+
+    spec, lines = tiny_spec(epochs=1), []
+    train(TrainConfig.from_spec(spec, device="cpu", graphs=True), run_dir=tmp_path / "run", spec=spec,
+          data=colour_cifar(), progress=False, log=lines.append)
+    assert [line for line in lines if "--graphs" in line] == [
+        "note: --graphs has no effect on cpu (CUDA graphs need a GPU); steps run eagerly"]
