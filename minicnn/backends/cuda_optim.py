@@ -67,6 +67,13 @@ class TensorGroup:
             self.host_writes[role] += 1
         return self._tables[role][1]
 
+    def ready_for_replay(self, step: int, lr: float) -> None:
+        """Before a captured update of this group replays as step `step` (1-based): the schedule
+        must hold what the capture's first launch reads (one host write when lr changed); the
+        host's note then says what it holds after the replay, as an eager step leaves it."""
+        self.hold(step - 1 if self.advances else 0, lr)
+        self.schedule_holds = (step, lr) if self.advances else (0, lr)
+
     def _refill(self, table, arrays) -> None:
         """Write the addresses of `arrays` into an existing table (same length)."""
         fresh = self._runtime.pointer_table(arrays)
@@ -113,14 +120,6 @@ class MultiTensorSteps:
                 write()
         finally:
             self._deferred = None
-
-    def ready_for_replay(self, params, step: int, lr: float) -> None:
-        """Before a captured update of `params` replays as step `step` (1-based): the schedule
-        must hold what the capture's first launch reads (one host write when lr changed); the
-        host's note then says what it holds after the replay, as an eager step leaves it."""
-        group = self.group(params)
-        group.hold(step - 1 if group.advances else 0, lr)
-        group.schedule_holds = (step, lr) if group.advances else (0, lr)
 
     def adam(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
              weight_decay, decoupled):

@@ -65,6 +65,7 @@ class GraphStep:
         self.warmup = warmup
         self._shapes: dict[tuple, _Shape] = {}
         self.replays = 0
+        self._update = self._dropouts = None  # found at the first capture (see _before_replay)
 
     def __call__(self, x, y):
         if self.graphs is None:
@@ -90,18 +91,21 @@ class GraphStep:
         with kernels._multi_tensor.deferred_table_writes():  # a table upload cannot be captured
             shape.graph, shape.outputs = self.graphs.capture(
                 lambda: eager_step(self.model, self.optimizer, self.device, shape.x, shape.y))
+        # what every replay advances (the same for each shape: the same model in training)
+        live = [p.data for p in self.optimizer.params if p.grad is not None]
+        self._update = kernels._multi_tensor.group(live)
+        self._dropouts = [m for m in self.model.modules()
+                          if isinstance(m, Dropout) and m.training and m.rate]
 
     def _before_replay(self) -> None:
         """Make host and device hold what the captured step expects, as an eager step would."""
         self.replays += 1
-        optimizer, kernels = self.optimizer, self.device.kernels
+        optimizer = self.optimizer
         optimizer.step_count += 1
-        live = [p.data for p in optimizer.params if p.grad is not None]
-        kernels._multi_tensor.ready_for_replay(live, optimizer.step_count, optimizer.lr)
-        for module in self.model.modules():
-            if isinstance(module, Dropout) and module.training and module.rate:
-                module.next_mask()
-                kernels.dropout_step_advanced(int(module.seed), int(module.step))
+        self._update.ready_for_replay(optimizer.step_count, optimizer.lr)
+        for module in self._dropouts:
+            module.next_mask()
+            self.device.kernels.dropout_step_advanced(int(module.seed), int(module.step))
 
 
 class ReplayGraphs:
