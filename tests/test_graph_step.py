@@ -186,3 +186,19 @@ def test_graphs_on_the_cpu_are_ignored_with_one_line(tmp_path):
           data=colour_cifar(), progress=False, log=lines.append)
     assert [line for line in lines if "--graphs" in line] == [
         "note: --graphs has no effect on cpu (CUDA graphs need a GPU); steps run eagerly"]
+
+
+def test_a_failed_capture_is_one_line_that_names_the_way_out():
+    class FailingGraphs:
+        def capture(self, step):
+            raise RuntimeError("operation not permitted when stream is capturing\nmore")
+
+    device = Recorder(execute="skip").device("dry")
+    model = small_net().to(device)
+    model.train()
+    step = GraphStep(model, optim.Adam(model.parameters()), device, FailingGraphs(), warmup=0)
+    with np.errstate(all="ignore"), pytest.raises(mc.train.TrainError) as error:
+        step(np.zeros((4, 3, 8, 8), np.float32), np.zeros(4, np.int64))
+    assert str(error.value) == ("capturing the training step as a CUDA graph failed (RuntimeError: "
+                                "operation not permitted when stream is capturing); rerun with "
+                                "--no-graphs (the last checkpoint is intact)")

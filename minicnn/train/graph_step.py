@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from minicnn import functional as F
 from minicnn.autograd import tensor
 from minicnn.nn.layers import Dropout
+from minicnn.train.errors import TrainError
 
 WARMUP_STEPS = 2  # the first compiles and builds tables; the second runs as every later step will
 
@@ -88,9 +89,15 @@ class GraphStep:
         shape.x, shape.y = xp.empty_like(x), xp.empty_like(y)
         shape.x[...] = x
         shape.y[...] = y
-        with kernels._multi_tensor.deferred_table_writes():  # a table upload cannot be captured
-            shape.graph, shape.outputs = self.graphs.capture(
-                lambda: eager_step(self.model, self.optimizer, self.device, shape.x, shape.y))
+        try:
+            with kernels._multi_tensor.deferred_table_writes():  # a table upload cannot be captured
+                shape.graph, shape.outputs = self.graphs.capture(
+                    lambda: eager_step(self.model, self.optimizer, self.device, shape.x, shape.y))
+        except Exception as error:  # the step's host state moved on without its GPU work
+            reason = (str(error).splitlines() or [""])[0]
+            raise TrainError(f"capturing the training step as a CUDA graph failed "
+                             f"({type(error).__name__}: {reason}); rerun with --no-graphs "
+                             f"(the last checkpoint is intact)") from None
         # what every replay advances (the same for each shape: the same model in training)
         live = [p.data for p in self.optimizer.params if p.grad is not None]
         self._update = kernels._multi_tensor.group(live)
