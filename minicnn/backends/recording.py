@@ -260,29 +260,19 @@ class DeviceArray(np.ndarray):
     recorder = None  # set on the subclass each tracking recorder makes
     on_device = True  # what checks.py asks before reading values on the host
 
-    def _read(self):
+
+def _counted_read(name: str):
+    """ndarray's method `name`, counting a host read (a synchronization on a GPU) first."""
+    def read(self, *args):
         if self.recorder is not None:
             self.recorder.host_reads += 1
+        return getattr(np.ndarray, name)(self, *args)
+    read.__name__ = name
+    return read
 
-    def item(self, *args):
-        self._read()
-        return super().item(*args)
 
-    def tolist(self):
-        self._read()
-        return super().tolist()
-
-    def __float__(self):
-        self._read()
-        return super().__float__()
-
-    def __int__(self):
-        self._read()
-        return super().__int__()
-
-    def __bool__(self):
-        self._read()
-        return super().__bool__()
+for _name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+    setattr(DeviceArray, _name, _counted_read(_name))
 
 
 class CountingArrayModule:
