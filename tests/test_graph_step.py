@@ -202,3 +202,36 @@ def test_a_failed_capture_is_one_line_that_names_the_way_out():
     assert str(error.value) == ("capturing the training step as a CUDA graph failed (RuntimeError: "
                                 "operation not permitted when stream is capturing); rerun with "
                                 "--no-graphs (the last checkpoint is intact)")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_cuda_graph_replays_equal_eager_steps_on_a_gpu(name):
+    """The real capture (CupyGraphs), where a GPU is at hand: the same run as above, eager and
+    replayed, must agree bit for bit (the same kernels in the same order)."""
+    from minicnn.backends import cuda_status, get_device
+    from minicnn.train.graph_step import CupyGraphs
+
+    usable, reason = cuda_status()
+    if not usable:
+        pytest.skip(f"no usable GPU: {reason}")
+    device = get_device("cuda")
+    data = batches(5) + batches(1, size=3, seed=4) + batches(1, seed=5)
+    results = []
+    for graphs in (None, CupyGraphs(device.kernels.runtime)):
+        mc.manual_seed(3)
+        model = small_net().to(device)
+        model.train()
+        optimizer = OPTIMIZERS[name](model.parameters())
+        step = GraphStep(model, optimizer, device, graphs)
+        losses = []
+        for i, (x, y) in enumerate(data):
+            if i == 4:
+                optimizer.lr /= 2
+            loss, _ = step(device.xp.asarray(x), device.xp.asarray(y))
+            losses.append(float(loss))
+        results.append((losses, model.state_dict(), step.replays))
+    (eager, eager_state, _), (replayed, state, replays) = results
+    assert replays == 3 and replayed == eager
+    for key in eager_state:
+        np.testing.assert_array_equal(state[key], eager_state[key], err_msg=key)
