@@ -10,8 +10,8 @@ from minicnn.emu.counters import AccessSite, LaunchCounters
 from minicnn.profile.estimate import (CONV_FAMILIES, FLOPS_PER_ELEMENT, GEMM_FAMILIES, LAUNCH_OVERHEAD,
                                       MULTI_CHUNK, estimate, minimum_bytes, useful_flops)
 from minicnn.profile.gpus import get_gpu, occupancy
+from minicnn.backends.recording import ArgInfo, LaunchRecord, Recorder
 from minicnn.profile.measure import CountInEmulator
-from minicnn.profile.recorder import ArgInfo, LaunchRecord, Recorder
 from minicnn.profile.static import parse_listing, parse_ptxas_verbose, static_facts
 
 H100, A100 = get_gpu("h100"), get_gpu("A100")
