@@ -163,3 +163,21 @@ conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, const int* x_taps
               RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * F * cols, cols}, F, cols,
               k_begin, k_end, a_tile, b_tile);
 }
+
+// conv2d_backward_weight with its split-K slices added in the same launch (gemm.cu's
+// add_splits_when_last, bit for bit sum_splits): dw: (F, C*kH*kW), dw_partial: scratch.
+template <typename T, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_backward_weight_split_k(T* dw, T* dw_partial, unsigned* arrivals, const T* dy, const T* x,
+                               const int* x_taps, int N, int C, int H, int W, int F, int kh, int kw,
+                               int sh, int sw, int pt, int pl, int Ho, int Wo, int k_chunk) {
+    CONV_SHARED_TILES(T, Tile);
+    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
+    const int K = N * Ho * Wo, cols = C * kh * kw;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
+    Tile::run(BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, x_taps, s},
+              RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * F * cols, cols}, F, cols,
+              k_begin, k_end, a_tile, b_tile);
+    add_splits_when_last(dw, dw_partial, arrivals, F, cols);
+}

@@ -25,7 +25,8 @@ from minicnn.backends.cuda_launch import (FILL_MODES, POOL_MODES, KernelLauncher
 from minicnn.backends.cuda_fused import FusedLaunches
 from minicnn.backends.cuda_norm import BatchNormLaunches
 from minicnn.backends.cuda_optim import MultiTensorSteps
-from minicnn.backends.kernel_facts import ConvShape, conv_kernel, conv_taps, gemm_kernel
+from minicnn.backends.kernel_facts import (ConvShape, conv_kernel, conv_taps, gemm_kernel,
+                                          split_k_kernel)
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
@@ -53,8 +54,11 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
             raise ValueError(f"gemm: inner sizes differ ({k} vs {k_b}) for shapes {a.shape}, "
                              f"{b.shape} with trans_a={trans_a}, trans_b={trans_b}")
         if version == 2:
-            name = gemm_kernel(self._product_precision(a.dtype), trans_a, trans_b)
-            return self._split_k_product("gemm.cu", name, a.dtype, m, n, k, a, b, *i32(m, n, k))
+            precision = self._product_precision(a.dtype)
+            return self._split_k_product("gemm.cu", gemm_kernel(precision, trans_a, trans_b),
+                                         a.dtype, m, n, k, a, b, *i32(m, n, k),
+                                         one_launch=split_k_kernel("gemm", precision, trans_a,
+                                                                   trans_b))
         name = f"gemm_v1<{{T}}, {str(bool(trans_a)).lower()}, {str(bool(trans_b)).lower()}>"
         c = self.xp.empty((m, n), a.dtype)
         if c.size:
@@ -126,7 +130,8 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         s = self._conv_shape(x.shape, (f, x.shape[1], kh, kw), stride, pads)
         dw = self._split_k_product("conv.cu", self._conv_kernel("conv2d_backward_weight", x.dtype),
                                    x.dtype, f, s.patch, s.N * s.Ho * s.Wo, dy, x, self._taps(s, True),
-                                   *i32(*s.ints()))
+                                   *i32(*s.ints()), one_launch=split_k_kernel(
+                                       "conv2d_backward_weight", self._product_precision(x.dtype)))
         return dw.reshape(f, s.C, kh, kw)
 
     # ------------------------------------------------------------------ pooling

@@ -7,6 +7,7 @@ floating-point sum, and hence every result bit, is the same from run to run and 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,16 @@ import numpy as np
 from minicnn.backends import kernel_facts
 from minicnn.backends.kernel_facts import (KERNELS_DIR, MIN_SPLIT_K, TARGET_BLOCKS,  # noqa: F401
                                            cdiv, conv_instantiations, gemm_instantiations,
-                                           source_constants, tiled_products)
+                                           source_constants, split_k_instantiations,
+                                           tiled_products)
 from minicnn.backends.precision import check_precision
 from minicnn.backends.checks import conv_output_size  # noqa: F401 (the launchers' window size)
 
 # The instantiations each source provides; {T} is float or double.
 KERNELS = {
-    "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"],
-    "conv.cu": conv_instantiations() + ["sum_splits<{T}>"],
+    "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"] + split_k_instantiations("gemm"),
+    "conv.cu": conv_instantiations() + ["sum_splits<{T}>"]
+               + split_k_instantiations("conv2d_backward_weight"),
     "reduce.cu": ["sum_partials<{T}>", "channel_sums<{T}>"],
     "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance")
                      for pre in ("false", "true")]
@@ -89,6 +92,10 @@ def uint64(*values) -> tuple:
 class KernelLauncher:
     """Finds, memoizes and launches the kernels of kernels/*.cu through `runtime`
     (CupyRuntime on a GPU, EmulatorRuntime on the CPU)."""
+
+    # Split-K products add their slices in the product's own launch (gemm.cu's
+    # add_splits_when_last); False: a second launch, sum_splits (the same bits either way).
+    split_k_in_one_launch = True
 
     def __init__(self, runtime, precision: str = "fp32"):
         """precision: fp32, tf32 or bf16, the multiply of float32 GEMMs and convolutions
@@ -189,13 +196,23 @@ class KernelLauncher:
         self._kernel(source, expression, dtype)(product.grid(rows, cols, splits),
                                                 (product.threads,), args)
 
-    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args):
-        """rows x cols = a product over `depth`, split along depth when the output is small."""
+    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args,
+                         one_launch=None):
+        """rows x cols = a product over `depth`, split along depth when the output is small.
+
+        one_launch: the kernel's twin that adds the slices itself (kernel_facts.split_k_kernel),
+        used when split_k_in_one_launch is set; else a second launch (sum_splits) adds them."""
         product = self.products[self._product_precision(dtype)]
         splits, k_chunk = product.split(rows, cols, depth)
         partial = self.xp.empty((splits, rows, cols), dtype)
         if partial.size == 0:
             return partial.reshape(rows, cols)
+        if splits > 1 and one_launch and self.split_k_in_one_launch:
+            out = self.xp.empty((rows, cols), dtype)
+            tiles = math.prod(product.grid(rows, cols)[:2])
+            self._tiled_launch(source, one_launch, dtype, rows, cols,
+                               (out, partial, self._arrivals(tiles), *args, *i32(k_chunk)), splits)
+            return out
         self._tiled_launch(source, expression, dtype, rows, cols, (partial, *args, *i32(k_chunk)),
                            splits)
         if splits == 1:
