@@ -181,3 +181,32 @@ conv2d_backward_weight_split_k(T* dw, T* dw_partial, unsigned* arrivals, const T
               k_begin, k_end, a_tile, b_tile);
     add_splits_when_last(dw, dw_partial, arrivals, F, cols);
 }
+
+// ---------------------------------------------------------------------------- conv -> ReLU
+// A conv followed by a ReLU (nn/fusion.py): the bias and the ReLU are applied in the product's
+// epilogue, y = max(conv + b, 0) with the arithmetic of BatchedRowsOutput then relu_forward
+// (elementwise.cu), so the pair gives the same bits as the two kernels and the map before the
+// ReLU is never written. The backward's first step is fused.cu's relu_backward_channel_sums.
+template <typename T>
+struct BatchedRowsReluOutput {
+    T* data;
+    const T* bias;
+    int R, P;
+    __device__ void operator()(int r, int col, T value) const {
+        const T y = value + bias[r];
+        data[((long long)(col / P) * R + r) * P + col % P] = y > T(0) ? y : T(0);
+    }
+};
+
+// y: (N, F, Ho, Wo) = max(conv(x, w) + bias, 0). Grid as conv2d_forward.
+template <typename T, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_relu_forward(T* y, const T* x, const T* w, const T* bias, const int* x_taps, int N, int C,
+                    int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,
+                    int Wo) {
+    CONV_SHARED_TILES(T, Tile);
+    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
+    const int K = C * kh * kw;
+    Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, x_taps, s},
+              BatchedRowsReluOutput<T>{y, bias, F, Ho * Wo}, F, N * Ho * Wo, 0, K, a_tile, b_tile);
+}

@@ -174,3 +174,21 @@ __global__ void bn_relu_pool_backward_dx(T* dx, const T* dy, const int* index, c
     dx[i] = bn_input_grad(layer.grad(i, dy, index), x[i], i / S % C, gamma, mean, rstd, dbeta,
                           dgamma, N * S);
 }
+
+// ---------------------------------------------------------------------------- ReLU backward + bias gradient
+// Below a conv -> ReLU pair (or any layer with a bias before a ReLU): dx = (y > 0) ? dy : 0, as
+// relu_backward computes it, and db[c] = the channel sum of dx, the bias gradient of the layer
+// before, as channel_sums computes it (the same slices in the same order: the same bits).
+// One pass over dy instead of two launches; each term writes its dx as it is summed.
+// Grid (C, P), reduce.cu's channel_reduce.
+template <typename T>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+relu_backward_channel_sums(T* dx, T* db, T* partial, unsigned* arrivals, const T* dy, const T* y,
+                           int N, int C, int S) {
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int) {
+        const T g = y[i] > T(0) ? dy[i] : T(0);
+        dx[i] = g;
+        return g;
+    }, [=](int c, T total) { db[c] = total; });
+}

@@ -23,11 +23,11 @@ def mixed_net():
         nn.ReLU(), nn.Linear(8, 10))
 
 
-def train_three_steps(device, dtype, fused):
+def train_three_steps(device, dtype, fused, net=mixed_net):
     """Losses, parameters and BN running statistics after 3 Adam steps from a fixed seed."""
     mc.manual_seed(3)
     rng = np.random.default_rng(3)
-    model = mixed_net().to(device, dtype=dtype)
+    model = net().to(device, dtype=dtype)
     x = mc.tensor(rng.standard_normal((4, 3, 6, 6)), dtype=dtype, device=device)
     labels = rng.integers(0, 10, 4)
     opt = optim.Adam(model.parameters(), lr=1e-2)

@@ -310,6 +310,11 @@ def pool2d_dropout_forward(x, mode, kernel, stride, pads, rate, seed, step):
     dropout_rate(f"{mode}_pool2d", rate)
 
 
+@rule
+def conv2d_relu_forward(x, w, b, stride, pads):
+    conv2d_forward(x, w, b, stride, pads)
+
+
 # --------------------------------------------------------------------------- the wrapper
 
 class CheckedKernels:

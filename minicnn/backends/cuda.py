@@ -104,12 +104,16 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
 
     def conv2d_forward(self, x, w, b, stride, pads):
         """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
+        return self._conv_forward("conv2d_forward", x, w, b, stride, pads)
+
+    def _conv_forward(self, name, x, w, b, stride, pads):
+        """conv.cu's forward pass `name`: conv2d_forward, or conv2d_relu_forward (ReLU epilogue)."""
         x, w = self._float_arrays(x, w)
         s = self._conv_shape(x.shape, w.shape, stride, pads)
         bias = self.xp.zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
         y = self.xp.empty(s.y_shape, x.dtype)
         if y.size:  # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo)
-            self._tiled_launch("conv.cu", self._conv_kernel("conv2d_forward", x.dtype), x.dtype,
+            self._tiled_launch("conv.cu", self._conv_kernel(name, x.dtype), x.dtype,
                                s.F, s.N * s.Ho * s.Wo, (y, x, w, bias, self._taps(s, True), *i32(*s.ints())))
         return y
 

@@ -1,4 +1,5 @@
-"""Launchers of kernels/fused.cu: dropout with a recomputed mask, and pooling + dropout.
+"""Launchers of kernels/fused.cu: dropout with a recomputed mask, pooling + dropout, and a
+conv -> ReLU pair (conv.cu's ReLU epilogue, fused.cu's ReLU backward with the bias gradient).
 
 FusedLaunches is a mixin of CudaKernels (it uses KernelLauncher's helpers and CudaKernels'
 _pool_geometry); each method is the numpy_ref function of the same name.
@@ -12,6 +13,7 @@ the launches of one training step are those of the next, as a CUDA graph needs.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -88,3 +90,15 @@ class FusedLaunches:
                      index, *i32(code, *geometry), np.float64(rate),
                      *self._dropout_step(seed, step))
         return dx
+
+    def conv2d_relu_forward(self, x, w, b, stride, pads):
+        """relu(conv2d_forward(x, w, b)): the bias and the ReLU in the product's epilogue."""
+        return self._conv_forward("conv2d_relu_forward", x, w, b, stride, pads)
+
+    def relu_backward_bias_grad(self, dy, y):
+        """(relu_backward(dy, y), the channel sums of it) in one pass: dy, y (N, C, ...)."""
+        dy, y = self._float_arrays(dy, y)
+        dx, db = self.xp.empty_like(dy), self.xp.empty(dy.shape[1], dy.dtype)
+        self._channel_reduce("fused.cu", "relu_backward_channel_sums<{T}>", dy.dtype, dy.shape[0],
+                             dy.shape[1], math.prod(dy.shape[2:]), dx, db, inputs=(dy, y))
+        return dx, db

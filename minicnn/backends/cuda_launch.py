@@ -14,17 +14,19 @@ import numpy as np
 
 from minicnn.backends import kernel_facts
 from minicnn.backends.kernel_facts import (KERNELS_DIR, MIN_SPLIT_K, TARGET_BLOCKS,  # noqa: F401
-                                           cdiv, conv_instantiations, gemm_instantiations,
+                                           cdiv, conv_instantiations, conv_kernel,
+                                           gemm_instantiations,
                                            source_constants, split_k_instantiations,
                                            tiled_products)
-from minicnn.backends.precision import check_precision
+from minicnn.backends.precision import PRECISIONS, check_precision
 from minicnn.backends.checks import conv_output_size  # noqa: F401 (the launchers' window size)
 
 # The instantiations each source provides; {T} is float or double.
 KERNELS = {
     "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"] + split_k_instantiations("gemm"),
     "conv.cu": conv_instantiations() + ["sum_splits<{T}>"]
-               + split_k_instantiations("conv2d_backward_weight"),
+               + split_k_instantiations("conv2d_backward_weight")
+               + [conv_kernel("conv2d_relu_forward", p) for p in PRECISIONS],
     "reduce.cu": ["sum_partials<{T}>", "channel_sums<{T}>"],
     "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance")
                      for pre in ("false", "true")]
@@ -44,7 +46,8 @@ KERNELS = {
                  "sgd_update_multi<{T}>", "optim_advance"],
     "fused.cu": ["dropout_apply<{T}>", "pool2d_dropout_forward<{T}>",
                  "pool2d_dropout_backward<{T}>", "bn_relu_pool_forward<{T}>",
-                 "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>"],
+                 "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>",
+                 "relu_backward_channel_sums<{T}>"],
     "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
     "shape.cu": ["broadcast_add<{T}>", "broadcast_mul<{T}>", "sum_to<{T}>", "broadcast_to<{T}>",
                  "zero_pad2d_forward<{T}>", "zero_pad2d_backward<{T}>", "one_hot<{T}>"],

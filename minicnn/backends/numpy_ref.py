@@ -700,3 +700,19 @@ def batch_norm_relu_pool_backward(dy, index, x, gamma, beta, mean, rstd, mode, k
                         + _per_channel(beta, x))
     drelu = pool2d_backward(dy, index, x.shape, mode, kernel, stride, pads)
     return batch_norm_relu_backward(drelu, relu, x, gamma, mean, rstd)
+
+
+# --------------------------------------------------------------------------- conv -> ReLU
+# A conv followed by a ReLU (the backends apply the bias and the ReLU in the product's
+# epilogue), and the ReLU's backward with the channel sums of its result (the bias gradient of
+# the layer before it) in one pass.
+
+def conv2d_relu_forward(x, w, b, stride, pads):
+    """relu(conv2d_forward(x, w, b, stride, pads)) -> y: (N, F, Ho, Wo)."""
+    return relu_forward(conv2d_forward(x, w, b, stride, pads))
+
+
+def relu_backward_bias_grad(dy, y):
+    """(dx, db): dx = relu_backward(dy, y), db = bias_grad(dx). dy, y: (N, C, ...)."""
+    dx = relu_backward(dy, y)
+    return dx, bias_grad(dx)

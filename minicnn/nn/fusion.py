@@ -7,6 +7,10 @@ maps between them and with fewer kernel launches (the first pattern that fits wi
     batch norm -> ReLU -> pooling            F.batch_norm(..., relu='after', pool=...)
     ReLU -> batch norm, batch norm -> ReLU   F.batch_norm(..., relu='before' | 'after')
     pooling -> dropout                       F.max_pool2d(..., dropout=(rate, True, seed, step))
+    conv -> ReLU (no batch norm next)        F.conv2d(..., relu=True)
+
+(A ReLU between a conv and a batch norm joins the batch norm: either way it costs no launch
+of its own, and the batch norm's passes read the conv's output once instead of twice.)
 
 Nothing about the model changes: its layers, names, parameters and state dict stay the user's,
 so layer tables, feature maps and CAM are unaffected. A layer with a forward hook is never
@@ -21,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 
-from minicnn.nn.layers import Dropout, ReLU, _BatchNorm, _Pool
+from minicnn.nn.layers import Conv2d, Dropout, ReLU, _BatchNorm, _Pool
 
 enabled = True  # fusion on; unfused() switches it off for a block of code
 
@@ -64,6 +68,8 @@ def _fused_call(layers):
         return lambda x: first.normalize(x, relu="after"), 2
     if _plain_pool(first) and isinstance(second, Dropout) and second.rate > 0:
         return lambda x: first.forward(x, dropout=second.next_mask()), 2
+    if isinstance(first, Conv2d) and type(second) is ReLU and not isinstance(third, _BatchNorm):
+        return lambda x: first.forward(x, relu=True), 2
     return None, 1
 
 

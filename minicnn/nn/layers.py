@@ -33,8 +33,9 @@ class Conv2d(Module):
         self.weight = Parameter(init.weight(self.init, self.weight_shape, rng=rng))
         self.bias = Parameter(init.bias(self.init, self.weight_shape, rng=rng)) if self.use_bias else None
 
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+    def forward(self, x, relu=False):
+        """relu=True: relu of the output from one fused pass (nn/fusion.py's conv -> ReLU)."""
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, relu=relu)
 
     def extra_repr(self):
         out, inp, kh, kw = self.weight_shape
