@@ -118,16 +118,37 @@ __device__ __forceinline__ T bn_input_grad(T g, T value, int c, const T* gamma, 
 // dx = gamma * rstd / m * (m * g - dbeta - xhat * dgamma), zero where x <= 0 when PRE_RELU.
 // One thread per element.
 template <typename T, bool PRE_RELU, bool POST_RELU>
+__device__ __forceinline__ T bn_dx(unsigned i, int c, const T* dy, const T* y, const T* x,
+                                   const T* gamma, const T* mean, const T* rstd, const T* dbeta,
+                                   const T* dgamma, int count) {
+    const T value = bn_input_grad(bn_output_grad<T, POST_RELU>(dy, y, i),
+                                  bn_input<T, PRE_RELU>(x, i), c, gamma, mean, rstd, dbeta,
+                                  dgamma, count);
+    return PRE_RELU && !(x[i] > T(0)) ? T(0) : value;
+}
+
+template <typename T, bool PRE_RELU, bool POST_RELU>
 __global__ void bn_backward_dx(T* dx, const T* dy, const T* y, const T* x, const T* gamma,
                                const T* mean, const T* rstd, const T* dbeta, const T* dgamma,
                                int total, int C, int S, int count) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
-    const int c = i / S % C;
-    const T value = bn_input_grad(bn_output_grad<T, POST_RELU>(dy, y, i),
-                                  bn_input<T, PRE_RELU>(x, i), c, gamma, mean, rstd, dbeta,
-                                  dgamma, count);
-    dx[i] = PRE_RELU && !(x[i] > T(0)) ? T(0) : value;
+    dx[i] = bn_dx<T, PRE_RELU, POST_RELU>(i, i / S % C, dy, y, x, gamma, mean, rstd, dbeta, dgamma,
+                                          count);
+}
+
+// bn_backward_dx that also sums dx per channel: dx_sums is the bias gradient of the conv (or
+// linear) layer before the batch norm, which then needs no channel_sums launch of its own
+// (reduce.cu's write_and_channel_sum: the same bits). Grid (C, P).
+template <typename T, bool PRE_RELU, bool POST_RELU>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+bn_backward_dx_sums(T* dx, T* dx_sums, T* partial, unsigned* arrivals, const T* dy, const T* y,
+                    const T* x, const T* gamma, const T* mean, const T* rstd, const T* dbeta,
+                    const T* dgamma, int N, int C, int S) {
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    write_and_channel_sum(dx, dx_sums, partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        return bn_dx<T, PRE_RELU, POST_RELU>(i, c, dy, y, x, gamma, mean, rstd, dbeta, dgamma, N * S);
+    });
 }
 
 // Inference: the per-channel affine map of the running statistics. One thread per element.

@@ -126,6 +126,11 @@ struct BnReluPool {
         return pool_gather<T>(i, [=](int o) { return dy[o]; }, index, mode, H, W, kh, kw, sh, sw,
                               pt, pl, Ho, Wo);
     }
+    // dx at cell i of channel c, from grad and the channel sums (count = N * S values).
+    __device__ T input_grad(int i, int c, const T* dy, const int* index, const T* dbeta,
+                            const T* dgamma, int count) const {
+        return bn_input_grad(grad(i, dy, index), x[i], c, gamma, mean, rstd, dbeta, dgamma, count);
+    }
 };
 
 // The kernels' shared parameters, gathered into a BnReluPool named `layer`.
@@ -171,24 +176,33 @@ __global__ void bn_relu_pool_backward_dx(T* dx, const T* dy, const int* index, c
     BN_RELU_POOL_LAYER;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= NC * H * W) return;
-    dx[i] = bn_input_grad(layer.grad(i, dy, index), x[i], i / S % C, gamma, mean, rstd, dbeta,
-                          dgamma, N * S);
+    dx[i] = layer.input_grad(i, i / S % C, dy, index, dbeta, dgamma, N * S);
+}
+
+// bn_relu_pool_backward_dx that also sums dx per channel (dx_sums: the bias gradient of the
+// conv before the batch norm), reduce.cu's write_and_channel_sum. Grid (C, P).
+template <typename T>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+bn_relu_pool_backward_dx_sums(T* dx, T* dx_sums, T* partial, unsigned* arrivals, const T* dy,
+                              const int* index, const T* dbeta, const T* dgamma,
+                              BN_RELU_POOL_PARAMETERS) {
+    BN_RELU_POOL_LAYER;
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    write_and_channel_sum(dx, dx_sums, partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        return layer.input_grad(int(i), c, dy, index, dbeta, dgamma, N * S);
+    });
 }
 
 // ---------------------------------------------------------------------------- ReLU backward + bias gradient
 // Below a conv -> ReLU pair (or any layer with a bias before a ReLU): dx = (y > 0) ? dy : 0, as
 // relu_backward computes it, and db[c] = the channel sum of dx, the bias gradient of the layer
 // before, as channel_sums computes it (the same slices in the same order: the same bits).
-// One pass over dy instead of two launches; each term writes its dx as it is summed.
-// Grid (C, P), reduce.cu's channel_reduce.
+// One pass over dy instead of two launches (reduce.cu's write_and_channel_sum). Grid (C, P).
 template <typename T>
 __global__ void __launch_bounds__(REDUCE_THREADS)
 relu_backward_channel_sums(T* dx, T* db, T* partial, unsigned* arrivals, const T* dy, const T* y,
                            int N, int C, int S) {
     __shared__ T warp_totals[REDUCE_THREADS / 32];
-    channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int) {
-        const T g = y[i] > T(0) ? dy[i] : T(0);
-        dx[i] = g;
-        return g;
-    }, [=](int c, T total) { db[c] = total; });
+    write_and_channel_sum(dx, db, partial, arrivals, N, C, S, warp_totals,
+                          [=](unsigned i, int) { return y[i] > T(0) ? dy[i] : T(0); });
 }

@@ -31,7 +31,7 @@ KERNELS = {
     "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance")
                      for pre in ("false", "true")]
                     + [f"bn_{name}<{{T}}, {pre}, {post}>"
-                       for name in ("normalize", "backward_sums", "backward_dx")
+                       for name in ("normalize", "backward_sums", "backward_dx", "backward_dx_sums")
                        for pre, post in (("false", "false"), ("true", "false"), ("false", "true"))]
                     + ["bn_eval<{T}>", "bn_eval_backward<{T}>"],
     "pool.cu": ["pool2d_forward<{T}>", "pool2d_backward<{T}>"],
@@ -47,7 +47,7 @@ KERNELS = {
     "fused.cu": ["dropout_apply<{T}>", "pool2d_dropout_forward<{T}>",
                  "pool2d_dropout_backward<{T}>", "bn_relu_pool_forward<{T}>",
                  "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>",
-                 "relu_backward_channel_sums<{T}>"],
+                 "relu_backward_channel_sums<{T}>", "bn_relu_pool_backward_dx_sums<{T}>"],
     "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
     "shape.cu": ["broadcast_add<{T}>", "broadcast_mul<{T}>", "sum_to<{T}>", "broadcast_to<{T}>",
                  "zero_pad2d_forward<{T}>", "zero_pad2d_backward<{T}>", "one_hot<{T}>"],

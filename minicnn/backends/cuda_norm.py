@@ -7,6 +7,11 @@ launch sequence, told apart by batchnorm.cu's PRE_RELU / POST_RELU template flag
 
     training  bn_mean, bn_variance, bn_normalize         3 launches (+1 for a separate ReLU)
     backward  bn_backward_sums, bn_backward_dx           2 launches (+1 for a separate ReLU)
+
+Each backward takes dx_sums=True to return also the channel sums of dx, the bias gradient
+of the conv (or linear) layer before the batch norm: its dx pass becomes bn_backward_dx_sums
+(bn_relu_pool_backward_dx_sums), a channel reduction that writes dx as it sums it, so that
+bias gradient needs no launch of its own.
 """
 from __future__ import annotations
 
@@ -58,7 +63,8 @@ class BatchNormLaunches:
                                                         *i32(bool(unbiased))))
         return mean, rstd
 
-    def _bn_backward(self, dy, y, x, gamma, mean, rstd, pre_relu=False, post_relu=False):
+    def _bn_backward(self, dy, y, x, gamma, mean, rstd, pre_relu=False, post_relu=False,
+                     dx_sums=False):
         """y: the fused ReLU's output when post_relu (else unused, pass dy)."""
         dy, y, x, gamma, mean, rstd = self._float_arrays(dy, y, x, gamma, mean, rstd)
         n, c, s, count = self._bn_view(x)
@@ -67,6 +73,12 @@ class BatchNormLaunches:
         self._channel_reduce("batchnorm.cu", f"bn_backward_sums<{{T}}, {flags}>", x.dtype, n, c,
                              s, dbeta, dgamma, inputs=(dy, y, x, mean, rstd), reductions=2)
         dx = self.xp.empty_like(x)
+        if dx_sums:
+            sums = self.xp.empty(c, x.dtype)
+            self._channel_reduce("batchnorm.cu", f"bn_backward_dx_sums<{{T}}, {flags}>", x.dtype,
+                                 n, c, s, dx, sums, inputs=(dy, y, x, gamma, mean, rstd, dbeta,
+                                                               dgamma))
+            return dx, dgamma, dbeta, sums
         self._launch("batchnorm.cu", f"bn_backward_dx<{{T}}, {flags}>", x.dtype, x.size, dx, dy,
                      y, x, gamma, mean, rstd, dbeta, dgamma, *i32(x.size, c, s, count))
         return dx, dgamma, dbeta
@@ -82,9 +94,10 @@ class BatchNormLaunches:
         return self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps,
                               unbiased)
 
-    def batch_norm_backward(self, dy, x, gamma, mean, rstd):
-        """Gradients of training-mode batch norm -> (dx, dgamma, dbeta)."""
-        return self._bn_backward(dy, dy, x, gamma, mean, rstd)
+    def batch_norm_backward(self, dy, x, gamma, mean, rstd, dx_sums=False):
+        """Gradients of training-mode batch norm -> (dx, dgamma, dbeta), and with dx_sums
+        the channel sums of dx after them."""
+        return self._bn_backward(dy, dy, x, gamma, mean, rstd, dx_sums=dx_sums)
 
     def relu_batch_norm_forward_train(self, x, gamma, beta, running_mean, running_var, momentum,
                                       eps, unbiased):
@@ -92,9 +105,10 @@ class BatchNormLaunches:
         return self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps,
                               unbiased, pre_relu=True)
 
-    def relu_batch_norm_backward(self, dy, x, gamma, mean, rstd):
-        """Gradients of batch_norm(relu(x)) -> (dx, dgamma, dbeta); x: the ReLU's input."""
-        return self._bn_backward(dy, dy, x, gamma, mean, rstd, pre_relu=True)
+    def relu_batch_norm_backward(self, dy, x, gamma, mean, rstd, dx_sums=False):
+        """Gradients of batch_norm(relu(x)) -> (dx, dgamma, dbeta[, sums of dx]); x: the ReLU's
+        input."""
+        return self._bn_backward(dy, dy, x, gamma, mean, rstd, pre_relu=True, dx_sums=dx_sums)
 
     def batch_norm_relu_forward_train(self, x, gamma, beta, running_mean, running_var, momentum,
                                       eps, unbiased):
@@ -102,9 +116,10 @@ class BatchNormLaunches:
         return self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps,
                               unbiased, post_relu=True)
 
-    def batch_norm_relu_backward(self, dy, y, x, gamma, mean, rstd):
-        """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta); y: the forward's output."""
-        return self._bn_backward(dy, y, x, gamma, mean, rstd, post_relu=True)
+    def batch_norm_relu_backward(self, dy, y, x, gamma, mean, rstd, dx_sums=False):
+        """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta[, sums of dx]); y: the
+        forward's output."""
+        return self._bn_backward(dy, y, x, gamma, mean, rstd, post_relu=True, dx_sums=dx_sums)
 
     # ---- batch norm + ReLU + pooling (kernels/fused.cu)
 
@@ -132,8 +147,8 @@ class BatchNormLaunches:
         return y, (index if mode != "avg" else None), mean, rstd
 
     def batch_norm_relu_pool_backward(self, dy, index, x, gamma, beta, mean, rstd, mode, kernel,
-                                      stride, pads):
-        """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta)."""
+                                      stride, pads, dx_sums=False):
+        """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta[, sums of dx])."""
         dy, x, gamma, beta, mean, rstd = self._float_arrays(dy, x, gamma, beta, mean, rstd)
         index = self.xp.empty(1, np.int32) if index is None else self._array(index, np.int32)
         arguments, _ = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
@@ -144,6 +159,12 @@ class BatchNormLaunches:
                              dbeta, dgamma, inputs=(dy, index, *arguments[:5]),
                              scalars=arguments[8:], reductions=2)
         dx = self.xp.empty_like(x)
+        if dx_sums:
+            sums = self.xp.empty(c, x.dtype)
+            self._channel_reduce("fused.cu", "bn_relu_pool_backward_dx_sums<{T}>", x.dtype, n, c,
+                                 s, dx, sums, inputs=(dy, index, dbeta, dgamma, *arguments[:5]),
+                                 scalars=arguments[8:])
+            return dx, dgamma, dbeta, sums
         self._launch("fused.cu", "bn_relu_pool_backward_dx<{T}>", x.dtype, x.size, dx, dy, index,
                      dbeta, dgamma, *arguments)
         return dx, dgamma, dbeta

@@ -2,6 +2,7 @@
 from minicnn.autograd import Function
 from minicnn.backends.checks import only_supported
 from minicnn.ops.arguments import check_tensor, pair, resolve_padding
+from minicnn.ops.norm import TakesBiasGrad
 
 
 def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
@@ -17,7 +18,7 @@ def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
     return (Conv2dReLU if relu else Conv2d)(stride, pads)(*inputs)
 
 
-class Conv2d(Function):
+class Conv2d(TakesBiasGrad, Function):
     """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) -> (N, F, Ho, Wo).
 
     stride = (sh, sw), pads = (top, bottom, left, right): already resolved by conv2d.
@@ -31,7 +32,7 @@ class Conv2d(Function):
         return self.kernels.conv2d_forward(x, w, b, self.stride, self.pads)
 
     def backward(self, dy):
-        return self._gradients(dy, self.kernels.bias_grad(dy) if len(self.needs_grad) == 3 else None)
+        return self._gradients(dy, self.bias_gradient(dy) if len(self.needs_grad) == 3 else None)
 
     def _gradients(self, dy, db):
         """(dx, dw[, db]) from the gradient dy of the product's output and the bias gradient."""

@@ -35,12 +35,28 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     return BatchNormReLUPool(*state, mode, *geometry)(x, weight, bias)
 
 
+class TakesBiasGrad:
+    """Mixed into a Function with a bias (Conv2d, Linear): a batch norm fed by its output may
+    hand it the bias gradient (BatchNorm.bias_grad_to), summed in the batch norm's own dx pass."""
+
+    given_bias_grad = None
+
+    def bias_gradient(self, dy):
+        """The channel sums of dy (N, F, ...): handed over, or computed here."""
+        return self.kernels.bias_grad(dy) if self.given_bias_grad is None else self.given_bias_grad
+
+
 class BatchNorm(Function):
     """Inputs x, gamma, beta; running statistics are buffers updated in place in training.
 
     training=True normalizes with the batch's mean/variance (and updates the running ones);
     training=False uses the running statistics, so the op is a fixed affine map per channel.
     """
+
+    # A Function with a bias whose output is this batch norm's input (nn/fusion.py sets it):
+    # the backward's dx pass then also sums dx per channel, which is that bias's gradient, and
+    # hands it over (TakesBiasGrad), so the layer before needs no pass of its own for it.
+    bias_grad_to = None
 
     def __init__(self, running_mean, running_var, training, momentum, eps, unbiased):
         self.running_mean, self.running_var = running_mean, running_var
@@ -56,8 +72,16 @@ class BatchNorm(Function):
         return k.batch_norm_forward_eval(x, gamma, beta, self.running_mean, self.running_var, self.eps)
 
     def backward(self, dy):
+        if self.bias_grad_to is None:
+            return self._gradients(dy)
+        dx, dgamma, dbeta, self.bias_grad_to.given_bias_grad = self._gradients(dy, dx_sums=True)
+        return dx, dgamma, dbeta
+
+    def _gradients(self, dy, dx_sums=False):
+        """(dx, dgamma, dbeta), then the channel sums of dx when dx_sums (training only)."""
         if self.training:
-            return self.kernels.batch_norm_backward(dy, self.x, self.gamma, self.mean, self.rstd)
+            return self.kernels.batch_norm_backward(dy, self.x, self.gamma, self.mean, self.rstd,
+                                                    dx_sums)
         return self.kernels.batch_norm_backward_eval(dy, self.x, self.gamma, self.running_mean,
                                                      self.running_var, self.eps)
 
@@ -78,8 +102,9 @@ class ReLUBatchNorm(BatchNorm):
             self.unbiased)
         return y
 
-    def backward(self, dy):
-        return self.kernels.relu_batch_norm_backward(dy, self.x, self.gamma, self.mean, self.rstd)
+    def _gradients(self, dy, dx_sums=False):
+        return self.kernels.relu_batch_norm_backward(dy, self.x, self.gamma, self.mean, self.rstd,
+                                                     dx_sums)
 
 
 class BatchNormReLU(BatchNorm):
@@ -92,9 +117,9 @@ class BatchNormReLU(BatchNorm):
             self.unbiased)
         return self.y
 
-    def backward(self, dy):
+    def _gradients(self, dy, dx_sums=False):
         return self.kernels.batch_norm_relu_backward(dy, self.y, self.x, self.gamma, self.mean,
-                                                     self.rstd)
+                                                     self.rstd, dx_sums)
 
 
 class BatchNormReLUPool(BatchNorm):
@@ -113,10 +138,10 @@ class BatchNormReLUPool(BatchNorm):
             self.unbiased, *self.pool)
         return y
 
-    def backward(self, dy):
+    def _gradients(self, dy, dx_sums=False):
         return self.kernels.batch_norm_relu_pool_backward(dy, self.index, self.x, self.gamma,
                                                           self.beta, self.mean, self.rstd,
-                                                          *self.pool)
+                                                          *self.pool, dx_sums)
 
 
 FUSED_BATCH_NORMS = {None: BatchNorm, "before": ReLUBatchNorm, "after": BatchNormReLU}
