@@ -94,13 +94,13 @@ def tiny_step(device):
 
 
 TINY_LAUNCHES = [
-    "conv2d_forward<float>", "relu_forward<float>", "gemm_v2<float, false, true>", "add_bias<float>",
+    "conv2d_relu_forward<float>", "gemm_v2<float, false, true>", "add_bias<float>",    # conv -> ReLU fused
     "cross_entropy_forward_labels<float>", "sum_partials<float>",                      # loss
     "cross_entropy_backward_labels<float>",
     "gemm_v2<float, false, false>", "gemm_v2<float, true, false>",                     # linear dx, dw
     "channel_sums<float>",                                                             # linear db
-    "relu_backward<float>", "conv2d_backward_weight<float>",                           # no dx: x is data
-    "channel_sums<float>",                                                             # conv db
+    "relu_backward_channel_sums<float>",                                               # ReLU dx + conv db
+    "conv2d_backward_weight<float>",                                                   # no dx: x is data
 ]
 
 
@@ -110,7 +110,7 @@ def test_recorder_lists_every_launch_of_a_tiny_network_and_changes_no_result():
     loss, model = tiny_step(device)
     assert [r.kernel for r in recorder.launches] == TINY_LAUNCHES
     first = recorder.launches[0]
-    assert (first.source, first.family, first.block) == ("conv.cu", "conv2d_forward", (256, 1, 1)[:len(first.block)])
+    assert (first.source, first.family, first.block) == ("conv.cu", "conv2d_relu_forward", (256, 1, 1)[:len(first.block)])
     assert first.args[0] == ArgInfo((2, 4, 8, 8), "float32")
     assert recorder.allocations > 0 and recorder.host_to_device == 0
     # the same weights on the plain emulator device give the same loss, bit for bit
