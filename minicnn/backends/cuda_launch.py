@@ -28,7 +28,7 @@ KERNELS = {
                + split_k_instantiations("conv2d_backward_weight")
                + [conv_kernel("conv2d_relu_forward", p) for p in PRECISIONS],
     "reduce.cu": ["sum_partials<{T}>", "channel_sums<{T}>"],
-    "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance")
+    "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance", "moments")
                      for pre in ("false", "true")]
                     + [f"bn_{name}<{{T}}, {pre}, {post}>"
                        for name in ("normalize", "backward_sums", "backward_dx", "backward_dx_sums")
@@ -156,16 +156,18 @@ class KernelLauncher:
         return out
 
     def _channel_reduce(self, source, expression, dtype, n, c, s, *outputs, inputs, scalars=(),
-                        reductions=1):
+                        reductions=1, counters=None):
         """A one-launch channel reduction (reduce.cu's channel_reduce): kernel(*outputs,
-        partial, arrivals, *inputs, n, c, s, *scalars) on grid (c, P, reductions)."""
+        partial, arrivals, *inputs, n, c, s, *scalars) on grid (c, P, reductions).
+        counters: how many arrival counters it uses (default reductions * c)."""
         slices = reduction_slices(c, n * s)
         if c == 0:
             return
         partial = self.xp.empty((reductions, c, slices), dtype)
+        counters = reductions * c if counters is None else counters
         self._kernel(source, expression, dtype)(
             (c, slices, reductions), (THREADS,),
-            (*outputs, partial, self._arrivals(reductions * c), *inputs, *i32(n, c, s), *scalars))
+            (*outputs, partial, self._arrivals(counters), *inputs, *i32(n, c, s), *scalars))
 
     def _arrivals(self, count: int):
         """At least `count` zeroed uint32 counters for channel_reduce (which leaves them zero),

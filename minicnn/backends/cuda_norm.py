@@ -5,7 +5,8 @@ are numpy_ref's functions, and the fused pairs relu_batch_norm_* (ReLU -> BN) an
 batch_norm_relu_* (BN -> ReLU) are numpy_ref's twins of the same names. All of them are one
 launch sequence, told apart by batchnorm.cu's PRE_RELU / POST_RELU template flags:
 
-    training  bn_mean, bn_variance, bn_normalize         3 launches (+1 for a separate ReLU)
+    training  bn_moments, bn_normalize                   2 launches (+1 for a separate ReLU)
+              (version 2: bn_mean, bn_variance, bn_normalize, 3 launches)
     backward  bn_backward_sums, bn_backward_dx           2 launches (+1 for a separate ReLU)
 
 Each backward takes dx_sums=True to return also the channel sums of dx, the bias gradient
@@ -28,6 +29,10 @@ def _flags(pre_relu: bool, post_relu: bool) -> str:
 
 class BatchNormLaunches:
     """Batch norm for CudaKernels (uses KernelLauncher's helpers)."""
+
+    # Training statistics in one launch (batchnorm.cu version 3, bn_moments: shifted sums of
+    # d and d^2); False: version 2, bn_mean then bn_variance (two-pass, the reference's maths).
+    bn_statistics_in_one_launch = True
 
     def _bn_view(self, x):
         """(N, C) or (N, C, H, W) -> (N, C, S, count = N*S): how batchnorm.cu sees x."""
@@ -55,12 +60,17 @@ class BatchNormLaunches:
         n, c, s, _ = self._bn_view(x)
         T = x.dtype.type
         mean, rstd = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
-        self._channel_reduce("batchnorm.cu", f"bn_mean<{{T}}, {str(pre_relu).lower()}>",
-                             x.dtype, n, c, s, mean, inputs=(x,))
-        self._channel_reduce("batchnorm.cu", f"bn_variance<{{T}}, {str(pre_relu).lower()}>",
-                             x.dtype, n, c, s, rstd, running_mean, running_var,
-                             inputs=(x, mean), scalars=(T(momentum), T(1 - momentum), T(eps),
-                                                        *i32(bool(unbiased))))
+        pre, update = str(pre_relu).lower(), (T(momentum), T(1 - momentum), T(eps),
+                                              *i32(bool(unbiased)))
+        if self.bn_statistics_in_one_launch:  # version 3: two halves of one grid, + c counters
+            self._channel_reduce("batchnorm.cu", f"bn_moments<{{T}}, {pre}>", x.dtype, n, c, s,
+                                 mean, rstd, running_mean, running_var, inputs=(x,),
+                                 scalars=update, reductions=2, counters=3 * c)
+            return mean, rstd
+        self._channel_reduce("batchnorm.cu", f"bn_mean<{{T}}, {pre}>", x.dtype, n, c, s, mean,
+                             inputs=(x,))
+        self._channel_reduce("batchnorm.cu", f"bn_variance<{{T}}, {pre}>", x.dtype, n, c, s,
+                             rstd, running_mean, running_var, inputs=(x, mean), scalars=update)
         return mean, rstd
 
     def _bn_backward(self, dy, y, x, gamma, mean, rstd, pre_relu=False, post_relu=False,
