@@ -74,12 +74,12 @@ def test_a_dx_pass_with_sums_matches_the_reference_and_the_unfused_kernels(kerne
 
 
 def test_the_pass_hands_each_bias_gradient_to_its_batch_norm():
-    model = mixed_net()  # conv-ReLU-BN, conv-BN-ReLU-pool, linear-BN1d-ReLU, linear
+    model = mixed_net()  # conv-ReLU-BN-pool-dropout, conv-BN-ReLU-pool, linear-BN1d-ReLU, linear
     output = model(mc.tensor(np.random.default_rng(22).standard_normal((4, 3, 6, 6))))
     functions = _topological_order(output)
     handed = {type(f).__name__: type(f.bias_grad_to).__name__ for f in functions
               if getattr(f, "bias_grad_to", None) is not None}
-    assert handed == {"ReLUBatchNorm": "Conv2d", "BatchNormReLUPool": "Conv2d",
+    assert handed == {"ReLUBatchNormPoolDropout": "Conv2d", "BatchNormReLUPool": "Conv2d",
                       "BatchNormReLU": "Linear"}
     with fusion.unfused():
         functions = _topological_order(model(mc.tensor(np.ones((4, 3, 6, 6)))))

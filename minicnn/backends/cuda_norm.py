@@ -145,36 +145,54 @@ class BatchNormLaunches:
                                            momentum, eps, unbiased, mode, kernel, stride, pads):
         """pool(relu(batch_norm_forward_train(x))) without storing the full-size map
         -> (y, index, mean, rstd); index as pool2d_forward's (None for avg)."""
-        x, gamma, beta = self._float_arrays(x, gamma, beta)
-        mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
-                                         False)
-        arguments, out_hw = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
-                                                         stride, pads)
-        y = self.xp.empty(x.shape[:2] + out_hw, x.dtype)
-        index = self.xp.empty(y.shape if mode != "avg" else (1,), np.int32)
-        self._launch("fused.cu", "bn_relu_pool_forward<{T}>", x.dtype, y.size, y, index,
-                     *arguments)
-        return y, (index if mode != "avg" else None), mean, rstd
+        return self._bn_pool_forward("bn_relu_pool", False, x, gamma, beta, running_mean,
+                                     running_var, momentum, eps, unbiased, mode, kernel, stride,
+                                     pads)
 
     def batch_norm_relu_pool_backward(self, dy, index, x, gamma, beta, mean, rstd, mode, kernel,
                                       stride, pads, dx_sums=False):
         """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta[, sums of dx])."""
+        return self._bn_pool_backward("bn_relu_pool", dy, index, x, gamma, beta, mean, rstd,
+                                      (mode, kernel, stride, pads), dx_sums)
+
+    def _bn_pool_forward(self, kind, pre_relu, x, gamma, beta, running_mean, running_var,
+                         momentum, eps, unbiased, mode, kernel, stride, pads, dropout=tuple):
+        """The statistics (of relu(x) when pre_relu), then fused.cu's `kind`_forward, one
+        thread per pooled output -> (y, index, mean, rstd). dropout() gives the kernel's
+        trailing dropout arguments, asked for only when there is a launch."""
+        x, gamma, beta = self._float_arrays(x, gamma, beta)
+        mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
+                                         pre_relu)
+        arguments, out_hw = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
+                                                         stride, pads)
+        y = self.xp.empty(x.shape[:2] + out_hw, x.dtype)
+        index = self.xp.empty(y.shape if mode != "avg" else (1,), np.int32)
+        if y.size:
+            self._launch("fused.cu", f"{kind}_forward<{{T}}>", x.dtype, y.size, y, index,
+                         *arguments, *dropout())
+        return y, (index if mode != "avg" else None), mean, rstd
+
+    def _bn_pool_backward(self, kind, dy, index, x, gamma, beta, mean, rstd, pool, dx_sums,
+                          dropout=()):
+        """fused.cu's `kind`_backward_sums (dbeta, dgamma), then its dx pass: `kind`_backward_dx,
+        or `kind`_backward_dx_sums with the channel sums of dx (returned when dx_sums; the
+        dropout kinds have only this pass). dropout: the kernels' trailing dropout arguments."""
         dy, x, gamma, beta, mean, rstd = self._float_arrays(dy, x, gamma, beta, mean, rstd)
         index = self.xp.empty(1, np.int32) if index is None else self._array(index, np.int32)
-        arguments, _ = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
-                                                    stride, pads)
+        arguments, _ = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, *pool)
         n, c, s, _ = self._bn_view(x)
         dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
-        self._channel_reduce("fused.cu", "bn_relu_pool_backward_sums<{T}>", x.dtype, n, c, s,
-                             dbeta, dgamma, inputs=(dy, index, *arguments[:5]),
-                             scalars=arguments[8:], reductions=2)
+        scalars = (*arguments[8:], *dropout)
+        self._channel_reduce("fused.cu", f"{kind}_backward_sums<{{T}}>", x.dtype, n, c, s,
+                             dbeta, dgamma, inputs=(dy, index, *arguments[:5]), scalars=scalars,
+                             reductions=2)
         dx = self.xp.empty_like(x)
-        if dx_sums:
+        if dx_sums or dropout:
             sums = self.xp.empty(c, x.dtype)
-            self._channel_reduce("fused.cu", "bn_relu_pool_backward_dx_sums<{T}>", x.dtype, n, c,
-                                 s, dx, sums, inputs=(dy, index, dbeta, dgamma, *arguments[:5]),
-                                 scalars=arguments[8:])
-            return dx, dgamma, dbeta, sums
-        self._launch("fused.cu", "bn_relu_pool_backward_dx<{T}>", x.dtype, x.size, dx, dy, index,
+            self._channel_reduce("fused.cu", f"{kind}_backward_dx_sums<{{T}}>", x.dtype, n, c, s,
+                                 dx, sums, inputs=(dy, index, dbeta, dgamma, *arguments[:5]),
+                                 scalars=scalars)
+            return (dx, dgamma, dbeta, sums) if dx_sums else (dx, dgamma, dbeta)
+        self._launch("fused.cu", f"{kind}_backward_dx<{{T}}>", x.dtype, x.size, dx, dy, index,
                      dbeta, dgamma, *arguments)
         return dx, dgamma, dbeta

@@ -710,6 +710,24 @@ def batch_norm_relu_pool_backward(dy, index, x, gamma, beta, mean, rstd, mode, k
     return batch_norm_relu_backward(drelu, relu, x, gamma, mean, rstd, dx_sums)
 
 
+def relu_batch_norm_pool_dropout_forward_train(x, gamma, beta, running_mean, running_var,
+                                               momentum, eps, unbiased, mode, kernel, stride, pads,
+                                               rate, seed, step):
+    """ReLU, batch norm, pooling, then dropout (vgg_like's order) -> (y, index, mean, rstd)."""
+    z, mean, rstd = relu_batch_norm_forward_train(x, gamma, beta, running_mean, running_var,
+                                                  momentum, eps, unbiased)
+    y, index = pool2d_dropout_forward(z, mode, kernel, stride, pads, rate, seed, step)
+    return y, index, mean, rstd
+
+
+def relu_batch_norm_pool_dropout_backward(dy, index, x, gamma, beta, mean, rstd, mode, kernel,
+                                          stride, pads, rate, seed, step, dx_sums=False):
+    """Gradients of the four layers -> (dx, dgamma, dbeta[, sums of dx]); x: the ReLU's input
+    (beta is not needed: the fused kernels take the forward's arguments)."""
+    dz = pool2d_dropout_backward(dy, index, x.shape, mode, kernel, stride, pads, rate, seed, step)
+    return relu_batch_norm_backward(dz, x, gamma, mean, rstd, dx_sums)
+
+
 # --------------------------------------------------------------------------- conv -> ReLU
 # A conv followed by a ReLU (the backends apply the bias and the ReLU in the product's
 # epilogue), and the ReLU's backward with the channel sums of its result (the bias gradient of

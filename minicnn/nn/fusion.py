@@ -4,6 +4,7 @@ nn.Sequential runs its layers through run_layers(). In training mode, neighbours
 fused Function, which computes exactly the numbers of the separate layers without storing the
 maps between them and with fewer kernel launches (the first pattern that fits wins):
 
+    ReLU -> batch norm -> pooling -> dropout F.batch_norm(..., relu='before', pool=..., dropout=...)
     batch norm -> ReLU -> pooling            F.batch_norm(..., relu='after', pool=...)
     ReLU -> batch norm, batch norm -> ReLU   F.batch_norm(..., relu='before' | 'after')
     pooling -> dropout                       F.max_pool2d(..., dropout=(rate, True, seed, step))
@@ -61,12 +62,17 @@ def _plain_pool(layer) -> bool:
 def _fused_call(layers):
     """(the fused pass of the first layers of `layers` as a function of x, how many layers it
     covers), or (None, 1) when the first layer runs on its own."""
-    first, second, third = (list(layers[:3]) + [None, None])[:3]
+    first, second, third, fourth = (list(layers[:4]) + [None] * 3)[:4]
     if isinstance(first, (Conv2d, Linear)) and first.bias is not None and _fusable(layers[:1]) \
             and (isinstance(second, _BatchNorm) or type(second) is ReLU and isinstance(third, _BatchNorm)):
         normalize, count = _fused_call(layers[1:])
         if normalize is not None or _fusable(layers[1:2]):
             return lambda x: _bias_grad_by_batch_norm(first(x), normalize or layers[1]), 1 + count
+    if fourth is not None and _fusable(layers[:4]) and type(first) is ReLU \
+            and isinstance(second, _BatchNorm) and _plain_pool(third) \
+            and isinstance(fourth, Dropout) and fourth.rate > 0:
+        return lambda x: second.normalize(x, relu="before", pool=third,
+                                          dropout=fourth.next_mask()), 4
     if third is not None and _fusable(layers[:3]) and isinstance(first, _BatchNorm) \
             and type(second) is ReLU and _plain_pool(third):
         return lambda x: first.normalize(x, relu="after", pool=third), 3

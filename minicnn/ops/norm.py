@@ -6,7 +6,7 @@ from minicnn.ops.pool import pool_geometry
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-               eps=1e-5, unbiased=True, relu=None, pool=None):
+               eps=1e-5, unbiased=True, relu=None, pool=None, dropout=None):
     """Normalize each channel of (N, C) or (N, C, H, W).
 
     running_mean, running_var: arrays (C,) updated in place when training. momentum is the
@@ -15,7 +15,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     relu: 'before' (batch_norm(relu(x))) or 'after' (relu(batch_norm(x))) fuses a ReLU into
     the same passes, training only (nn.Sequential's fusion pass uses it, minicnn/nn/fusion.py).
     pool: (mode, kernel_size, stride, padding) with relu='after' pools the result in the same
-    pass as well (max_pool2d's arguments; mode 'max', 'min' or 'avg').
+    pass as well (max_pool2d's arguments; mode 'max', 'min' or 'avg'). With relu='before',
+    pool and dropout=(rate, seed, step), the pooled map is dropped out in that pass too
+    (vgg_like's ReLU -> BN -> pool -> dropout).
     """
     check_tensor("batch_norm", x)
     if weight is None:
@@ -29,9 +31,12 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if pool is None:
         return FUSED_BATCH_NORMS[relu](*state)(x, weight, bias)
     mode, kernel_size, stride, padding = pool
-    if relu != "after":
-        raise ValueError(f"batch_norm: pool needs relu='after', got relu={relu!r}")
+    if relu != ("before" if dropout else "after"):
+        needs = "relu='before' with a dropout" if dropout else "relu='after'"
+        raise ValueError(f"batch_norm: pool needs {needs}, got relu={relu!r}")
     geometry = pool_geometry(f"{mode}_pool2d", x, kernel_size, stride, padding)
+    if dropout:
+        return ReLUBatchNormPoolDropout(*state, mode, *geometry, tuple(dropout))(x, weight, bias)
     return BatchNormReLUPool(*state, mode, *geometry)(x, weight, bias)
 
 
@@ -142,6 +147,31 @@ class BatchNormReLUPool(BatchNorm):
         return self.kernels.batch_norm_relu_pool_backward(dy, self.index, self.x, self.gamma,
                                                           self.beta, self.mean, self.rstd,
                                                           *self.pool, dx_sums)
+
+
+class ReLUBatchNormPoolDropout(BatchNormReLUPool):
+    """dropout(pool(batch_norm(relu(x)))): inputs x (the ReLU's input), gamma, beta; dropout =
+    (rate, seed, step). Neither the normalized map nor the mask is stored: the backward
+    recomputes the mask from (seed, step)."""
+
+    def __init__(self, running_mean, running_var, training, momentum, eps, unbiased, mode,
+                 kernel, stride, pads, dropout):
+        super().__init__(running_mean, running_var, training, momentum, eps, unbiased, mode,
+                         kernel, stride, pads)
+        self.dropout = dropout
+
+    def forward(self, x, gamma, beta):
+        self.x, self.gamma, self.beta = x, gamma, beta
+        y, self.index, self.mean, self.rstd = \
+            self.kernels.relu_batch_norm_pool_dropout_forward_train(
+                x, gamma, beta, self.running_mean, self.running_var, self.momentum, self.eps,
+                self.unbiased, *self.pool, *self.dropout)
+        return y
+
+    def _gradients(self, dy, dx_sums=False):
+        return self.kernels.relu_batch_norm_pool_dropout_backward(
+            dy, self.index, self.x, self.gamma, self.beta, self.mean, self.rstd, *self.pool,
+            *self.dropout, dx_sums)
 
 
 FUSED_BATCH_NORMS = {None: BatchNorm, "before": ReLUBatchNorm, "after": BatchNormReLU}
