@@ -147,6 +147,20 @@ conv2d_backward_data(T* dx, const T* dy, const T* w, const int* dy_taps, int N, 
               a_tile, b_tile);
 }
 
+// One block's tile of slice z = blockIdx.z of dw_partial: (splits, F, C*kH*kW), the sum over
+// the pixels (n, ho, wo) in [z * k_chunk, (z + 1) * k_chunk).
+template <typename T, typename Tile>
+__device__ void conv2d_backward_weight_slice(T* dw_partial, const T* dy, const T* x,
+                                             const int* x_taps, const ConvShape& s, int k_chunk,
+                                             T* a_tile, T* b_tile) {
+    const int K = s.N * s.Ho * s.Wo, cols = s.C * s.kh * s.kw;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
+    Tile::run(BatchedRows<T>{dy, s.F, s.Ho * s.Wo}, Im2colOperand<T, true>{x, x_taps, s},
+              RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * s.F * cols, cols}, s.F, cols,
+              k_begin, k_end, a_tile, b_tile);
+}
+
 // dw_partial: (splits, F, C*kH*kW), slice z summing the pixels (n, ho, wo) in
 // [z * k_chunk, (z + 1) * k_chunk). Grid (ceil(C*kH*kW / 64), ceil(F / 64), splits).
 template <typename T, typename Tile = SimtTile>
@@ -156,12 +170,7 @@ conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, const int* x_taps
                        int Wo, int k_chunk) {
     CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    const int K = N * Ho * Wo, cols = C * kh * kw;
-    const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
-    Tile::run(BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, x_taps, s},
-              RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * F * cols, cols}, F, cols,
-              k_begin, k_end, a_tile, b_tile);
+    conv2d_backward_weight_slice<T, Tile>(dw_partial, dy, x, x_taps, s, k_chunk, a_tile, b_tile);
 }
 
 // conv2d_backward_weight with its split-K slices added in the same launch (gemm.cu's
@@ -173,13 +182,8 @@ conv2d_backward_weight_split_k(T* dw, T* dw_partial, unsigned* arrivals, const T
                                int sh, int sw, int pt, int pl, int Ho, int Wo, int k_chunk) {
     CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    const int K = N * Ho * Wo, cols = C * kh * kw;
-    const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
-    Tile::run(BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, x_taps, s},
-              RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * F * cols, cols}, F, cols,
-              k_begin, k_end, a_tile, b_tile);
-    add_splits_when_last(dw, dw_partial, arrivals, F, cols);
+    conv2d_backward_weight_slice<T, Tile>(dw_partial, dy, x, x_taps, s, k_chunk, a_tile, b_tile);
+    add_splits_when_last(dw, dw_partial, arrivals, F, C * kh * kw);
 }
 
 // ---------------------------------------------------------------------------- conv -> ReLU
@@ -189,12 +193,11 @@ conv2d_backward_weight_split_k(T* dw, T* dw_partial, unsigned* arrivals, const T
 // ReLU is never written. The backward's first step is fused.cu's relu_backward_channel_sums.
 template <typename T>
 struct BatchedRowsReluOutput {
-    T* data;
+    BatchedRowsOutput<T> store;  // given no bias: it is added here, before the ReLU
     const T* bias;
-    int R, P;
     __device__ void operator()(int r, int col, T value) const {
         const T y = value + bias[r];
-        data[((long long)(col / P) * R + r) * P + col % P] = y > T(0) ? y : T(0);
+        store(r, col, y > T(0) ? y : T(0));
     }
 };
 
@@ -208,5 +211,6 @@ conv2d_relu_forward(T* y, const T* x, const T* w, const T* bias, const int* x_ta
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
     const int K = C * kh * kw;
     Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, x_taps, s},
-              BatchedRowsReluOutput<T>{y, bias, F, Ho * Wo}, F, N * Ho * Wo, 0, K, a_tile, b_tile);
+              BatchedRowsReluOutput<T>{{y, nullptr, F, Ho * Wo}, bias}, F, N * Ho * Wo, 0, K, a_tile,
+              b_tile);
 }
