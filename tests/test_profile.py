@@ -168,3 +168,14 @@ def test_useful_flops_of_convolutions_and_products():
     gemm = LaunchRecord(0, "gemm.cu", "gemm_v2<float, false, true>", (1,), (256,), 0,
                         (ArgInfo((5, 7), "float32"),) * 3 + tuple(ArgInfo(None, "int32", v) for v in (5, 7, 11, 16)))
     assert useful_flops(gemm) == 2 * 5 * 7 * 11
+
+
+def test_useful_flops_of_the_fused_and_one_launch_split_k_products():
+    ints = [ArgInfo(None, "int32", v) for v in (8, 16, 32, 32, 64, 3, 3, 1, 1, 1, 1, 32, 32)]
+    arrays = (ArgInfo((8, 64, 32, 32), "float32"),) * 5
+    for name in ("conv2d_relu_forward<float>", "conv2d_backward_weight_split_k<float>"):
+        record = LaunchRecord(0, "conv.cu", name, (1,), (256,), 0, arrays + tuple(ints))
+        assert useful_flops(record) == 2 * 8 * 64 * 32 * 32 * 16 * 9, name
+    gemm = LaunchRecord(0, "gemm.cu", "gemm_split_k<float, true, false>", (1,), (256,), 0,
+                        arrays + tuple(ArgInfo(None, "int32", v) for v in (5, 7, 11, 16)))
+    assert useful_flops(gemm) == 2 * 5 * 7 * 11

@@ -28,8 +28,9 @@ L1_SECTORS_PER_CLOCK = 4      # per SM: 128 bytes per clock through the load/sto
 SHARED_WAVEFRONTS_PER_CLOCK = 1
 ISSUE_PER_CLOCK = 4           # warp instructions per SM per clock (4 schedulers)
 LATENCY_OCCUPANCY = 0.25      # occupancy needed to reach full memory throughput
-GEMM_FAMILIES = ("gemm_v1", "gemm_v2")
-CONV_FAMILIES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+GEMM_FAMILIES = ("gemm_v1", "gemm_v2", "gemm_split_k")
+CONV_FAMILIES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
+                 "conv2d_relu_forward", "conv2d_backward_weight_split_k")
 # FLOPs per element of the largest array, for the kernels that are not products.
 FLOPS_PER_ELEMENT = {"adam_update": 12, "sgd_update": 4, "bn_normalize": 4, "bn_backward_dx": 8,
                      "bn_eval": 4, "bn_sqdev_partial_sums": 3, "bn_dot_partial_sums": 3,
