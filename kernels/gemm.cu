@@ -361,3 +361,24 @@ gemm_split_k(T* c, T* partial, unsigned* arrivals, const T* a, const T* b, int M
               a_tile, b_tile);
     add_splits_when_last(c, partial, arrivals, M, N);
 }
+
+// ---------------------------------------------------------------------------- bias in the epilogue
+// A linear layer's y = x @ w.T + b with the bias added as each element is stored (value +
+// bias[col], add_bias's arithmetic: the same bits), so no second pass over y. Unsplit K only:
+// a split product's slices are summed first (the launcher adds the bias separately then).
+template <typename T>
+struct RowMajorBiasOutput {
+    RowMajorOutput<T> store;
+    const T* bias;  // one value per column
+    __device__ void operator()(int r, int c, T value) const { store(r, c, value + bias[c]); }
+};
+
+// c: M x N = op(A) @ op(B) + bias (N,). Grid (ceil(N / 64), ceil(M / 64)).
+template <typename T, bool TRANS_A, bool TRANS_B, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
+gemm_bias(T* c, const T* a, const T* b, const T* bias, int M, int N, int K) {
+    __shared__ __align__(16) T a_tile[Tile::A_SIZE];
+    __shared__ __align__(16) T b_tile[Tile::B_SIZE];
+    Tile::run(MatrixOperand<T, TRANS_A>{a, M, K}, MatrixOperand<T, TRANS_B>{b, K, N},
+              RowMajorBiasOutput<T>{{c, N}, bias}, M, N, 0, K, a_tile, b_tile);
+}

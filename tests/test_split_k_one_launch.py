@@ -69,3 +69,22 @@ def test_an_unsplit_product_is_one_launch_either_way(emulated):
     one, one_names, two, two_names = both_ways(kernels, lambda: kernels.gemm(a, a.T))
     np.testing.assert_array_equal(one, np.full((3, 3), 4, np.float32))
     assert one_names == two_names and len(one_names) == 1
+
+
+@pytest.mark.parametrize("precision, dtype", CASES)
+def test_a_linear_layer_adds_its_bias_in_the_gemm_epilogue(emulated, precision, dtype):
+    kernels = emulated(precision)
+    rng = np.random.default_rng(2)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in [(70, 40), (65, 40), (65,)])
+    results = []
+    for in_epilogue in (True, False):
+        kernels.linear_bias_in_epilogue = in_epilogue
+        kernels.runtime.launches.clear()
+        results.append((kernels.linear_forward(x, w, b), [l.name for l in kernels.runtime.launches]))
+    kernels.linear_bias_in_epilogue = True
+    (fused, names), (separate, separate_names) = results
+    np.testing.assert_array_equal(fused, separate)  # value + bias[col] either way
+    np.testing.assert_allclose(fused, x @ w.T + b, rtol=1e-2 if precision == "tf32" else 1e-4,
+                               atol=0.1)
+    assert len(names) == 1 and names[0].startswith("gemm_bias")
+    assert separate_names[-1].startswith("add_bias")

@@ -26,7 +26,7 @@ from minicnn.backends.cuda_fused import FusedLaunches
 from minicnn.backends.cuda_norm import BatchNormLaunches
 from minicnn.backends.cuda_optim import MultiTensorSteps
 from minicnn.backends.kernel_facts import (ConvShape, conv_kernel, conv_taps, gemm_kernel,
-                                          split_k_kernel)
+                                          gemm_twin, split_k_kernel)
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
@@ -66,8 +66,22 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
                                                    (c, a, b, *i32(m, n, k)))
         return c
 
+    # A linear layer's bias added in its GEMM's epilogue (gemm_bias) when K is not split;
+    # False: always a second launch, add_bias (the same bits either way).
+    linear_bias_in_epilogue = True
+
     def linear_forward(self, x, w, b):
         """x: (N, IN), w: (OUT, IN), b: (OUT,) or None -> y: (N, OUT) = x @ w.T + b."""
+        n, k, out = x.shape[0], x.shape[-1], w.shape[0]
+        precision = self._product_precision(x.dtype)
+        if b is not None and self.linear_bias_in_epilogue and x.ndim == w.ndim == 2 \
+                and w.shape[1] == k and self.products[precision].split(n, out, k)[0] == 1:
+            x, w, b = self._float_arrays(x, w, b)
+            y = self.xp.empty((n, out), x.dtype)
+            if y.size:
+                self._tiled_launch("gemm.cu", gemm_twin("gemm_bias", precision, False, True),
+                                   x.dtype, n, out, (y, x, w, b, *i32(n, out, k)))
+            return y
         y = self.gemm(x, w, trans_b=True)
         if b is not None:
             (b,) = self._float_arrays(b)

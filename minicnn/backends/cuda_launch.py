@@ -15,7 +15,7 @@ import numpy as np
 from minicnn.backends import kernel_facts
 from minicnn.backends.kernel_facts import (KERNELS_DIR, MIN_SPLIT_K, TARGET_BLOCKS,  # noqa: F401
                                            cdiv, conv_instantiations, conv_kernel,
-                                           gemm_instantiations,
+                                           gemm_instantiations, gemm_twin,
                                            source_constants, split_k_instantiations,
                                            tiled_products)
 from minicnn.backends.precision import PRECISIONS, check_precision
@@ -23,7 +23,8 @@ from minicnn.backends.checks import conv_output_size  # noqa: F401 (the launcher
 
 # The instantiations each source provides; {T} is float or double.
 KERNELS = {
-    "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"] + split_k_instantiations("gemm"),
+    "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"] + split_k_instantiations("gemm")
+               + [gemm_twin("gemm_bias", p, False, True) for p in PRECISIONS],  # linear layers
     "conv.cu": conv_instantiations() + ["sum_splits<{T}>"]
                + split_k_instantiations("conv2d_backward_weight")
                + [conv_kernel("conv2d_relu_forward", p) for p in PRECISIONS],

@@ -176,10 +176,16 @@ def split_k_kernel(product: str, precision: str, trans_a=False, trans_b=False) -
     (product 'gemm') or of conv.cu's backward-weight (product 'conv2d_backward_weight')."""
     if product == "conv2d_backward_weight":
         return conv_kernel("conv2d_backward_weight_split_k", precision)
+    return gemm_twin("gemm_split_k", precision, trans_a, trans_b)
+
+
+def gemm_twin(name: str, precision: str, trans_a=False, trans_b=False) -> str:
+    """gemm.cu's kernel `name` <T, TRANS_A, TRANS_B, Tile>, one of the tiled GEMM's twins
+    (gemm_split_k, gemm_bias), with the block loop of `precision` (SimtTile by default)."""
     flags = f"{str(bool(trans_a)).lower()}, {str(bool(trans_b)).lower()}"
     if precision == "fp32":
-        return f"gemm_split_k<{{T}}, {flags}>"
-    return f"gemm_split_k<float, {flags}, MmaTile<{MMA_TYPES[precision]}>>"
+        return f"{name}<{{T}}, {flags}>"
+    return f"{name}<float, {flags}, MmaTile<{MMA_TYPES[precision]}>>"
 
 
 def split_k_instantiations(product: str) -> list[str]:

@@ -28,7 +28,7 @@ L1_SECTORS_PER_CLOCK = 4      # per SM: 128 bytes per clock through the load/sto
 SHARED_WAVEFRONTS_PER_CLOCK = 1
 ISSUE_PER_CLOCK = 4           # warp instructions per SM per clock (4 schedulers)
 LATENCY_OCCUPANCY = 0.25      # occupancy needed to reach full memory throughput
-GEMM_FAMILIES = ("gemm_v1", "gemm_v2", "gemm_split_k")
+GEMM_FAMILIES = ("gemm_v1", "gemm_v2", "gemm_split_k", "gemm_bias")
 CONV_FAMILIES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
                  "conv2d_relu_forward", "conv2d_backward_weight_split_k")
 # FLOPs per element of the largest array, for the kernels that are not products.
