@@ -94,7 +94,7 @@ def tiny_step(device):
 
 
 TINY_LAUNCHES = [
-    "conv2d_relu_forward<float>", "gemm_v2<float, false, true>", "add_bias<float>",    # conv -> ReLU fused
+    "conv2d_relu_forward<float>", "gemm_bias<float, false, true>",                     # conv -> ReLU fused; linear
     "cross_entropy_forward_labels<float>", "sum_partials<float>",                      # loss
     "cross_entropy_backward_labels<float>",
     "gemm_v2<float, false, false>", "gemm_v2<float, true, false>",                     # linear dx, dw
