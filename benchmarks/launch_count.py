@@ -3,8 +3,8 @@
     python benchmarks/launch_count.py                     # vgg_like, batch 512
     python benchmarks/launch_count.py --arch vgg8_bn --by-kernel
     python benchmarks/launch_count.py --unfused           # every layer on its own; split-K
-                                                          # sums and BN statistics in two
-                                                          # launches each (their version 2)
+                                                          # sums, BN statistics and linear
+                                                          # biases in two launches each
 
 The step runs on CudaKernels over minicnn.backends.recording's RecordingRuntime(DryRuntime()),
 which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
@@ -37,11 +37,12 @@ from minicnn.nn import fusion
 
 def count_step(arch: str, batch: int, fused: bool = True) -> dict[str, list]:
     """Launches per phase of the second training step of `arch` (the first one warms up).
-    fused=False adds split-K slices, and computes BN statistics, in two launches each (nn
-    fusion is the caller's)."""
+    fused=False adds split-K slices, computes BN statistics and adds a linear layer's bias in
+    two launches each (nn fusion is the caller's)."""
     runtime = RecordingRuntime(DryRuntime())
     kernels = CudaKernels(runtime)
     kernels.split_k_in_one_launch = kernels.bn_statistics_in_one_launch = fused
+    kernels.linear_bias_in_epilogue = fused
     device = Device("dry", np, kernels)
     model = get_spec(arch).build().to(device)
     model.train()
@@ -68,7 +69,7 @@ def main(argv=None) -> None:
     parser.add_argument("--by-kernel", action="store_true", help="list every kernel's count")
     parser.add_argument("--unfused", action="store_true",
                         help="run every layer on its own (minicnn.nn.fusion off), split-K "
-                             "sums and BN statistics in two launches each")
+                             "sums, BN statistics and linear biases in two launches each")
     args = parser.parse_args(argv)
     with fusion.unfused() if args.unfused else contextlib.nullcontext():
         phases = count_step(args.arch, args.batch, fused=not args.unfused)

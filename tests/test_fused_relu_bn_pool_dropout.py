@@ -6,6 +6,7 @@ import pytest
 
 from minicnn.backends.cuda import CudaKernels
 from minicnn.backends.recording import RecordingRuntime
+from test_fusion import assert_fusion_changes_no_bit
 from test_kernels_emu import check, randn
 
 
@@ -69,3 +70,32 @@ def test_a_fused_pool_with_a_dropout_needs_the_relu_before():
     with pytest.raises(ValueError, match="pool needs relu='before' with a dropout"):
         bn.normalize(mc.tensor(np.ones((2, 2, 4, 4))), relu="after", pool=nn.MaxPool2d(2),
                      dropout=(0.3, 1, 1))
+
+
+def vgg_like_tail():
+    """vgg_like's stage and FC layer in small: conv-ReLU-conv-ReLU-BN-pool-dropout, then
+    linear-ReLU-BN1d-dropout-linear."""
+    from minicnn import nn
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding="same"), nn.ReLU(), nn.Conv2d(4, 4, 3, padding="same"),
+        nn.ReLU(), nn.BatchNorm2d(4), nn.MaxPool2d(3, 2, "same"), nn.Dropout(0.3),
+        nn.Flatten(), nn.Linear(4 * 3 * 3, 8), nn.ReLU(), nn.BatchNorm1d(8), nn.Dropout(0.3),
+        nn.Linear(8, 10))
+
+
+@pytest.mark.parametrize("device", ["cpu", "emu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_three_training_steps_are_the_same_with_the_dropouts_fused(device, dtype):
+    assert_fusion_changes_no_bit(device, dtype, vgg_like_tail)
+
+
+def test_the_fc_dropout_joins_its_relu_and_batch_norm():
+    import minicnn as mc
+    from minicnn.autograd import _topological_order
+    model = vgg_like_tail()
+    output = model(mc.tensor(np.random.default_rng(42).standard_normal((4, 3, 6, 6))))
+    names = [type(f).__name__ for f in _topological_order(output)]
+    assert names.count("ReLUBatchNormPoolDropout") == names.count("ReLUBatchNormDropout") == 1
+    assert not {"ReLU", "BatchNorm", "Dropout", "Pool2d"} & set(names)
+    with pytest.raises(ValueError, match="a dropout without a pool needs relu='before' and"):
+        model.bn2.normalize(mc.tensor(np.ones((4, 8))), relu="after", dropout=(0.3, 1, 1))

@@ -5,6 +5,7 @@ fused Function, which computes exactly the numbers of the separate layers withou
 maps between them and with fewer kernel launches (the first pattern that fits wins):
 
     ReLU -> batch norm -> pooling -> dropout F.batch_norm(..., relu='before', pool=..., dropout=...)
+    ReLU -> batch norm 1d -> dropout         F.batch_norm(..., relu='before', dropout=...)
     batch norm -> ReLU -> pooling            F.batch_norm(..., relu='after', pool=...)
     ReLU -> batch norm, batch norm -> ReLU   F.batch_norm(..., relu='before' | 'after')
     pooling -> dropout                       F.max_pool2d(..., dropout=(rate, True, seed, step))
@@ -30,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 
-from minicnn.nn.layers import Conv2d, Dropout, Linear, ReLU, _BatchNorm, _Pool
+from minicnn.nn.layers import BatchNorm1d, Conv2d, Dropout, Linear, ReLU, _BatchNorm, _Pool
 from minicnn.ops.norm import BatchNorm, TakesBiasGrad
 
 enabled = True  # fusion on; unfused() switches it off for a block of code
@@ -73,6 +74,9 @@ def _fused_call(layers):
             and isinstance(fourth, Dropout) and fourth.rate > 0:
         return lambda x: second.normalize(x, relu="before", pool=third,
                                           dropout=fourth.next_mask()), 4
+    if third is not None and _fusable(layers[:3]) and type(first) is ReLU \
+            and isinstance(second, BatchNorm1d) and isinstance(third, Dropout) and third.rate > 0:
+        return lambda x: second.normalize(x, relu="before", dropout=third.next_mask()), 3
     if third is not None and _fusable(layers[:3]) and isinstance(first, _BatchNorm) \
             and type(second) is ReLU and _plain_pool(third):
         return lambda x: first.normalize(x, relu="after", pool=third), 3

@@ -17,7 +17,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     pool: (mode, kernel_size, stride, padding) with relu='after' pools the result in the same
     pass as well (max_pool2d's arguments; mode 'max', 'min' or 'avg'). With relu='before',
     pool and dropout=(rate, seed, step), the pooled map is dropped out in that pass too
-    (vgg_like's ReLU -> BN -> pool -> dropout).
+    (vgg_like's ReLU -> BN -> pool -> dropout); without pool, dropout fuses the same way into a
+    ReLU -> BN of (N, C) features (vgg_like's FC layer).
     """
     check_tensor("batch_norm", x)
     if weight is None:
@@ -28,6 +29,11 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         raise ValueError(f"batch_norm: relu must be None, or 'before' / 'after' in training, "
                          f"got {relu!r} with training={training}")
     state = (running_mean, running_var, training, momentum, eps, unbiased)
+    if pool is None and dropout:
+        if relu != "before" or x.ndim != 2:
+            raise ValueError(f"batch_norm: a dropout without a pool needs relu='before' and (N, C) "
+                             f"features, got relu={relu!r} and shape {tuple(x.shape)}")
+        return ReLUBatchNormDropout(*state, tuple(dropout))(x, weight, bias)
     if pool is None:
         return FUSED_BATCH_NORMS[relu](*state)(x, weight, bias)
     mode, kernel_size, stride, padding = pool
@@ -172,6 +178,23 @@ class ReLUBatchNormPoolDropout(BatchNormReLUPool):
         return self.kernels.relu_batch_norm_pool_dropout_backward(
             dy, self.index, self.x, self.gamma, self.beta, self.mean, self.rstd, *self.pool,
             *self.dropout, dx_sums)
+
+
+class ReLUBatchNormDropout(ReLUBatchNormPoolDropout):
+    """dropout(batch_norm(relu(x))) of features x: (N, C): the pass above on the (N, C, 1, 1)
+    view with a 1 x 1 window, which is the identity (the same bits as no pooling: element i of
+    the view is element i of x, mask and all)."""
+
+    def __init__(self, running_mean, running_var, training, momentum, eps, unbiased, dropout):
+        super().__init__(running_mean, running_var, training, momentum, eps, unbiased, "max",
+                         (1, 1), (1, 1), (0, 0, 0, 0), dropout)
+
+    def forward(self, x, gamma, beta):
+        return super().forward(x.reshape(x.shape + (1, 1)), gamma, beta).reshape(x.shape)
+
+    def _gradients(self, dy, dx_sums=False):
+        dx, *rest = super()._gradients(dy.reshape(dy.shape + (1, 1)), dx_sums)
+        return (dx.reshape(dy.shape), *rest)
 
 
 FUSED_BATCH_NORMS = {None: BatchNorm, "before": ReLUBatchNorm, "after": BatchNormReLU}
