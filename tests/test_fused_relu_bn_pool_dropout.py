@@ -6,6 +6,7 @@ import pytest
 
 from minicnn.backends.cuda import CudaKernels
 from minicnn.backends.recording import RecordingRuntime
+from test_fused_conv_relu import conv_relu_net
 from test_fusion import assert_fusion_changes_no_bit
 from test_kernels_emu import check, randn
 
@@ -85,8 +86,9 @@ def vgg_like_tail():
 
 @pytest.mark.parametrize("device", ["cpu", "emu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_three_training_steps_are_the_same_with_the_dropouts_fused(device, dtype):
-    assert_fusion_changes_no_bit(device, dtype, vgg_like_tail)
+@pytest.mark.parametrize("net", [vgg_like_tail, conv_relu_net], ids=["vgg_like_tail", "conv_relu"])
+def test_three_training_steps_are_the_same_with_this_round_s_fusions(device, dtype, net):
+    assert_fusion_changes_no_bit(device, dtype, net)
 
 
 def test_the_fc_dropout_joins_its_relu_and_batch_norm():
