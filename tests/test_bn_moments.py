@@ -5,14 +5,14 @@ import pytest
 
 from minicnn.backends import numpy_ref
 from minicnn.backends.cuda import CudaKernels
-from minicnn.backends.recording import RecordingRuntime
+from minicnn.backends.recording import Recorder, RecordingRuntime
 from test_kernels_emu import randn
 
 
 @pytest.fixture(scope="module")
 def kernels():
     from minicnn.emu import EmulatorRuntime
-    return CudaKernels(RecordingRuntime(EmulatorRuntime()))
+    return CudaKernels(RecordingRuntime(EmulatorRuntime(), Recorder()))
 
 
 def statistics(kernels, name, x, one_launch):
@@ -21,13 +21,13 @@ def statistics(kernels, name, x, one_launch):
     ones = np.ones(c, x.dtype)
     running = [np.full(c, 0.5, x.dtype), np.full(c, 2.0, x.dtype)]
     kernels.bn_statistics_in_one_launch = one_launch
-    kernels.runtime.launches.clear()
+    kernels.runtime.recorder.reset()
     try:
         _, mean, rstd = getattr(kernels, f"{name}_forward_train")(x, ones, 0 * ones, *running, 0.1,
                                                                   1e-3, True)
     finally:
         kernels.bn_statistics_in_one_launch = True
-    return mean, rstd, *running, [launch.name for launch in kernels.runtime.launches]
+    return mean, rstd, *running, [launch.kernel for launch in kernels.runtime.recorder.launches]
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 1e-5), (np.float64, 1e-12)])

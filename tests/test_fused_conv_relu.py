@@ -9,7 +9,7 @@ from minicnn import nn
 from minicnn.autograd import _topological_order
 from minicnn.backends import numpy_ref
 from minicnn.backends.cuda import CudaKernels
-from minicnn.backends.recording import RecordingRuntime
+from minicnn.backends.recording import Recorder, RecordingRuntime
 from minicnn.nn.module import capture
 from test_kernels_emu import CONV_CASES, check, randn
 
@@ -17,7 +17,7 @@ from test_kernels_emu import CONV_CASES, check, randn
 @pytest.fixture(scope="module")
 def kernels():
     from minicnn.emu import EmulatorRuntime
-    return CudaKernels(RecordingRuntime(EmulatorRuntime()))
+    return CudaKernels(RecordingRuntime(EmulatorRuntime(), Recorder()))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -26,17 +26,18 @@ def test_conv_relu_forward_and_its_backward_pass_match_the_reference_and_the_cha
                                                                                  case):
     n, c, h, w, f, kernel, stride, pads = CONV_CASES[case]
     rng = np.random.default_rng(7)
-    x, weight, b = randn(rng, (n, c, h, w), dtype), randn(rng, (f, c) + kernel, dtype), randn(rng, (f,), dtype)
+    x, weight = randn(rng, (n, c, h, w), dtype), randn(rng, (f, c) + kernel, dtype)
+    b = randn(rng, (f,), dtype)
     y = check(kernels, "conv2d_relu_forward", x, weight, b, stride, pads)
     assert (y == 0).any() and (y > 0).any()  # the ReLU cut something
     check(kernels, "conv2d_relu_forward", x, weight, None, stride, pads)
     dy = randn(rng, y.shape, dtype)
     check(kernels, "relu_backward_bias_grad", dy, y)
 
-    kernels.runtime.launches.clear()
+    kernels.runtime.recorder.reset()
     fused = kernels.conv2d_relu_forward(x, weight, b, stride, pads)
     dx, db = kernels.relu_backward_bias_grad(dy, fused)
-    assert len(kernels.runtime.launches) == 2
+    assert len(kernels.runtime.recorder.launches) == 2
     chain_y = kernels.relu_forward(kernels.conv2d_forward(x, weight, b, stride, pads))
     chain_dx = kernels.relu_backward(dy, chain_y)
     np.testing.assert_array_equal(fused, chain_y)  # the same arithmetic, bit for bit

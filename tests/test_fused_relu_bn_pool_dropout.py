@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minicnn.backends.cuda import CudaKernels
-from minicnn.backends.recording import RecordingRuntime
+from minicnn.backends.recording import Recorder, RecordingRuntime
 from test_fused_conv_relu import conv_relu_net
 from test_fusion import assert_fusion_changes_no_bit
 from test_kernels_emu import check, randn
@@ -14,7 +14,7 @@ from test_kernels_emu import check, randn
 @pytest.fixture(scope="module")
 def kernels():
     from minicnn.emu import EmulatorRuntime
-    return CudaKernels(RecordingRuntime(EmulatorRuntime()))
+    return CudaKernels(RecordingRuntime(EmulatorRuntime(), Recorder()))
 
 
 def layer_arguments(rng, dtype, c):
@@ -45,12 +45,12 @@ def test_the_fused_pass_is_the_two_pairs_bit_for_bit(kernels, dtype):
     gamma, beta, *running = layer_arguments(rng, dtype, 3)
     pool, dropout = ("max", (3, 3), (2, 2), (0, 1, 0, 1)), (0.3, 12, 5)
     fused_running = [r.copy() for r in running]
-    kernels.runtime.launches.clear()
+    kernels.runtime.recorder.reset()
     y, index, mean, rstd = kernels.relu_batch_norm_pool_dropout_forward_train(
         x, gamma, beta, *fused_running, 0.1, 1e-3, True, *pool, *dropout)
     dx, dgamma, dbeta, sums = kernels.relu_batch_norm_pool_dropout_backward(
         dy, index, x, gamma, beta, mean, rstd, *pool, *dropout, True)
-    assert len(kernels.runtime.launches) == 4  # statistics, forward; sums, dx
+    assert len(kernels.runtime.recorder.launches) == 4  # statistics, forward; sums, dx
     z, pair_mean, pair_rstd = kernels.relu_batch_norm_forward_train(x, gamma, beta, *running, 0.1,
                                                                     1e-3, True)
     pair_y, pair_index = kernels.pool2d_dropout_forward(z, *pool, *dropout)

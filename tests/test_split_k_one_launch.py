@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from minicnn.backends.cuda import CudaKernels
-from minicnn.backends.recording import RecordingRuntime
+from minicnn.backends.recording import Recorder, RecordingRuntime
 
 
 # float64 always runs the SIMT loop, so tensor-core precisions pair with float32 only
@@ -16,7 +16,7 @@ def emulated():
     from minicnn.emu import EmulatorRuntime
     made = {}
     return lambda precision: made.setdefault(
-        precision, CudaKernels(RecordingRuntime(EmulatorRuntime()), precision=precision))
+        precision, CudaKernels(RecordingRuntime(EmulatorRuntime(), Recorder()), precision=precision))
 
 
 def both_ways(kernels, call):
@@ -24,8 +24,9 @@ def both_ways(kernels, call):
     results = []
     for one_launch in (True, False):
         kernels.split_k_in_one_launch = one_launch
-        kernels.runtime.launches.clear()
-        results += [np.asarray(call()), [launch.name for launch in kernels.runtime.launches]]
+        kernels.runtime.recorder.reset()
+        result = np.asarray(call())
+        results += [result, [launch.kernel for launch in kernels.runtime.recorder.launches]]
     kernels.split_k_in_one_launch = True
     return results
 
@@ -79,8 +80,9 @@ def test_a_linear_layer_adds_its_bias_in_the_gemm_epilogue(emulated, precision, 
     results = []
     for in_epilogue in (True, False):
         kernels.linear_bias_in_epilogue = in_epilogue
-        kernels.runtime.launches.clear()
-        results.append((kernels.linear_forward(x, w, b), [l.name for l in kernels.runtime.launches]))
+        kernels.runtime.recorder.reset()
+        y = kernels.linear_forward(x, w, b)
+        results.append((y, [launch.kernel for launch in kernels.runtime.recorder.launches]))
     kernels.linear_bias_in_epilogue = True
     (fused, names), (separate, separate_names) = results
     np.testing.assert_array_equal(fused, separate)  # value + bias[col] either way

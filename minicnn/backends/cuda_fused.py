@@ -135,3 +135,10 @@ class FusedLaunches:
         return self._bn_pool_backward("relu_bn_pool_dropout", dy, index, x, gamma, beta, mean,
                                       rstd, (mode, kernel, stride, pads), dx_sums,
                                       (np.float64(rate), *self._held_dropout_step(seed, step)))
+
+    def dropout_step_advanced(self, seed, step) -> None:
+        """A replayed CUDA graph moved seed's device counter to `step` (minicnn/train/
+        graph_step.py): the host's note of what the counter holds follows."""
+        counter = self._step_counters.get(int(seed) % 2**64)
+        if counter is not None:
+            counter.holds = int(step) % 2**64

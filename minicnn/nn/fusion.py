@@ -64,8 +64,9 @@ def _fused_call(layers):
     """(the fused pass of the first layers of `layers` as a function of x, how many layers it
     covers), or (None, 1) when the first layer runs on its own."""
     first, second, third, fourth = (list(layers[:4]) + [None] * 3)[:4]
+    norm_next = isinstance(second, _BatchNorm) or type(second) is ReLU and isinstance(third, _BatchNorm)
     if isinstance(first, (Conv2d, Linear)) and first.bias is not None and _fusable(layers[:1]) \
-            and (isinstance(second, _BatchNorm) or type(second) is ReLU and isinstance(third, _BatchNorm)):
+            and norm_next:
         normalize, count = _fused_call(layers[1:])
         if normalize is not None or _fusable(layers[1:2]):
             return lambda x: _bias_grad_by_batch_norm(first(x), normalize or layers[1]), 1 + count
