@@ -39,7 +39,7 @@ def count_step(arch: str, batch: int, fused: bool = True) -> dict[str, list]:
     two launches each (nn fusion is the caller's)."""
     recorder = Recorder(execute="skip")
     device = recorder.device("dry")
-    kernels = device.kernels.kernels  # the CudaKernels inside CheckedKernels
+    kernels = device.kernels  # CudaKernels
     kernels.split_k_in_one_launch = kernels.bn_statistics_in_one_launch = fused
     kernels.linear_bias_in_epilogue = fused
     model = get_spec(arch).build().to(device)

@@ -54,7 +54,9 @@ class Conv2dReLU(Conv2d):
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
-        self.y = self.kernels.conv2d_relu_forward(x, w, b, self.stride, self.pads)
+        args = (x, w, b, self.stride, self.pads)
+        checks.conv2d_relu_forward(*args)
+        self.y = self.kernels.conv2d_relu_forward(*args)
         return self.y
 
     def backward(self, dy):

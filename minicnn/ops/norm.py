@@ -172,10 +172,8 @@ class ReLUBatchNormPoolDropout(BatchNormReLUPool):
 
     def forward(self, x, gamma, beta):
         self.x, self.gamma, self.beta = x, gamma, beta
-        y, self.index, self.mean, self.rstd = \
-            self.kernels.relu_batch_norm_pool_dropout_forward_train(
-                x, gamma, beta, self.running_mean, self.running_var, self.momentum, self.eps,
-                self.unbiased, *self.pool, *self.dropout)
+        y, self.index, self.mean, self.rstd = self._train(
+            "relu_batch_norm_pool_dropout_forward_train", x, gamma, beta, *self.pool, *self.dropout)
         return y
 
     def _gradients(self, dy, dx_sums=False):
