@@ -2,13 +2,16 @@
 
     python benchmarks/launch_count.py                     # vgg_like, batch 512
     python benchmarks/launch_count.py --arch vgg8_bn --by-kernel
-    python benchmarks/launch_count.py --unfused           # every layer on its own
+    python benchmarks/launch_count.py --unfused           # every layer on its own; split-K
+                                                          # sums, BN statistics and linear
+                                                          # biases in two launches each
 
 The step runs on minicnn.backends.recording's "dry" device (CudaKernels over DryRuntime),
 which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
 on any CPU (uninitialized arrays are never touched, so batch 512 needs little memory). The
 batch changes the count only through split-K: a weight gradient with a long sum over the
-batch is cut into slices, added by one more launch (sum_splits). "array GB" adds up the
+batch is cut into slices, which the product's last block adds (unfused: one more launch,
+sum_splits). "array GB" adds up the
 bytes of each launch's distinct array arguments (and of the arrays its pointer tables reach):
 a roofline-style estimate of the step's DRAM traffic that counts every array once per launch
 (tiled kernels re-read some inputs; caches absorb part of it). Not counted: the
@@ -30,10 +33,15 @@ from minicnn.models.zoo import get_spec
 from minicnn.nn import fusion
 
 
-def count_step(arch: str, batch: int) -> dict[str, list]:
-    """Launches per phase of the second training step of `arch` (the first one warms up)."""
+def count_step(arch: str, batch: int, fused: bool = True) -> dict[str, list]:
+    """Launches per phase of the second training step of `arch` (the first one warms up).
+    fused=False adds split-K slices, computes BN statistics and adds a linear layer's bias in
+    two launches each (nn fusion is the caller's)."""
     recorder = Recorder(execute="skip")
     device = recorder.device("dry")
+    kernels = device.kernels  # CudaKernels
+    kernels.split_k_in_one_launch = kernels.bn_statistics_in_one_launch = fused
+    kernels.linear_bias_in_epilogue = fused
     model = get_spec(arch).build().to(device)
     model.train()
     optimizer = optim.Adam(model.parameters())
@@ -58,10 +66,11 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--by-kernel", action="store_true", help="list every kernel's count")
     parser.add_argument("--unfused", action="store_true",
-                        help="run every layer on its own (minicnn.nn.fusion off)")
+                        help="run every layer on its own (minicnn.nn.fusion off), split-K "
+                             "sums, BN statistics and linear biases in two launches each")
     args = parser.parse_args(argv)
     with fusion.unfused() if args.unfused else contextlib.nullcontext():
-        phases = count_step(args.arch, args.batch)
+        phases = count_step(args.arch, args.batch, fused=not args.unfused)
     fused = "unfused" if args.unfused else "fused"
     print(f"launches per training step, {args.arch}, batch {args.batch}, {fused}")
     print(f"{'phase':<16} {'launches':>8} {'array GB':>9}")

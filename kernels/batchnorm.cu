@@ -20,11 +20,13 @@
 // Launch sequence (cuda_norm.py), each channel sum one launch of reduce.cu's channel_reduce
 // (per-block partials, the last block of a channel adds them in order: reproducible bits):
 //   train:    bn_mean -> bn_variance (rstd and the running statistics, in place) -> bn_normalize
+//             or, version 3: bn_moments (the same, one launch) -> bn_normalize
 //   backward: bn_backward_sums (dbeta and dgamma: grid z = 2) -> bn_backward_dx
 // Version 1 took 5 launches for training (separate partial-sum and finishing kernels) and 5
-// for the backward; version 2 takes 3 and 2. Both read x three times in training; a
-// single-pass (Welford) statistics kernel would read it twice, at the cost of a less
-// obvious kernel.
+// for the backward; version 2 takes 3 and 2. Version 3 (the default; cuda_norm.py keeps
+// version 2 selectable) computes the statistics in one launch, bn_moments, from shifted sums
+// of d and d^2: 2 launches for training. All read x three times in training; a single-pass
+// (Welford) statistics kernel would read it twice, at the cost of a less obvious kernel.
 #include "reduce.cu"
 
 template <typename T, bool PRE_RELU>
@@ -44,6 +46,19 @@ bn_mean(T* mean, T* partial, unsigned* arrivals, const T* x, int N, int C, int S
                    [=](int c, T total) { mean[c] = total / count; });
 }
 
+// rstd[c] from the batch variance, and channel c's running statistics moved toward the
+// batch's (keep = 1 - momentum; var scaled by m / (m - 1) when unbiased). count = m.
+template <typename T>
+__device__ __forceinline__ void bn_store_statistics(int c, T var, int count, T* rstd,
+                                                    T* running_mean, T* running_var,
+                                                    const T* mean, T momentum, T keep, T eps,
+                                                    int unbiased) {
+    rstd[c] = T(1) / dev_sqrt(var + eps);
+    running_mean[c] = running_mean[c] * keep + momentum * mean[c];
+    const T stored_var = unbiased ? var * T(count) / T(count > 1 ? count - 1 : 1) : var;
+    running_var[c] = running_var[c] * keep + momentum * stored_var;
+}
+
 // The variance (sum of (x - mean)^2 / count), then rstd and the running statistics updated
 // in place (keep = 1 - momentum; var scaled by m / (m - 1) when unbiased). Grid (C, P).
 template <typename T, bool PRE_RELU>
@@ -57,11 +72,42 @@ bn_variance(T* rstd, T* running_mean, T* running_var, T* partial, unsigned* arri
         const T d = bn_input<T, PRE_RELU>(x, i) - mean[c];
         return d * d;
     }, [=](int c, T sqdev) {
-        const T var = sqdev / T(count);
-        rstd[c] = T(1) / dev_sqrt(var + eps);
-        running_mean[c] = running_mean[c] * keep + momentum * mean[c];
-        const T stored_var = unbiased ? var * T(count) / T(count > 1 ? count - 1 : 1) : var;
-        running_var[c] = running_var[c] * keep + momentum * stored_var;
+        bn_store_statistics(c, sqdev / T(count), count, rstd, running_mean, running_var, mean,
+                            momentum, keep, eps, unbiased);
+    });
+}
+
+// Version 3 of the statistics, one launch (bn_moments) instead of bn_mean then bn_variance.
+// Grid (C, P, 2): the z = 0 half sums d = v - K over each channel, the z = 1 half sums d * d
+// (v = bn_input(x), K = the channel's first value), each one channel_reduce (fixed slices and
+// order: reproducible). The shift K keeps var = (sum d^2 - (sum d)^2 / m) / m from cancelling:
+// K is a value of the channel, a few standard deviations from its mean at most, where the
+// unshifted sum of squares would lose every digit of a small variance around a large mean.
+// Whichever half finishes channel c second (an integer atomic on arrivals[2C + c]) computes
+// mean, rstd and the running statistics as bn_variance does; the first parks its sum in mean
+// or rstd. x is still read twice (once per half), but with one launch and no dependency.
+template <typename T, bool PRE_RELU>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+bn_moments(T* mean, T* rstd, T* running_mean, T* running_var, T* partial, unsigned* arrivals,
+           const T* x, int N, int C, int S, T momentum, T keep, T eps, int unbiased) {
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    const bool squares = blockIdx.z == 1;
+    const int count = N * S;
+    channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        const T d = bn_input<T, PRE_RELU>(x, i) - bn_input<T, PRE_RELU>(x, unsigned(c) * S);
+        return squares ? d * d : d;
+    }, [=](int c, T total) {
+        (squares ? rstd : mean)[c] = total;
+        __threadfence();  // the parked sum is visible before this half counts itself in
+        if (atomicAdd(&arrivals[2 * C + c], 1u) != 1u) return;
+        arrivals[2 * C + c] = 0;
+        __threadfence();
+        const T sum = ((const volatile T*)mean)[c], sum_sq = ((const volatile T*)rstd)[c];
+        const T m = T(count), shifted_mean = sum / m;
+        const T var = max((sum_sq - sum * shifted_mean) / m, T(0));
+        mean[c] = bn_input<T, PRE_RELU>(x, unsigned(c) * S) + shifted_mean;
+        bn_store_statistics(c, var, count, rstd, running_mean, running_var, mean, momentum, keep,
+                            eps, unbiased);
     });
 }
 
@@ -118,16 +164,37 @@ __device__ __forceinline__ T bn_input_grad(T g, T value, int c, const T* gamma, 
 // dx = gamma * rstd / m * (m * g - dbeta - xhat * dgamma), zero where x <= 0 when PRE_RELU.
 // One thread per element.
 template <typename T, bool PRE_RELU, bool POST_RELU>
+__device__ __forceinline__ T bn_dx(unsigned i, int c, const T* dy, const T* y, const T* x,
+                                   const T* gamma, const T* mean, const T* rstd, const T* dbeta,
+                                   const T* dgamma, int count) {
+    const T value = bn_input_grad(bn_output_grad<T, POST_RELU>(dy, y, i),
+                                  bn_input<T, PRE_RELU>(x, i), c, gamma, mean, rstd, dbeta,
+                                  dgamma, count);
+    return PRE_RELU && !(x[i] > T(0)) ? T(0) : value;
+}
+
+template <typename T, bool PRE_RELU, bool POST_RELU>
 __global__ void bn_backward_dx(T* dx, const T* dy, const T* y, const T* x, const T* gamma,
                                const T* mean, const T* rstd, const T* dbeta, const T* dgamma,
                                int total, int C, int S, int count) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= total) return;
-    const int c = i / S % C;
-    const T value = bn_input_grad(bn_output_grad<T, POST_RELU>(dy, y, i),
-                                  bn_input<T, PRE_RELU>(x, i), c, gamma, mean, rstd, dbeta,
-                                  dgamma, count);
-    dx[i] = PRE_RELU && !(x[i] > T(0)) ? T(0) : value;
+    dx[i] = bn_dx<T, PRE_RELU, POST_RELU>(i, i / S % C, dy, y, x, gamma, mean, rstd, dbeta, dgamma,
+                                          count);
+}
+
+// bn_backward_dx that also sums dx per channel: dx_sums is the bias gradient of the conv (or
+// linear) layer before the batch norm, which then needs no channel_sums launch of its own
+// (reduce.cu's write_and_channel_sum: the same bits). Grid (C, P).
+template <typename T, bool PRE_RELU, bool POST_RELU>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+bn_backward_dx_sums(T* dx, T* dx_sums, T* partial, unsigned* arrivals, const T* dy, const T* y,
+                    const T* x, const T* gamma, const T* mean, const T* rstd, const T* dbeta,
+                    const T* dgamma, int N, int C, int S) {
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    write_and_channel_sum(dx, dx_sums, partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        return bn_dx<T, PRE_RELU, POST_RELU>(i, c, dy, y, x, gamma, mean, rstd, dbeta, dgamma, N * S);
+    });
 }
 
 // Inference: the per-channel affine map of the running statistics. One thread per element.

@@ -147,6 +147,20 @@ conv2d_backward_data(T* dx, const T* dy, const T* w, const int* dy_taps, int N, 
               a_tile, b_tile);
 }
 
+// One block's tile of slice z = blockIdx.z of dw_partial: (splits, F, C*kH*kW), the sum over
+// the pixels (n, ho, wo) in [z * k_chunk, (z + 1) * k_chunk).
+template <typename T, typename Tile>
+__device__ void conv2d_backward_weight_slice(T* dw_partial, const T* dy, const T* x,
+                                             const int* x_taps, const ConvShape& s, int k_chunk,
+                                             T* a_tile, T* b_tile) {
+    const int K = s.N * s.Ho * s.Wo, cols = s.C * s.kh * s.kw;
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
+    Tile::run(BatchedRows<T>{dy, s.F, s.Ho * s.Wo}, Im2colOperand<T, true>{x, x_taps, s},
+              RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * s.F * cols, cols}, s.F, cols,
+              k_begin, k_end, a_tile, b_tile);
+}
+
 // dw_partial: (splits, F, C*kH*kW), slice z summing the pixels (n, ho, wo) in
 // [z * k_chunk, (z + 1) * k_chunk). Grid (ceil(C*kH*kW / 64), ceil(F / 64), splits).
 template <typename T, typename Tile = SimtTile>
@@ -156,10 +170,47 @@ conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, const int* x_taps
                        int Wo, int k_chunk) {
     CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    const int K = N * Ho * Wo, cols = C * kh * kw;
-    const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
-    Tile::run(BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, x_taps, s},
-              RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * F * cols, cols}, F, cols,
-              k_begin, k_end, a_tile, b_tile);
+    conv2d_backward_weight_slice<T, Tile>(dw_partial, dy, x, x_taps, s, k_chunk, a_tile, b_tile);
+}
+
+// conv2d_backward_weight with its split-K slices added in the same launch (gemm.cu's
+// add_splits_when_last, bit for bit sum_splits): dw: (F, C*kH*kW), dw_partial: scratch.
+template <typename T, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_backward_weight_split_k(T* dw, T* dw_partial, unsigned* arrivals, const T* dy, const T* x,
+                               const int* x_taps, int N, int C, int H, int W, int F, int kh, int kw,
+                               int sh, int sw, int pt, int pl, int Ho, int Wo, int k_chunk) {
+    CONV_SHARED_TILES(T, Tile);
+    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
+    conv2d_backward_weight_slice<T, Tile>(dw_partial, dy, x, x_taps, s, k_chunk, a_tile, b_tile);
+    add_splits_when_last(dw, dw_partial, arrivals, F, C * kh * kw);
+}
+
+// ---------------------------------------------------------------------------- conv -> ReLU
+// A conv followed by a ReLU (nn/fusion.py): the bias and the ReLU are applied in the product's
+// epilogue, y = max(conv + b, 0) with the arithmetic of BatchedRowsOutput then relu_forward
+// (elementwise.cu), so the pair gives the same bits as the two kernels and the map before the
+// ReLU is never written. The backward's first step is fused.cu's relu_backward_channel_sums.
+template <typename T>
+struct BatchedRowsReluOutput {
+    BatchedRowsOutput<T> store;  // given no bias: it is added here, before the ReLU
+    const T* bias;
+    __device__ void operator()(int r, int col, T value) const {
+        const T y = value + bias[r];
+        store(r, col, y > T(0) ? y : T(0));
+    }
+};
+
+// y: (N, F, Ho, Wo) = max(conv(x, w) + bias, 0). Grid as conv2d_forward.
+template <typename T, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_relu_forward(T* y, const T* x, const T* w, const T* bias, const int* x_taps, int N, int C,
+                    int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,
+                    int Wo) {
+    CONV_SHARED_TILES(T, Tile);
+    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
+    const int K = C * kh * kw;
+    Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, x_taps, s},
+              BatchedRowsReluOutput<T>{{y, nullptr, F, Ho * Wo}, bias}, F, N * Ho * Wo, 0, K, a_tile,
+              b_tile);
 }

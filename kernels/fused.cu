@@ -126,6 +126,11 @@ struct BnReluPool {
         return pool_gather<T>(i, [=](int o) { return dy[o]; }, index, mode, H, W, kh, kw, sh, sw,
                               pt, pl, Ho, Wo);
     }
+    // dx at cell i of channel c, from grad and the channel sums (count = N * S values).
+    __device__ T input_grad(int i, int c, const T* dy, const int* index, const T* dbeta,
+                            const T* dgamma, int count) const {
+        return bn_input_grad(grad(i, dy, index), x[i], c, gamma, mean, rstd, dbeta, dgamma, count);
+    }
 };
 
 // The kernels' shared parameters, gathered into a BnReluPool named `layer`.
@@ -171,6 +176,126 @@ __global__ void bn_relu_pool_backward_dx(T* dx, const T* dy, const int* index, c
     BN_RELU_POOL_LAYER;
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= NC * H * W) return;
-    dx[i] = bn_input_grad(layer.grad(i, dy, index), x[i], i / S % C, gamma, mean, rstd, dbeta,
-                          dgamma, N * S);
+    dx[i] = layer.input_grad(i, i / S % C, dy, index, dbeta, dgamma, N * S);
+}
+
+// bn_relu_pool_backward_dx that also sums dx per channel (dx_sums: the bias gradient of the
+// conv before the batch norm), reduce.cu's write_and_channel_sum. Grid (C, P).
+template <typename T>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+bn_relu_pool_backward_dx_sums(T* dx, T* dx_sums, T* partial, unsigned* arrivals, const T* dy,
+                              const int* index, const T* dbeta, const T* dgamma,
+                              BN_RELU_POOL_PARAMETERS) {
+    BN_RELU_POOL_LAYER;
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    write_and_channel_sum(dx, dx_sums, partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        return layer.input_grad(int(i), c, dy, index, dbeta, dgamma, N * S);
+    });
+}
+
+// ---------------------------------------------------------------------------- ReLU backward + bias gradient
+// Below a conv -> ReLU pair (or any layer with a bias before a ReLU): dx = (y > 0) ? dy : 0, as
+// relu_backward computes it, and db[c] = the channel sum of dx, the bias gradient of the layer
+// before, as channel_sums computes it (the same slices in the same order: the same bits).
+// One pass over dy instead of two launches (reduce.cu's write_and_channel_sum). Grid (C, P).
+template <typename T>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+relu_backward_channel_sums(T* dx, T* db, T* partial, unsigned* arrivals, const T* dy, const T* y,
+                           int N, int C, int S) {
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    write_and_channel_sum(dx, db, partial, arrivals, N, C, S, warp_totals,
+                          [=](unsigned i, int) { return y[i] > T(0) ? dy[i] : T(0); });
+}
+
+// ---------------------------------------------------------------------------- ReLU + batch norm + pooling + dropout
+// vgg_like's ReLU -> BN -> pool -> dropout, training: the statistics of relu(x) as batchnorm.cu
+// computes them (PRE_RELU), then one thread per pooled output reads bn(relu(x)) for its
+// window's cells and multiplies the result by its dropout mask (pool2d_dropout_forward's), so
+// neither the normalized map nor its pooling is stored apart. The backward recomputes the mask:
+// g(i) = the pooling's gather of dy * mask at cell i, the gradient reaching the normalization,
+// in the dbeta / dgamma sums and in dx (zero where x <= 0), and dx's channel sums come with it
+// (the bias gradient of the conv before). The same bits as ReLUBatchNorm's kernels followed by
+// pool2d_dropout_*; 2 + 2 launches instead of 3 + 3.
+template <typename T>
+struct ReluBnPoolDropout {
+    BnReluPool<T> layer;  // x, the statistics and the pool geometry
+    double rate;
+    unsigned long long seed, step;
+
+    __device__ T value(int i) const {  // bn(relu(x_i))
+        const BnReluPool<T>& l = layer;
+        return bn_output<T, false>(bn_input<T, true>(l.x, i), i / (l.H * l.W) % l.C, l.mean, l.rstd,
+                                   l.gamma, l.beta);
+    }
+    __device__ T grad(int i, const T* dy, const int* index) const {
+        const BnReluPool<T>& l = layer;
+        const double r = rate;
+        const unsigned long long s = seed, t = step;
+        return pool_gather<T>(i, [=](int o) { return dy[o] * dropout_scale<T>(o, r, s, t); }, index,
+                              l.mode, l.H, l.W, l.kh, l.kw, l.sh, l.sw, l.pt, l.pl, l.Ho, l.Wo);
+    }
+    __device__ T input_grad(int i, int c, const T* dy, const int* index, const T* dbeta,
+                            const T* dgamma, int count) const {
+        const BnReluPool<T>& l = layer;
+        if (!(l.x[i] > T(0))) return T(0);  // the ReLU's backward
+        return bn_input_grad(grad(i, dy, index), l.x[i], c, l.gamma, l.mean, l.rstd, dbeta, dgamma,
+                             count);
+    }
+};
+#define RELU_BN_POOL_DROPOUT_LAYER \
+    BN_RELU_POOL_LAYER;            \
+    const ReluBnPoolDropout<T> fused{layer, rate, seed, step}
+
+// y: (NC, Ho, Wo) = dropout(pool(bn(relu(x)))), index as pool2d_forward's. One thread per
+// output; the dropout step as pool2d_dropout_forward's (advance: see the header).
+template <typename T>
+__global__ void relu_bn_pool_dropout_forward(T* y, int* index, BN_RELU_POOL_PARAMETERS,
+                                             double rate, unsigned long long seed,
+                                             unsigned long long* step_counter, int advance,
+                                             unsigned* arrivals) {
+    const unsigned long long step = *step_counter + advance;
+    RELU_BN_POOL_DROPOUT_LAYER;
+    const int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o < NC * Ho * Wo) {
+        int best = 0;
+        const T pooled = pool_output<T>(o, &best, [=](int i) { return fused.value(i); }, mode, H, W,
+                                        kh, kw, sh, sw, pt, pl, Ho, Wo);
+        y[o] = pooled * dropout_scale<T>(o, rate, seed, step);
+        if (mode != POOL_AVG) index[o] = best;
+    }
+    finish_step(step_counter, arrivals, advance, step);
+}
+
+// dbeta = sum of g, dgamma = sum of g * xhat of relu(x). Grid (C, P, 2) as bn_backward_sums.
+// The step is read, never advanced: the forward stored it (cuda_fused.py's StepCounter.hold).
+template <typename T>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+relu_bn_pool_dropout_backward_sums(T* dbeta, T* dgamma, T* partial, unsigned* arrivals,
+                                   const T* dy, const int* index, BN_RELU_POOL_PARAMETERS,
+                                   double rate, unsigned long long seed,
+                                   const unsigned long long* step_counter) {
+    const unsigned long long step = *step_counter;
+    RELU_BN_POOL_DROPOUT_LAYER;
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    const bool for_gamma = blockIdx.z == 1;
+    channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        const T g = fused.grad(int(i), dy, index);
+        return for_gamma ? g * ((bn_input<T, true>(x, i) - mean[c]) * rstd[c]) : g;
+    }, [=](int c, T total) { (for_gamma ? dgamma : dbeta)[c] = total; });
+}
+
+// dx and its channel sums (reduce.cu's write_and_channel_sum). Grid (C, P).
+template <typename T>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+relu_bn_pool_dropout_backward_dx_sums(T* dx, T* dx_sums, T* partial, unsigned* arrivals,
+                                      const T* dy, const int* index, const T* dbeta,
+                                      const T* dgamma, BN_RELU_POOL_PARAMETERS, double rate,
+                                      unsigned long long seed,
+                                      const unsigned long long* step_counter) {
+    const unsigned long long step = *step_counter;
+    RELU_BN_POOL_DROPOUT_LAYER;
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    write_and_channel_sum(dx, dx_sums, partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        return fused.input_grad(int(i), c, dy, index, dbeta, dgamma, N * S);
+    });
 }

@@ -399,3 +399,73 @@ struct MmaTile {
         mma_gemm_tile<P>(a, b, out, M, N, k_begin, k_end, a_tile, b_tile);
     }
 };
+
+// ---------------------------------------------------------------------------- split-K in one launch
+// Version 2 of split-K's sum: the block that computes the last slice of a tile to finish adds
+// the tile's `splits` partial slices, s ascending, exactly as sum_splits would, so the result is
+// bit for bit that of the two-launch version (product, then sum_splits) with one launch fewer.
+// Each block stores its slice, fences, and counts itself in with an integer atomicAdd on
+// arrivals[tile] (tile = blockIdx.y * gridDim.x + blockIdx.x); whichever block arrives last
+// resets the counter and sums. Which block that is varies from run to run; what it adds, and in
+// which order, does not (reduce.cu's channel_reduce uses the same pattern).
+// arrivals: at least gridDim.x * gridDim.y zeroed counters owned by the launcher (left zero).
+template <typename T>
+__device__ void add_splits_when_last(T* c, const T* partial, unsigned* arrivals, int M, int N) {
+    __shared__ int last;
+    __threadfence();  // every thread's slice stores are visible before the block counts itself in
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
+        last = atomicAdd(&arrivals[tile], 1u) == gridDim.z - 1;
+        if (last) arrivals[tile] = 0;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const volatile T* slices = partial;  // volatile: written by other blocks, not cached in L1
+    const long long slice = (long long)M * N;
+    for (int e = threadIdx.x; e < TILE_M * TILE_N; e += blockDim.x) {
+        const int m = blockIdx.y * TILE_M + e / TILE_N, n = blockIdx.x * TILE_N + e % TILE_N;
+        if (m >= M || n >= N) continue;
+        T sum = 0;
+        for (int s = 0; s < (int)gridDim.z; ++s) sum += slices[s * slice + (long long)m * N + n];
+        c[(long long)m * N + n] = sum;
+    }
+}
+
+// gemm_v2 (Tile = SimtTile) or gemm_v3 (MmaTile<P>, float) with the split-K sum in the same
+// launch: c: M x N, partial: splits x M x N scratch. Grid as v2 / v3 with splits > 1.
+template <typename T, bool TRANS_A, bool TRANS_B, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
+gemm_split_k(T* c, T* partial, unsigned* arrivals, const T* a, const T* b, int M, int N, int K,
+             int k_chunk) {
+    __shared__ __align__(16) T a_tile[Tile::A_SIZE];
+    __shared__ __align__(16) T b_tile[Tile::B_SIZE];
+    const int k_begin = blockIdx.z * k_chunk;
+    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
+    Tile::run(MatrixOperand<T, TRANS_A>{a, M, K}, MatrixOperand<T, TRANS_B>{b, K, N},
+              RowMajorOutput<T>{partial + (long long)blockIdx.z * M * N, N}, M, N, k_begin, k_end,
+              a_tile, b_tile);
+    add_splits_when_last(c, partial, arrivals, M, N);
+}
+
+// ---------------------------------------------------------------------------- bias in the epilogue
+// A linear layer's y = x @ w.T + b with the bias added as each element is stored (value +
+// bias[col], add_bias's arithmetic: the same bits), so no second pass over y. Unsplit K only:
+// a split product's slices are summed first (the launcher adds the bias separately then).
+template <typename T>
+struct RowMajorBiasOutput {
+    RowMajorOutput<T> store;
+    const T* bias;  // one value per column
+    __device__ void operator()(int r, int c, T value) const { store(r, c, value + bias[c]); }
+};
+
+// c: M x N = op(A) @ op(B) + bias (N,). Grid (ceil(N / 64), ceil(M / 64)).
+template <typename T, bool TRANS_A, bool TRANS_B, typename Tile = SimtTile>
+__global__ void __launch_bounds__(Tile::THREADS)
+gemm_bias(T* c, const T* a, const T* b, const T* bias, int M, int N, int K) {
+    __shared__ __align__(16) T a_tile[Tile::A_SIZE];
+    __shared__ __align__(16) T b_tile[Tile::B_SIZE];
+    Tile::run(MatrixOperand<T, TRANS_A>{a, M, K}, MatrixOperand<T, TRANS_B>{b, K, N},
+              RowMajorBiasOutput<T>{{c, N}, bias}, M, N, 0, K, a_tile, b_tile);
+}

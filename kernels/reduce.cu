@@ -151,3 +151,18 @@ __global__ void sum_partials(T* out, const T* partial, int C, int P, T divisor) 
     for (int p = 0; p < P; ++p) sum += partial[c * P + p];
     out[c] = sum / divisor;
 }
+
+// A pass that writes an array and sums it per channel, in one launch: out[i] = value(i, c) for
+// every element, sums[c] = the channel sums of out, added as channel_sums adds them (the same
+// slices, the same order: the same bits as writing out, then channel_sums of it). Backward
+// passes use it to hand the layer before them its bias gradient (the channel sums of the
+// gradient they produce) without a launch of its own. Grid (C, P), as channel_sums.
+template <typename T, typename Value>
+__device__ void write_and_channel_sum(T* out, T* sums, T* partial, unsigned* arrivals, int N,
+                                      int C, int S, T* warp_totals, Value value) {
+    channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
+        const T v = value(i, c);
+        out[i] = v;
+        return v;
+    }, [=](int c, T total) { sums[c] = total; });
+}

@@ -1,4 +1,5 @@
 """minicnn.profile: occupancy by hand, compiler facts, the recorder's launch list, the model."""
+import re
 import shutil
 
 import numpy as np
@@ -96,13 +97,13 @@ def tiny_step(device):
 
 
 TINY_LAUNCHES = [
-    "conv2d_forward<float>", "relu_forward<float>", "gemm_v2<float, false, true>", "add_bias<float>",
+    "conv2d_relu_forward<float>", "gemm_bias<float, false, true>",                     # conv -> ReLU fused; linear
     "cross_entropy_forward_labels<float>", "sum_partials<float>",                      # loss
     "cross_entropy_backward_labels<float>",
     "gemm_v2<float, false, false>", "gemm_v2<float, true, false>",                     # linear dx, dw
     "channel_sums<float>",                                                             # linear db
-    "relu_backward<float>", "conv2d_backward_weight<float>",                           # no dx: x is data
-    "channel_sums<float>",                                                             # conv db
+    "relu_backward_channel_sums<float>",                                               # ReLU dx + conv db
+    "conv2d_backward_weight<float>",                                                   # no dx: x is data
 ]
 
 
@@ -112,7 +113,7 @@ def test_recorder_lists_every_launch_of_a_tiny_network_and_changes_no_result():
     loss, model = tiny_step(device)
     assert [r.kernel for r in recorder.launches] == TINY_LAUNCHES
     first = recorder.launches[0]
-    assert (first.source, first.family, first.block) == ("conv.cu", "conv2d_forward", (256, 1, 1)[:len(first.block)])
+    assert (first.source, first.family, first.block) == ("conv.cu", "conv2d_relu_forward", (256, 1, 1)[:len(first.block)])
     assert first.args[0] == ArgInfo((2, 4, 8, 8), "float32")
     assert recorder.allocations > 0 and recorder.host_to_device == 0
     # the same weights on the plain emulator device give the same loss, bit for bit
@@ -239,9 +240,22 @@ def test_tensor_core_tiles_have_no_shared_memory_bank_conflicts(precision):
     x = mc.tensor(np.random.default_rng(0).random((2, 3, 8, 8)), device=device)
     F.cross_entropy(model(x), np.array([1, 2])).backward()
     v3 = [r for r in recorder.launches if "Mma::" in r.kernel]
-    assert {r.kernel for r in v3} >= {f"gemm_v3<Mma::{precision.upper()}, {a}, {b}>"
-                                      for a, b in (("false", "true"), ("false", "false"), ("true", "false"))}
+    # the layouts of the GEMMs' operands, whichever kernel (gemm_v3, one-launch split-K) ran them
+    gemm_layouts = {re.search(r"(true|false), (true|false)", r.kernel).groups()
+                    for r in v3 if r.kernel.startswith("gemm")}
+    assert gemm_layouts >= {("false", "true"), ("false", "false"), ("true", "false")}
     assert {r.family for r in v3} >= {"conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"}
     for r in v3:
         wavefronts, ideal = (r.counters.total("shared", None, name) for name in ("units", "ideal_units"))
         assert wavefronts == ideal > 0, (r.kernel, wavefronts / ideal)
+
+
+def test_useful_flops_of_the_fused_and_one_launch_split_k_products():
+    ints = [ArgInfo(None, "int32", v) for v in (8, 16, 32, 32, 64, 3, 3, 1, 1, 1, 1, 32, 32)]
+    arrays = (ArgInfo((8, 64, 32, 32), "float32"),) * 5
+    for name in ("conv2d_relu_forward<float>", "conv2d_backward_weight_split_k<float>"):
+        record = LaunchRecord(0, "conv.cu", name, (1,), (256,), 0, arrays + tuple(ints))
+        assert useful_flops(record) == 2 * 8 * 64 * 32 * 32 * 16 * 9, name
+    gemm = LaunchRecord(0, "gemm.cu", "gemm_split_k<float, true, false>", (1,), (256,), 0,
+                        arrays + tuple(ArgInfo(None, "int32", v) for v in (5, 7, 11, 16)))
+    assert useful_flops(gemm) == 2 * 5 * 7 * 11

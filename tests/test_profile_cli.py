@@ -47,16 +47,16 @@ def test_profile_of_a_small_network_names_what_to_fix():
     assert "per kernel family" in out and "per launch" in out and "what to fix first:" in out
     assert "launches per step:" in out and "img/s" in out
     family_rows = out.split("per kernel family")[1].split("per launch")[0]
-    assert "conv2d_forward" in family_rows and "adam_update" in family_rows
+    assert "conv2d_relu_forward" in family_rows and "adam_update" in family_rows
 
 
 def test_csv_has_a_row_per_launch_and_kernel_shows_access_sites():
     profile = profile_step("cnn4_raw", batch=2, blocks=1)  # what the two flags print, in-process
     rows = list(csv.DictReader(io.StringIO(render_csv(profile))))
     assert [int(r["#"]) for r in rows] == list(range(len(profile.launches)))
-    assert {"conv2d_forward<float>", "adam_update_multi<float>"} <= {r["kernel"] for r in rows}
+    assert {"conv2d_relu_forward<float>", "adam_update_multi<float>"} <= {r["kernel"] for r in rows}
     assert all(0 < float(r["coalescing_%"]) <= 100 for r in rows)
-    sites = render_kernel(profile, "conv2d_forward")
+    sites = render_kernel(profile, "conv2d_relu_forward")
     assert "access sites" in sites and "gemm.cu:" in sites and "conv.cu:" in sites
     with pytest.raises(ValueError, match="no kernel named 'bn_eval' in this step"):
         render_kernel(profile, "bn_eval")

@@ -328,6 +328,20 @@ def pool2d_dropout_forward(x, mode, kernel, stride, pads, rate, seed, step):
     dropout_rate(f"{mode}_pool2d", rate)
 
 
+@rule
+def relu_batch_norm_pool_dropout_forward_train(x, gamma, beta, running_mean, running_var, momentum,
+                                               eps, unbiased, mode, kernel, stride, pads, rate,
+                                               seed, step):
+    batch_norm_relu_pool_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
+                                       unbiased, mode, kernel, stride, pads)
+    dropout_rate(f"{mode}_pool2d", rate)
+
+
+@rule
+def conv2d_relu_forward(x, w, b, stride, pads):
+    conv2d_forward(x, w, b, stride, pads)
+
+
 # --------------------------------------------------------------------------- the wrapper
 
 class CheckedKernels:

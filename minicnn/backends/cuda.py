@@ -25,7 +25,8 @@ from minicnn.backends.cuda_launch import (FILL_MODES, POOL_MODES, KernelLauncher
 from minicnn.backends.cuda_fused import FusedLaunches
 from minicnn.backends.cuda_norm import BatchNormLaunches
 from minicnn.backends.cuda_optim import MultiTensorSteps
-from minicnn.backends.kernel_facts import ConvShape, conv_kernel, conv_taps, gemm_kernel
+from minicnn.backends.kernel_facts import (ConvShape, conv_kernel, conv_taps, gemm_kernel,
+                                          gemm_twin, split_k_kernel)
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
@@ -53,8 +54,11 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
             raise ValueError(f"gemm: inner sizes differ ({k} vs {k_b}) for shapes {a.shape}, "
                              f"{b.shape} with trans_a={trans_a}, trans_b={trans_b}")
         if version == 2:
-            name = gemm_kernel(self._product_precision(a.dtype), trans_a, trans_b)
-            return self._split_k_product("gemm.cu", name, a.dtype, m, n, k, a, b, *i32(m, n, k))
+            precision = self._product_precision(a.dtype)
+            return self._split_k_product("gemm.cu", gemm_kernel(precision, trans_a, trans_b),
+                                         a.dtype, m, n, k, a, b, *i32(m, n, k),
+                                         one_launch=split_k_kernel("gemm", precision, trans_a,
+                                                                   trans_b))
         name = f"gemm_v1<{{T}}, {str(bool(trans_a)).lower()}, {str(bool(trans_b)).lower()}>"
         c = self.xp.empty((m, n), a.dtype)
         if c.size:
@@ -62,8 +66,22 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
                                                    (c, a, b, *i32(m, n, k)))
         return c
 
+    # A linear layer's bias added in its GEMM's epilogue (gemm_bias) when K is not split;
+    # False: always a second launch, add_bias (the same bits either way).
+    linear_bias_in_epilogue = True
+
     def linear_forward(self, x, w, b):
         """x: (N, IN), w: (OUT, IN), b: (OUT,) or None -> y: (N, OUT) = x @ w.T + b."""
+        n, k, out = x.shape[0], x.shape[-1], w.shape[0]
+        precision = self._product_precision(x.dtype)
+        if b is not None and self.linear_bias_in_epilogue and x.ndim == w.ndim == 2 \
+                and w.shape[1] == k and self.products[precision].split(n, out, k)[0] == 1:
+            x, w, b = self._float_arrays(x, w, b)
+            y = self.xp.empty((n, out), x.dtype)
+            if y.size:
+                self._tiled_launch("gemm.cu", gemm_twin("gemm_bias", precision, False, True),
+                                   x.dtype, n, out, (y, x, w, b, *i32(n, out, k)))
+            return y
         y = self.gemm(x, w, trans_b=True)
         if b is not None:
             (b,) = self._float_arrays(b)
@@ -100,12 +118,16 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
 
     def conv2d_forward(self, x, w, b, stride, pads):
         """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
+        return self._conv_forward("conv2d_forward", x, w, b, stride, pads)
+
+    def _conv_forward(self, name, x, w, b, stride, pads):
+        """conv.cu's forward pass `name`: conv2d_forward, or conv2d_relu_forward (ReLU epilogue)."""
         x, w = self._float_arrays(x, w)
         s = self._conv_shape(x.shape, w.shape, stride, pads)
         bias = self.xp.zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
         y = self.xp.empty(s.y_shape, x.dtype)
         if y.size:  # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo)
-            self._tiled_launch("conv.cu", self._conv_kernel("conv2d_forward", x.dtype), x.dtype,
+            self._tiled_launch("conv.cu", self._conv_kernel(name, x.dtype), x.dtype,
                                s.F, s.N * s.Ho * s.Wo, (y, x, w, bias, self._taps(s, True), *i32(*s.ints())))
         return y
 
@@ -126,7 +148,8 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         s = self._conv_shape(x.shape, (f, x.shape[1], kh, kw), stride, pads)
         dw = self._split_k_product("conv.cu", self._conv_kernel("conv2d_backward_weight", x.dtype),
                                    x.dtype, f, s.patch, s.N * s.Ho * s.Wo, dy, x, self._taps(s, True),
-                                   *i32(*s.ints()))
+                                   *i32(*s.ints()), one_launch=split_k_kernel(
+                                       "conv2d_backward_weight", self._product_precision(x.dtype)))
         return dw.reshape(f, s.C, kh, kw)
 
     # ------------------------------------------------------------------ pooling

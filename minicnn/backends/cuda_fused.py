@@ -1,4 +1,5 @@
-"""Launchers of kernels/fused.cu: dropout with a recomputed mask, and pooling + dropout.
+"""Launchers of kernels/fused.cu: dropout with a recomputed mask, pooling + dropout, and a
+conv -> ReLU pair (conv.cu's ReLU epilogue, fused.cu's ReLU backward with the bias gradient).
 
 FusedLaunches is a mixin of CudaKernels (it uses KernelLauncher's helpers and CudaKernels'
 _pool_geometry); each method is the numpy_ref function of the same name.
@@ -12,6 +13,7 @@ the launches of one training step are those of the next, as a CUDA graph needs.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -31,11 +33,15 @@ class StepCounter:
         if step == self.holds + 1:  # the kernel adds 1 on the device
             self.holds = step
             return np.int32(1)
+        self.hold(step)
+        return np.int32(0)
+
+    def hold(self, step: int) -> None:
+        """Make the counter hold `step` (a host write only when it holds another)."""
         if step != self.holds:
             self.device[...] = step % 2**64
             self.host_writes += 1
             self.holds = step
-        return np.int32(0)
 
 
 class FusedLaunches:
@@ -46,12 +52,23 @@ class FusedLaunches:
 
     def _dropout_step(self, seed, step) -> tuple:
         """(seed, counter, advance, arrivals): the dropout kernels' last four arguments."""
+        seed, counter = self._step_counter(seed)
+        advance = counter.reach(int(step) % 2**64)
+        return (seed, counter.device, advance, self._arrivals(1))
+
+    def _held_dropout_step(self, seed, step) -> tuple:
+        """(seed, counter) for kernels that read the step and never advance it (backward
+        passes that are channel reductions: their arrival counters are in use)."""
+        seed, counter = self._step_counter(seed)
+        counter.hold(int(step) % 2**64)
+        return seed, counter.device
+
+    def _step_counter(self, seed) -> tuple:
+        """(seed as the kernels' uint64, its StepCounter)."""
         seed = int(seed) % 2**64
         if seed not in self._step_counters:
             self._step_counters[seed] = StepCounter(self.xp)
-        counter = self._step_counters[seed]
-        advance = counter.reach(int(step) % 2**64)
-        return (*uint64(seed), counter.device, advance, self._arrivals(1))
+        return uint64(seed)[0], self._step_counters[seed]
 
     def dropout_apply(self, x, rate, seed, step):
         """x * the dropout mask of (seed, step), the mask never stored (forward and backward)."""
@@ -88,6 +105,36 @@ class FusedLaunches:
                      index, *i32(code, *geometry), np.float64(rate),
                      *self._dropout_step(seed, step))
         return dx
+
+    def conv2d_relu_forward(self, x, w, b, stride, pads):
+        """relu(conv2d_forward(x, w, b)): the bias and the ReLU in the product's epilogue."""
+        return self._conv_forward("conv2d_relu_forward", x, w, b, stride, pads)
+
+    def relu_backward_bias_grad(self, dy, y):
+        """(relu_backward(dy, y), the channel sums of it) in one pass: dy, y (N, C, ...)."""
+        dy, y = self._float_arrays(dy, y)
+        dx, db = self.xp.empty_like(dy), self.xp.empty(dy.shape[1], dy.dtype)
+        self._channel_reduce("fused.cu", "relu_backward_channel_sums<{T}>", dy.dtype, dy.shape[0],
+                             dy.shape[1], math.prod(dy.shape[2:]), dx, db, inputs=(dy, y))
+        return dx, db
+
+    def relu_batch_norm_pool_dropout_forward_train(self, x, gamma, beta, running_mean,
+                                                   running_var, momentum, eps, unbiased, mode,
+                                                   kernel, stride, pads, rate, seed, step):
+        """dropout(pool(relu_batch_norm_forward_train(x))): the statistics, then one pass
+        -> (y, index, mean, rstd); index as pool2d_forward's (None for avg)."""
+        return self._bn_pool_forward(
+            "relu_bn_pool_dropout", True, x, gamma, beta, running_mean, running_var, momentum,
+            eps, unbiased, mode, kernel, stride, pads,
+            dropout=lambda: (np.float64(rate), *self._dropout_step(seed, step)))
+
+    def relu_batch_norm_pool_dropout_backward(self, dy, index, x, gamma, beta, mean, rstd, mode,
+                                              kernel, stride, pads, rate, seed, step,
+                                              dx_sums=False):
+        """Gradients of the forward above -> (dx, dgamma, dbeta[, sums of dx])."""
+        return self._bn_pool_backward("relu_bn_pool_dropout", dy, index, x, gamma, beta, mean,
+                                      rstd, (mode, kernel, stride, pads), dx_sums,
+                                      (np.float64(rate), *self._held_dropout_step(seed, step)))
 
     def dropout_step_advanced(self, seed, step) -> None:
         """A replayed CUDA graph moved seed's device counter to `step` (minicnn/train/

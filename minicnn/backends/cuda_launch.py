@@ -7,26 +7,32 @@ floating-point sum, and hence every result bit, is the same from run to run and 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from minicnn.backends import kernel_facts
 from minicnn.backends.kernel_facts import (KERNELS_DIR, MIN_SPLIT_K, TARGET_BLOCKS,  # noqa: F401
-                                           cdiv, conv_instantiations, gemm_instantiations,
-                                           source_constants, tiled_products)
-from minicnn.backends.precision import check_precision
+                                           cdiv, conv_instantiations, conv_kernel,
+                                           gemm_instantiations, gemm_twin,
+                                           source_constants, split_k_instantiations,
+                                           tiled_products)
+from minicnn.backends.precision import PRECISIONS, check_precision
 from minicnn.backends.checks import conv_output_size  # noqa: F401 (the launchers' window size)
 
 # The instantiations each source provides; {T} is float or double.
 KERNELS = {
-    "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"],
-    "conv.cu": conv_instantiations() + ["sum_splits<{T}>"],
+    "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"] + split_k_instantiations("gemm")
+               + [gemm_twin("gemm_bias", p, False, True) for p in PRECISIONS],  # linear layers
+    "conv.cu": conv_instantiations() + ["sum_splits<{T}>"]
+               + split_k_instantiations("conv2d_backward_weight")
+               + [conv_kernel("conv2d_relu_forward", p) for p in PRECISIONS],
     "reduce.cu": ["sum_partials<{T}>", "channel_sums<{T}>"],
-    "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance")
+    "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance", "moments")
                      for pre in ("false", "true")]
                     + [f"bn_{name}<{{T}}, {pre}, {post}>"
-                       for name in ("normalize", "backward_sums", "backward_dx")
+                       for name in ("normalize", "backward_sums", "backward_dx", "backward_dx_sums")
                        for pre, post in (("false", "false"), ("true", "false"), ("false", "true"))]
                     + ["bn_eval<{T}>", "bn_eval_backward<{T}>"],
     "pool.cu": ["pool2d_forward<{T}>", "pool2d_backward<{T}>"],
@@ -41,7 +47,10 @@ KERNELS = {
                  "sgd_update_multi<{T}>", "optim_advance"],
     "fused.cu": ["dropout_apply<{T}>", "pool2d_dropout_forward<{T}>",
                  "pool2d_dropout_backward<{T}>", "bn_relu_pool_forward<{T}>",
-                 "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>"],
+                 "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>",
+                 "relu_backward_channel_sums<{T}>", "bn_relu_pool_backward_dx_sums<{T}>",
+                 "relu_bn_pool_dropout_forward<{T}>", "relu_bn_pool_dropout_backward_sums<{T}>",
+                 "relu_bn_pool_dropout_backward_dx_sums<{T}>"],
     "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
     "shape.cu": ["broadcast_add<{T}>", "broadcast_mul<{T}>", "sum_to<{T}>", "broadcast_to<{T}>",
                  "zero_pad2d_forward<{T}>", "zero_pad2d_backward<{T}>", "one_hot<{T}>"],
@@ -89,6 +98,10 @@ def uint64(*values) -> tuple:
 class KernelLauncher:
     """Finds, memoizes and launches the kernels of kernels/*.cu through `runtime`
     (CupyRuntime on a GPU, EmulatorRuntime on the CPU)."""
+
+    # Split-K products add their slices in the product's own launch (gemm.cu's
+    # add_splits_when_last); False: a second launch, sum_splits (the same bits either way).
+    split_k_in_one_launch = True
 
     def __init__(self, runtime, precision: str = "fp32"):
         """precision: fp32, tf32 or bf16, the multiply of float32 GEMMs and convolutions
@@ -146,16 +159,18 @@ class KernelLauncher:
         return out
 
     def _channel_reduce(self, source, expression, dtype, n, c, s, *outputs, inputs, scalars=(),
-                        reductions=1):
+                        reductions=1, counters=None):
         """A one-launch channel reduction (reduce.cu's channel_reduce): kernel(*outputs,
-        partial, arrivals, *inputs, n, c, s, *scalars) on grid (c, P, reductions)."""
+        partial, arrivals, *inputs, n, c, s, *scalars) on grid (c, P, reductions).
+        counters: how many arrival counters it uses (default reductions * c)."""
         slices = reduction_slices(c, n * s)
         if c == 0:
             return
         partial = self.xp.empty((reductions, c, slices), dtype)
+        counters = reductions * c if counters is None else counters
         self._kernel(source, expression, dtype)(
             (c, slices, reductions), (THREADS,),
-            (*outputs, partial, self._arrivals(reductions * c), *inputs, *i32(n, c, s), *scalars))
+            (*outputs, partial, self._arrivals(counters), *inputs, *i32(n, c, s), *scalars))
 
     def _arrivals(self, count: int):
         """At least `count` zeroed uint32 counters for channel_reduce (which leaves them zero),
@@ -189,13 +204,23 @@ class KernelLauncher:
         self._kernel(source, expression, dtype)(product.grid(rows, cols, splits),
                                                 (product.threads,), args)
 
-    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args):
-        """rows x cols = a product over `depth`, split along depth when the output is small."""
+    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args,
+                         one_launch=None):
+        """rows x cols = a product over `depth`, split along depth when the output is small.
+
+        one_launch: the kernel's twin that adds the slices itself (kernel_facts.split_k_kernel),
+        used when split_k_in_one_launch is set; else a second launch (sum_splits) adds them."""
         product = self.products[self._product_precision(dtype)]
         splits, k_chunk = product.split(rows, cols, depth)
         partial = self.xp.empty((splits, rows, cols), dtype)
         if partial.size == 0:
             return partial.reshape(rows, cols)
+        if splits > 1 and one_launch and self.split_k_in_one_launch:
+            out = self.xp.empty((rows, cols), dtype)
+            tiles = math.prod(product.grid(rows, cols)[:2])
+            self._tiled_launch(source, one_launch, dtype, rows, cols,
+                               (out, partial, self._arrivals(tiles), *args, *i32(k_chunk)), splits)
+            return out
         self._tiled_launch(source, expression, dtype, rows, cols, (partial, *args, *i32(k_chunk)),
                            splits)
         if splits == 1:

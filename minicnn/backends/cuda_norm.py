@@ -5,8 +5,14 @@ are numpy_ref's functions, and the fused pairs relu_batch_norm_* (ReLU -> BN) an
 batch_norm_relu_* (BN -> ReLU) are numpy_ref's twins of the same names. All of them are one
 launch sequence, told apart by batchnorm.cu's PRE_RELU / POST_RELU template flags:
 
-    training  bn_mean, bn_variance, bn_normalize         3 launches (+1 for a separate ReLU)
+    training  bn_moments, bn_normalize                   2 launches (+1 for a separate ReLU)
+              (version 2: bn_mean, bn_variance, bn_normalize, 3 launches)
     backward  bn_backward_sums, bn_backward_dx           2 launches (+1 for a separate ReLU)
+
+Each backward takes dx_sums=True to return also the channel sums of dx, the bias gradient
+of the conv (or linear) layer before the batch norm: its dx pass becomes bn_backward_dx_sums
+(bn_relu_pool_backward_dx_sums), a channel reduction that writes dx as it sums it, so that
+bias gradient needs no launch of its own.
 """
 from __future__ import annotations
 
@@ -23,6 +29,10 @@ def _flags(pre_relu: bool, post_relu: bool) -> str:
 
 class BatchNormLaunches:
     """Batch norm for CudaKernels (uses KernelLauncher's helpers)."""
+
+    # Training statistics in one launch (batchnorm.cu version 3, bn_moments: shifted sums of
+    # d and d^2); False: version 2, bn_mean then bn_variance (two-pass, the reference's maths).
+    bn_statistics_in_one_launch = True
 
     def _bn_view(self, x):
         """(N, C) or (N, C, H, W) -> (N, C, S, count = N*S): how batchnorm.cu sees x."""
@@ -50,15 +60,21 @@ class BatchNormLaunches:
         n, c, s, _ = self._bn_view(x)
         T = x.dtype.type
         mean, rstd = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
-        self._channel_reduce("batchnorm.cu", f"bn_mean<{{T}}, {str(pre_relu).lower()}>",
-                             x.dtype, n, c, s, mean, inputs=(x,))
-        self._channel_reduce("batchnorm.cu", f"bn_variance<{{T}}, {str(pre_relu).lower()}>",
-                             x.dtype, n, c, s, rstd, running_mean, running_var,
-                             inputs=(x, mean), scalars=(T(momentum), T(1 - momentum), T(eps),
-                                                        *i32(bool(unbiased))))
+        pre, update = str(pre_relu).lower(), (T(momentum), T(1 - momentum), T(eps),
+                                              *i32(bool(unbiased)))
+        if self.bn_statistics_in_one_launch:  # version 3: two halves of one grid, + c counters
+            self._channel_reduce("batchnorm.cu", f"bn_moments<{{T}}, {pre}>", x.dtype, n, c, s,
+                                 mean, rstd, running_mean, running_var, inputs=(x,),
+                                 scalars=update, reductions=2, counters=3 * c)
+            return mean, rstd
+        self._channel_reduce("batchnorm.cu", f"bn_mean<{{T}}, {pre}>", x.dtype, n, c, s, mean,
+                             inputs=(x,))
+        self._channel_reduce("batchnorm.cu", f"bn_variance<{{T}}, {pre}>", x.dtype, n, c, s,
+                             rstd, running_mean, running_var, inputs=(x, mean), scalars=update)
         return mean, rstd
 
-    def _bn_backward(self, dy, y, x, gamma, mean, rstd, pre_relu=False, post_relu=False):
+    def _bn_backward(self, dy, y, x, gamma, mean, rstd, pre_relu=False, post_relu=False,
+                     dx_sums=False):
         """y: the fused ReLU's output when post_relu (else unused, pass dy)."""
         dy, y, x, gamma, mean, rstd = self._float_arrays(dy, y, x, gamma, mean, rstd)
         n, c, s, count = self._bn_view(x)
@@ -67,6 +83,12 @@ class BatchNormLaunches:
         self._channel_reduce("batchnorm.cu", f"bn_backward_sums<{{T}}, {flags}>", x.dtype, n, c,
                              s, dbeta, dgamma, inputs=(dy, y, x, mean, rstd), reductions=2)
         dx = self.xp.empty_like(x)
+        if dx_sums:
+            sums = self.xp.empty(c, x.dtype)
+            self._channel_reduce("batchnorm.cu", f"bn_backward_dx_sums<{{T}}, {flags}>", x.dtype,
+                                 n, c, s, dx, sums, inputs=(dy, y, x, gamma, mean, rstd, dbeta,
+                                                               dgamma))
+            return dx, dgamma, dbeta, sums
         self._launch("batchnorm.cu", f"bn_backward_dx<{{T}}, {flags}>", x.dtype, x.size, dx, dy,
                      y, x, gamma, mean, rstd, dbeta, dgamma, *i32(x.size, c, s, count))
         return dx, dgamma, dbeta
@@ -82,9 +104,10 @@ class BatchNormLaunches:
         return self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps,
                               unbiased)
 
-    def batch_norm_backward(self, dy, x, gamma, mean, rstd):
-        """Gradients of training-mode batch norm -> (dx, dgamma, dbeta)."""
-        return self._bn_backward(dy, dy, x, gamma, mean, rstd)
+    def batch_norm_backward(self, dy, x, gamma, mean, rstd, dx_sums=False):
+        """Gradients of training-mode batch norm -> (dx, dgamma, dbeta), and with dx_sums
+        the channel sums of dx after them."""
+        return self._bn_backward(dy, dy, x, gamma, mean, rstd, dx_sums=dx_sums)
 
     def relu_batch_norm_forward_train(self, x, gamma, beta, running_mean, running_var, momentum,
                                       eps, unbiased):
@@ -92,9 +115,10 @@ class BatchNormLaunches:
         return self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps,
                               unbiased, pre_relu=True)
 
-    def relu_batch_norm_backward(self, dy, x, gamma, mean, rstd):
-        """Gradients of batch_norm(relu(x)) -> (dx, dgamma, dbeta); x: the ReLU's input."""
-        return self._bn_backward(dy, dy, x, gamma, mean, rstd, pre_relu=True)
+    def relu_batch_norm_backward(self, dy, x, gamma, mean, rstd, dx_sums=False):
+        """Gradients of batch_norm(relu(x)) -> (dx, dgamma, dbeta[, sums of dx]); x: the ReLU's
+        input."""
+        return self._bn_backward(dy, dy, x, gamma, mean, rstd, pre_relu=True, dx_sums=dx_sums)
 
     def batch_norm_relu_forward_train(self, x, gamma, beta, running_mean, running_var, momentum,
                                       eps, unbiased):
@@ -102,9 +126,10 @@ class BatchNormLaunches:
         return self._bn_train(x, gamma, beta, running_mean, running_var, momentum, eps,
                               unbiased, post_relu=True)
 
-    def batch_norm_relu_backward(self, dy, y, x, gamma, mean, rstd):
-        """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta); y: the forward's output."""
-        return self._bn_backward(dy, y, x, gamma, mean, rstd, post_relu=True)
+    def batch_norm_relu_backward(self, dy, y, x, gamma, mean, rstd, dx_sums=False):
+        """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta[, sums of dx]); y: the
+        forward's output."""
+        return self._bn_backward(dy, y, x, gamma, mean, rstd, post_relu=True, dx_sums=dx_sums)
 
     # ---- batch norm + ReLU + pooling (kernels/fused.cu)
 
@@ -120,30 +145,54 @@ class BatchNormLaunches:
                                            momentum, eps, unbiased, mode, kernel, stride, pads):
         """pool(relu(batch_norm_forward_train(x))) without storing the full-size map
         -> (y, index, mean, rstd); index as pool2d_forward's (None for avg)."""
+        return self._bn_pool_forward("bn_relu_pool", False, x, gamma, beta, running_mean,
+                                     running_var, momentum, eps, unbiased, mode, kernel, stride,
+                                     pads)
+
+    def batch_norm_relu_pool_backward(self, dy, index, x, gamma, beta, mean, rstd, mode, kernel,
+                                      stride, pads, dx_sums=False):
+        """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta[, sums of dx])."""
+        return self._bn_pool_backward("bn_relu_pool", dy, index, x, gamma, beta, mean, rstd,
+                                      (mode, kernel, stride, pads), dx_sums)
+
+    def _bn_pool_forward(self, kind, pre_relu, x, gamma, beta, running_mean, running_var,
+                         momentum, eps, unbiased, mode, kernel, stride, pads, dropout=tuple):
+        """The statistics (of relu(x) when pre_relu), then fused.cu's `kind`_forward, one
+        thread per pooled output -> (y, index, mean, rstd). dropout() gives the kernel's
+        trailing dropout arguments, asked for only when there is a launch."""
         x, gamma, beta = self._float_arrays(x, gamma, beta)
         mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
-                                         False)
+                                         pre_relu)
         arguments, out_hw = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
                                                          stride, pads)
         y = self.xp.empty(x.shape[:2] + out_hw, x.dtype)
         index = self.xp.empty(y.shape if mode != "avg" else (1,), np.int32)
-        self._launch("fused.cu", "bn_relu_pool_forward<{T}>", x.dtype, y.size, y, index,
-                     *arguments)
+        if y.size:
+            self._launch("fused.cu", f"{kind}_forward<{{T}}>", x.dtype, y.size, y, index,
+                         *arguments, *dropout())
         return y, (index if mode != "avg" else None), mean, rstd
 
-    def batch_norm_relu_pool_backward(self, dy, index, x, gamma, beta, mean, rstd, mode, kernel,
-                                      stride, pads):
-        """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta)."""
+    def _bn_pool_backward(self, kind, dy, index, x, gamma, beta, mean, rstd, pool, dx_sums,
+                          dropout=()):
+        """fused.cu's `kind`_backward_sums (dbeta, dgamma), then its dx pass: `kind`_backward_dx,
+        or `kind`_backward_dx_sums with the channel sums of dx (returned when dx_sums; the
+        dropout kinds have only this pass). dropout: the kernels' trailing dropout arguments."""
         dy, x, gamma, beta, mean, rstd = self._float_arrays(dy, x, gamma, beta, mean, rstd)
         index = self.xp.empty(1, np.int32) if index is None else self._array(index, np.int32)
-        arguments, _ = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
-                                                    stride, pads)
+        arguments, _ = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, *pool)
         n, c, s, _ = self._bn_view(x)
         dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
-        self._channel_reduce("fused.cu", "bn_relu_pool_backward_sums<{T}>", x.dtype, n, c, s,
-                             dbeta, dgamma, inputs=(dy, index, *arguments[:5]),
-                             scalars=arguments[8:], reductions=2)
+        scalars = (*arguments[8:], *dropout)
+        self._channel_reduce("fused.cu", f"{kind}_backward_sums<{{T}}>", x.dtype, n, c, s,
+                             dbeta, dgamma, inputs=(dy, index, *arguments[:5]), scalars=scalars,
+                             reductions=2)
         dx = self.xp.empty_like(x)
-        self._launch("fused.cu", "bn_relu_pool_backward_dx<{T}>", x.dtype, x.size, dx, dy, index,
+        if dx_sums or dropout:
+            sums = self.xp.empty(c, x.dtype)
+            self._channel_reduce("fused.cu", f"{kind}_backward_dx_sums<{{T}}>", x.dtype, n, c, s,
+                                 dx, sums, inputs=(dy, index, dbeta, dgamma, *arguments[:5]),
+                                 scalars=scalars)
+            return (dx, dgamma, dbeta, sums) if dx_sums else (dx, dgamma, dbeta)
+        self._launch("fused.cu", f"{kind}_backward_dx<{{T}}>", x.dtype, x.size, dx, dy, index,
                      dbeta, dgamma, *arguments)
         return dx, dgamma, dbeta

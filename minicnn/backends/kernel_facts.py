@@ -169,3 +169,27 @@ def conv_taps(s: ConvShape, of_x: bool) -> np.ndarray:
     divided = (i // s.sh) << 24 | (i % s.sh) << 16 | (j // s.sw) << 8 | j % s.sw
     return np.stack([(channel * s.Ho * s.Wo).ravel(), divided.ravel()], axis=1).astype(np.int32)
 
+
+
+def split_k_kernel(product: str, precision: str, trans_a=False, trans_b=False) -> str:
+    """The one-launch split-K twin (its slices added by the last block) of gemm.cu's tiled GEMM
+    (product 'gemm') or of conv.cu's backward-weight (product 'conv2d_backward_weight')."""
+    if product == "conv2d_backward_weight":
+        return conv_kernel("conv2d_backward_weight_split_k", precision)
+    return gemm_twin("gemm_split_k", precision, trans_a, trans_b)
+
+
+def gemm_twin(name: str, precision: str, trans_a=False, trans_b=False) -> str:
+    """gemm.cu's kernel `name` <T, TRANS_A, TRANS_B, Tile>, one of the tiled GEMM's twins
+    (gemm_split_k, gemm_bias), with the block loop of `precision` (SimtTile by default)."""
+    flags = f"{str(bool(trans_a)).lower()}, {str(bool(trans_b)).lower()}"
+    if precision == "fp32":
+        return f"{name}<{{T}}, {flags}>"
+    return f"{name}<float, {flags}, MmaTile<{MMA_TYPES[precision]}>>"
+
+
+def split_k_instantiations(product: str) -> list[str]:
+    flags = [(ta, tb) for ta in (False, True) for tb in (False, True)]
+    if product == "conv2d_backward_weight":
+        return [split_k_kernel(product, p) for p in PRECISIONS]
+    return [split_k_kernel(product, p, ta, tb) for p in PRECISIONS for ta, tb in flags]

@@ -312,8 +312,9 @@ def batch_norm_forward_eval(x, gamma, beta, running_mean, running_var, eps):
     return x * _per_channel(scale, x) + _per_channel(beta - running_mean * scale, x)
 
 
-def batch_norm_backward(dy, x, gamma, mean, rstd):
-    """Gradients of training-mode batch norm -> (dx, dgamma, dbeta).
+def batch_norm_backward(dy, x, gamma, mean, rstd, dx_sums=False):
+    """Gradients of training-mode batch norm -> (dx, dgamma, dbeta), then with dx_sums the
+    channel sums of dx (the bias gradient of a conv or linear layer before the batch norm).
 
     With xhat = (x - mean) * rstd and m values per channel:
         dx = gamma * rstd / m * (m * dy - sum(dy) - xhat * sum(dy * xhat))
@@ -329,7 +330,12 @@ def batch_norm_backward(dy, x, gamma, mean, rstd):
     dx -= _per_channel(dbeta, x)
     dx -= np.multiply(xhat, _per_channel(dgamma, x), out=xhat)
     dx *= _per_channel(gamma * rstd / count, x)
-    return dx, dgamma, dbeta
+    return _and_sums((dx, dgamma, dbeta), dx_sums)
+
+
+def _and_sums(gradients, dx_sums):
+    """(dx, ...) of a batch norm's backward, followed by the channel sums of dx if asked."""
+    return gradients + (bias_grad(gradients[0]),) if dx_sums else gradients
 
 
 # --------------------------------------------------------------------------- activations
@@ -645,11 +651,12 @@ def relu_batch_norm_forward_train(x, gamma, beta, running_mean, running_var, mom
                                     momentum, eps, unbiased)
 
 
-def relu_batch_norm_backward(dy, x, gamma, mean, rstd):
-    """Gradients of batch_norm(relu(x)) -> (dx, dgamma, dbeta); x is the ReLU's input."""
+def relu_batch_norm_backward(dy, x, gamma, mean, rstd, dx_sums=False):
+    """Gradients of batch_norm(relu(x)) -> (dx, dgamma, dbeta[, sums of dx]); x is the ReLU's
+    input."""
     relu = relu_forward(x)
     dr, dgamma, dbeta = batch_norm_backward(dy, relu, gamma, mean, rstd)
-    return relu_backward(dr, relu), dgamma, dbeta
+    return _and_sums((relu_backward(dr, relu), dgamma, dbeta), dx_sums)
 
 
 def batch_norm_relu_forward_train(x, gamma, beta, running_mean, running_var, momentum, eps,
@@ -660,9 +667,10 @@ def batch_norm_relu_forward_train(x, gamma, beta, running_mean, running_var, mom
     return relu_forward(y), mean, rstd
 
 
-def batch_norm_relu_backward(dy, y, x, gamma, mean, rstd):
-    """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta); y is the pair's output."""
-    return batch_norm_backward(relu_backward(dy, y), x, gamma, mean, rstd)
+def batch_norm_relu_backward(dy, y, x, gamma, mean, rstd, dx_sums=False):
+    """Gradients of relu(batch_norm(x)) -> (dx, dgamma, dbeta[, sums of dx]); y is the pair's
+    output."""
+    return batch_norm_backward(relu_backward(dy, y), x, gamma, mean, rstd, dx_sums)
 
 
 def dropout_apply(x, rate, seed, step):
@@ -693,10 +701,44 @@ def batch_norm_relu_pool_forward_train(x, gamma, beta, running_mean, running_var
 
 
 def batch_norm_relu_pool_backward(dy, index, x, gamma, beta, mean, rstd, mode, kernel, stride,
-                                  pads):
-    """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta). The ReLU's output is
-    recomputed from x, mean, rstd, gamma and beta (it is not kept)."""
+                                  pads, dx_sums=False):
+    """Gradients of pool(relu(batch_norm(x))) -> (dx, dgamma, dbeta[, sums of dx]). The ReLU's
+    output is recomputed from x, mean, rstd, gamma and beta (it is not kept)."""
     relu = relu_forward((x - _per_channel(mean, x)) * _per_channel(rstd * gamma, x)
                         + _per_channel(beta, x))
     drelu = pool2d_backward(dy, index, x.shape, mode, kernel, stride, pads)
-    return batch_norm_relu_backward(drelu, relu, x, gamma, mean, rstd)
+    return batch_norm_relu_backward(drelu, relu, x, gamma, mean, rstd, dx_sums)
+
+
+def relu_batch_norm_pool_dropout_forward_train(x, gamma, beta, running_mean, running_var,
+                                               momentum, eps, unbiased, mode, kernel, stride, pads,
+                                               rate, seed, step):
+    """ReLU, batch norm, pooling, then dropout (vgg_like's order) -> (y, index, mean, rstd)."""
+    z, mean, rstd = relu_batch_norm_forward_train(x, gamma, beta, running_mean, running_var,
+                                                  momentum, eps, unbiased)
+    y, index = pool2d_dropout_forward(z, mode, kernel, stride, pads, rate, seed, step)
+    return y, index, mean, rstd
+
+
+def relu_batch_norm_pool_dropout_backward(dy, index, x, gamma, beta, mean, rstd, mode, kernel,
+                                          stride, pads, rate, seed, step, dx_sums=False):
+    """Gradients of the four layers -> (dx, dgamma, dbeta[, sums of dx]); x: the ReLU's input
+    (beta is not needed: the fused kernels take the forward's arguments)."""
+    dz = pool2d_dropout_backward(dy, index, x.shape, mode, kernel, stride, pads, rate, seed, step)
+    return relu_batch_norm_backward(dz, x, gamma, mean, rstd, dx_sums)
+
+
+# --------------------------------------------------------------------------- conv -> ReLU
+# A conv followed by a ReLU (the backends apply the bias and the ReLU in the product's
+# epilogue), and the ReLU's backward with the channel sums of its result (the bias gradient of
+# the layer before it) in one pass.
+
+def conv2d_relu_forward(x, w, b, stride, pads):
+    """relu(conv2d_forward(x, w, b, stride, pads)) -> y: (N, F, Ho, Wo)."""
+    return relu_forward(conv2d_forward(x, w, b, stride, pads))
+
+
+def relu_backward_bias_grad(dy, y):
+    """(dx, db): dx = relu_backward(dy, y), db = bias_grad(dx). dy, y: (N, C, ...)."""
+    dx = relu_backward(dy, y)
+    return dx, bias_grad(dx)

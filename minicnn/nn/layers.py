@@ -33,8 +33,9 @@ class Conv2d(Module):
         self.weight = Parameter(init.weight(self.init, self.weight_shape, rng=rng))
         self.bias = Parameter(init.bias(self.init, self.weight_shape, rng=rng)) if self.use_bias else None
 
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+    def forward(self, x, relu=False):
+        """relu=True: relu of the output from one fused pass (nn/fusion.py's conv -> ReLU)."""
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, relu=relu)
 
     def extra_repr(self):
         out, inp, kh, kw = self.weight_shape
@@ -94,14 +95,15 @@ class _BatchNorm(Module):
     def forward(self, x):
         return self.normalize(x)
 
-    def normalize(self, x, relu=None, pool=None):
-        """F.batch_norm with this layer's state; relu='before' / 'after' fuses a ReLU in, and
-        pool (a pooling layer) the pooling after it (F.batch_norm's relu and pool)."""
+    def normalize(self, x, relu=None, pool=None, dropout=None):
+        """F.batch_norm with this layer's state; relu='before' / 'after' fuses a ReLU in, pool
+        (a pooling layer) the pooling after it, and dropout=(rate, seed, step) a dropout after
+        that (F.batch_norm's relu, pool and dropout)."""
         if x.ndim != self.expected_ndim:
             raise ValueError(f"{type(self).__name__}: input must have {self.expected_ndim} dims, got {x.shape}")
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                             self.training, self.momentum, self.eps, unbiased=self.convention == "torch",
-                            relu=relu, pool=pool and pool.geometry())
+                            relu=relu, pool=pool and pool.geometry(), dropout=dropout)
 
     def extra_repr(self):
         return f"{self.weight.shape[0]}, momentum={self.momentum:g} (torch sense), eps={self.eps:g}"

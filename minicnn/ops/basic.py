@@ -7,6 +7,7 @@ import numpy as np
 from minicnn.autograd import Function, Tensor
 from minicnn.backends import checks
 from minicnn.ops.arguments import check_tensor, resolve_padding
+from minicnn.ops.norm import TakesBiasGrad
 
 
 def _as_tensor(value, like):
@@ -143,7 +144,7 @@ def linear(x, w, b=None):
     return Linear()(*((x, w) if b is None else (x, w, b)))
 
 
-class Linear(Function):
+class Linear(TakesBiasGrad, Function):
     """y = x @ w.T + b; x: (N, IN), w: (OUT, IN), b: (OUT,)."""
 
     def forward(self, x, w, b=None):
@@ -155,4 +156,4 @@ class Linear(Function):
         k = self.kernels
         dx = k.gemm(dy, self.w) if self.needs_grad[0] else None
         dw = k.gemm(dy, self.x, trans_a=True)
-        return (dx, dw, k.bias_grad(dy)) if len(self.needs_grad) == 3 else (dx, dw)
+        return (dx, dw, self.bias_gradient(dy)) if len(self.needs_grad) == 3 else (dx, dw)

@@ -3,19 +3,23 @@ from minicnn.autograd import Function
 from minicnn.backends import checks
 from minicnn.backends.checks import only_supported
 from minicnn.ops.arguments import check_tensor, pair, resolve_padding
+from minicnn.ops.norm import TakesBiasGrad
 
 
-def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> (N, F, Ho, Wo)."""
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
+    """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> (N, F, Ho, Wo).
+
+    relu=True returns relu(conv2d(...)) from one fused Function (Conv2dReLU, which nn.Sequential's
+    fusion pass uses: minicnn/nn/fusion.py)."""
     check_tensor("conv2d", x)
     only_supported("conv2d", dilation=(dilation, 1), groups=(groups, 1))
     stride = pair("conv2d", "stride", stride)
     pads = resolve_padding("conv2d", padding, x.shape[2:], w.shape[2:], stride)
     inputs = (x, w) if b is None else (x, w, b)
-    return Conv2d(stride, pads)(*inputs)
+    return (Conv2dReLU if relu else Conv2d)(stride, pads)(*inputs)
 
 
-class Conv2d(Function):
+class Conv2d(TakesBiasGrad, Function):
     """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) -> (N, F, Ho, Wo).
 
     stride = (sh, sw), pads = (top, bottom, left, right): already resolved by conv2d.
@@ -31,8 +35,30 @@ class Conv2d(Function):
         return self.kernels.conv2d_forward(*args)
 
     def backward(self, dy):
+        return self._gradients(dy, self.bias_gradient(dy) if len(self.needs_grad) == 3 else None)
+
+    def _gradients(self, dy, db):
+        """(dx, dw[, db]) from the gradient dy of the product's output and the bias gradient."""
         k = self.kernels
         dx = (k.conv2d_backward_data(dy, self.w, self.x.shape, self.stride, self.pads)
               if self.needs_grad[0] else None)  # the network's input rarely needs a gradient
         dw = k.conv2d_backward_weight(dy, self.x, self.w.shape[2:], self.stride, self.pads)
-        return (dx, dw, k.bias_grad(dy)) if len(self.needs_grad) == 3 else (dx, dw)
+        return (dx, dw, db) if len(self.needs_grad) == 3 else (dx, dw)
+
+
+class Conv2dReLU(Conv2d):
+    """relu(conv2d(x, w, b)) in one Function: the bias and the ReLU are the product's epilogue
+    (kernels.conv2d_relu_forward), and the backward's first pass gives both the gradient
+    below the ReLU and its channel sums, the bias gradient (kernels.relu_backward_bias_grad).
+    The same numbers as Conv2d then ReLU; the map before the ReLU is never stored."""
+
+    def forward(self, x, w, b=None):
+        self.x, self.w = x, w
+        args = (x, w, b, self.stride, self.pads)
+        checks.conv2d_relu_forward(*args)
+        self.y = self.kernels.conv2d_relu_forward(*args)
+        return self.y
+
+    def backward(self, dy):
+        dy, db = self.kernels.relu_backward_bias_grad(dy, self.y)
+        return self._gradients(dy, db)

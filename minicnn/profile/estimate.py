@@ -34,8 +34,9 @@ L1_SECTORS_PER_CLOCK = 4      # per SM: 128 bytes per clock through the load/sto
 SHARED_WAVEFRONTS_PER_CLOCK = 1
 ISSUE_PER_CLOCK = 4           # warp instructions per SM per clock (4 schedulers)
 LATENCY_OCCUPANCY = 0.25      # occupancy needed to reach full memory throughput
-GEMM_FAMILIES = ("gemm_v1", "gemm_v2", "gemm_v3")
-CONV_FAMILIES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+GEMM_FAMILIES = ("gemm_v1", "gemm_v2", "gemm_v3", "gemm_split_k", "gemm_bias")
+CONV_FAMILIES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
+                 "conv2d_relu_forward", "conv2d_backward_weight_split_k")
 # FLOPs per element of the largest array, for the kernels that are not products (an
 # element-wise pass, a reduction, a pool reading its input once).
 FLOPS_PER_ELEMENT = {"adam_update": 12, "sgd_update": 4, "bn_normalize": 4, "bn_backward_dx": 8,
@@ -47,7 +48,11 @@ FLOPS_PER_ELEMENT = {"adam_update": 12, "sgd_update": 4, "bn_normalize": 4, "bn_
                      "bn_mean": 1, "bn_variance": 3, "bn_backward_sums": 5, "channel_sums": 1,
                      "sum_splits": 1, "sum_partials": 1, "relu_forward": 1, "relu_backward": 1,
                      "add_bias": 1, "dropout_apply": 2, "pool2d_dropout_forward": 1,
-                     "pool2d_dropout_backward": 1, "cross_entropy_backward_labels": 2}
+                     "pool2d_dropout_backward": 1, "cross_entropy_backward_labels": 2,
+                     # issue 12's fused passes: the sum of the chain's counts they replace
+                     "bn_moments": 4, "relu_backward_channel_sums": 2,
+                     "relu_bn_pool_dropout_forward": 6, "relu_bn_pool_dropout_backward_sums": 6,
+                     "relu_bn_pool_dropout_backward_dx_sums": 10}
 # Arrays of the multi-tensor kernels' pointer tables (optim.cu): params, moments, grads.
 TABLE_ARRAYS = {"adam_update_multi": 4, "sgd_update_multi": 3}
 MULTI_CHUNK = source_constants(KERNELS_DIR / "optim.cu")["MULTI_CHUNK"]  # elements per block
