@@ -88,8 +88,12 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         ho, wo = conv_output_size(h, kh, sh, pt, pb), conv_output_size(w, kw, sw, pl, pr)
         return ConvShape(n, c, h, w, f, kh, kw, sh, sw, pt, pl, ho, wo)
 
-    def _conv_kernel(self, name, dtype):
-        return conv_kernel(name, self._product_precision(dtype))
+    def _conv_product(self, name, dtype, rows, cols, depth, *args):
+        """conv.cu's pass `name`: the rows x cols product over depth on the tile that suits
+        the shape, split along depth when the output has too few tiles (see _split_k_product)."""
+        product = self._tile_for(dtype, rows, cols)
+        return self._split_k_product("conv.cu", conv_kernel(name, product), dtype, rows, cols, depth,
+                                     *args, product=product)
 
     def _taps(self, s: ConvShape, of_x: bool):
         """conv_taps of this layer shape on the device, built once per shape."""
@@ -103,30 +107,27 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         x, w = self._float_arrays(x, w)
         s = self._conv_shape(x.shape, w.shape, stride, pads)
         bias = self.xp.zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
-        y = self.xp.empty(s.y_shape, x.dtype)
-        if y.size:  # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo)
-            self._tiled_launch("conv.cu", self._conv_kernel("conv2d_forward", x.dtype), x.dtype,
-                               s.F, s.N * s.Ho * s.Wo, (y, x, w, bias, self._taps(s, True), *i32(*s.ints())))
-        return y
+        # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo), stored as (N, F, Ho, Wo)
+        y = self._conv_product("conv2d_forward", x.dtype, s.F, s.N * s.Ho * s.Wo, s.patch,
+                               x, w, bias, self._taps(s, True), *i32(*s.ints()))
+        return y.reshape(s.y_shape)
 
     def conv2d_backward_data(self, dy, w, x_shape, stride, pads):
         """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W)."""
         dy, w = self._float_arrays(dy, w)
         s = self._conv_shape(x_shape, w.shape, stride, pads)
-        dx = self.xp.empty(s.x_shape, dy.dtype)
-        if dx.size:  # the product W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W)
-            self._tiled_launch("conv.cu", self._conv_kernel("conv2d_backward_data", dy.dtype),
-                               dy.dtype, s.C, s.N * s.H * s.W, (dx, dy, w, self._taps(s, False), *i32(*s.ints())))
-        return dx
+        # the product W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W), stored as (N, C, H, W)
+        dx = self._conv_product("conv2d_backward_data", dy.dtype, s.C, s.N * s.H * s.W,
+                                s.F * s.kh * s.kw, dy, w, self._taps(s, False), *i32(*s.ints()))
+        return dx.reshape(s.x_shape)
 
     def conv2d_backward_weight(self, dy, x, kernel, stride, pads):
         """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW)."""
         dy, x = self._float_arrays(dy, x)
         f, (kh, kw) = dy.shape[1], kernel
         s = self._conv_shape(x.shape, (f, x.shape[1], kh, kw), stride, pads)
-        dw = self._split_k_product("conv.cu", self._conv_kernel("conv2d_backward_weight", x.dtype),
-                                   x.dtype, f, s.patch, s.N * s.Ho * s.Wo, dy, x, self._taps(s, True),
-                                   *i32(*s.ints()))
+        dw = self._conv_product("conv2d_backward_weight", x.dtype, f, s.patch, s.N * s.Ho * s.Wo,
+                                dy, x, self._taps(s, True), *i32(*s.ints()))
         return dw.reshape(f, s.C, kh, kw)
 
     # ------------------------------------------------------------------ pooling

@@ -13,8 +13,8 @@ import numpy as np
 
 from minicnn.backends import kernel_facts
 from minicnn.backends.kernel_facts import (KERNELS_DIR, MIN_SPLIT_K, TARGET_BLOCKS,  # noqa: F401
-                                           cdiv, conv_instantiations, gemm_instantiations,
-                                           source_constants, tiled_products)
+                                           best_tile, cdiv, conv_instantiations, gemm_instantiations,
+                                           simt_products, source_constants, tiled_products)
 from minicnn.backends.precision import check_precision
 from minicnn.backends.checks import conv_output_size  # noqa: F401 (the launchers' window size)
 
@@ -97,7 +97,11 @@ class KernelLauncher:
         self.xp = runtime.xp
         self.precision = check_precision(precision)
         # grids follow the tile sizes of the sources this runtime compiles
-        self.products = tiled_products(Path(getattr(runtime, "kernels_dir", KERNELS_DIR)))
+        kernels_dir = Path(getattr(runtime, "kernels_dir", KERNELS_DIR))
+        self.products = tiled_products(kernels_dir)
+        self.simt_products = simt_products(kernels_dir)  # the tile shapes convolutions choose from
+        # conv.cu's instantiations follow the SIMT_SHAPES of the sources this runtime compiles
+        self.instantiations = {**KERNELS, "conv.cu": conv_instantiations(kernels_dir) + ["sum_splits<{T}>"]}
         self._kernels: dict[tuple[str, str], object] = {}
         self._conv_taps: dict = {}  # conv.cu's per-layer tables (CudaKernels._taps)
 
@@ -110,7 +114,7 @@ class KernelLauncher:
             expression = expression.format(T=C_TYPES[dtype])
         key = (source, expression)
         if key not in self._kernels:
-            names = [name for e in KERNELS[source] for name in expand(e)]
+            names = [name for e in self.instantiations[source] for name in expand(e)]
             self._kernels[key] = self.runtime.module(source, names).get_function(expression)
         return self._kernels[key]
 
@@ -183,21 +187,29 @@ class KernelLauncher:
         """The precision a float32 product runs in; float64 always runs the exact SIMT loop."""
         return self.precision if np.dtype(dtype) == np.float32 else "fp32"
 
-    def _tiled_launch(self, source, expression, dtype, rows, cols, args, splits=1):
-        """One launch of a tiled product kernel of `dtype`'s precision: rows x cols output."""
-        product = self.products[self._product_precision(dtype)]
+    def _tile_for(self, dtype, rows: int, cols: int):
+        """The block loop of a rows x cols product of `dtype` with a per-shape choice of tile
+        (the SIMT loop's best_tile; the tensor-core loop has one shape)."""
+        precision = self._product_precision(dtype)
+        return best_tile(self.simt_products, rows, cols) if precision == "fp32" else self.products[precision]
+
+    def _tiled_launch(self, source, expression, dtype, rows, cols, args, splits=1, product=None):
+        """One launch of a tiled product kernel of `dtype`'s precision: rows x cols output;
+        product: its block loop (the precision's default one if None)."""
+        product = product or self.products[self._product_precision(dtype)]
         self._kernel(source, expression, dtype)(product.grid(rows, cols, splits),
                                                 (product.threads,), args)
 
-    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args):
-        """rows x cols = a product over `depth`, split along depth when the output is small."""
-        product = self.products[self._product_precision(dtype)]
+    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args, product=None):
+        """rows x cols = a product over `depth`, split along depth when the output is small.
+        The kernel writes (splits, rows * cols) partial sums; sum_splits adds them."""
+        product = product or self.products[self._product_precision(dtype)]
         splits, k_chunk = product.split(rows, cols, depth)
         partial = self.xp.empty((splits, rows, cols), dtype)
         if partial.size == 0:
             return partial.reshape(rows, cols)
         self._tiled_launch(source, expression, dtype, rows, cols, (partial, *args, *i32(k_chunk)),
-                           splits)
+                           splits, product)
         if splits == 1:
             return partial.reshape(rows, cols)
         out = self.xp.empty((rows, cols), dtype)
