@@ -53,12 +53,12 @@ SHOWN = [
     ("gemm v2 fp32 (NN)", "gemm.cu", "gemm_v2<float, false, false>", "fp32"),
     ("gemm v3 tf32 (NN)", "gemm.cu", "gemm_v3<Mma::TF32, false, false>", "tf32"),
     ("gemm v3 bf16 (NN)", "gemm.cu", "gemm_v3<Mma::BF16, false, false>", "bf16"),
-    ("conv fwd v2 fp32", "conv.cu", "conv2d_forward<float, SimtTile<64, 64, 256>>", "fp32"),
+    ("conv fwd v2 fp32", "conv.cu", "conv2d_forward<float>", "fp32"),
     ("conv fwd v3 tf32", "conv.cu", "conv2d_forward<float, MmaTile<Mma::TF32>>", "tf32"),
     ("conv fwd v3 bf16", "conv.cu", "conv2d_forward<float, MmaTile<Mma::BF16>>", "bf16"),
-    ("conv bwd-data v2 fp32", "conv.cu", "conv2d_backward_data<float, SimtTile<64, 64, 256>>", "fp32"),
+    ("conv bwd-data v2 fp32", "conv.cu", "conv2d_backward_data<float>", "fp32"),
     ("conv bwd-data v3 tf32", "conv.cu", "conv2d_backward_data<float, MmaTile<Mma::TF32>>", "tf32"),
-    ("conv bwd-weight v2 fp32", "conv.cu", "conv2d_backward_weight<float, SimtTile<64, 64, 256>>", "fp32"),
+    ("conv bwd-weight v2 fp32", "conv.cu", "conv2d_backward_weight<float>", "fp32"),
     ("conv bwd-weight v3 tf32", "conv.cu", "conv2d_backward_weight<float, MmaTile<Mma::TF32>>", "tf32"),
 ]
 
@@ -201,9 +201,9 @@ def main() -> None:
         default = TiledProduct(constants["GEMM_THREADS"], constants["TILE_M"], constants["TILE_N"], constants["TILE_K"])
         products, simt = {"fp32": default}, [default]
         if "MMA_THREADS" in constants:
-            products.update({p: dataclasses.replace(default, threads=constants["MMA_THREADS"]) for p in ("tf32", "bf16")})
-    shown = [(label, source, expression if shaped else re.sub(r", SimtTile<[^>]*>", "", expression),
-              products.get(precision)) for label, source, expression, precision in SHOWN]
+            mma = dataclasses.replace(default, threads=constants["MMA_THREADS"])
+            products.update({"tf32": mma, "bf16": mma})
+    shown = [(label, source, expression, products.get(precision)) for label, source, expression, precision in SHOWN]
     shown += [(shape_label(f"{PASSES[name]} v2 fp32", tile), "conv.cu", f"{kernel}<float, {tile.policy}>", tile)
               for tile in simt[1:] for name, kernel in zip(PASSES, CONV_PASSES)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,16 +215,20 @@ def main() -> None:
             code[source] = functions(compile_cubin(args.kernels_dir, source, listed, args.arch, Path(tmp)))
     kinds = list(KINDS) + ["other"]
     per_step = {}  # label -> (warp instructions, mma) per block step
-    print(f"{'kernel':<26}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}")
+    print(f"{'kernel':<32}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}")
     for label, source, expression, product in shown:
         if product is None:
-            print(f"{label:<26} (not in these sources)")
+            print(f"{label:<32} (not in these sources)")
             continue
         available = code[source]
+        if shaped:  # `name<float>` is SimtTile's default arguments, spelt out in the symbol
+            simt_default = simt[0]
+            expression = expression.replace("<float>", f"<float, SimtTile<{simt_default.tile_m}, "
+                                                       f"{simt_default.tile_n}, {simt_default.threads}>>")
         try:
             mangled = demangled_match(available, expression)
         except SystemExit:
-            print(f"{label:<26} (not in these sources)")
+            print(f"{label:<32} (not in these sources)")
             continue
         stores = (product.tile_m + product.tile_n) * product.tile_k // product.threads
         counts, _ = k_step_counts(available[mangled], stores)
@@ -232,7 +236,7 @@ def main() -> None:
         row = [counts[k] * warps for k in kinds]
         total = sum(row)
         per_step[label] = (total, counts["mma"] * warps)
-        print(f"{label:<26}{product.threads:>8}" + "".join(f"{v:>11.0f}" for v in row) +
+        print(f"{label:<32}{product.threads:>8}" + "".join(f"{v:>11.0f}" for v in row) +
               f"{total:>9.0f}{100 * row[0] / total:>7.1f}%")
     print(f"\nwarp instructions per block step, 64 x 64 x 16 unless labelled "
           f"({os.path.basename(str(args.kernels_dir))}, {args.arch})")

@@ -58,7 +58,7 @@ def check_three_passes(kernels, case, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("case", list(SHAPE_CASES))
-@pytest.mark.parametrize("shape", SHAPES, ids=[p.policy for p in SHAPES])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{p.tile_m}x{p.tile_n}" for p in SHAPES])
 def test_every_simt_tile_shape(kernels, shape, case, dtype, monkeypatch):
     monkeypatch.setattr(kernels, "simt_products", [shape])  # the launcher's only choice
     check_three_passes(kernels, SHAPE_CASES[case], np.dtype(dtype))

@@ -200,19 +200,22 @@ class KernelLauncher:
         self._kernel(source, expression, dtype)(product.grid(rows, cols, splits),
                                                 (product.threads,), args)
 
-    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args, product=None):
+    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args, product=None,
+                         shape=None):
         """rows x cols = a product over `depth`, split along depth when the output is small.
-        The kernel writes (splits, rows * cols) partial sums; sum_splits adds them."""
+        The kernel writes (splits, rows * cols) partial sums; sum_splits adds them. shape: how
+        the kernel lays the rows * cols values out (default (rows, cols)), the result's shape."""
         product = product or self.products[self._product_precision(dtype)]
+        shape = shape or (rows, cols)
         splits, k_chunk = product.split(rows, cols, depth)
-        partial = self.xp.empty((splits, rows, cols), dtype)
+        partial = self.xp.empty(shape if splits == 1 else (splits, *shape), dtype)
         if partial.size == 0:
-            return partial.reshape(rows, cols)
+            return partial.reshape(shape)
         self._tiled_launch(source, expression, dtype, rows, cols, (partial, *args, *i32(k_chunk)),
                            splits, product)
         if splits == 1:
-            return partial.reshape(rows, cols)
-        out = self.xp.empty((rows, cols), dtype)
+            return partial
+        out = self.xp.empty(shape, dtype)
         self._launch(source, "sum_splits<{T}>", dtype, out.size, out, partial,
                      *i32(out.size, splits))
         return out

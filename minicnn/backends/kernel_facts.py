@@ -2,9 +2,10 @@
 
 Tile sizes and thread counts are written once, as `constexpr int` in kernels/gemm.cu (v2's
 tile shapes in its SIMT_SHAPES table); this module parses them (source_constants,
-simt_products), so a launcher cannot compute a grid for tiles the kernel does not use. Next to them: each product kernel's launch contract (TiledProduct: block size,
-output tile, grid, split-K), the instantiation names per precision, and ConvShape, the named
-twin of conv.cu's `struct ConvShape`.
+simt_products), so a launcher cannot compute a grid for tiles the kernel does not use. Next to
+them: each product kernel's launch contract (TiledProduct: block size, output tile, grid,
+split-K), the choice of tile per product (best_tile), the instantiation names per precision,
+and ConvShape, the named twin of conv.cu's `struct ConvShape`.
 """
 from __future__ import annotations
 
@@ -98,8 +99,9 @@ def simt_products(kernels_dir: Path = KERNELS_DIR) -> list[TiledProduct]:
     products = []
     for row in re.findall(r"\{([^{}]*)\}", table.group(1)):
         rows, cols, threads = (constants[v] if v in constants else int(v) for v in map(str.strip, row.split(",")))
-        products.append(TiledProduct(threads, rows, cols, constants["TILE_K"],
-                                     policy=f"SimtTile<{rows}, {cols}, {threads}>"))
+        # the first row is SimtTile's default arguments: its kernels keep their short names
+        policy = f"SimtTile<{rows}, {cols}, {threads}>" if products else "SimtTile<>"
+        products.append(TiledProduct(threads, rows, cols, constants["TILE_K"], policy=policy))
     return products
 
 
@@ -127,8 +129,10 @@ def gemm_kernel(precision: str, trans_a: bool, trans_b: bool) -> str:
 
 
 def conv_kernel(name: str, product: TiledProduct) -> str:
-    """conv.cu's pass `name` run by `product`'s block loop: SimtTile for any float type {T},
-    MmaTile for float."""
+    """conv.cu's pass `name` run by `product`'s block loop: SimtTile for any float type {T}
+    (`name<{T}>` for the default 64 x 64 tile), MmaTile for float."""
+    if product.policy == "SimtTile<>":
+        return f"{name}<{{T}}>"
     return f"{name}<{{T}}, {product.policy}>" if product.policy.startswith("Simt") else \
         f"{name}<float, {product.policy}>"
 
