@@ -61,11 +61,15 @@ struct ConvShape {
 // an im2col matrix (or (f, i, j) of dY_col) has taps[2k] = the offset of its element from the
 // pixel's window origin and taps[2k + 1] = i << 16 | j. Built once per layer shape by
 // kernel_facts.conv_taps; a warp's threads read the same k, so it is one broadcast load.
-// A tap is read as one 8-byte Tap, by every thread that reaches the row (also those that then
-// find padding), so a warp's taps are one load instruction.
-struct alignas(8) Tap {
+// read_tap fetches both words as one 8-byte load, by every thread that reaches the row (also
+// those that then find padding), so a warp's taps are one load instruction.
+struct Tap {
     int offset, cell;
 };
+__device__ __forceinline__ Tap read_tap(const int* taps, int k) {
+    const long long both = reinterpret_cast<const long long*>(taps)[k];  // little-endian: offset first
+    return {int(both & 0xffffffff), int(both >> 32)};
+}
 
 struct PixelWindow {  // one pixel's view of the input: where its window starts
     long long base;   // offset of the window origin (h0, w0) in the array, for channel 0
@@ -88,7 +92,7 @@ struct Im2colOperand {
         return {(long long)n * s.C * s.H * s.W + (long long)h0 * s.W + w0, h0, w0};
     }
     __device__ const T* address(const PixelWindow& p, int k) const {
-        const Tap tap = reinterpret_cast<const Tap*>(taps)[k];
+        const Tap tap = read_tap(taps, k);
         const int h = p.h0 + (tap.cell >> 16), w = p.w0 + (tap.cell & 0xffff);
         if ((unsigned)h >= (unsigned)s.H || (unsigned)w >= (unsigned)s.W) return nullptr;  // zero padding
         return x + p.base + tap.offset;
@@ -117,7 +121,7 @@ struct Col2imOperand {
         return {(long long)n * s.F * s.Ho * s.Wo, h / s.sh, h % s.sh, w / s.sw, w % s.sw};
     }
     __device__ const T* address(const OutputWindow& p, int r) const {
-        const Tap tap = reinterpret_cast<const Tap*>(taps)[r];
+        const Tap tap = read_tap(taps, r);
         const int q = tap.cell;
         if ((q >> 16 & 255) != p.rh || (q & 255) != p.rw) return nullptr;  // not a multiple of the stride
         const int ho = p.qh - (q >> 24), wo = p.qw - (q >> 8 & 255);
