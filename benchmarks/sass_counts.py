@@ -53,12 +53,12 @@ SHOWN = [
     ("gemm v2 fp32 (NN)", "gemm.cu", "gemm_v2<float, false, false>", "fp32"),
     ("gemm v3 tf32 (NN)", "gemm.cu", "gemm_v3<Mma::TF32, false, false>", "tf32"),
     ("gemm v3 bf16 (NN)", "gemm.cu", "gemm_v3<Mma::BF16, false, false>", "bf16"),
-    ("conv fwd v2 fp32", "conv.cu", "conv2d_forward<float>", "fp32"),
+    ("conv fwd v2 fp32", "conv.cu", "conv2d_forward<float, SimtTile<64, 64, 256>>", "fp32"),
     ("conv fwd v3 tf32", "conv.cu", "conv2d_forward<float, MmaTile<Mma::TF32>>", "tf32"),
     ("conv fwd v3 bf16", "conv.cu", "conv2d_forward<float, MmaTile<Mma::BF16>>", "bf16"),
-    ("conv bwd-data v2 fp32", "conv.cu", "conv2d_backward_data<float>", "fp32"),
+    ("conv bwd-data v2 fp32", "conv.cu", "conv2d_backward_data<float, SimtTile<64, 64, 256>>", "fp32"),
     ("conv bwd-data v3 tf32", "conv.cu", "conv2d_backward_data<float, MmaTile<Mma::TF32>>", "tf32"),
-    ("conv bwd-weight v2 fp32", "conv.cu", "conv2d_backward_weight<float>", "fp32"),
+    ("conv bwd-weight v2 fp32", "conv.cu", "conv2d_backward_weight<float, SimtTile<64, 64, 256>>", "fp32"),
     ("conv bwd-weight v3 tf32", "conv.cu", "conv2d_backward_weight<float, MmaTile<Mma::TF32>>", "tf32"),
 ]
 
@@ -203,7 +203,8 @@ def main() -> None:
         if "MMA_THREADS" in constants:
             mma = dataclasses.replace(default, threads=constants["MMA_THREADS"])
             products.update({"tf32": mma, "bf16": mma})
-    shown = [(label, source, expression, products.get(precision)) for label, source, expression, precision in SHOWN]
+    shown = [(label, source, expression if shaped else re.sub(r", SimtTile<[^>]*>", "", expression),
+              products.get(precision)) for label, source, expression, precision in SHOWN]
     shown += [(shape_label(f"{PASSES[name]} v2 fp32", tile), "conv.cu", f"{kernel}<float, {tile.policy}>", tile)
               for tile in simt[1:] for name, kernel in zip(PASSES, CONV_PASSES)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,10 +222,6 @@ def main() -> None:
             print(f"{label:<32} (not in these sources)")
             continue
         available = code[source]
-        if shaped:  # `name<float>` is SimtTile's default arguments, spelt out in the symbol
-            simt_default = simt[0]
-            expression = expression.replace("<float>", f"<float, SimtTile<{simt_default.tile_m}, "
-                                                       f"{simt_default.tile_n}, {simt_default.threads}>>")
         try:
             mangled = demangled_match(available, expression)
         except SystemExit:

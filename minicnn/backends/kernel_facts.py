@@ -99,9 +99,8 @@ def simt_products(kernels_dir: Path = KERNELS_DIR) -> list[TiledProduct]:
     products = []
     for row in re.findall(r"\{([^{}]*)\}", table.group(1)):
         rows, cols, threads = (constants[v] if v in constants else int(v) for v in map(str.strip, row.split(",")))
-        # the first row is SimtTile's default arguments: its kernels keep their short names
-        policy = f"SimtTile<{rows}, {cols}, {threads}>" if products else "SimtTile<>"
-        products.append(TiledProduct(threads, rows, cols, constants["TILE_K"], policy=policy))
+        products.append(TiledProduct(threads, rows, cols, constants["TILE_K"],
+                                     policy=f"SimtTile<{rows}, {cols}, {threads}>"))
     return products
 
 
@@ -129,10 +128,9 @@ def gemm_kernel(precision: str, trans_a: bool, trans_b: bool) -> str:
 
 
 def conv_kernel(name: str, product: TiledProduct) -> str:
-    """conv.cu's pass `name` run by `product`'s block loop: SimtTile for any float type {T}
-    (`name<{T}>` for the default 64 x 64 tile), MmaTile for float."""
-    if product.policy == "SimtTile<>":
-        return f"{name}<{{T}}>"
+    """conv.cu's pass `name` run by `product`'s block loop: SimtTile for any float type {T},
+    MmaTile for float. Spelt out in full (also SimtTile's default arguments), as the compiled
+    symbol names it, so that `minicnn profile` finds its compiler facts."""
     return f"{name}<{{T}}, {product.policy}>" if product.policy.startswith("Simt") else \
         f"{name}<float, {product.policy}>"
 
