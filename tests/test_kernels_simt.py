@@ -111,6 +111,8 @@ def test_the_tile_follows_the_layer_shape():
     assert conv1_weight == TiledProduct(64, 32, 32, 16)
     assert 32 * 27 / (conv1_weight.tile_m * conv1_weight.tile_n) > 0.8  # 21% on 64 x 64
     assert best_tile(SHAPES, 256, 27) == TiledProduct(256, 128, 32, 16)
+    assert best_tile(SHAPES, 64, 288) == default  # vgg_like conv3's dW: 90% useful on 64 x 64
+    assert best_tile(SHAPES, 32, 288) == TiledProduct(64, 32, 32, 16)  # conv2's dW: 45% on 64 x 64
 
 
 def copy_kernels(tmp_path, old, new):

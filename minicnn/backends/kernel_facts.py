@@ -104,10 +104,20 @@ def simt_products(kernels_dir: Path = KERNELS_DIR) -> list[TiledProduct]:
     return products
 
 
+def padded_cells(product: TiledProduct, rows: int, cols: int) -> int:
+    """The cells of a rows x cols output that product's tiles compute, padding included."""
+    return cdiv(rows, product.tile_m) * product.tile_m * cdiv(cols, product.tile_n) * product.tile_n
+
+
 def best_tile(products: list[TiledProduct], rows: int, cols: int) -> TiledProduct:
-    """The product computing the fewest padding cells for a rows x cols output; on a tie the
-    first listed (the larger tiles, which reuse each loaded value more)."""
-    return min(products, key=lambda p: cdiv(rows, p.tile_m) * p.tile_m * cdiv(cols, p.tile_n) * p.tile_n)
+    """The tile for a rows x cols output: the first listed (the default 64 x 64, which reuses
+    each loaded value most) unless it would waste more than an eighth of its cells, then the
+    one computing the fewest padding cells (the first on a tie). The other shapes cost ~1.2-1.4x
+    the default's instructions per cell (benchmarks/sass_counts.py), so a tile 90% useful
+    stays."""
+    if padded_cells(products[0], rows, cols) * 7 <= rows * cols * 8:
+        return products[0]
+    return min(products, key=lambda p: padded_cells(p, rows, cols))
 
 
 def tiled_products(kernels_dir: Path = KERNELS_DIR) -> dict[str, TiledProduct]:
