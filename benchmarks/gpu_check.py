@@ -8,8 +8,9 @@ Checks, in order (each a subprocess with its own time limit, all within --budget
   pytest -m cuda; minicnn gradcheck --device cuda; compute-sanitizer memcheck and racecheck on
   the conv gradcheck; benchmarks/kernels.py (ours vs cuBLAS / cuDNN per vgg_like layer);
   minicnn profile --device cuda (vgg_like, batch 512: CUDA-event times beside the emulator's
-  estimate); benchmarks/throughput.py (img/s of vgg_like and vgg8_bn against PyTorch eager,
-  TF32 default and off, alternating runs).
+  estimate); benchmarks/throughput.py (step time and img/s of vgg_like and vgg8_bn at batch
+  512 and 32, minicnn with CUDA graphs and without, against PyTorch eager, TF32 default and off,
+  alternating runs).
 A check whose tool is missing (no GPU, no compute-sanitizer, no PyTorch) is one skipped line;
 a failing check does not stop the others. --dry-run runs each check's small CPU variant
 (the same scripts, --device cpu / emu, tiny shapes) so the script itself is tested without a GPU.
@@ -67,10 +68,10 @@ CHECKS = [
           [*MINICNN, "profile", "--arch", "vgg_like", "--batch", "512", "--device", "cuda"],
           [*MINICNN, "profile", "--arch", "cnn4_raw", "--batch", "2", "--blocks", "1"], 200,
           needs=("gpu",), keep="all", headline="estimated step time"),
-    Check("training throughput vs PyTorch eager",
-          [PYTHON, "benchmarks/throughput.py", "--batch", "512"],
+    Check("training throughput vs PyTorch eager (graphs on and off)",
+          [PYTHON, "benchmarks/throughput.py", "--batch", "512", "32"],
           [PYTHON, "benchmarks/throughput.py", "--device", "cpu", "--arch", "cnn4_raw", "--batch", "4",
-           "--steps", "1", "--rounds", "1"], 150, needs=("gpu", "py:torch"), keep="all"),
+           "--steps", "1", "--rounds", "1"], 180, needs=("gpu", "py:torch"), keep="all"),
 ]
 
 

@@ -4,7 +4,7 @@
     python benchmarks/launch_count.py --arch vgg8_bn --by-kernel
     python benchmarks/launch_count.py --unfused           # every layer on its own
 
-The step runs on CudaKernels over minicnn.backends.recording's RecordingRuntime(DryRuntime()),
+The step runs on minicnn.backends.recording's "dry" device (CudaKernels over DryRuntime),
 which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
 on any CPU (uninitialized arrays are never touched, so batch 512 needs little memory). The
 batch changes the count only through split-K: a weight gradient with a long sum over the
@@ -25,31 +25,29 @@ import numpy as np
 
 from minicnn import functional as F
 from minicnn import optim, tensor
-from minicnn.backends import Device
-from minicnn.backends.cuda import CudaKernels
-from minicnn.backends.recording import DryRuntime, RecordingRuntime
+from minicnn.backends.recording import Recorder
 from minicnn.models.zoo import get_spec
 from minicnn.nn import fusion
 
 
 def count_step(arch: str, batch: int) -> dict[str, list]:
     """Launches per phase of the second training step of `arch` (the first one warms up)."""
-    runtime = RecordingRuntime(DryRuntime())
-    device = Device("dry", np, CudaKernels(runtime))
+    recorder = Recorder(execute="skip")
+    device = recorder.device("dry")
     model = get_spec(arch).build().to(device)
     model.train()
     optimizer = optim.Adam(model.parameters())
     x = tensor(np.zeros((batch, 3, 32, 32), np.float32), device=device)
     labels = np.zeros(batch, np.int64)
     for _ in range(2):
-        runtime.launches.clear()
+        recorder.reset()
         loss = F.cross_entropy(model(x), labels)
-        forward = len(runtime.launches)
+        forward = len(recorder.launches)
         optimizer.zero_grad()
         loss.backward()
-        backward = len(runtime.launches)
+        backward = len(recorder.launches)
         optimizer.step()
-    launches = runtime.launches
+    launches = recorder.launches
     return {"forward + loss": launches[:forward], "backward": launches[forward:backward],
             "optimizer": launches[backward:]}
 
@@ -72,7 +70,7 @@ def main(argv=None) -> None:
         gigabytes = sum(launch.array_bytes for launch in launches) / 1e9
         print(f"{phase:<16} {len(launches):>8} {gigabytes:>9.2f}")
     if args.by_kernel:
-        for name, count in Counter(launch.name for launch in rows[-1][1]).most_common():
+        for name, count in Counter(launch.kernel for launch in rows[-1][1]).most_common():
             print(f"  {count:>4}  {name}")
 
 

@@ -1,9 +1,12 @@
 """Training throughput (img/s) of zoo networks: minicnn against PyTorch eager on the same device.
 
     python benchmarks/throughput.py                                   # vgg_like, vgg8_bn; batch 512; GPU
+    python benchmarks/throughput.py --batch 512 32                    # and the launch-bound batch 32
     python benchmarks/throughput.py --device cpu --batch 8 --steps 1 --rounds 1   # plumbing, no GPU
 
 One step = forward, cross-entropy, backward, Adam, on a random batch already on the device.
+On a GPU minicnn runs twice: its steps replayed as one CUDA graph each (minicnn/train/
+graph_step.py, `minicnn train`'s default there) and eagerly (--no-graphs), every kernel launched.
 PyTorch runs the same layer sequence (a twin built from the minicnn model: same shapes, TF
 'same' padding, Keras/torch batch-norm settings are irrelevant to speed) twice: with its TF32
 defaults (cuDNN convolutions in TF32, matmuls in float32) and with TF32 off. The three runs
@@ -77,12 +80,11 @@ def torch_twin(model, torch):
     return tnn.Sequential(*layers)
 
 
-def minicnn_runner(arch: str, batch: int, device: str):
-    """step(n) runs n training steps of minicnn, synchronized at the end."""
-    from minicnn import functional as F
-    from minicnn.autograd import tensor
+def minicnn_runner(arch: str, batch: int, device: str, graphs: bool = False):
+    """step(n) runs n training steps of minicnn, synchronized at the end; graphs: CUDA graphs."""
     from minicnn.backends import get_device
     from minicnn.models import get_spec
+    from minicnn.train.graph_step import CupyGraphs, GraphStep
     from minicnn.train.loop import build_optimizer
 
     dev, spec = get_device(device), get_spec(arch)
@@ -92,13 +94,11 @@ def minicnn_runner(arch: str, batch: int, device: str):
     rng = np.random.default_rng(0)
     x = dev.asarray(rng.standard_normal((batch, 3, 32, 32), dtype=np.float32))
     y = dev.asarray(rng.integers(0, 10, batch))
+    step = GraphStep(model, optimizer, dev, CupyGraphs(dev.kernels.runtime) if graphs else None)
 
     def steps(n):
         for _ in range(n):
-            loss = F.cross_entropy(model(tensor(x, device=dev)), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            step(x, y)
         if dev.name == "cuda":
             dev.xp.cuda.Device().synchronize()
     return steps, model
@@ -129,13 +129,16 @@ def measure(arch: str, batch: int, device: str, steps: int, rounds: int) -> list
 
     ours, model = minicnn_runner(arch, batch, device)
     runners = [("minicnn", ours)]
+    if device == "cuda":
+        runners = [("minicnn, CUDA graphs", minicnn_runner(arch, batch, device, graphs=True)[0]),
+                   ("minicnn, eager (--no-graphs)", ours)]
     torch_device = "cuda" if device == "cuda" else "cpu"
     label = "PyTorch eager, TF32 default" if device == "cuda" else "PyTorch eager"
     runners.append((label, torch_runner(model, batch, torch_device, True, torch)))
     if device == "cuda":
         runners.append(("PyTorch eager, TF32 off", torch_runner(model, batch, torch_device, False, torch)))
     for _, run in runners:
-        run(1)  # warm-up: compile kernels, pick cuDNN algorithms
+        run(3)  # warm-up: compile kernels, pick cuDNN algorithms, capture minicnn's graph
     rates = {name: [] for name, _ in runners}
     for _ in range(rounds):
         for name, run in runners:
@@ -148,7 +151,7 @@ def measure(arch: str, batch: int, device: str, steps: int, rounds: int) -> list
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", nargs="+", default=["vgg_like", "vgg8_bn"])
-    parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--batch", type=int, nargs="+", default=[512])
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--steps", type=int, default=10, help="steps per timed run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
@@ -158,14 +161,16 @@ def main(argv=None) -> None:
         usable, reason = cuda_status()
         if not usable:
             raise SystemExit(f"throughput: skipped, no usable GPU ({reason})")
-    print(f"training throughput, batch {args.batch}, {args.device}, median of {args.rounds} alternating "
-          f"rounds of {args.steps} steps")
-    print(f"{'network':<10} {'framework':<30} {'img/s':>10} {'vs minicnn':>10}")
-    for arch in args.arch:
-        results = measure(arch, args.batch, args.device, args.steps, args.rounds)
-        ours = results[0][1]
-        for name, rate in results:
-            print(f"{arch:<10} {name:<30} {rate:>10,.0f} {rate / ours:>9.2f}x")
+    print(f"training throughput, {args.device}, median of {args.rounds} alternating rounds of "
+          f"{args.steps} steps")
+    print(f"{'network':<10} {'batch':>5} {'framework':<30} {'ms/step':>8} {'img/s':>10} {'vs minicnn':>10}")
+    for batch in args.batch:
+        for arch in args.arch:
+            results = measure(arch, batch, args.device, args.steps, args.rounds)
+            ours = results[0][1]
+            for name, rate in results:
+                print(f"{arch:<10} {batch:>5} {name:<30} {batch / rate * 1e3:>8.2f} {rate:>10,.0f} "
+                      f"{rate / ours:>9.2f}x")
 
 
 if __name__ == "__main__":

@@ -6,9 +6,7 @@ import pytest
 
 from minicnn import functional as F
 from minicnn import optim, tensor
-from minicnn.backends import Device
-from minicnn.backends.cuda import CudaKernels
-from minicnn.backends.recording import DryRuntime, Launch, RecordingRuntime, graph_blockers
+from minicnn.backends.recording import ArgInfo, LaunchRecord, Recorder, graph_blockers
 from minicnn.models.zoo import get_spec
 
 
@@ -16,8 +14,8 @@ def recorded_steps(arch, make_optimizer, steps=3, lr_at_last=None):
     """The launches of each training step of `arch` on a recording dry runtime, and the
     optimizer's host-to-device writes after each step, gradient tables aside (NumPy gives
     each step's new gradient arrays new addresses; see cuda_optim.py)."""
-    runtime = RecordingRuntime(DryRuntime())
-    device = Device("dry", np, CudaKernels(runtime))
+    recorder = Recorder()
+    device = recorder.device("dry")
     model = get_spec(arch).build().to(device)
     optimizer = make_optimizer(model.parameters())
     x, labels = tensor(np.zeros((2, 3, 32, 32), np.float32), device=device), np.zeros(2, np.int64)
@@ -26,12 +24,12 @@ def recorded_steps(arch, make_optimizer, steps=3, lr_at_last=None):
         for step in range(steps):
             if lr_at_last is not None and step == steps - 1:
                 optimizer.lr = lr_at_last
-            runtime.launches = []
+            recorder.reset()
             loss = F.cross_entropy(model(x), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            launches.append(runtime.launches)
+            launches.append(recorder.launches)
             groups = device.kernels._multi_tensor.groups.values()
             counters = device.kernels._step_counters.values()  # dropout steps
             writes.append(sum(n for group in groups for role, n in group.host_writes.items()
@@ -55,21 +53,26 @@ def test_a_new_learning_rate_is_written_to_device_memory_not_passed_to_kernels()
     assert writes[2] == writes[1] + 1  # one write of the schedule, outside any graph
 
 
+def launch(grid):
+    return LaunchRecord(0, "k.cu", "k<float>", grid, (256, 1, 1), 0, (ArgInfo((4,), "float32"),
+                                                                     ArgInfo(None, "float32", 1.0)))
+
+
 def test_graph_blockers_names_changed_geometry_and_kernels():
-    a = Launch("k<float>", (4, 1, 1), (256, 1, 1), ((2, 1.0),))
-    assert graph_blockers([a], [Launch("k<float>", (5, 1, 1), (256, 1, 1), ((2, 1.0),))]) == [
+    a = launch((4, 1, 1))
+    assert graph_blockers([a], [launch((5, 1, 1))]) == [
         "k<float>: launch geometry changes ((4, 1, 1) -> (5, 1, 1))"]
     assert "different kernels" in graph_blockers([a], [a, a])[0]
 
 
 def test_recorded_bytes_count_the_arrays_reached_through_pointer_tables():
-    runtime = RecordingRuntime(DryRuntime())
-    kernels = CudaKernels(runtime)
+    recorder = Recorder()
+    kernels = recorder.device("dry").kernels
     shapes = [(3, 4), (1000,), (2, 5)]
     state = [[np.zeros(s, np.float32) for s in shapes] for _ in range(4)]
     kernels.adam_update(*state, 1, 1e-3, 0.9, 0.999, 1e-8, 0.0, False)
-    advance, update = runtime.launches
-    assert (advance.name, advance.array_bytes) == ("optim_advance", 4 * 8)  # the schedule
+    advance, update = recorder.launches
+    assert (advance.kernel, advance.array_bytes) == ("optim_advance", 4 * 8)  # the schedule
     tensors = sum(a.nbytes for arrays in state for a in arrays)
     tables = 4 * 3 * 8 + 3 * 4 + 4 * 4 + 4 * 8  # 4 pointer tables, sizes, first blocks, schedule
     assert update.array_bytes == tensors + tables

@@ -9,7 +9,7 @@ from minicnn import functional as F, nn
 from minicnn.emu.counters import AccessSite, LaunchCounters
 from minicnn.profile.estimate import LAUNCH_OVERHEAD, estimate, useful_flops
 from minicnn.profile.gpus import get_gpu, occupancy
-from minicnn.profile.recorder import ArgInfo, LaunchRecord, Recorder
+from minicnn.backends.recording import ArgInfo, LaunchRecord, Recorder
 from minicnn.profile.static import parse_listing, parse_ptxas_verbose, static_facts
 
 H100, A100 = get_gpu("h100"), get_gpu("A100")

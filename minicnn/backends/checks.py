@@ -224,7 +224,9 @@ def cross_entropy_forward(logits, target):
             raise ValueError(f"cross_entropy: {n} logits rows but {target.shape[0]} labels")
         # Range-check host labels only: on a GPU the check would cost a device-to-host sync
         # every step. There, a label out of range makes the loss inf, which training reports.
-        if n and isinstance(target, np.ndarray) and (int(target.min()) < 0 or int(target.max()) >= classes):
+        # (The recorder's DeviceArray is a NumPy array standing for a GPU one: not checked.)
+        host = isinstance(target, np.ndarray) and not getattr(target, "on_device", False)
+        if n and host and (int(target.min()) < 0 or int(target.max()) >= classes):
             raise ValueError(f"cross_entropy: labels must be in [0, {classes}), got range "
                              f"[{int(target.min())}, {int(target.max())}]")
     elif not (tuple(target.shape) == (n, classes) and target.dtype == logits.dtype):

@@ -88,3 +88,10 @@ class FusedLaunches:
                      index, *i32(code, *geometry), np.float64(rate),
                      *self._dropout_step(seed, step))
         return dx
+
+    def dropout_step_advanced(self, seed, step) -> None:
+        """A replayed CUDA graph moved seed's device counter to `step` (minicnn/train/
+        graph_step.py): the host's note of what the counter holds follows."""
+        counter = self._step_counters.get(int(seed) % 2**64)
+        if counter is not None:
+            counter.holds = int(step) % 2**64

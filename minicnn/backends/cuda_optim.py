@@ -16,6 +16,7 @@ nothing to the device but a moved gradient table, which CUDA graph replay needs.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 
 import numpy as np
@@ -35,7 +36,9 @@ def address(array) -> int:
 class TensorGroup:
     """What one optimizer's launches keep on the device: block layout, tables, schedule."""
 
-    def __init__(self, launcher, arrays):
+    def __init__(self, launcher, arrays, deferred_writes=None):
+        """deferred_writes: a callable that returns the list to put table uploads on while a
+        CUDA graph is being captured (None when not capturing)."""
         sizes = [a.size for a in arrays]
         first_block = np.cumsum([0] + [cdiv(n, MULTI_CHUNK) for n in sizes])
         self.blocks = int(first_block[-1])
@@ -45,6 +48,8 @@ class TensorGroup:
         self.first_block = launcher.xp.asarray(first_block.astype(np.int32))
         self.schedule = launcher.xp.zeros(4, np.float64)
         self.schedule_holds = None  # the (step, lr) the device schedule holds, known on the host
+        self.advances = False  # Adam: optim_advance moves the schedule's step on the device
+        self._deferred_writes = deferred_writes or (lambda: None)
         self.host_writes = Counter()  # host-to-device copies so far, by table role / "schedule"
         self._runtime, self._xp = launcher.runtime, launcher.xp
         self._tables: dict[str, tuple] = {}  # role -> (addresses and sizes, device table)
@@ -52,10 +57,30 @@ class TensorGroup:
     def table(self, role: str, arrays):
         """The pointer table of `arrays`, rebuilt only when an address or size changed."""
         key = tuple((address(a), a.nbytes) for a in arrays)
-        if self._tables.get(role, (None,))[0] != key:
+        known, deferred = self._tables.get(role), self._deferred_writes()
+        if known is not None and known[0] != key and deferred is not None:
+            # capturing: the graph keeps this table; its new addresses are uploaded afterwards
+            deferred.append(lambda: self._refill(known[1], arrays))
+            self._tables[role] = (key, known[1])
+        elif known is None or known[0] != key:
             self._tables[role] = (key, self._runtime.pointer_table(arrays))
             self.host_writes[role] += 1
         return self._tables[role][1]
+
+    def ready_for_replay(self, step: int, lr: float) -> None:
+        """Before a captured update of this group replays as step `step` (1-based): the schedule
+        must hold what the capture's first launch reads (one host write when lr changed); the
+        host's note then says what it holds after the replay, as an eager step leaves it."""
+        self.hold(step - 1 if self.advances else 0, lr)
+        self.schedule_holds = (step, lr) if self.advances else (0, lr)
+
+    def _refill(self, table, arrays) -> None:
+        """Write the addresses of `arrays` into an existing table (same length)."""
+        fresh = self._runtime.pointer_table(arrays)
+        table[...] = fresh
+        if hasattr(fresh, "ranges"):  # the emulator's bounds of each target
+            table.ranges = fresh.ranges
+        self.host_writes["deferred"] += 1
 
     def hold(self, step: int, lr: float) -> None:
         """Make the device schedule hold (step, lr), writing it only when it does not."""
@@ -75,12 +100,26 @@ class MultiTensorSteps:
     def __init__(self, launcher):
         self.launcher = launcher
         self.groups: dict[tuple, TensorGroup] = {}
+        self._deferred: list | None = None
 
     def group(self, params) -> TensorGroup:
         key = tuple((address(p), p.size) for p in params)
         if key not in self.groups:
-            self.groups[key] = TensorGroup(self.launcher, params)
+            self.groups[key] = TensorGroup(self.launcher, params, lambda: self._deferred)
         return self.groups[key]
+
+    @contextlib.contextmanager
+    def deferred_table_writes(self):
+        """While a CUDA graph is captured: a table whose addresses change (the gradients' move
+        into the graph's memory) keeps its device array, and is rewritten after the block, since
+        a host-to-device copy cannot be part of the capture."""
+        self._deferred = []
+        try:
+            yield
+            for write in self._deferred:
+                write()
+        finally:
+            self._deferred = None
 
     def adam(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
              weight_decay, decoupled):
@@ -88,6 +127,7 @@ class MultiTensorSteps:
         if group.blocks == 0:  # only empty tensors
             return
         T = params[0].dtype.type
+        group.advances = True
         group.hold(step - 1, lr)
         self.launcher._kernel("optim.cu", "optim_advance")((1,), (1,), (
             group.schedule, np.float64(beta1), np.float64(beta2)))

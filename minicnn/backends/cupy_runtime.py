@@ -59,6 +59,9 @@ class CupyRuntime:
         self._options = ("-std=c++17", f"-I{self.kernels_dir}",
                          f"-DMINICNN_KERNELS_DIGEST={kernels_digest(self.kernels_dir)}")
         self._modules: dict[tuple[str, tuple[str, ...]], CupyModule] = {}
+        # a list while a CUDA graph is captured: every launch's arguments are kept alive in it,
+        # so arrays the graph reads stay allocated while it lives (minicnn/train/graph_step.py)
+        self.keep_launch_args: list | None = None
 
     def module(self, source: str, name_expressions: Sequence[str]) -> "CupyModule":
         key = (source, tuple(name_expressions))
@@ -85,26 +88,28 @@ class CupyRuntime:
             raw.get_function(names[0])  # force compilation now, so errors surface here
         except cupy.cuda.compiler.CompileException as error:
             raise KernelCompileError(first_error(str(error), source)) from None
-        return CupyModule(raw, names, cupy.ndarray)
+        return CupyModule(raw, names, cupy.ndarray, self)
 
 
 class CupyModule:
-    def __init__(self, raw, names: tuple[str, ...], array_type: type):
+    def __init__(self, raw, names: tuple[str, ...], array_type: type, runtime=None):
         self._raw, self._names, self._array_type = raw, names, array_type
+        self._runtime = runtime
 
     def get_function(self, name_expression: str) -> "CupyKernel":
         if name_expression not in self._names:
             raise ValueError(f"{name_expression!r} was not among the module's name_expressions")
         return CupyKernel(self._raw.get_function(name_expression), name_expression,
-                          self._array_type)
+                          self._array_type, self._runtime)
 
 
 class CupyKernel:
     """kernel(grid, block, args, shared_mem=0). Python ints and floats are refused: their C
     type would be a guess, and a wrong guess is silent garbage on a GPU."""
 
-    def __init__(self, function, name: str, array_type: type):
+    def __init__(self, function, name: str, array_type: type, runtime=None):
         self._function, self.name, self._array_type = function, name, array_type
+        self._runtime = runtime
 
     def __call__(self, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
         for i, arg in enumerate(args):
@@ -113,4 +118,7 @@ class CupyKernel:
                                 f"CuPy array or a sized NumPy scalar such as np.int32(...)")
             if isinstance(arg, self._array_type) and not arg.flags.c_contiguous:
                 raise ValueError(f"{self.name}: argument {i} must be C-contiguous")
+        kept = getattr(self._runtime, "keep_launch_args", None)
+        if kept is not None:
+            kept.append(tuple(args))
         self._function(grid, block, tuple(args), shared_mem=shared_mem)

@@ -37,6 +37,7 @@ class BatchLoader:
         self.labels = self.device.asarray(labels[:limit], dtype=np.int64)
         self.batch_size, self.normalizer, self.augment = batch_size, normalizer, augment
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.normalize = normalizer.on(self.device.xp, dtype) if normalizer is not None else None
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -61,8 +62,8 @@ class BatchLoader:
             x = self.images[index].astype(self.dtype)
             if draws is not None:
                 x = apply_params(x, draws.rows(start, stop), device.kernels)
-            if self.normalizer is not None:
-                x = self.normalizer(x, device.xp)
+            if self.normalize is not None:
+                x = self.normalize(x)
             yield x, self.labels[index]
 
 

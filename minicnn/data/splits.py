@@ -67,9 +67,14 @@ class Normalizer:
 
     def __call__(self, images, xp):
         """images: (N, C, H, W) float on the device -> normalized, same dtype."""
-        mean = xp.asarray(self.mean, dtype=images.dtype)[:, None, None]
-        std = xp.asarray(self.std, dtype=images.dtype)[:, None, None]
-        return (images - mean) / std
+        return self.on(xp, images.dtype)(images)
+
+    def on(self, xp, dtype):
+        """The normalization of `dtype` batches of xp, its constants copied to the device once
+        (a loader's steps then copy nothing from the host)."""
+        mean = xp.asarray(self.mean, dtype=dtype)[:, None, None]
+        std = xp.asarray(self.std, dtype=dtype)[:, None, None]
+        return lambda images: (images - mean) / std
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Where the time of a training step would go on a GPU, measured without one.
+"""Where the time of a training step would go on a GPU, measured without one. Launches are
+recorded by minicnn.backends.recording (the one recording runtime).
 
-    recorder.py   a recording device: every launch, allocation and host-to-device copy
     measure.py    what happens to each recorded launch: emulator counters or CUDA events
     static.py     the compiler's facts: registers, spills, shared memory, main-loop instruction mix
     gpus.py       the GPU table (gpus.json) and theoretical occupancy

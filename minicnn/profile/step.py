@@ -3,7 +3,7 @@
     profile = profile_step("vgg_like", batch=512, device="emu", gpu="h100")
     profile.launches[0].kernel, profile.estimates[0].seconds, profile.step_seconds
 
-Three recorded steps on a recording device (minicnn.profile.recorder), same shapes each time:
+Three recorded steps on a recording device (minicnn.backends.recording), same shapes each time:
   1. warm-up: compiles every kernel the step uses (launches are not run on the emulator);
   2. host: the step's launches, allocations and host-to-device copies, and its wall time.
      On the emulator the kernels are skipped, so this is the Python side of a step alone;
@@ -21,7 +21,7 @@ import numpy as np
 from minicnn.profile.estimate import estimate
 from minicnn.profile.gpus import Gpu, get_gpu
 from minicnn.profile.measure import CountInEmulator, CudaEventTimer
-from minicnn.profile.recorder import Recorder
+from minicnn.backends.recording import Recorder
 from minicnn.profile.static import StaticFactsError, static_facts
 
 MAX_BATCH = 65536

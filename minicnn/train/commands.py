@@ -38,6 +38,8 @@ def train_command(
     progress: bool = typer.Option(True, help=PROGRESS_HELP),
     bn_stats: Optional[str] = typer.Option(None, help=BN_STATS_HELP + " for validation and test.  [default: running]"),
     bn_batches: Optional[int] = typer.Option(None, help=BN_BATCHES_HELP + ".  [default: 100]"),
+    graphs: Optional[bool] = typer.Option(None, "--graphs/--no-graphs",
+                                          help="Replay each training step as one CUDA graph.  [default: on with CUDA]"),
 ):
     """Train a documented network with its report's recipe; flags override the recipe.
 
@@ -55,9 +57,9 @@ def train_command(
         given = [flag for flag, value in fixed.items() if value is not None]
         if given:
             raise TrainError(f"--resume continues a run with its own settings; {', '.join(given)} cannot change "
-                             f"(only --epochs, --device, --data, --workers, --bn-stats and --bn-batches can)")
+                             f"(only --epochs, --device, --data, --workers, --bn-stats, --bn-batches and --graphs can)")
         result = resume_run(resume, epochs=epochs, device=device, data_dir=data_dir, workers=workers,
-                            progress=progress, bn_stats=bn_stats, bn_batches=bn_batches)
+                            progress=progress, bn_stats=bn_stats, bn_batches=bn_batches, graphs=graphs)
     else:
         if arch is None:
             raise TrainError("--arch NAME is required (or --resume RUN_DIR); `minicnn models` lists the names")
@@ -65,7 +67,7 @@ def train_command(
         spec = get_spec(arch)
         config = TrainConfig.from_spec(spec, epochs=epochs, batch_size=batch, lr=lr, device=device or "auto",
                                        precision=precision, data=data_dir, seed=seed, limit=limit, workers=workers,
-                                       bn_stats=bn_stats, bn_batches=bn_batches)
+                                       bn_stats=bn_stats, bn_batches=bn_batches, graphs=graphs)
         result = train(config, out=out, spec=spec, progress=progress)
     if result.interrupted:
         raise typer.Exit(130)

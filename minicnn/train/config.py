@@ -18,7 +18,7 @@ from minicnn.train.errors import TrainError
 
 OPTIMIZERS = ("adam", "sgd")
 CHECKPOINT_RULES = ("best", "improvements", "every-epoch")
-RUN_FIELDS = ("seed", "device", "precision", "data", "limit", "workers", "bn_stats", "bn_batches")
+RUN_FIELDS = ("seed", "device", "precision", "data", "limit", "workers", "bn_stats", "bn_batches", "graphs")
 PRECISION_CHOICES = ("auto", "fp32", "tf32", "bf16")  # auto: tf32 on CUDA, fp32 elsewhere
 
 
@@ -34,6 +34,7 @@ class TrainConfig:
     workers: int = 0                # batches prepared ahead in a background thread (0: inline)
     bn_stats: str = "running"       # BN statistics for validation and test: running | recompute
     bn_batches: int = DEFAULT_BN_BATCHES  # recompute: training batches measured (minicnn.train.bn_stats)
+    graphs: bool | None = None      # CUDA graphs for training steps (None: on where the device is cuda)
 
     def __post_init__(self):
         r = self.recipe

@@ -22,9 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from minicnn import functional as F
 from minicnn import optim
-from minicnn.autograd import tensor
 from minicnn.backends import get_device
 from minicnn.data import prepare_data, split_loaders
 from minicnn.progress import hide_bar
@@ -35,6 +33,7 @@ from minicnn.train.config import TrainConfig
 from minicnn.train.errors import DivergedError, TrainError
 from minicnn.train.evaluate import evaluate
 from minicnn.train.finite import exploded, finite_or_none, format_loss, names_in_short, non_finite_arrays
+from minicnn.train.graph_step import CupyGraphs, GraphStep
 from minicnn.train.metrics import plot_curves, write_metrics_csv
 from minicnn.train.prefetch import prefetch
 from minicnn.train.runfolder import RunLock, claim_folder
@@ -81,12 +80,22 @@ class Trainer:
         self.bn_loader = statistics_batches(self.splits, config.recipe.batch_size, seed=config.seed,
                                             limit=config.limit, device=self.device)
         self.optimizer = build_optimizer(config.recipe, self.model.parameters())
+        self.train_step = GraphStep(self.model, self.optimizer, self.device, self.graph_runtime())
         self.epoch, self.saved_epoch = 0, None
         self.best = {"val_acc": None, "epoch": 0}
         self.history: list[dict] = []
         self.warned_exploded = False
         self.noted_duration = False
         self.bar = None  # the epoch bar, while run() draws it
+
+    def graph_runtime(self):
+        """CUDA graphs for the training steps (minicnn/train/graph_step.py), or None: eager."""
+        if self.device.name == "cuda" and self.config.graphs is not False:
+            return CupyGraphs(self.device.kernels.runtime)
+        if self.config.graphs:
+            self.log(f"note: --graphs has no effect on {self.device.name} (CUDA graphs need a GPU); "
+                     f"steps run eagerly")
+        return None
 
     # ---- state
     def meta(self) -> dict:
@@ -205,14 +214,10 @@ class Trainer:
                        unit="batch", leave=False, disable=hide_bar(self.progress), dynamic_ncols=True)
         checked, after_first_step = 0, None
         for step, (x, y) in enumerate(batches):
-            logits = self.model(tensor(x, device=self.device))
-            loss = F.cross_entropy(logits, y)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.optimizer.step()
+            loss, logits = self.train_step(x, y)  # arrays; replays of a CUDA graph when it can
             sizes[step] = len(y)
-            loss_sums[step] = loss.data * len(y)
-            correct[step] = (logits.data.argmax(axis=1) == y).sum()
+            loss_sums[step] = loss * len(y)
+            correct[step] = (logits.argmax(axis=1) == y).sum()
             if step == 0:
                 after_first_step = time.perf_counter()  # the first step also pays for warm-up (compiles, caches)
             if (step + 1) % LOG_EVERY == 0 or step + 1 == steps:
@@ -341,7 +346,7 @@ def train(config: TrainConfig, *, out="runs", run_dir=None, spec=None, data=None
 
 
 def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, spec=None, data=None,
-           progress=True, log=tqdm.write, bn_stats=None, bn_batches=None) -> TrainResult:
+           progress=True, log=tqdm.write, bn_stats=None, bn_batches=None, graphs=None) -> TrainResult:
     """Continue the run in `run_dir` from its last checkpoint, optionally to a new epoch count."""
     run_dir = Path(run_dir)
     if not [path for path in run_dir.glob("*.npz") if not path.name.startswith(".")]:
@@ -351,14 +356,15 @@ def resume(run_dir, *, epochs=None, device=None, data_dir=None, workers=None, sp
         if lock.took_over:
             log(f"note: took over the lock of {lock.took_over}, which is no longer running")
         return _resume_locked(run_dir, epochs, device, data_dir, workers, spec, data, progress, log,
-                              bn_stats, bn_batches)
+                              bn_stats, bn_batches, graphs)
 
 
 def _resume_locked(run_dir: Path, epochs, device, data_dir, workers, spec, data, progress, log,
-                   bn_stats, bn_batches) -> TrainResult:
+                   bn_stats, bn_batches, graphs) -> TrainResult:
     checkpoint = newest_intact(run_dir, log)
     changes = {k: v for k, v in dict(epochs=epochs, device=device, data=data_dir, workers=workers,
-                                     bn_stats=bn_stats, bn_batches=bn_batches).items() if v is not None}
+                                     bn_stats=bn_stats, bn_batches=bn_batches,
+                                     graphs=graphs).items() if v is not None}
     config = TrainConfig.from_dict(checkpoint.meta["config"]).replace(**changes)
     done = checkpoint.meta["epoch"]
     if done >= config.recipe.epochs:
