@@ -24,9 +24,10 @@
 //            C leaves through shared memory, one row of every patch at a time, so that
 //            consecutive threads store consecutive columns (coalesced).
 //            Tile shapes: besides 64 x 64, 32 x 128 / 128 x 32 (256 threads) and 32 x 32 (64
-//            threads), listed in SIMT_SHAPES; the launchers pick per product the shape that
-//            computes the fewest padding cells (a 32-channel layer fills 32 x 128 tiles, not
-//            half of a 64 x 64 one).
+//            threads), listed in SIMT_SHAPES; per product the launchers keep 64 x 64 unless
+//            it would waste more than an eighth of its cells, then take the shape computing
+//            the fewest padding cells (a 32-channel layer fills 32 x 128 tiles, not half of
+//            a 64 x 64 one; kernel_facts.best_tile).
 //            Split-K: when C has too few tiles to fill the GPU (dW = dY^T X: small M x N,
 //            K = batch * pixels; the 4 x 4 layers of a small batch), blockIdx.z takes a slice of
 //            K and writes its own partial C; sum_splits then adds the slices in a fixed order.
