@@ -2,7 +2,8 @@
 
 Names and layouts follow PyTorch's torch.nn.functional so people can move between the two.
 Each function lives in minicnn/ops/ beside its Function (forward and backward) and its
-argument checks; this module only gathers them under one name.
+argument parsing (the kernels' shape and dtype rules, which each forward runs, are in
+minicnn/backends/checks.py); this module only gathers them under one name.
 """
 from minicnn.ops.activation import dropout, log_softmax, relu, sigmoid, softmax
 from minicnn.ops.basic import add, flatten, linear, mean, mul, reshape, sum, zero_pad2d

@@ -1,7 +1,9 @@
 """One validator: the same bad call gets the same one-line error on every device.
 
-The argument rules live in minicnn/backends/checks.py; every device's kernel set is wrapped so
-they run before numpy_ref or the CUDA kernels (here: in the emulator) see the call.
+The argument rules live in minicnn/backends/checks.py. The ops run them beside their kernel
+calls (tests/test_op_walk.py checks that every forward does); code calling kernels directly
+wraps the device's kernel set in CheckedKernels. Either way the rule runs before numpy_ref or
+the CUDA kernels (here: in the emulator) see the call.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 import minicnn as mc
 from minicnn import functional as F
 from minicnn.backends import get_device, numpy_ref
-from minicnn.backends.checks import RULES
+from minicnn.backends.checks import RULES, CheckedKernels
 
 DEVICES = ("cpu", "emu")
 
@@ -47,6 +49,7 @@ KERNEL_CALLS = {  # a bad call of a kernel -> the start of its error
                "cross_entropy: labels must be in [0, 3)"),
     "broadcast": (lambda k: k.add_forward(f32(2, 3), f32(4)), "add: shapes (2, 3) and (4,) do not broadcast"),
     "dropout": (lambda k: k.dropout_forward(f32(3), 1.5, 0, 0), "dropout: rate must be in [0, 1)"),
+    "relu dtype": (lambda k: k.relu_forward(np.zeros(3, np.int32)), "relu: input must be float32 or float64"),
     "warp fill": (lambda k: k.affine_warp(f32(1, 3, 4, 4), f32(1, 2, 3), "reflect"), "fill must be one of"),
 }
 
@@ -60,7 +63,8 @@ def error_of(call):
 @pytest.mark.parametrize("case", list(KERNEL_CALLS))
 def test_a_bad_kernel_call_is_the_same_one_line_error_on_every_device(case):
     call, start = KERNEL_CALLS[case]
-    messages = {device: error_of(lambda: call(get_device(device).kernels)) for device in DEVICES}
+    messages = {device: error_of(lambda: call(CheckedKernels(get_device(device).kernels)))
+                for device in DEVICES}
     assert len(set(messages.values())) == 1, messages
     message = messages["cpu"]
     assert message.startswith(start) and "\n" not in message, message

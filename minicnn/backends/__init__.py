@@ -13,8 +13,9 @@ There are three devices:
 
 Ops never ask "am I on a GPU?": they call `device.kernels.<name>(...)`, and every kernel set has
 the same function names and signatures as numpy_ref. That is the one seam where CUDA plugs in.
-Every kernel set is wrapped in checks.CheckedKernels, so the same argument rules (the one
-validator, minicnn/backends/checks.py) run before either backend computes.
+`device.kernels` is the kernel set itself, so an op's forward calls numpy_ref or CudaKernels
+directly; it first runs the kernel's argument rule (the one validator,
+minicnn/backends/checks.py), the same on every device.
 CuPy is imported only when a GPU device is asked for, so CPU-only installs never need it.
 """
 from __future__ import annotations
@@ -25,8 +26,6 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
-
-from minicnn.backends.checks import CheckedKernels
 
 DEVICE_NAMES = ("auto", "cpu", "cuda", "emu")
 
@@ -79,7 +78,7 @@ def cuda_status() -> tuple[bool, str]:
 @functools.cache
 def _cpu() -> Device:
     from minicnn.backends import numpy_ref
-    return Device("cpu", np, CheckedKernels(numpy_ref))
+    return Device("cpu", np, numpy_ref)
 
 
 @functools.cache
@@ -91,14 +90,14 @@ def _cuda(precision: str) -> Device:
     if precision != "fp32" and int(major) < 8:
         raise DeviceError(f"--precision {precision} needs tensor cores with TF32/BF16 (compute capability "
                           f"8.0 or newer); this GPU is {major}.{minor}: use --precision fp32")
-    return Device("cuda", cupy, CheckedKernels(CudaKernels(CupyRuntime(), precision)))
+    return Device("cuda", cupy, CudaKernels(CupyRuntime(), precision))
 
 
 @functools.cache
 def _emu(precision: str) -> Device:
     from minicnn.backends.cuda import CudaKernels
     from minicnn.emu import EmulatorRuntime
-    return Device("emu", np, CheckedKernels(CudaKernels(EmulatorRuntime(), precision)))
+    return Device("emu", np, CudaKernels(EmulatorRuntime(), precision))
 
 
 def resolve_precision(device: str, precision: "str | None") -> str:

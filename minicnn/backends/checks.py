@@ -1,12 +1,15 @@
-"""The one validator: every argument rule of the kernels, checked before either kernel set runs.
+"""The one validator: every argument rule of the kernels, in one table.
 
-numpy_ref and CudaKernels share names and signatures; `CheckedKernels` wraps either one so that
-the rule below of the same name (and signature) runs first. Every device's `kernels` is wrapped
-(minicnn.backends), so a bad call is the same one-line ValueError on cpu, emu and cuda, and it
-comes before any work: no kernel launch, no running statistic updated. The ops (minicnn/ops/) add
-only what kernels cannot see (that inputs are Tensors; parsing stride and padding), so a
-shape or dtype rule is written once, here. Messages name the public op (conv2d, max_pool2d)
-and the shapes.
+numpy_ref and CudaKernels share names and signatures; RULES holds, under a kernel's name and
+with its signature, the rule its arguments must pass. Each op's forward (minicnn/ops/) runs
+the rule beside its kernel call, `checks.conv2d_forward(*args)` then
+`self.kernels.conv2d_forward(*args)`, so a bad call is the same one-line ValueError on cpu,
+emu and cuda, whatever kernel set the device holds, and it comes before any work: no kernel
+launch, no running statistic updated. tests/test_op_walk.py checks that every forward does.
+Code that calls kernels directly can wrap a kernel set in `CheckedKernels` to get the same
+rules on every call. The ops add only what kernels cannot see (that inputs are Tensors;
+parsing stride and padding), so a shape or dtype rule is written once, here. Messages name
+the public op (conv2d, max_pool2d) and the shapes.
 
 Kernels without a rule here take what their arguments' shapes imply (backward passes receive
 what their forward produced).
@@ -17,7 +20,7 @@ import functools
 
 import numpy as np
 
-FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+FLOAT_CHARS = {np.dtype(np.float32).char, np.dtype(np.float64).char}  # {"f", "d"}
 POOL_MODES = ("max", "min", "avg")
 FILL_MODES = ("nearest", "constant")
 
@@ -27,12 +30,14 @@ FILL_MODES = ("nearest", "constant")
 def floats(op, *arrays):
     """Every array given (None skipped) is float32 or float64, all of one dtype."""
     present = [a for a in arrays if a is not None]
+    chars = {a.dtype.char for a in present}  # comparing chars is cheap; this runs every op call
+    if chars <= FLOAT_CHARS and len(chars) <= 1:
+        return
     for a in present:
-        if np.dtype(a.dtype) not in FLOATS:
+        if a.dtype.char not in FLOAT_CHARS:
             raise ValueError(f"{op}: input must be float32 or float64, got {a.dtype}")
-    if len({np.dtype(a.dtype) for a in present}) > 1:
-        raise ValueError(f"{op}: mixed dtypes {', '.join(str(a.dtype) for a in present)} "
-                         f"(an op takes arrays of one dtype)")
+    raise ValueError(f"{op}: mixed dtypes {', '.join(str(a.dtype) for a in present)} "
+                     f"(an op takes arrays of one dtype)")
 
 
 def layout(op, x, ndims, text):
@@ -202,16 +207,27 @@ def batch_norm_forward_eval(x, gamma, beta, running_mean, running_var, eps):
                  running_var=running_var)
 
 
-def _rows(op, name):
+def _rows(op):
     def check(x):
         layout(op, x, (2,), "(N, classes)")
         floats(op, x)
-    check.__name__ = name
+    check.__name__ = f"{op}_forward"
     return rule(check)
 
 
-_rows("softmax", "softmax_forward")
-_rows("log_softmax", "log_softmax_forward")
+softmax_forward = _rows("softmax")
+log_softmax_forward = _rows("log_softmax")
+
+
+def _elementwise(op):
+    def check(x):
+        floats(op, x)
+    check.__name__ = f"{op}_forward"
+    return rule(check)
+
+
+relu_forward = _elementwise("relu")
+sigmoid_forward = _elementwise("sigmoid")
 
 
 @rule
@@ -248,8 +264,8 @@ def _binary(op):
     return rule(check)
 
 
-_binary("add")
-_binary("mul")
+add_forward = _binary("add")
+mul_forward = _binary("mul")
 
 
 @rule
@@ -315,10 +331,11 @@ def pool2d_dropout_forward(x, mode, kernel, stride, pads, rate, seed, step):
 # --------------------------------------------------------------------------- the wrapper
 
 class CheckedKernels:
-    """A kernel set (numpy_ref or CudaKernels) whose kernels first run their rule of RULES.
+    """A kernel set (numpy_ref or CudaKernels) whose kernels first run their rule of RULES,
+    for code that calls kernels directly (the ops run the rules themselves).
 
     Everything else (kernels without a rule, the set's own attributes such as xp) is the
-    wrapped set's, so ops call `device.kernels.<name>` exactly as before.
+    wrapped set's, so `CheckedKernels(device.kernels).<name>` takes the same calls.
     """
 
     def __init__(self, kernels):

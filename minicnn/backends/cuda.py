@@ -10,7 +10,7 @@ which device they run on. Methods take and return arrays of runtime.xp, float32 
 the xp module is used only for allocation and views: every computation is a kernel launch.
 Launch geometry (grids, split-K, reduction slices) depends on shapes only, never on the GPU,
 so results are bitwise reproducible. Argument rules are not checked here but in
-minicnn/backends/checks.py, which wraps this class and numpy_ref alike (CheckedKernels).
+minicnn/backends/checks.py, which the ops run before numpy_ref's kernels and these alike.
 """
 from __future__ import annotations
 

@@ -155,12 +155,11 @@ class Recorder:
     def device(self, name: str = "emu") -> Device:
         """A Device like get_device(name) whose kernel launches and allocations are recorded;
         "dry": CudaKernels whose launches do nothing."""
-        from minicnn.backends.checks import CheckedKernels
         from minicnn.backends.cuda import CudaKernels
 
         inner = DryRuntime() if name == "dry" else get_device(name).kernels.runtime
         runtime = RecordingRuntime(inner, self)
-        return Device(name, runtime.xp, CheckedKernels(CudaKernels(runtime)))
+        return Device(name, runtime.xp, CudaKernels(runtime))
 
     @contextlib.contextmanager
     def recording(self, device: Device):

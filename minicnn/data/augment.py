@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from minicnn.backends import checks
 from minicnn.backends.numpy_ref import FILL_MODES as FILLS
 
 from .errors import DataError
@@ -151,9 +152,13 @@ def apply_params(images, params: AugmentParams, kernels):
     or the CUDA kernels). images: (N, C, H, W) float arrays of kernels.xp -> same shape, dtype."""
     xp = kernels.xp  # the small parameter arrays go to the images' device and dtype
     if params.inverse is not None:
-        images = kernels.affine_warp(images, xp.asarray(params.inverse, images.dtype), params.fill)
+        args = (images, xp.asarray(params.inverse, images.dtype), params.fill)
+        checks.affine_warp(*args)  # the kernels' rules, the same on every device
+        images = kernels.affine_warp(*args)
     if params.colour is not None:
-        images = kernels.adjust_colour(images, xp.asarray(params.colour, images.dtype))
+        args = (images, xp.asarray(params.colour, images.dtype))
+        checks.adjust_colour(*args)
+        images = kernels.adjust_colour(*args)
     return images
 
 

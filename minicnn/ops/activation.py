@@ -5,6 +5,7 @@ of their *output* y (relu: y > 0; sigmoid: y(1 - y); softmax: y(dy - sum(dy y)))
 class serves them: it keeps y and calls the kernels named `<kernel>_forward/_backward`.
 """
 from minicnn.autograd import Function
+from minicnn.backends import checks
 from minicnn.backends.checks import dropout_rate
 from minicnn.ops.arguments import check_tensor
 
@@ -55,7 +56,9 @@ class _FromOutput(Function):
     kernel = None  # the kernel name stem
 
     def forward(self, x):
-        self.y = getattr(self.kernels, f"{self.kernel}_forward")(x)
+        name = f"{self.kernel}_forward"
+        getattr(checks, name)(x)  # the kernel's rule (checks.relu_forward ...), then the kernel
+        self.y = getattr(self.kernels, name)(x)
         return self.y
 
     def backward(self, dy):
@@ -107,6 +110,7 @@ class Dropout(Function):
         self.rate, self.seed, self.step = rate, seed, step
 
     def forward(self, x):
+        checks.dropout_apply(x, self.rate, self.seed, self.step)
         return self.kernels.dropout_apply(x, self.rate, self.seed, self.step)
 
     def backward(self, dy):

@@ -5,6 +5,7 @@ Tensor's operators (+, *, -, reshape, sum, mean) call the functions here.
 import numpy as np
 
 from minicnn.autograd import Function, Tensor
+from minicnn.backends import checks
 from minicnn.ops.arguments import check_tensor, resolve_padding
 
 
@@ -25,6 +26,7 @@ class Add(Function):
 
     def forward(self, a, b):
         self.shapes = a.shape, b.shape
+        checks.add_forward(a, b)
         return self.kernels.add_forward(a, b)
 
     def backward(self, dout):
@@ -45,6 +47,7 @@ class Mul(Function):
 
     def forward(self, a, b):
         self.a, self.b = a, b
+        checks.mul_forward(a, b)
         return self.kernels.mul_forward(a, b)
 
     def backward(self, dout):
@@ -127,6 +130,7 @@ class ZeroPad2d(Function):
         self.pads = pads
 
     def forward(self, x):
+        checks.zero_pad2d_forward(x, self.pads)
         return self.kernels.zero_pad2d_forward(x, self.pads)
 
     def backward(self, dout):
@@ -144,6 +148,7 @@ class Linear(Function):
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
+        checks.linear_forward(x, w, b)
         return self.kernels.linear_forward(x, w, b)
 
     def backward(self, dy):

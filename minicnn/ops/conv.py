@@ -1,5 +1,6 @@
 """2-D convolution (cross-correlation, as every framework computes it)."""
 from minicnn.autograd import Function
+from minicnn.backends import checks
 from minicnn.backends.checks import only_supported
 from minicnn.ops.arguments import check_tensor, pair, resolve_padding
 
@@ -25,7 +26,9 @@ class Conv2d(Function):
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
-        return self.kernels.conv2d_forward(x, w, b, self.stride, self.pads)
+        args = (x, w, b, self.stride, self.pads)
+        checks.conv2d_forward(*args)  # the rule, beside its kernel: one validator, every device
+        return self.kernels.conv2d_forward(*args)
 
     def backward(self, dy):
         k = self.kernels

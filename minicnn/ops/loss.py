@@ -1,6 +1,6 @@
 """Softmax cross-entropy, fused: log-softmax and the negative log-likelihood in one op."""
 from minicnn.autograd import Function, Tensor
-from minicnn.backends.checks import cross_entropy_forward as check_cross_entropy
+from minicnn.backends import checks
 from minicnn.backends.checks import only_supported
 from minicnn.ops.activation import log_softmax
 from minicnn.ops.arguments import check_tensor
@@ -27,7 +27,7 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
         t = t.astype(logits.dtype, copy=False)
     if reduction == "mean" and label_smoothing == 0:
         return CrossEntropy(t)(logits)
-    check_cross_entropy(logits.data, t)
+    checks.cross_entropy_forward(logits.data, t)
     classes = logits.shape[1]
     if t.ndim == 1:
         t = logits.device.kernels.one_hot(t, classes, logits.dtype)
@@ -48,6 +48,7 @@ class CrossEntropy(Function):
         self.target = target
 
     def forward(self, logits):
+        checks.cross_entropy_forward(logits, self.target)
         loss, self.probs = self.kernels.cross_entropy_forward(logits, self.target)
         return loss
 

@@ -1,6 +1,7 @@
 """Batch normalization over the channel axis of (N, C) or (N, C, H, W), alone or fused with a
 ReLU (and a pooling) for the fusion pass of nn.Sequential (minicnn/nn/fusion.py)."""
 from minicnn.autograd import Function, Tensor
+from minicnn.backends import checks
 from minicnn.ops.arguments import check_tensor
 from minicnn.ops.pool import pool_geometry
 
@@ -48,12 +49,20 @@ class BatchNorm(Function):
 
     def forward(self, x, gamma, beta):
         self.x, self.gamma = x, gamma
-        k = self.kernels
         if self.training:
-            y, self.mean, self.rstd = k.batch_norm_forward_train(
-                x, gamma, beta, self.running_mean, self.running_var, self.momentum, self.eps, self.unbiased)
+            y, self.mean, self.rstd = self._train("batch_norm_forward_train", x, gamma, beta)
             return y
-        return k.batch_norm_forward_eval(x, gamma, beta, self.running_mean, self.running_var, self.eps)
+        args = (x, gamma, beta, self.running_mean, self.running_var, self.eps)
+        checks.batch_norm_forward_eval(*args)
+        return self.kernels.batch_norm_forward_eval(*args)
+
+    def _train(self, kernel, x, gamma, beta, *pool):
+        """The training kernel `kernel` (this one or a fused one) after its rule; it updates
+        the running statistics in place."""
+        args = (x, gamma, beta, self.running_mean, self.running_var, self.momentum, self.eps,
+                self.unbiased, *pool)
+        getattr(checks, kernel)(*args)
+        return getattr(self.kernels, kernel)(*args)
 
     def backward(self, dy):
         if self.training:
@@ -73,9 +82,7 @@ class ReLUBatchNorm(BatchNorm):
 
     def forward(self, x, gamma, beta):
         self.x, self.gamma = x, gamma
-        y, self.mean, self.rstd = self.kernels.relu_batch_norm_forward_train(
-            x, gamma, beta, self.running_mean, self.running_var, self.momentum, self.eps,
-            self.unbiased)
+        y, self.mean, self.rstd = self._train("relu_batch_norm_forward_train", x, gamma, beta)
         return y
 
     def backward(self, dy):
@@ -87,9 +94,7 @@ class BatchNormReLU(BatchNorm):
 
     def forward(self, x, gamma, beta):
         self.x, self.gamma = x, gamma
-        self.y, self.mean, self.rstd = self.kernels.batch_norm_relu_forward_train(
-            x, gamma, beta, self.running_mean, self.running_var, self.momentum, self.eps,
-            self.unbiased)
+        self.y, self.mean, self.rstd = self._train("batch_norm_relu_forward_train", x, gamma, beta)
         return self.y
 
     def backward(self, dy):
@@ -108,9 +113,8 @@ class BatchNormReLUPool(BatchNorm):
 
     def forward(self, x, gamma, beta):
         self.x, self.gamma, self.beta = x, gamma, beta
-        y, self.index, self.mean, self.rstd = self.kernels.batch_norm_relu_pool_forward_train(
-            x, gamma, beta, self.running_mean, self.running_var, self.momentum, self.eps,
-            self.unbiased, *self.pool)
+        y, self.index, self.mean, self.rstd = self._train("batch_norm_relu_pool_forward_train",
+                                                          x, gamma, beta, *self.pool)
         return y
 
     def backward(self, dy):

@@ -1,5 +1,6 @@
 """Pooling: max / min / average over windows, and global average pooling."""
 from minicnn.autograd import Function
+from minicnn.backends import checks
 from minicnn.backends.checks import dropout_rate, only_supported
 from minicnn.ops.arguments import check_tensor, pair, resolve_padding
 
@@ -67,8 +68,10 @@ class Pool2d(Function):
         self.x_shape = x.shape
         geometry = (self.mode, self.kernel, self.stride, self.pads)
         if self.dropout:
+            checks.pool2d_dropout_forward(x, *geometry, *self.dropout)
             y, self.index = self.kernels.pool2d_dropout_forward(x, *geometry, *self.dropout)
         else:
+            checks.pool2d_forward(x, *geometry)
             y, self.index = self.kernels.pool2d_forward(x, *geometry)
         return y
 
@@ -90,6 +93,7 @@ class GlobalAvgPool2d(Function):
 
     def forward(self, x):
         self.x_shape = x.shape
+        checks.global_avg_pool_forward(x)
         return self.kernels.global_avg_pool_forward(x)
 
     def backward(self, dy):
