@@ -88,13 +88,6 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         ho, wo = conv_output_size(h, kh, sh, pt, pb), conv_output_size(w, kw, sw, pl, pr)
         return ConvShape(n, c, h, w, f, kh, kw, sh, sw, pt, pl, ho, wo)
 
-    def _conv_product(self, name, shape, dtype, rows, cols, depth, *args):
-        """conv.cu's pass `name`: the rows x cols product over depth, stored as `shape`, on the
-        tile that suits it, split along depth when it has too few tiles (_split_k_product)."""
-        product = self._tile_for(dtype, rows, cols)
-        return self._split_k_product("conv.cu", conv_kernel(name, product), dtype, rows, cols, depth,
-                                     *args, product=product, shape=shape)
-
     def _taps(self, s: ConvShape, of_x: bool):
         """conv_taps of this layer shape on the device, built once per shape."""
         key = (dataclasses.replace(s, N=1), of_x)  # the taps do not depend on the batch
@@ -108,24 +101,30 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         s = self._conv_shape(x.shape, w.shape, stride, pads)
         bias = self.xp.zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
         # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo), stored as (N, F, Ho, Wo)
-        return self._conv_product("conv2d_forward", s.y_shape, x.dtype, s.F, s.N * s.Ho * s.Wo, s.patch,
-                                  x, w, bias, self._taps(s, True), *i32(*s.ints()))
+        tile_kernel = functools.partial(conv_kernel, "conv2d_forward")  # instantiated per tile shape
+        return self._split_k_product("conv.cu", tile_kernel, x.dtype, s.F,
+                                     s.N * s.Ho * s.Wo, s.patch, x, w, bias, self._taps(s, True),
+                                     *i32(*s.ints()), shape=s.y_shape)
 
     def conv2d_backward_data(self, dy, w, x_shape, stride, pads):
         """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W)."""
         dy, w = self._float_arrays(dy, w)
         s = self._conv_shape(x_shape, w.shape, stride, pads)
         # the product W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W), stored as (N, C, H, W)
-        return self._conv_product("conv2d_backward_data", s.x_shape, dy.dtype, s.C, s.N * s.H * s.W,
-                                  s.F * s.kh * s.kw, dy, w, self._taps(s, False), *i32(*s.ints()))
+        tile_kernel = functools.partial(conv_kernel, "conv2d_backward_data")  # instantiated per tile shape
+        return self._split_k_product("conv.cu", tile_kernel, dy.dtype, s.C,
+                                     s.N * s.H * s.W, s.F * s.kh * s.kw, dy, w, self._taps(s, False),
+                                     *i32(*s.ints()), shape=s.x_shape)
 
     def conv2d_backward_weight(self, dy, x, kernel, stride, pads):
         """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW)."""
         dy, x = self._float_arrays(dy, x)
         f, (kh, kw) = dy.shape[1], kernel
         s = self._conv_shape(x.shape, (f, x.shape[1], kh, kw), stride, pads)
-        return self._conv_product("conv2d_backward_weight", (f, s.C, kh, kw), x.dtype, f, s.patch,
-                                  s.N * s.Ho * s.Wo, dy, x, self._taps(s, True), *i32(*s.ints()))
+        tile_kernel = functools.partial(conv_kernel, "conv2d_backward_weight")  # instantiated per tile shape
+        return self._split_k_product("conv.cu", tile_kernel, x.dtype, f,
+                                     s.patch, s.N * s.Ho * s.Wo, dy, x, self._taps(s, True),
+                                     *i32(*s.ints()), shape=(f, s.C, kh, kw))
 
     # ------------------------------------------------------------------ pooling
 

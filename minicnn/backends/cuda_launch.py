@@ -200,12 +200,17 @@ class KernelLauncher:
         self._kernel(source, expression, dtype)(product.grid(rows, cols, splits),
                                                 (product.threads,), args)
 
-    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args, product=None,
-                         shape=None):
+    def _split_k_product(self, source, kernel, dtype, rows, cols, depth, *args, shape=None):
         """rows x cols = a product over `depth`, split along depth when the output is small.
-        The kernel writes (splits, rows * cols) partial sums; sum_splits adds them. shape: how
-        the kernel lays the rows * cols values out (default (rows, cols)), the result's shape."""
-        product = product or self.products[self._product_precision(dtype)]
+        The kernel writes (splits, rows * cols) partial sums; sum_splits adds them. kernel: its
+        expression, or, for kernels instantiated per tile shape (conv.cu), a function from the
+        tile _tile_for picks to the expression. shape: how the kernel lays the rows * cols
+        values out (default (rows, cols)), the result's shape."""
+        if callable(kernel):
+            product = self._tile_for(dtype, rows, cols)
+            expression = kernel(product)
+        else:
+            product, expression = self.products[self._product_precision(dtype)], kernel
         shape = shape or (rows, cols)
         splits, k_chunk = product.split(rows, cols, depth)
         partial = self.xp.empty(shape if splits == 1 else (splits, *shape), dtype)
