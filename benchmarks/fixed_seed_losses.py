@@ -34,11 +34,16 @@ def losses(arch, steps, batch, dtype):
     rng = np.random.default_rng(0)
     images = rng.random((4 * batch, 3, 32, 32), dtype=dtype)
     labels = rng.integers(0, 10, 4 * batch)
+    return train_losses(model, optimizer, images, labels, steps, batch, dtype)
+
+
+def train_losses(model, optimizer, images, labels, steps, batch, dtype=np.float32, device="cpu"):
+    """The loss of each of `steps` steps; step i trains on the batch at (i * batch) % len(images)."""
     out = []
     for step in range(steps):
-        start = (step % 4) * batch
+        start = (step * batch) % len(images)
         optimizer.zero_grad()
-        x = mc.tensor(images[start:start + batch], dtype=dtype)
+        x = mc.tensor(images[start:start + batch], dtype=dtype, device=device)
         loss = F.cross_entropy(model(x), labels[start:start + batch])
         loss.backward()
         optimizer.step()

@@ -87,9 +87,10 @@ def functions(cubin: Path) -> dict[str, list[tuple[int, str, str]]]:
         if "Function :" in line:
             current = result.setdefault(line.split("Function :")[1].strip(), [])
         elif current is not None and (m := INSTRUCTION.search(line)):
-            if (m.group(2) or "").strip() == "@!PT":
-                continue  # never issued: ptxas's padding (e.g. `@!PT LDS RZ, [RZ]` before loop heads)
-            current.append((int(m.group(1), 16), m.group(3), m.group(4)))
+            # "@!PT LDS RZ, [RZ]" (ptxas pads each LDGSTS with them) never executes: it takes an
+            # issue slot like a NOP, so it is counted as one, not as a shared load
+            opcode = "NOP" if (m.group(2) or "").strip() == "@!PT" else m.group(3)
+            current.append((int(m.group(1), 16), opcode, m.group(4)))
     return result
 
 

@@ -256,70 +256,155 @@ __global__ void sum_splits(T* out, const T* partial, int count, int splits) {
 }
 
 // ---------------------------------------------------------------------------- v3: tensor cores
-// gemm_v3 runs the same block loop shape as v2 (a 64 x 64 tile of C, K in steps of 16, operands
-// staged in shared memory by load_tile, split-K over blockIdx.z) but the multiply is mma.sync:
-// 4 warps in a 2 x 2 grid each own a 32 x 32 patch, i.e. 2 x 4 accumulators of 16 x 8, and per
-// K step of 16 issue 16 TF32 mma (m16n8k8) or 8 BF16 mma (m16n8k16) where a v2 thread did 256
-// FMAs. Operands are rounded to TF32 or BF16 as the fragments are built; C stays FP32.
+// gemm_v3 runs the same block loop shape as v2 (a 64 x 64 tile of C, K in steps of 16, split-K
+// over blockIdx.z) but the multiply is mma.sync: 4 warps in a 2 x 2 grid each own a 32 x 32
+// patch, i.e. 2 x 4 accumulators of 16 x 8, and per K step of 16 issue 16 TF32 mma (m16n8k8)
+// or 8 BF16 mma (m16n8k16) where a v2 thread did 256 FMAs. The slabs of step k + 1 are copied
+// into shared memory by cp.async while the warps multiply those of step k. Operands are rounded
+// to TF32 or BF16 as the fragments are built; C stays FP32.
 //
-// Shared tiles are k-contiguous: a_tile[m][k] and b_tile[n][k], so a fragment register is
-// one (TF32) or two adjacent (BF16, one float2 load) floats of a row. Row strides 20 (TF32) and
-// 24 (BF16) floats spread a warp's fragment loads over all 32 banks: lane (g, t) reads word
-// 20 g + t, or words 24 g + 2t, 24 g + 2t + 1 in each half-warp phase of a 64-bit load.
+// Shared memory without bank conflicts. Each slab is stored the way its operand runs in global
+// memory, so that a warp's cp.async stores (consecutive lanes: consecutive elements along the
+// operand's contiguous index) fill 32 different banks:
+//
+//   k-major slab (contiguous along k: W in forward and backward-data, dY and X_col^T in
+//   backward-weight, a GEMM's A and transposed B): 64 rows (one m or n each) of 16 floats, unpadded; the four 16-byte chunks of row r are
+//   XOR-swizzled, chunk c stored at position c ^ (r / 2 % 4). Bank groups (4 banks = 1 chunk):
+//
+//               banks  0-3   4-7   8-11  12-15 | 16-19 20-23 24-27 28-31
+//        row 0:        c0    c1    c2    c3    |
+//        row 1:                                | c0    c1    c2    c3
+//        row 2:        c1    c0    c3    c2    |
+//        row 3:                                | c1    c0    c3    c2
+//        row 4:        c2    c3    c0    c1    |
+//        row 5:                                | c2    c3    c0    c1
+//        row 6:        c3    c2    c1    c0    |
+//        row 7:                                | c3    c2    c1    c0      (rows 8.. repeat)
+//
+//   Stores: 16 lanes write all of one row, 16 the next: 32 banks. Fragment loads: each phase of
+//   an ldmatrix reads one chunk of 8 consecutive rows, e.g. c0 above: 8 different bank groups.
+//   Padding alone cannot do both: stride 20 suits ldmatrix but two rows 20 words apart share
+//   4 banks when stored; stride 16 suits the stores but puts rows r and r + 2 in the same banks.
+//
+//   mn-major slab (contiguous along m or n: X_col in forward, dY_col in backward-data, whose
+//   pixels are contiguous; a GEMM's transposed A and B): 16 rows (one k each) of 64 floats padded to 72. Stores: 32 consecutive words.
+//   Fragment loads are scalar: lane (g, t) reads row t (+ 4), column g (+ 8), word 72 t + g,
+//   which is in bank 8 t + g: 32 different banks. ldmatrix cannot serve this slab: its .trans
+//   transposes 16-bit elements, which would split each FP32 value between two lanes.
+//
+// ldmatrix on FP32 slabs: an 8 x 8 b16 matrix is 8 rows of 4 floats, and lane (g, t) receives
+// float t of row g: TF32's a0 (row g, column t); an .x4 gives a1..a3 (or b0, b1 of two n
+// blocks) from the other three. BF16 wants two adjacent k per register, but the order of k
+// inside one mma is free as long as A and B agree: a BF16 register here packs k = t and t + 4
+// (in the fragment drawings' terms, logical columns 2t, 2t+1 are physical t, t + 4). The slabs
+// stay FP32 because cp.async copies bytes and cannot convert; the rounding is in registers.
 enum class Mma { TF32, BF16 };  // the operand type of the tensor-core kernels
 
 constexpr int MMA_THREADS = 128;  // 4 warps, each a 32 x 32 patch of the 64 x 64 tile
 constexpr int MMA_WARP_TILE = 32;
-template <Mma P>
-__host__ __device__ constexpr int mma_tile_stride() { return P == Mma::TF32 ? TILE_K + 4 : TILE_K + 8; }
-constexpr int MMA_TILE_SIZE = TILE_M * (TILE_K + 8);  // floats per shared tile, the larger stride
+constexpr int MN_MAJOR_STRIDE = TILE_M + 8;              // word 72 t + g is in bank 8 t + g
+constexpr int MMA_TILE_SIZE = TILE_K * MN_MAJOR_STRIDE;  // floats per stage, the larger slab
 constexpr int MMA_STAGES = 2;  // double buffering: cp.async fills one stage while the mma read the other
 static_assert(TILE_M == 2 * MMA_WARP_TILE && TILE_N == 2 * MMA_WARP_TILE && MMA_THREADS == 4 * 32 &&
-              TILE_K == 16, "v3: 2 x 2 warps of 32 x 32 (2 x 4 mma tiles), one BF16 k16 / two TF32 k8 steps");
+              TILE_K == 16 && TILE_M * TILE_K <= MMA_TILE_SIZE && MMA_THREADS / TILE_K % 8 == 0,
+              "v3: 2 x 2 warps of 32 x 32 (2 x 4 mma tiles), one BF16 k16 / two TF32 k8 steps; "
+              "a loader thread's k-major rows 8 apart (KMajorSlab::shift)");
 
-// acc[i][j] += the warp's 32 x 16 slab of A times the 16 x 32 slab of B; a_warp / b_warp point
-// at the warp's first row of a_tile / b_tile. i: 16-row block, j: 8-column block.
-template <Mma P>
-__device__ __forceinline__ void mma_warp_step(float (&acc)[2][4][4], const float* a_warp,
-                                              const float* b_warp) {
-    constexpr int S = mma_tile_stride<P>();
-    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
-    if constexpr (P == Mma::TF32) {
+// The 8 x 4 block q (0..3) of a 16 x 8 region at (mn0, k0) of a slab: A's fragment order (rows
+// first: q = 1 is 8 rows down) or B's (k first: blocks 0, 1 of one n block, then 2, 3 of the
+// next). Lane (g, t) of a warp's fragment load receives element (g, t) of each block.
+__device__ __forceinline__ int block_mn(int q, bool rows_first) { return 8 * (rows_first ? q % 2 : q / 2); }
+__device__ __forceinline__ int block_k(int q, bool rows_first) { return 4 * (rows_first ? q / 2 : q % 2); }
+
+struct KMajorSlab {  // 64 rows of 16 floats, chunks swizzled (drawing above)
+    static __device__ __forceinline__ int offset(int mn, int k) {
+        return mn * TILE_K + ((k / 4) ^ (mn / 2 % 4)) * 4 + k % 4;
+    }
+    // For load_tile (copy_slab): the unswizzled strides, and the swizzle as a shift of this
+    // thread's cells. load_tile gives a thread one k (thread % 16: the operand is contiguous
+    // along k) and the rows thread / 16 + 8 i, which share one swizzle (it repeats every 8 rows).
+    static constexpr int MN_STRIDE = TILE_K, K_STRIDE = 1;
+    static __device__ __forceinline__ int shift() {
+        const int mn = threadIdx.x / TILE_K, k = threadIdx.x % TILE_K;
+        return offset(mn, k) - (mn * MN_STRIDE + k * K_STRIDE);
+    }
+    // words[q] = block q's element (g, t) for this lane: one ldmatrix.x4, lanes 8q..8q+7
+    // addressing the 8 rows of block q.
+    static __device__ __forceinline__ void load_blocks(unsigned (&words)[4], const float* slab, int mn0,
+                                                       int k0, bool rows_first) {
+        const int lane = threadIdx.x % 32, q = lane / 8;
+        ldmatrix<4, false>(words, slab + offset(mn0 + block_mn(q, rows_first) + lane % 8, k0 + block_k(q, rows_first)));
+    }
+};
+
+struct MnMajorSlab {  // 16 rows of 64 floats, stride 72
+    static constexpr int MN_STRIDE = 1, K_STRIDE = MN_MAJOR_STRIDE;
+    static __device__ __forceinline__ int offset(int mn, int k) { return k * K_STRIDE + mn * MN_STRIDE; }
+    static __device__ __forceinline__ int shift() { return 0; }
+    static __device__ __forceinline__ void load_blocks(unsigned (&words)[4], const float* slab, int mn0,
+                                                       int k0, bool rows_first) {
+        const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
 #pragma unroll
-        for (int kk = 0; kk < TILE_K; kk += 8) {
-            unsigned a[2][4], b[4][2];
+        for (int q = 0; q < 4; ++q)
+            words[q] = __float_as_uint(slab[offset(mn0 + block_mn(q, rows_first) + g, k0 + block_k(q, rows_first) + t)]);
+    }
+};
+
+// The slab layout of an operand contiguous along k or not.
+template <bool K_CONTIGUOUS> struct SlabFor { using type = MnMajorSlab; };
+template <> struct SlabFor<true> { using type = KMajorSlab; };
+
+// Starts the cp.async copies of A's 64 x 16 block at (row0, col0) (A_SIDE: rows m, columns
+// k) or B's 16 x 64 block (rows k, columns n) into a slab, through load_tile: zeros past
+// (row_end, col_end), lanes along the operand's contiguous index.
+template <bool A_SIDE, typename Slab, typename Operand>
+__device__ void copy_slab(const Operand& op, int row0, int col0, int row_end, int col_end, float* slab) {
+    constexpr int ROWS = A_SIDE ? TILE_M : TILE_K, COLS = A_SIDE ? TILE_K : TILE_N;
+    load_tile<ROWS, COLS, MMA_THREADS, true>(op, row0, col0, row_end, col_end, slab + Slab::shift(),
+                                             A_SIDE ? Slab::MN_STRIDE : Slab::K_STRIDE,
+                                             A_SIDE ? Slab::K_STRIDE : Slab::MN_STRIDE);
+}
+
+// acc[i][j] += the warp's 32 x 16 slab of A times the 16 x 32 slab of B (i: 16-row block, j:
+// 8-column block); the warp's patch starts at row warp_m of a_slab and column warp_n of b_slab.
+template <Mma P, typename SlabA, typename SlabB>
+__device__ __forceinline__ void mma_warp_step(float (&acc)[2][4][4], const float* a_slab, const float* b_slab,
+                                              int warp_m, int warp_n) {
+    unsigned a[2][4], b[4][2];  // BF16: filled over both k halves, then one k16 mma
 #pragma unroll
-            for (int i = 0; i < 2; ++i)
+    for (int kk = 0; kk < TILE_K; kk += 8) {
+        unsigned a_words[2][4], b_words[2][4];  // FP32 bits: A's 16 x 8 per i, B's 8 x 16 per pair of j
 #pragma unroll
-                for (int r = 0; r < 4; ++r)  // row g (+8 for odd r), column t (+4 for r >= 2)
-                    a[i][r] = tf32_bits(a_warp[(16 * i + g + 8 * (r % 2)) * S + kk + t + 4 * (r / 2)]);
+        for (int i = 0; i < 2; ++i) SlabA::load_blocks(a_words[i], a_slab, warp_m + 16 * i, kk, true);
 #pragma unroll
-            for (int j = 0; j < 4; ++j)
+        for (int jj = 0; jj < 2; ++jj) SlabB::load_blocks(b_words[jj], b_slab, warp_n + 16 * jj, kk, false);
+        if constexpr (P == Mma::TF32) {  // the blocks are the registers: a0..a3, and b0, b1 per j
 #pragma unroll
-                for (int r = 0; r < 2; ++r)  // k = t (+4 for r = 1), column g
-                    b[j][r] = tf32_bits(b_warp[(8 * j + g) * S + kk + t + 4 * r]);
+            for (int q = 0; q < 4; ++q) {
+#pragma unroll
+                for (int i = 0; i < 2; ++i) a[i][q] = tf32_bits(__uint_as_float(a_words[i][q]));
+#pragma unroll
+                for (int jj = 0; jj < 2; ++jj) b[2 * jj + q / 2][q % 2] = tf32_bits(__uint_as_float(b_words[jj][q]));
+            }
 #pragma unroll
             for (int i = 0; i < 2; ++i)
 #pragma unroll
                 for (int j = 0; j < 4; ++j) mma_tf32_m16n8k8(acc[i][j], a[i], b[j]);
+        } else {  // k half h: A registers 2h (row g), 2h + 1 (row g + 8) and B register h, each k and k + 4
+            const int h = kk / 8;
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                a[i][2 * h] = bf16x2_bits(__uint_as_float(a_words[i][0]), __uint_as_float(a_words[i][2]));
+                a[i][2 * h + 1] = bf16x2_bits(__uint_as_float(a_words[i][1]), __uint_as_float(a_words[i][3]));
+            }
+#pragma unroll
+            for (int jj = 0; jj < 2; ++jj) {
+                b[2 * jj][h] = bf16x2_bits(__uint_as_float(b_words[jj][0]), __uint_as_float(b_words[jj][1]));
+                b[2 * jj + 1][h] = bf16x2_bits(__uint_as_float(b_words[jj][2]), __uint_as_float(b_words[jj][3]));
+            }
         }
-    } else {
-        unsigned a[2][4], b[4][2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) {  // row g (+8 for odd r), columns 2t, 2t+1 (+8 for r >= 2)
-                const float2 v = *reinterpret_cast<const float2*>(
-                    a_warp + (16 * i + g + 8 * (r % 2)) * S + 2 * t + 8 * (r / 2));
-                a[i][r] = bf16x2_bits(v.x, v.y);
-            }
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {  // k = 2t, 2t+1 (+8 for r = 1), column g
-                const float2 v = *reinterpret_cast<const float2*>(b_warp + (8 * j + g) * S + 2 * t + 8 * r);
-                b[j][r] = bf16x2_bits(v.x, v.y);
-            }
+    }
+    if constexpr (P == Mma::BF16) {
 #pragma unroll
         for (int i = 0; i < 2; ++i)
 #pragma unroll
@@ -333,13 +418,14 @@ __device__ __forceinline__ void mma_warp_step(float (&acc)[2][4][4], const float
 template <Mma P, typename OperandA, typename OperandB, typename Output>
 __device__ void mma_gemm_tile(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
                               int k_begin, int k_end, float* a_tile, float* b_tile) {
-    constexpr int S = mma_tile_stride<P>();
+    using SlabA = typename SlabFor<OperandA::contiguous_cols>::type;   // A is M x K
+    using SlabB = typename SlabFor<!OperandB::contiguous_cols>::type;  // B is K x N
     const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int warp_m = warp / 2 * MMA_WARP_TILE, warp_n = warp % 2 * MMA_WARP_TILE;
     auto start_loading = [&](int stage, int k0) {
-        load_tile<TILE_M, TILE_K, MMA_THREADS, true>(a, m0, k0, M, k_end, a_tile + stage * MMA_TILE_SIZE, S, 1);
-        load_tile<TILE_K, TILE_N, MMA_THREADS, true>(b, k0, n0, k_end, N, b_tile + stage * MMA_TILE_SIZE, 1, S);
+        copy_slab<true, SlabA>(a, m0, k0, M, k_end, a_tile + stage * MMA_TILE_SIZE);
+        copy_slab<false, SlabB>(b, k0, n0, k_end, N, b_tile + stage * MMA_TILE_SIZE);
         cp_async_commit();
     };
     float acc[2][4][4] = {};
@@ -353,7 +439,8 @@ __device__ void mma_gemm_tile(const OperandA& a, const OperandB& b, const Output
             cp_async_wait<0>();
         }
         __syncthreads();  // ... for every thread's copies
-        mma_warp_step<P>(acc, a_tile + stage * MMA_TILE_SIZE + warp_m * S, b_tile + stage * MMA_TILE_SIZE + warp_n * S);
+        mma_warp_step<P, SlabA, SlabB>(acc, a_tile + stage * MMA_TILE_SIZE, b_tile + stage * MMA_TILE_SIZE,
+                                       warp_m, warp_n);
         __syncthreads();  // everyone is done reading this stage before it is refilled
     }
     for (int i = 0; i < 2; ++i)

@@ -23,7 +23,9 @@
 //   ldmatrix m8n8 .b16, count = 1, 2 or 4 matrices: lanes 8i..8i+7 pass the addresses of the
 //   8 rows (16 bytes each, 16-byte aligned, shared memory) of matrix i; register i of lane l
 //   receives row l/4, columns 2(l%4) and 2(l%4)+1 of matrix i (with .trans: rows 2(l%4) and
-//   2(l%4)+1 of column l/4). For BF16 that is exactly one register of an A or B fragment.
+//   2(l%4)+1 of column l/4). For BF16 that is exactly one register of an A or B fragment; on
+//   FP32 data (v3's shared tiles, gemm.cu) a matrix is 8 rows of 4 floats and lane l gets float
+//   l%4 of row l/4, TF32's a0 layout (.trans would split the floats: it moves 16-bit halves).
 //
 // Rounding: tf32_bits is cvt.rna.tf32.f32 (to nearest, ties away from zero: 10 mantissa bits);
 // bf16x2_bits is cvt.rn.bf16x2.f32 (to nearest, ties to even: 7 mantissa bits). The mma reads

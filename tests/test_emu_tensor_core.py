@@ -1,6 +1,7 @@
 """The emulator's mma.sync, ldmatrix and cp.async follow the PTX ISA (kernels in
 emu_kernels/tensor_core.cu): fragment layouts and operand rounding against NumPy, and the
-misuses it reports (a lane missing from an mma, a cp.async read before its wait)."""
+misuses it reports (a lane missing from an mma, a fragment register no instruction wrote, a
+cp.async read before its wait)."""
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ from minicnn.backends.precision import round_bf16, round_tf32
 from minicnn.emu import EmulatorError, EmulatorRuntime
 
 EMU_KERNELS = Path(__file__).parent / "emu_kernels"
-NAMES = ["mma_tf32_tile", "mma_bf16_tile", "ldmatrix_registers", "cp_async_rotate", "mma_missing_lane"]
+NAMES = ["mma_tf32_tile", "mma_bf16_tile", "ldmatrix_registers", "cp_async_rotate", "mma_missing_lane",
+         "mma_unwritten_register"]
 FP32_UNIT_ROUNDOFF = 2.0 ** -24
 
 
@@ -108,3 +110,20 @@ def test_an_mma_needs_a_full_warp(tc):
     with pytest.raises(EmulatorError, match=r"mma.sync.m16n8k8.tf32 needs a full warp of 32 threads, "
                                             r"but this warp has 16"):
         tc["mma_missing_lane"]((1,), (16,), (np.zeros(32, np.float32),))
+
+
+def test_an_mma_with_every_fragment_register_written_runs(tc):
+    d = np.zeros(32, np.float32)
+    warp(tc["mma_unwritten_register"], d, np.int32(0))
+    np.testing.assert_array_equal(d, 8.0)  # a row of ones times a column of ones, k = 8
+
+
+@pytest.mark.parametrize("forget, message", [
+    (1, r"thread \(16,0,0\): mma.sync.m16n8k8.tf32 reads fragment register a3 of lane 16, which no "
+        r"instruction wrote \(uninitialized; 16 of 32 lanes\)"),
+    (2, r"thread \(0,0,0\): mma.sync.m16n8k8.tf32 reads fragment register c0 of lane 0, which no "
+        r"instruction wrote \(uninitialized; 32 of 32 lanes\)"),
+])
+def test_an_mma_reading_an_unwritten_fragment_register_is_reported(tc, forget, message):
+    with pytest.raises(EmulatorError, match=message):
+        warp(tc["mma_unwritten_register"], np.zeros(32, np.float32), np.int32(forget))

@@ -7,9 +7,11 @@ import pytest
 import minicnn as mc
 from minicnn import functional as F, nn
 from minicnn.emu.counters import AccessSite, LaunchCounters
-from minicnn.profile.estimate import LAUNCH_OVERHEAD, estimate, useful_flops
+from minicnn.profile.estimate import (CONV_FAMILIES, FLOPS_PER_ELEMENT, GEMM_FAMILIES, LAUNCH_OVERHEAD,
+                                      MULTI_CHUNK, estimate, minimum_bytes, useful_flops)
 from minicnn.profile.gpus import get_gpu, occupancy
 from minicnn.backends.recording import ArgInfo, LaunchRecord, Recorder
+from minicnn.profile.measure import CountInEmulator
 from minicnn.profile.static import parse_listing, parse_ptxas_verbose, static_facts
 
 H100, A100 = get_gpu("h100"), get_gpu("A100")
@@ -169,3 +171,78 @@ def test_useful_flops_of_convolutions_and_products():
     gemm = LaunchRecord(0, "gemm.cu", "gemm_v2<float, false, true>", (1,), (256,), 0,
                         (ArgInfo((5, 7), "float32"),) * 3 + tuple(ArgInfo(None, "int32", v) for v in (5, 7, 11, 16)))
     assert useful_flops(gemm) == 2 * 5 * 7 * 11
+
+
+def conv_record(kernel: str) -> LaunchRecord:
+    """A 64-channel 32 x 32 forward conv at batch 8 (4.8 GFLOP), 128 x 2 tiles of 64 x 64."""
+    ints = [ArgInfo(None, "int32", v) for v in (8, 64, 32, 32, 64, 3, 3, 1, 1, 1, 1, 32, 32)]
+    return LaunchRecord(0, "conv.cu", kernel, (128, 1), (128,), 0,
+                        (ArgInfo((8, 64, 32, 32), "float32"),) * 4 + tuple(ints))
+
+
+def test_tensor_core_kernels_are_held_to_their_tensor_peak():
+    fp32 = estimate(conv_record("conv2d_forward<float>"), H100)
+    tf32 = estimate(conv_record("conv2d_forward<float, MmaTile<Mma::TF32>>"), H100)
+    bf16 = estimate(conv_record("conv2d_forward<float, MmaTile<Mma::BF16>>"), H100)
+    assert tf32.flops == fp32.flops == bf16.flops
+    assert fp32.terms["flop"] / tf32.terms["flop"] == pytest.approx(H100.peak_tf32 / H100.peak_fp32)
+    assert fp32.terms["flop"] / bf16.terms["flop"] == pytest.approx(H100.peak_bf16 / H100.peak_fp32)
+
+
+def test_multi_tensor_optimizer_bytes_count_the_arrays_its_tables_reach():
+    tables = (ArgInfo((16,), "uint64"),) * 4 + (ArgInfo((16,), "int32"), ArgInfo((17,), "int32"))
+    scalars = (ArgInfo(None, "int32", 16), ArgInfo((4,), "float64")) + (ArgInfo(None, "float32", 0.9),) * 4
+    adam = LaunchRecord(0, "optim.cu", "adam_update_multi<float>", (100,), (256,), 0,
+                        tables + scalars + (ArgInfo(None, "int32", 1),))
+    elements = 100 * MULTI_CHUNK  # params, moments and grads: 4 float arrays of them
+    assert minimum_bytes(adam) == 4 * 4 * elements + sum(a.nbytes for a in adam.args)
+    assert useful_flops(adam) == FLOPS_PER_ELEMENT["adam_update_multi"] * elements
+
+
+def test_every_kernel_of_a_vgg_like_step_has_a_flop_count():
+    """Each family a vgg_like training step launches (fp32 and tf32) is a product or listed in
+    FLOPS_PER_ELEMENT, so `minicnn profile` estimates the whole step, not a default."""
+    from minicnn.models import get_spec
+    from minicnn.profile.step import _Step
+    families = set()
+    for precision in ("fp32", "tf32"):
+        recorder = Recorder(execute="skip", zero_fill=True)
+        with np.errstate(all="ignore"):
+            _Step(get_spec("vgg_like"), 4, recorder.device("emu", precision), 0)()
+        families |= {r.family for r in recorder.launches}
+        assert precision == "fp32" or any("Mma::TF32" in r.kernel for r in recorder.launches)
+    missing = families - set(FLOPS_PER_ELEMENT) - set(GEMM_FAMILIES) - set(CONV_FAMILIES)
+    assert not missing, sorted(missing)
+
+
+def test_kernel_expressions_match_their_demangled_names_with_enums_and_default_arguments():
+    from minicnn.profile.static import _match_expressions
+    demangled = {"conv2d_forward<float,SimtTile>": "simt", "conv2d_forward<float,MmaTile<(Mma)0>>": "tf32",
+                 "conv2d_forward<float,MmaTile<(Mma)1>>": "bf16", "gemm_v2<float,false,true>": "gemm"}
+    enumerators = {"Mma::TF32": "(Mma)0", "Mma::BF16": "(Mma)1"}
+    expressions = ["conv2d_forward<float>", "conv2d_forward<float, MmaTile<Mma::TF32>>",
+                   "conv2d_forward<float, MmaTile<Mma::BF16>>", "gemm_v2<float, false, true>", "relu<float>"]
+    assert _match_expressions(expressions, demangled, enumerators) == {
+        "conv2d_forward<float>": "simt", "conv2d_forward<float, MmaTile<Mma::TF32>>": "tf32",
+        "conv2d_forward<float, MmaTile<Mma::BF16>>": "bf16", "gemm_v2<float, false, true>": "gemm",
+        "relu<float>": None}
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_tensor_core_tiles_have_no_shared_memory_bank_conflicts(precision):
+    """Every v3 kernel of a small training step (three conv passes; GEMMs with A and B stored
+    either way round, so both slab layouts on both sides) counted in the emulator: its shared
+    stores (cp.async landing) and fragment loads (ldmatrix, scalar) take the ideal wavefronts."""
+    recorder = Recorder(execute=CountInEmulator("all"))
+    device = recorder.device("emu", precision)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding="same"), nn.ReLU(), nn.Conv2d(8, 16, 3, padding="same"),
+                          nn.Flatten(), nn.Linear(16 * 8 * 8, 10)).to(device)
+    x = mc.tensor(np.random.default_rng(0).random((2, 3, 8, 8)), device=device)
+    F.cross_entropy(model(x), np.array([1, 2])).backward()
+    v3 = [r for r in recorder.launches if "Mma::" in r.kernel]
+    assert {r.kernel for r in v3} >= {f"gemm_v3<Mma::{precision.upper()}, {a}, {b}>"
+                                      for a, b in (("false", "true"), ("false", "false"), ("true", "false"))}
+    assert {r.family for r in v3} >= {"conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"}
+    for r in v3:
+        wavefronts, ideal = (r.counters.total("shared", None, name) for name in ("units", "ideal_units"))
+        assert wavefronts == ideal > 0, (r.kernel, wavefronts / ideal)

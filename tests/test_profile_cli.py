@@ -24,6 +24,7 @@ def run(*args):
     (("--arch", "cnn4_raw", "--batch", "100000"), "--batch must be an int in [1, 65536]"),
     (("--arch", "cnn4_raw", "--blocks", "-3"), "--blocks must be sample, all or a positive number"),
     (("--arch", "cnn4_raw", "--device", "cpu"), "--device must be emu or cuda"),
+    (("--arch", "cnn4_raw", "--precision", "fp16"), "unknown precision 'fp16': choose one of fp32, tf32, bf16"),
 ])
 def test_bad_arguments_are_one_line_errors(args, message):
     result = run(*args)

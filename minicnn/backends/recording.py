@@ -152,14 +152,15 @@ class Recorder:
         if execute is not None:
             self.execute = execute
 
-    def device(self, name: str = "emu") -> Device:
-        """A Device like get_device(name) whose kernel launches and allocations are recorded;
-        "dry": CudaKernels whose launches do nothing."""
+    def device(self, name: str = "emu", precision: str = "fp32") -> Device:
+        """A Device like get_device(name, precision=...) whose kernel launches and allocations
+        are recorded; "dry": CudaKernels whose launches do nothing."""
         from minicnn.backends.cuda import CudaKernels
+        from minicnn.backends.precision import check_precision
 
-        inner = DryRuntime() if name == "dry" else get_device(name).kernels.runtime
+        inner = DryRuntime() if name == "dry" else get_device(name, precision=precision).kernels.runtime
         runtime = RecordingRuntime(inner, self)
-        return Device(name, runtime.xp, CudaKernels(runtime))
+        return Device(name, runtime.xp, CudaKernels(runtime, check_precision(precision)))
 
     @contextlib.contextmanager
     def recording(self, device: Device):

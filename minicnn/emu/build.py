@@ -34,8 +34,10 @@ COMMON_FLAGS = ["-std=c++17", "-O1", "-fPIC", "-g"]
 # Instrumented kernel code; cuda_emu.h turns CUDA into C++ (see its header comment).
 # -fno-gnu-unique: a template kernel's __shared__ static would otherwise be one object for the
 # whole process, so two libraries built from different kernel folders would share its tile.
+# -ftrivial-auto-var-init=pattern: locals declared without a value start as 0xFE bytes, which
+# the mma twin recognizes in a fragment register that was never written (tensor_core.cpp).
 KERNEL_FLAGS = ["-fsanitize=thread", "-fdata-sections", "-fno-gnu-unique", "-DMINICNN_EMULATOR", "-Wno-unknown-pragmas",
-                "-include", str(EMU_DIR / "cuda_emu.h")]
+                "-ftrivial-auto-var-init=pattern", "-include", str(EMU_DIR / "cuda_emu.h")]
 # -Bsymbolic: each library uses its own runtime even when several are loaded.
 LINK_FLAGS = ["-shared", "-Wl,--no-undefined", "-Wl,-Bsymbolic"]
 # __shared__ is `static` (see cuda_emu.h). With -fdata-sections each function-local static

@@ -4,7 +4,8 @@
 // waits in warp_op() like a shuffle; once all 32 lanes have arrived, runtime.cpp's
 // release_warp() calls complete_tensor_core_op(), which assembles the matrices from the lanes'
 // fragments (layouts drawn in kernels/warp_mma.cuh), computes, and hands each lane its part.
-// A lane that exited or waits elsewhere is reported as warp divergence, like a shuffle's.
+// A lane that exited or waits elsewhere is reported as warp divergence, like a shuffle's; an
+// mma reading a fragment register that no instruction wrote is reported too.
 //
 // Numerics of the model (the hardware leaves accumulation order and width unspecified):
 //   * TF32 operands are the top 19 bits of each 32-bit register (sign, 8 exponent, 10
@@ -100,6 +101,34 @@ void ldmatrix(WarpOp op, unsigned* r, const void* row) {
 static float tf32_value(unsigned bits) { return emu_bit_cast<float>(bits & ~0x1fffu); }
 static float bf16_value(unsigned half) { return emu_bit_cast<float>((half & 0xffffu) << 16); }
 
+// Kernel code is compiled with -ftrivial-auto-var-init=pattern (build.py): a local declared
+// without an initializer starts as 0xFE bytes, so a fragment register still holding them was
+// never written. A written one cannot hold them by accident where it matters: cvt.rna.tf32
+// clears the low 13 bits, and as BF16 or FP32 the pattern is -1.69e38.
+constexpr unsigned UNWRITTEN = 0xfefefefeu;
+
+// Reports the first fragment register (A, B or the accumulator C) some lane never wrote.
+static bool fragments_written(const Thread* lanes, WarpOp op) {
+    auto unwritten = [&](int lane, int reg) {  // reg: a0..a3, b0..b1, c0..c3 as 0..9
+        const MmaOperands& in = *static_cast<const MmaOperands*>(lanes[lane].in);
+        const unsigned bits = reg < 4 ? in.a[reg] : reg < 6 ? in.b[reg - 4] : emu_bit_cast<unsigned>(in.c[reg - 6]);
+        return bits == UNWRITTEN;
+    };
+    for (int reg = 0; reg < 10; ++reg) {
+        int first = -1, count = 0;
+        for (int l = 0; l < warpSize; ++l)
+            if (unwritten(l, reg)) count += 1, first = first < 0 ? l : first;
+        if (count == 0) continue;
+        const char fragment = "aaaabbcccc"[reg];
+        const int index = reg < 4 ? reg : reg < 6 ? reg - 4 : reg - 6;
+        report("%s: %s reads fragment register %c%d of lane %d, which no instruction wrote "
+               "(uninitialized; %d of 32 lanes)", describe_thread(int(lanes - state.threads.data()) + first).c_str(),
+               tensor_core_op_name(op), fragment, index, first, count);
+        return false;
+    }
+    return true;
+}
+
 // D = A B + C for one warp. Lane l holds, with g = l / 4 and t = l % 4, the fragments drawn
 // in warp_mma.cuh, written below as index formulas.
 static void complete_mma(Thread* lanes, bool bf16) {
@@ -159,7 +188,10 @@ static void complete_ldmatrix(Thread* lanes, int count, bool trans) {
 void complete_tensor_core_op(int first_thread) {
     Thread* lanes = &state.threads[first_thread];
     const WarpOp op = lanes[0].op;
-    if (op == MMA_TF32 || op == MMA_BF16) complete_mma(lanes, op == MMA_BF16);
+    if (op == MMA_TF32 || op == MMA_BF16) {
+        if (fragments_written(lanes, op)) complete_mma(lanes, op == MMA_BF16);
+        else state.aborted = true;
+    }
     else complete_ldmatrix(lanes, ldmatrix_count(op), ldmatrix_trans(op));
 }
 

@@ -19,7 +19,7 @@ WHY = {
     "dram": "DRAM bandwidth: it moves its bytes once; fuse it with a neighbour to save the round trip",
     "l1": "the load/store unit: too many 32-byte sectors per request (uncoalesced global access)",
     "shared": "shared memory: wavefronts per request, bank conflicts and shared loads per FMA",
-    "issue": "instruction issue: address arithmetic around the FMAs of its main loop",
+    "issue": "instruction issue: address arithmetic around the FMAs (or mma) of its main loop",
     "launch": "launch overhead: the kernel is tiny; fuse it or batch it with its neighbours",
 }
 
@@ -115,7 +115,7 @@ def render_text(profile) -> str:
     sampled = [r.counters for r in profile.launches if r.counters is not None]
     partial = sum(c.blocks_run < c.blocks_total for c in sampled)
     lines = [f"minicnn profile: {profile.arch}, batch {profile.batch}, one training step (forward, loss, "
-             f"backward, {type_name(profile)}) estimated for {gpu.name}",
+             f"backward, {type_name(profile)}) in {profile.precision}, estimated for {gpu.name}",
              f"counters: emulator, first/middle/last blocks of each grid ({partial} of {len(sampled)} "
              f"launches sampled, totals scaled; unsampled blocks were not executed and left zeros)", "",
              "per kernel family"]
@@ -128,7 +128,7 @@ def render_text(profile) -> str:
 
 
 def type_name(profile) -> str:
-    optimizer = {r.family for r in profile.launches} & {"adam_update", "sgd_update"}
+    optimizer = {r.family.removesuffix("_multi") for r in profile.launches} & {"adam_update", "sgd_update"}
     return next(iter(optimizer), "optimizer").replace("_update", "")
 
 
@@ -167,7 +167,8 @@ def detail(profile, row) -> str:
         loop = facts.mix.loop
         return (f" ({facts.mix.loop_per_fp:.1f} instructions per FP instruction in the main loop: "
                 f"{loop.get('int/address', 0)} integer/address and {loop.get('int div/rem', 0)} integer "
-                f"divisions beside {loop.get('fp32 (fma/mul/add)', 0)} FMAs, counted in {facts.mix.kind.upper()}; "
+                f"divisions beside {loop.get('fp32 (fma/mul/add)', 0)} FMAs and {loop.get('tensor (mma)', 0)} mma, "
+                f"counted in {facts.mix.kind.upper()}; "
                 f"{ISSUE_PER_CLOCK} issue slots per SM per clock)")
     if row["limiter"] == "shared":
         per_request = _ratio(sums["shared", "units"], sums["shared", "requests"])

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from minicnn.backends.cupy_runtime import KERNELS_DIR, kernels_digest
 
-CACHE_VERSION = "1"  # bump when the parsing below changes
+CACHE_VERSION = "2"  # bump when the parsing below changes
 
 # Instruction classes, by opcode prefix (PTX: "fma.rn.f32"; SASS: "FFMA").
 PTX_CLASSES = [
@@ -36,9 +36,9 @@ PTX_CLASSES = [
     ("fp32 (fma/mul/add)", ("fma.rn.f32", "mul.rn.f32", "mul.f32", "add.f32", "add.rn.f32", "sub.f32",
                             "max.f32", "min.f32", "neg.f32")),
     ("fp64", ("fma.rn.f64", "mul.f64", "mul.rn.f64", "add.f64", "add.rn.f64", "sub.f64")),
-    ("shared load", ("ld.shared",)),
+    ("shared load", ("ld.shared", "ldmatrix.")),
     ("shared store", ("st.shared",)),
-    ("global load", ("ld.global",)),
+    ("global load", ("ld.global", "cp.async.ca.", "cp.async.cg.")),  # cp.async: global to shared
     ("global store", ("st.global",)),
     ("int div/rem", ("div.s", "div.u", "rem.s", "rem.u")),
     ("int/address", ("add.s", "add.u", "sub.s", "sub.u", "mul.lo", "mul.hi", "mul.wide", "mad.lo", "mad.wide",
@@ -143,12 +143,43 @@ def _compile_facts(nvcc: str, source: str, expressions: tuple[str, ...], arch: s
     names = _demangle([*resources, *mixes])
     by_expression = {_expression_of(names[m]): m for m in resources}
     facts = {}
-    for expression in expressions:
-        mangled = by_expression.get(expression.replace(" ", ""))
+    for expression, mangled in _match_expressions(expressions, by_expression, _enumerators(kernels_dir)).items():
         if mangled is None:
             raise StaticFactsError(f"nvcc did not report {expression} of {source}")
         facts[expression] = KernelFacts(**resources[mangled], mix=mixes.get(mangled))
     return facts
+
+
+def _enumerators(kernels_dir: Path) -> dict[str, str]:
+    """'Mma::TF32' -> '(Mma)0' for each `enum class` of the kernel sources: how c++filt
+    writes an enumerator used as a template argument."""
+    table = {}
+    for path in sorted(kernels_dir.glob("*.cu*")):
+        for name, body in re.findall(r"enum\s+class\s+(\w+)\s*\{([^}]*)\}", path.read_text()):
+            for value, enumerator in enumerate(e.strip() for e in body.split(",") if e.strip()):
+                table[f"{name}::{enumerator}"] = f"({name}){value}"
+    return table
+
+
+def _match_expressions(expressions, by_expression: dict, enumerators: dict) -> dict:
+    """expression -> mangled name (None if not found). An expression matches its demangled
+    form exactly, or else the one kernel not matched exactly whose template arguments begin
+    with the expression's: c++filt also writes the defaulted ones ('conv2d_forward<float>' is
+    'conv2d_forward<float,SimtTile>')."""
+    def normalized(expression):
+        for written, demangled in enumerators.items():
+            expression = expression.replace(written, demangled)
+        return expression.replace(" ", "")
+
+    found = {e: by_expression.get(normalized(e)) for e in expressions}
+    claimed = set(found.values())
+    for expression in [e for e, m in found.items() if m is None and normalized(e).endswith(">")]:
+        stem = normalized(expression)[:-1] + ","
+        candidates = [m for name, m in by_expression.items() if name.startswith(stem) and m not in claimed]
+        if len(candidates) == 1:
+            found[expression] = candidates[0]
+            claimed.add(candidates[0])
+    return found
 
 
 def parse_ptxas_verbose(text: str) -> dict[str, dict]:

@@ -40,6 +40,7 @@ class StepProfile:
     allocations: int                # in step 2
     host_to_device: int             # in step 2
     notes: list = field(default_factory=list)
+    precision: str = "fp32"         # of the float32 GEMMs and convolutions (v2 SIMT or v3 mma)
 
     @property
     def step_seconds(self) -> float:
@@ -57,7 +58,7 @@ def check_batch(batch: int) -> None:
 
 
 def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h100", blocks="sample",
-                 seed: int = 0) -> StepProfile:
+                 seed: int = 0, precision: str = "fp32") -> StepProfile:
     from minicnn.backends import get_device
     from minicnn.models import get_spec
 
@@ -70,7 +71,7 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
     notes = []
     with np.errstate(all="ignore"):  # skipped launches leave garbage that NumPy glue then touches
         recorder = Recorder(execute="skip" if device == "emu" else "run", zero_fill=device == "emu")
-        step = _Step(spec, batch, recorder.device(device), seed)
+        step = _Step(spec, batch, recorder.device(device, precision), seed)
         step()  # warm-up: compiles the kernels
         host_seconds = _timed_step(step, recorder)
         allocations, copies = recorder.allocations, recorder.host_to_device
@@ -78,7 +79,7 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
             launches = _counted_launches(step, recorder, blocks)
         else:
             emu_recorder = Recorder(execute="skip", zero_fill=True)
-            emu_step = _Step(spec, batch, emu_recorder.device("emu"), seed)
+            emu_step = _Step(spec, batch, emu_recorder.device("emu", precision), seed)
             emu_step()  # compiles the emulator's kernels outside the counted step
             launches = _counted_launches(emu_step, emu_recorder, blocks)
             _attach_timings(launches, _gpu_timed_launches(step, recorder))
@@ -88,7 +89,7 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
         notes.append("host time: the step's Python side with every launch skipped (the emulator "
                      "only runs sampled blocks, so timing it would say nothing about a GPU)")
     return StepProfile(spec.name, batch, device, target, launches, estimates, facts, host_seconds,
-                       allocations, copies, notes)
+                       allocations, copies, notes, precision)
 
 
 class _Step:

@@ -77,3 +77,17 @@ __global__ void mma_missing_lane(float* d) {
     mma_tf32_m16n8k8(acc, a, b);
     d[threadIdx.x] = acc[0];
 }
+
+// Seeded bug: a fragment register left unwritten. forget: 0 fills every register; 1 skips A's
+// a3 in lanes 16..31 (an off-by-half-warp loop); 2 never initializes the accumulators.
+__global__ void mma_unwritten_register(float* d, int forget) {
+    unsigned a[4], b[2];
+    float acc[4];
+    for (int r = 0; r < 4; ++r)
+        if (!(forget == 1 && r == 3 && threadIdx.x >= 16)) a[r] = tf32_bits(1.0f);
+    for (int r = 0; r < 2; ++r) b[r] = tf32_bits(1.0f);
+    if (forget != 2)
+        for (int r = 0; r < 4; ++r) acc[r] = 0.0f;
+    mma_tf32_m16n8k8(acc, a, b);
+    d[threadIdx.x] = acc[0];
+}
