@@ -12,11 +12,12 @@ the loops of load_tile run once per loaded element group, the rest once per K st
     trips = (elements this thread stores to shared memory per K step) / (STS or LDGSTS per iteration)
 
 (an estimate from static code: a loop's remainder iterations are counted at the body's rate).
-The table gives warp instructions per 64 x 64 x 16 block step (131,072 flops), by kind.
+The table gives warp instructions per block step (64 x 64 x 16, 131,072 flops, unless the label
+names another v2 tile shape of gemm.cu's SIMT_SHAPES), by kind.
 
 --step vgg_like adds an issue-bound estimate of the network's convolution time per training
 step (forward, backward-data but for the first layer, backward-weight) at --batch: block steps
-per pass times the warp instructions of one, spread over 4 schedulers per SM issuing one warp
+per pass (v2 on the tile shape the launcher picks for it) times the warp instructions of one, spread over 4 schedulers per SM issuing one warp
 instruction per clock (--sms, --clock-ghz: an H100 SXM by default), or the mma pipe's one
 m16n8k8 TF32 / m16n8k16 BF16 per SM per clock if that is slower. Memory stalls are ignored,
 so it is a lower bound on each version's time, for comparing versions, not a prediction.
@@ -25,6 +26,7 @@ No GPU is needed; nothing here is timed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import shutil
@@ -34,7 +36,8 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from minicnn.backends.kernel_facts import KERNELS_DIR, TiledProduct, source_constants, tiled_products
+from minicnn.backends.kernel_facts import (CONV_PASSES, KERNELS_DIR, TiledProduct, best_tile, cdiv, simt_products,
+                                           source_constants, tiled_products)
 
 INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
 KINDS = {  # first matching prefix wins
@@ -50,12 +53,12 @@ SHOWN = [
     ("gemm v2 fp32 (NN)", "gemm.cu", "gemm_v2<float, false, false>", "fp32"),
     ("gemm v3 tf32 (NN)", "gemm.cu", "gemm_v3<Mma::TF32, false, false>", "tf32"),
     ("gemm v3 bf16 (NN)", "gemm.cu", "gemm_v3<Mma::BF16, false, false>", "bf16"),
-    ("conv fwd v2 fp32", "conv.cu", "conv2d_forward<float>", "fp32"),
+    ("conv fwd v2 fp32", "conv.cu", "conv2d_forward<float, SimtTile<64, 64, 256>>", "fp32"),
     ("conv fwd v3 tf32", "conv.cu", "conv2d_forward<float, MmaTile<Mma::TF32>>", "tf32"),
     ("conv fwd v3 bf16", "conv.cu", "conv2d_forward<float, MmaTile<Mma::BF16>>", "bf16"),
-    ("conv bwd-data v2 fp32", "conv.cu", "conv2d_backward_data<float>", "fp32"),
+    ("conv bwd-data v2 fp32", "conv.cu", "conv2d_backward_data<float, SimtTile<64, 64, 256>>", "fp32"),
     ("conv bwd-data v3 tf32", "conv.cu", "conv2d_backward_data<float, MmaTile<Mma::TF32>>", "tf32"),
-    ("conv bwd-weight v2 fp32", "conv.cu", "conv2d_backward_weight<float>", "fp32"),
+    ("conv bwd-weight v2 fp32", "conv.cu", "conv2d_backward_weight<float, SimtTile<64, 64, 256>>", "fp32"),
     ("conv bwd-weight v3 tf32", "conv.cu", "conv2d_backward_weight<float, MmaTile<Mma::TF32>>", "tf32"),
 ]
 
@@ -136,16 +139,23 @@ def demangled_match(mangled: dict, expression: str) -> str:
 PASSES = {"forward": "conv fwd", "backward-data": "conv bwd-data", "backward-weight": "conv bwd-weight"}
 
 
-def conv_block_steps(c: int, f: int, size: int, batch: int, tile: TiledProduct) -> dict[str, int]:
-    """64 x 64 x 16 block steps of each pass of a 3x3 'same' conv, C -> F channels."""
+def conv_products(c: int, f: int, size: int, batch: int) -> dict[str, tuple[int, int, int]]:
+    """(rows, cols, depth) of each pass of a 3x3 'same' conv, C -> F channels."""
     pixels, taps = batch * size * size, 9
-    steps = lambda rows, cols, depth: (-(-rows // tile.tile_m) * -(-cols // tile.tile_n)  # noqa: E731
-                                       * -(-depth // tile.tile_k))
-    return {"forward": steps(f, pixels, c * taps), "backward-data": steps(c, pixels, f * taps),
-            "backward-weight": steps(f, c * taps, pixels)}
+    return {"forward": (f, pixels, c * taps), "backward-data": (c, pixels, f * taps),
+            "backward-weight": (f, c * taps, pixels)}
 
 
-def step_estimate(network: str, batch: int, per_step: dict[str, tuple[float, float]], products,
+def block_steps(tile: TiledProduct, rows: int, cols: int, depth: int) -> int:
+    return cdiv(rows, tile.tile_m) * cdiv(cols, tile.tile_n) * cdiv(depth, tile.tile_k)
+
+
+def shape_label(label: str, tile: TiledProduct) -> str:
+    """A v2 row's label, naming its tile shape unless it is the default 64 x 64."""
+    return label if (tile.tile_m, tile.tile_n) == (64, 64) else f"{label} {tile.tile_m}x{tile.tile_n}"
+
+
+def step_estimate(network: str, batch: int, per_step: dict[str, tuple[float, float]], products, simt,
                   sms: int, clock_hz: float) -> None:
     """Prints the issue-bound conv time of one training step per version (see the docstring)."""
     sys.path.insert(0, str(Path(__file__).parent))
@@ -158,10 +168,12 @@ def step_estimate(network: str, batch: int, per_step: dict[str, tuple[float, flo
             continue
         clocks = 0.0
         for index, (c, f, size) in enumerate(convs):
-            for name, steps in conv_block_steps(c, f, size, batch, products[precision]).items():
+            for name, (rows, cols, depth) in conv_products(c, f, size, batch).items():
                 if name == "backward-data" and index == 0:
                     continue  # no gradient for the input images
-                label = f"{PASSES[name]} {version}"
+                tile = best_tile(simt, rows, cols) if precision == "fp32" else products[precision]
+                steps = block_steps(tile, rows, cols, depth)
+                label = shape_label(f"{PASSES[name]} {version}", tile)
                 if label not in per_step:  # bf16 backward passes: the tf32 loop with half the mma
                     label = f"{PASSES[name]} v3 tf32"
                 warp_instructions, mma = per_step[label]
@@ -183,29 +195,38 @@ def main() -> None:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} not found on PATH (see this script's docstring)")
     constants = source_constants(args.kernels_dir / "gemm.cu")
-    products = (tiled_products(args.kernels_dir) if "MMA_THREADS" in constants else  # sources before v3
-                {"fp32": TiledProduct(constants["GEMM_THREADS"], constants["TILE_M"], constants["TILE_N"],
-                                      constants["TILE_K"])})
+    shaped = "SIMT_SHAPES" in (args.kernels_dir / "gemm.cu").read_text()  # sources with v2 tile shapes
+    if shaped:
+        products, simt = tiled_products(args.kernels_dir), simt_products(args.kernels_dir)
+    else:  # older sources: one 64 x 64 v2 tile, v3 if present
+        default = TiledProduct(constants["GEMM_THREADS"], constants["TILE_M"], constants["TILE_N"], constants["TILE_K"])
+        products, simt = {"fp32": default}, [default]
+        if "MMA_THREADS" in constants:
+            mma = dataclasses.replace(default, threads=constants["MMA_THREADS"])
+            products.update({"tf32": mma, "bf16": mma})
+    shown = [(label, source, expression if shaped else re.sub(r", SimtTile<[^>]*>", "", expression),
+              products.get(precision)) for label, source, expression, precision in SHOWN]
+    shown += [(shape_label(f"{PASSES[name]} v2 fp32", tile), "conv.cu", f"{kernel}<float, {tile.policy}>", tile)
+              for tile in simt[1:] for name, kernel in zip(PASSES, CONV_PASSES)]
     with tempfile.TemporaryDirectory() as tmp:
         code = {}
         for source in ("gemm.cu", "conv.cu"):
             text = (args.kernels_dir / source).read_text()  # older sources lack v3: skip what is absent
-            listed = [e for _, s, e, _ in SHOWN if s == source and ("Mma" not in e or "enum class Mma" in text
+            listed = [e for _, s, e, _ in shown if s == source and ("Mma" not in e or "enum class Mma" in text
                                                                    or "gemm.cu" in text and "Mma" in text)]
             code[source] = functions(compile_cubin(args.kernels_dir, source, listed, args.arch, Path(tmp)))
     kinds = list(KINDS) + ["other"]
     per_step = {}  # label -> (warp instructions, mma) per block step
-    print(f"{'kernel':<26}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}")
-    for label, source, expression, precision in SHOWN:
-        if precision not in products:
-            print(f"{label:<26} (not in these sources)")
+    print(f"{'kernel':<32}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}")
+    for label, source, expression, product in shown:
+        if product is None:
+            print(f"{label:<32} (not in these sources)")
             continue
-        product = products[precision]
         available = code[source]
         try:
             mangled = demangled_match(available, expression)
         except SystemExit:
-            print(f"{label:<26} (not in these sources)")
+            print(f"{label:<32} (not in these sources)")
             continue
         stores = (product.tile_m + product.tile_n) * product.tile_k // product.threads
         counts, _ = k_step_counts(available[mangled], stores)
@@ -213,11 +234,12 @@ def main() -> None:
         row = [counts[k] * warps for k in kinds]
         total = sum(row)
         per_step[label] = (total, counts["mma"] * warps)
-        print(f"{label:<26}{product.threads:>8}" + "".join(f"{v:>11.0f}" for v in row) +
+        print(f"{label:<32}{product.threads:>8}" + "".join(f"{v:>11.0f}" for v in row) +
               f"{total:>9.0f}{100 * row[0] / total:>7.1f}%")
-    print(f"\nwarp instructions per 64 x 64 x 16 block step ({os.path.basename(str(args.kernels_dir))}, {args.arch})")
+    print(f"\nwarp instructions per block step, 64 x 64 x 16 unless labelled "
+          f"({os.path.basename(str(args.kernels_dir))}, {args.arch})")
     if args.step:
-        step_estimate(args.step, args.batch, per_step, products, args.sms, args.clock_ghz * 1e9)
+        step_estimate(args.step, args.batch, per_step, products, simt, args.sms, args.clock_ghz * 1e9)
 
 
 if __name__ == "__main__":

@@ -20,11 +20,13 @@
 // (c, i, j) comes from a per-layer table of taps (offset, i, j) built by Python. What remains
 // is, for backward-data with stride 2, zeros fed through the multiply.
 //
-// Thread layout and versions: each pass is templated on gemm.cu's block loop, SimtTile (v2:
-// 256 threads, FP32 or FP64 FMAs) or MmaTile<Mma::TF32 / BF16> (v3: 128 threads, tensor
-// cores, cp.async double buffering); both compute 64 x 64 tiles of the product on a grid
-// (ceil(cols / 64), ceil(rows / 64), splits). Backward-weight has a long K (N*Ho*Wo) and a
-// small output, so it splits K over blockIdx.z into partial sums added by sum_splits.
+// Thread layout and versions: each pass is templated on gemm.cu's block loop, SimtTile<ROWS,
+// COLS, THREADS> (v2: FP32 or FP64 FMAs, the tile shape chosen per layer from gemm.cu's
+// SIMT_SHAPES) or MmaTile<Mma::TF32 / BF16> (v3: 128 threads, 64 x 64, tensor cores); both
+// double-buffer their shared tiles with cp.async. The grid is (ceil(cols / tile cols),
+// ceil(rows / tile rows), splits): when the output has too few tiles to fill the GPU (the
+// long K of backward-weight, the small images of the last layers at a small batch), every pass
+// splits K over blockIdx.z into partial sums (splits, output) added by sum_splits.
 #include "gemm.cu"
 
 // x, dy etc. as (N, R, P) arrays viewed as an R x (N*P) matrix: row r, column (n, p).
@@ -59,6 +61,16 @@ struct ConvShape {
 // an im2col matrix (or (f, i, j) of dY_col) has taps[2k] = the offset of its element from the
 // pixel's window origin and taps[2k + 1] = i << 16 | j. Built once per layer shape by
 // kernel_facts.conv_taps; a warp's threads read the same k, so it is one broadcast load.
+// read_tap fetches both words as one 8-byte load, by every thread that reaches the row (also
+// those that then find padding), so a warp's taps are one load instruction.
+struct Tap {
+    int offset, cell;
+};
+__device__ __forceinline__ Tap read_tap(const int* taps, int k) {
+    const long long both = reinterpret_cast<const long long*>(taps)[k];  // little-endian: offset first
+    return {int(both & 0xffffffff), int(both >> 32)};
+}
+
 struct PixelWindow {  // one pixel's view of the input: where its window starts
     long long base;   // offset of the window origin (h0, w0) in the array, for channel 0
     int h0, w0;       // may be negative (padding)
@@ -80,9 +92,10 @@ struct Im2colOperand {
         return {(long long)n * s.C * s.H * s.W + (long long)h0 * s.W + w0, h0, w0};
     }
     __device__ const T* address(const PixelWindow& p, int k) const {
-        const int ij = taps[2 * k + 1], h = p.h0 + (ij >> 16), w = p.w0 + (ij & 0xffff);
+        const Tap tap = read_tap(taps, k);
+        const int h = p.h0 + (tap.cell >> 16), w = p.w0 + (tap.cell & 0xffff);
         if ((unsigned)h >= (unsigned)s.H || (unsigned)w >= (unsigned)s.W) return nullptr;  // zero padding
-        return x + p.base + taps[2 * k];
+        return x + p.base + tap.offset;
     }
 };
 
@@ -108,43 +121,52 @@ struct Col2imOperand {
         return {(long long)n * s.F * s.Ho * s.Wo, h / s.sh, h % s.sh, w / s.sw, w % s.sw};
     }
     __device__ const T* address(const OutputWindow& p, int r) const {
-        const int q = taps[2 * r + 1];
+        const Tap tap = read_tap(taps, r);
+        const int q = tap.cell;
         if ((q >> 16 & 255) != p.rh || (q & 255) != p.rw) return nullptr;  // not a multiple of the stride
         const int ho = p.qh - (q >> 24), wo = p.qw - (q >> 8 & 255);
         if ((unsigned)ho >= (unsigned)s.Ho || (unsigned)wo >= (unsigned)s.Wo) return nullptr;
-        return dy + p.base + taps[2 * r] + (long long)ho * s.Wo + wo;
+        return dy + p.base + tap.offset + (long long)ho * s.Wo + wo;
     }
 };
 
-// Each pass is one product run by a Tile policy of gemm.cu: SimtTile (v2, float or double,
-// 256 threads) or MmaTile<Mma::TF32 / BF16> (v3, float, 128 threads). Both take 64 x 64 tiles.
+// Each pass is one product run by a Tile policy of gemm.cu: SimtTile<...> (v2, float or
+// double) or MmaTile<Mma::TF32 / BF16> (v3, float). Every pass takes k_chunk, the length of
+// K each blockIdx.z slice sums (the whole K when there is one slice).
 #define CONV_SHARED_TILES(T, Tile)                  \
     __shared__ __align__(16) T a_tile[Tile::A_SIZE]; \
     __shared__ __align__(16) T b_tile[Tile::B_SIZE]
 
-// y: (N, F, Ho, Wo) = conv(x: (N, C, H, W), w: (F, C, kH, kW)) + bias: (F,).
-// Grid (ceil(N*Ho*Wo / 64), ceil(F / 64)).
-template <typename T, typename Tile = SimtTile>
+// y_partial: (splits, N, F, Ho, Wo), slice z = conv(x: (N, C, H, W), w: (F, C, kH, kW)) summed
+// over the rows (c, i, j) in slice z of K = C*kH*kW, + bias: (F,) in slice 0 only; with one
+// split that is y. Grid (ceil(N*Ho*Wo / cols), ceil(F / rows), splits).
+template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
-conv2d_forward(T* y, const T* x, const T* w, const T* bias, const int* x_taps, int N, int C, int H,
-               int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
+conv2d_forward(T* y_partial, const T* x, const T* w, const T* bias, const int* x_taps, int N, int C,
+               int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo,
+               int k_chunk) {
     CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    const int K = C * kh * kw;
+    const int K = C * kh * kw, k_begin = blockIdx.z * k_chunk;
+    T* y = y_partial + (long long)blockIdx.z * N * F * Ho * Wo;
     Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, x_taps, s},
-              BatchedRowsOutput<T>{y, bias, F, Ho * Wo}, F, N * Ho * Wo, 0, K, a_tile, b_tile);
+              BatchedRowsOutput<T>{y, blockIdx.z == 0 ? bias : nullptr, F, Ho * Wo}, F, N * Ho * Wo,
+              k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
 
-// dx: (N, C, H, W) from dy: (N, F, Ho, Wo) and w. Grid (ceil(N*H*W / 64), ceil(C / 64)).
-template <typename T, typename Tile = SimtTile>
+// dx_partial: (splits, N, C, H, W) from dy: (N, F, Ho, Wo) and w, slice z summing the rows
+// (f, i, j) in its slice of K = F*kH*kW. Grid (ceil(N*H*W / cols), ceil(C / rows), splits).
+template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
-conv2d_backward_data(T* dx, const T* dy, const T* w, const int* dy_taps, int N, int C, int H, int W,
-                     int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo) {
+conv2d_backward_data(T* dx_partial, const T* dy, const T* w, const int* dy_taps, int N, int C, int H,
+                     int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo,
+                     int k_chunk) {
     CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
+    const int K = F * kh * kw, k_begin = blockIdx.z * k_chunk;
     Tile::run(BatchedRows<T>{w, C, kh * kw}, Col2imOperand<T>{dy, dy_taps, s},
-              BatchedRowsOutput<T>{dx, nullptr, C, H * W}, C, N * H * W, 0, F * kh * kw,
-              a_tile, b_tile);
+              BatchedRowsOutput<T>{dx_partial + (long long)blockIdx.z * N * C * H * W, nullptr, C, H * W},
+              C, N * H * W, k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
 
 // One block's tile of slice z = blockIdx.z of dw_partial: (splits, F, C*kH*kW), the sum over
@@ -153,17 +175,15 @@ template <typename T, typename Tile>
 __device__ void conv2d_backward_weight_slice(T* dw_partial, const T* dy, const T* x,
                                              const int* x_taps, const ConvShape& s, int k_chunk,
                                              T* a_tile, T* b_tile) {
-    const int K = s.N * s.Ho * s.Wo, cols = s.C * s.kh * s.kw;
-    const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
+    const int K = s.N * s.Ho * s.Wo, cols = s.C * s.kh * s.kw, k_begin = blockIdx.z * k_chunk;
     Tile::run(BatchedRows<T>{dy, s.F, s.Ho * s.Wo}, Im2colOperand<T, true>{x, x_taps, s},
               RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * s.F * cols, cols}, s.F, cols,
-              k_begin, k_end, a_tile, b_tile);
+              k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
 
 // dw_partial: (splits, F, C*kH*kW), slice z summing the pixels (n, ho, wo) in
-// [z * k_chunk, (z + 1) * k_chunk). Grid (ceil(C*kH*kW / 64), ceil(F / 64), splits).
-template <typename T, typename Tile = SimtTile>
+// [z * k_chunk, (z + 1) * k_chunk). Grid (ceil(C*kH*kW / cols), ceil(F / rows), splits).
+template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
 conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, const int* x_taps, int N, int C,
                        int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,
@@ -175,7 +195,7 @@ conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, const int* x_taps
 
 // conv2d_backward_weight with its split-K slices added in the same launch (gemm.cu's
 // add_splits_when_last, bit for bit sum_splits): dw: (F, C*kH*kW), dw_partial: scratch.
-template <typename T, typename Tile = SimtTile>
+template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
 conv2d_backward_weight_split_k(T* dw, T* dw_partial, unsigned* arrivals, const T* dy, const T* x,
                                const int* x_taps, int N, int C, int H, int W, int F, int kh, int kw,
@@ -183,7 +203,7 @@ conv2d_backward_weight_split_k(T* dw, T* dw_partial, unsigned* arrivals, const T
     CONV_SHARED_TILES(T, Tile);
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
     conv2d_backward_weight_slice<T, Tile>(dw_partial, dy, x, x_taps, s, k_chunk, a_tile, b_tile);
-    add_splits_when_last(dw, dw_partial, arrivals, F, C * kh * kw);
+    add_splits_when_last<Tile>(dw, dw_partial, arrivals, F, C * kh * kw);
 }
 
 // ---------------------------------------------------------------------------- conv -> ReLU
@@ -202,7 +222,7 @@ struct BatchedRowsReluOutput {
 };
 
 // y: (N, F, Ho, Wo) = max(conv(x, w) + bias, 0). Grid as conv2d_forward.
-template <typename T, typename Tile = SimtTile>
+template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
 conv2d_relu_forward(T* y, const T* x, const T* w, const T* bias, const int* x_taps, int N, int C,
                     int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,

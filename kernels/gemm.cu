@@ -11,18 +11,27 @@
 //            at a few percent of peak. It is here to read, and as the baseline.
 //   gemm_v2  shared-memory tiling + register blocking. A block of 256 threads owns a
 //            64 x 64 tile of C. It walks K in steps of 16: the 64 x 16 slab of A and the
-//            16 x 64 slab of B are copied into shared memory once (coalesced, zero-filled
-//            past the edges), then each thread computes a 4 x 4 patch of C from registers:
-//            per k it reads 4 values of A and 4 of B and does 16 fused multiply-adds, so
-//            every shared-memory load feeds 2 FMAs instead of 1/2 in v1's global loads.
-//            Thread (tx, ty) = (t % 16, t / 16) owns rows ty + 16 i and columns tx + 16 j
-//            (i, j < 4): strided, not contiguous, so a warp reads 16 consecutive B values
-//            (no bank conflicts), A values are broadcasts, and the final stores of C are
-//            coalesced along rows.
+//            16 x 64 slab of B are copied into shared memory (coalesced, zero-filled past the
+//            edges), then each thread computes a 4 x 4 patch of C from registers: per k it
+//            reads 4 values of A and 4 of B and does 16 fused multiply-adds.
+//            Thread (tx, ty) = (t % 16, t / 16) owns the contiguous rows 4 ty .. 4 ty + 3 and
+//            columns 4 tx .. 4 tx + 3, so its 4 values of A (or B) per k are one 16-byte
+//            shared load (float4; two for double): 2 loads feed 16 FMAs. Rows of the shared
+//            tiles are padded by 4 to keep them 16-byte aligned. A warp's B loads are 16
+//            consecutive float4 (no bank conflicts), its A loads two broadcasts.
+//            Double buffering: two shared stages; the slabs of step k + 1 are copied while
+//            step k is multiplied, by cp.async on sm_80+ (no round trip through registers).
+//            C leaves through shared memory, one row of every patch at a time, so that
+//            consecutive threads store consecutive columns (coalesced).
+//            Tile shapes: besides 64 x 64, 32 x 128 / 128 x 32 (256 threads) and 32 x 32 (64
+//            threads), listed in SIMT_SHAPES; per product the launchers keep 64 x 64 unless
+//            it would waste more than an eighth of its cells, then take the shape computing
+//            the fewest padding cells (a 32-channel layer fills 32 x 128 tiles, not half of
+//            a 64 x 64 one; kernel_facts.best_tile).
 //            Split-K: when C has too few tiles to fill the GPU (dW = dY^T X: small M x N,
-//            K = batch * pixels), blockIdx.z takes a slice of K and writes its own partial C;
-//            sum_splits then adds the slices in a fixed order. No atomics, so results are
-//            bitwise reproducible from run to run.
+//            K = batch * pixels; the 4 x 4 layers of a small batch), blockIdx.z takes a slice of
+//            K and writes its own partial C; sum_splits then adds the slices in a fixed order.
+//            No atomics, so results are bitwise reproducible from run to run.
 //   gemm_v3  tensor cores (float only; --precision tf32 or bf16): the same 64 x 64 tiles and
 //            split-K, 128 threads, mma.sync with FP32 accumulators, and the slabs of the next
 //            K step copied by cp.async while this one is multiplied (see the v3 section).
@@ -37,12 +46,21 @@
 constexpr int TILE_M = 64, TILE_N = 64, TILE_K = 16;
 constexpr int GEMM_THREADS = 256;                // 16 x 16 threads, each a 4 x 4 patch
 constexpr int PATCH = 4;                         // TILE_M / 16 == TILE_N / 16
-constexpr int TILE_PAD = 1;                      // one spare column avoids bank conflicts
-constexpr int A_TILE_SIZE = TILE_K * (TILE_M + TILE_PAD);
-constexpr int B_TILE_SIZE = TILE_K * (TILE_N + TILE_PAD);
+constexpr int TILE_PAD = 4;                      // keeps the rows of v2's shared tiles 16-byte aligned
+constexpr int SIMT_STAGES = 2;                   // v2's double buffering
+// v2's tile shapes {rows, cols, threads} of C per block (SimtTile); the launchers choose among
+// them per product (kernel_facts.simt_products). Each thread computes a PATCH x PATCH patch.
+constexpr int SIMT_SHAPES[][3] = {{TILE_M, TILE_N, GEMM_THREADS}, {32, 128, 256}, {128, 32, 256}, {32, 32, 64}};
 // minicnn/backends/kernel_facts.py reads the integer constants above to size grids.
 static_assert(TILE_M == 16 * PATCH && TILE_N == 16 * PATCH && GEMM_THREADS == 16 * 16,
-              "v2: 16 x 16 threads, each owning a PATCH x PATCH strided patch of the tile");
+              "v2: 16 x 16 threads, each owning a PATCH x PATCH patch of the tile");
+
+// cp.async exists from sm_80 on (and in the emulator); older GPUs load v2's stages synchronously.
+#if defined(MINICNN_EMULATOR) || (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800)
+constexpr bool SIMT_CP_ASYNC = true;
+#else
+constexpr bool SIMT_CP_ASYNC = false;
+#endif
 
 // Operands. The tile loader reads an operand, a rows x cols matrix, element by element.
 // contiguous_cols says which index walks memory with stride 1 (columns, or rows if false);
@@ -96,39 +114,107 @@ __device__ void load_tile(const Operand& op, int row0, int col0, int row_end, in
     }
 }
 
-// One block's 64 x 64 tile of C = A @ B over k in [k_begin, k_end); A: M x K, B: K x N.
-// a_tile / b_tile: the kernel's __shared__ arrays of A_TILE_SIZE / B_TILE_SIZE elements.
-template <typename T, typename OperandA, typename OperandB, typename Output>
+// PATCH consecutive values of a shared tile, read or written by vector instructions (one
+// 16-byte float4 for float; two for double: 16 bytes is the widest shared access).
+template <typename T>
+struct alignas(PATCH * sizeof(T) < 16 ? PATCH * sizeof(T) : 16) Fragment {
+    T v[PATCH];
+};
+
+// The K loop of a double-buffered block: load(stage, k0) starts filling shared stage 0 or 1
+// with the slabs at k0 (cp.async groups when ASYNC), multiply(stage) consumes a filled one.
+// The next stage is filled while this one is multiplied.
+template <bool ASYNC, typename Load, typename Multiply>
+__device__ __forceinline__ void double_buffered_k_loop(int k_begin, int k_end, const Load& load,
+                                                       const Multiply& multiply) {
+    if (k_begin < k_end) load(0, k_begin);
+    for (int k0 = k_begin, stage = 0; k0 < k_end; k0 += TILE_K, stage ^= 1) {
+        const bool more = k0 + TILE_K < k_end;
+        if (more) load(stage ^ 1, k0 + TILE_K);
+        if constexpr (ASYNC) {  // this stage's copies have landed; the next ones may still fly
+            if (more) cp_async_wait<1>();
+            else cp_async_wait<0>();
+        }
+        __syncthreads();  // ... for every thread's copies
+        multiply(stage);
+        __syncthreads();  // everyone is done reading this stage before it is refilled
+    }
+}
+
+// Writes each thread's PATCH x PATCH patch acc (rows PATCH ty + i, columns PATCH tx + j) to
+// out, staging one row i of every patch at a time in shared memory (ROWS / PATCH x COLS,
+// row stride COLS + TILE_PAD), so that consecutive threads store consecutive columns.
+template <int ROWS, int COLS, int THREADS, typename T, typename Output>
+__device__ void store_patches(const T (&acc)[PATCH][PATCH], const Output& out, int m0, int n0, int M,
+                              int N, T* staging) {
+    constexpr int STRIDE = COLS + TILE_PAD, CELLS = ROWS / PATCH * COLS;
+    const int tx = threadIdx.x % (COLS / PATCH), ty = threadIdx.x / (COLS / PATCH);
+#pragma unroll  // acc stays in registers only when every index is a constant
+    for (int i = 0; i < PATCH; ++i) {
+        Fragment<T> row;
+#pragma unroll
+        for (int j = 0; j < PATCH; ++j) row.v[j] = acc[i][j];
+        *reinterpret_cast<Fragment<T>*>(staging + ty * STRIDE + PATCH * tx) = row;
+        __syncthreads();
+        for (int cell = threadIdx.x; cell < CELLS; cell += THREADS) {
+            const int r = cell / COLS, c = cell % COLS, m = m0 + PATCH * r + i, n = n0 + c;
+            if (m < M && n < N) out(m, n, staging[r * STRIDE + c]);
+        }
+        __syncthreads();  // the row is out before the next one overwrites it
+    }
+}
+
+// One block's ROWS x COLS tile of C = A @ B over k in [k_begin, k_end); A: M x K, B: K x N.
+// a_tile / b_tile: the kernel's __shared__ arrays of SimtTile<ROWS, COLS, THREADS>::A_SIZE /
+// B_SIZE elements, 16-byte aligned.
+template <int ROWS, int COLS, int THREADS, typename T, typename OperandA, typename OperandB, typename Output>
 __device__ void gemm_tile(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
                           int k_begin, int k_end, T* a_tile, T* b_tile) {
-    const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    constexpr int A_STRIDE = ROWS + TILE_PAD, B_STRIDE = COLS + TILE_PAD;
+    constexpr int A_STAGE = TILE_K * A_STRIDE, B_STAGE = TILE_K * B_STRIDE;
+    const int m0 = blockIdx.y * ROWS, n0 = blockIdx.x * COLS;
+    const int tx = threadIdx.x % (COLS / PATCH), ty = threadIdx.x / (COLS / PATCH);
     T acc[PATCH][PATCH] = {};
-    for (int k0 = k_begin; k0 < k_end; k0 += TILE_K) {
-        // a_tile holds A^T (k-major) so that a thread's 4 rows sit in one shared-memory row.
-        load_tile<TILE_M, TILE_K>(a, m0, k0, M, k_end, a_tile, 1, TILE_M + TILE_PAD);
-        load_tile<TILE_K, TILE_N>(b, k0, n0, k_end, N, b_tile, TILE_N + TILE_PAD, 1);
-        __syncthreads();
+    auto load = [&](int stage, int k0) {
+        // a_tile holds A^T (k-major) so that a thread's PATCH rows are adjacent in shared memory.
+        load_tile<ROWS, TILE_K, THREADS, SIMT_CP_ASYNC>(a, m0, k0, M, k_end, a_tile + stage * A_STAGE, 1, A_STRIDE);
+        load_tile<TILE_K, COLS, THREADS, SIMT_CP_ASYNC>(b, k0, n0, k_end, N, b_tile + stage * B_STAGE, B_STRIDE, 1);
+        if constexpr (SIMT_CP_ASYNC) cp_async_commit();
+    };
+    auto multiply = [&](int stage) {
+        const T* a_mine = a_tile + stage * A_STAGE + PATCH * ty;
+        const T* b_mine = b_tile + stage * B_STAGE + PATCH * tx;
 #pragma unroll
         for (int k = 0; k < TILE_K; ++k) {
-            T a_reg[PATCH], b_reg[PATCH];
-#pragma unroll
-            for (int i = 0; i < PATCH; ++i) a_reg[i] = a_tile[k * (TILE_M + TILE_PAD) + ty + 16 * i];
-#pragma unroll
-            for (int j = 0; j < PATCH; ++j) b_reg[j] = b_tile[k * (TILE_N + TILE_PAD) + tx + 16 * j];
+            const Fragment<T> a_reg = *reinterpret_cast<const Fragment<T>*>(a_mine + k * A_STRIDE);
+            const Fragment<T> b_reg = *reinterpret_cast<const Fragment<T>*>(b_mine + k * B_STRIDE);
 #pragma unroll
             for (int i = 0; i < PATCH; ++i)
 #pragma unroll
-                for (int j = 0; j < PATCH; ++j) acc[i][j] += a_reg[i] * b_reg[j];
+                for (int j = 0; j < PATCH; ++j) acc[i][j] += a_reg.v[i] * b_reg.v[j];
         }
-        __syncthreads();  // everyone is done reading before the next slab overwrites the tiles
-    }
-    for (int i = 0; i < PATCH; ++i)
-        for (int j = 0; j < PATCH; ++j) {
-            const int m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-            if (m < M && n < N) out(m, n, acc[i][j]);
-        }
+    };
+    double_buffered_k_loop<SIMT_CP_ASYNC>(k_begin, k_end, load, multiply);
+    store_patches<ROWS, COLS, THREADS>(acc, out, m0, n0, M, N, b_tile);
 }
+
+// v2's block loop as a policy (see MmaTile for v3's): conv.cu writes each of its products
+// once, templated on the policy; THREADS and the shared tile sizes are its launch contract.
+template <int ROWS = TILE_M, int COLS = TILE_N, int BLOCK = GEMM_THREADS>
+struct SimtTile {
+    static_assert(ROWS * COLS == BLOCK * PATCH * PATCH && ROWS % PATCH == 0 && COLS % PATCH == 0,
+                  "v2: every thread owns one PATCH x PATCH patch of the tile");
+    static_assert(ROWS / PATCH * (COLS + TILE_PAD) <= SIMT_STAGES * TILE_K * (COLS + TILE_PAD),
+                  "store_patches stages a row of patches in b_tile");
+    static constexpr int THREADS = BLOCK, TILE_ROWS = ROWS, TILE_COLS = COLS;
+    static constexpr int A_SIZE = SIMT_STAGES * TILE_K * (ROWS + TILE_PAD);
+    static constexpr int B_SIZE = SIMT_STAGES * TILE_K * (COLS + TILE_PAD);
+    template <typename T, typename OperandA, typename OperandB, typename Output>
+    static __device__ void run(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
+                               int k_begin, int k_end, T* a_tile, T* b_tile) {
+        gemm_tile<ROWS, COLS, BLOCK>(a, b, out, M, N, k_begin, k_end, a_tile, b_tile);
+    }
+};
 
 // v1. Launch: block (16, 16), grid (ceil(N / 16), ceil(M / 16)). c: M x N.
 template <typename T, bool TRANS_A, bool TRANS_B>
@@ -149,13 +235,13 @@ __global__ void gemm_v1(T* c, const T* a, const T* b, int M, int N, int K) {
 template <typename T, bool TRANS_A, bool TRANS_B>
 __global__ void __launch_bounds__(GEMM_THREADS)
 gemm_v2(T* c, const T* a, const T* b, int M, int N, int K, int k_chunk) {
-    __shared__ T a_tile[A_TILE_SIZE];
-    __shared__ T b_tile[B_TILE_SIZE];
+    __shared__ __align__(16) T a_tile[SimtTile<>::A_SIZE];
+    __shared__ __align__(16) T b_tile[SimtTile<>::B_SIZE];
     const int k_begin = blockIdx.z * k_chunk;
     const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
-    gemm_tile(MatrixOperand<T, TRANS_A>{a, M, K}, MatrixOperand<T, TRANS_B>{b, K, N},
-              RowMajorOutput<T>{c + (long long)blockIdx.z * M * N, N}, M, N, k_begin, k_end,
-              a_tile, b_tile);
+    SimtTile<>::run(MatrixOperand<T, TRANS_A>{a, M, K}, MatrixOperand<T, TRANS_B>{b, K, N},
+                    RowMajorOutput<T>{c + (long long)blockIdx.z * M * N, N}, M, N, k_begin, k_end,
+                    a_tile, b_tile);
 }
 
 // out[i] = sum over s of partial[s * count + i], s ascending (fixed order: reproducible).
@@ -378,21 +464,13 @@ gemm_v3(float* c, const float* a, const float* b, int M, int N, int K, int k_chu
                      a_tile, b_tile);
 }
 
-// The block loops of v2 and v3 as interchangeable policies, so conv.cu writes each of its
+// v3's block loop as a policy interchangeable with SimtTile, so conv.cu writes each of its
 // products once: Tile::run computes one block's tile; THREADS and the shared tile sizes are
 // its launch contract.
-struct SimtTile {
-    static constexpr int THREADS = GEMM_THREADS, A_SIZE = A_TILE_SIZE, B_SIZE = B_TILE_SIZE;
-    template <typename T, typename OperandA, typename OperandB, typename Output>
-    static __device__ void run(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
-                               int k_begin, int k_end, T* a_tile, T* b_tile) {
-        gemm_tile(a, b, out, M, N, k_begin, k_end, a_tile, b_tile);
-    }
-};
-
 template <Mma P>
 struct MmaTile {
     static constexpr int THREADS = MMA_THREADS, A_SIZE = MMA_STAGES * MMA_TILE_SIZE, B_SIZE = A_SIZE;
+    static constexpr int TILE_ROWS = TILE_M, TILE_COLS = TILE_N;
     template <typename OperandA, typename OperandB, typename Output>  // float arrays only
     static __device__ void run(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
                                int k_begin, int k_end, float* a_tile, float* b_tile) {
@@ -401,6 +479,11 @@ struct MmaTile {
 };
 
 // ---------------------------------------------------------------------------- split-K in one launch
+// The slice of K that blockIdx.z sums: [z * k_chunk, min((z + 1) * k_chunk, K)).
+__device__ __forceinline__ int k_slice_end(int k_begin, int k_chunk, int K) {
+    return k_begin + k_chunk < K ? k_begin + k_chunk : K;
+}
+
 // Version 2 of split-K's sum: the block that computes the last slice of a tile to finish adds
 // the tile's `splits` partial slices, s ascending, exactly as sum_splits would, so the result is
 // bit for bit that of the two-launch version (product, then sum_splits) with one launch fewer.
@@ -409,7 +492,7 @@ struct MmaTile {
 // resets the counter and sums. Which block that is varies from run to run; what it adds, and in
 // which order, does not (reduce.cu's channel_reduce uses the same pattern).
 // arrivals: at least gridDim.x * gridDim.y zeroed counters owned by the launcher (left zero).
-template <typename T>
+template <typename Tile, typename T>
 __device__ void add_splits_when_last(T* c, const T* partial, unsigned* arrivals, int M, int N) {
     __shared__ int last;
     __threadfence();  // every thread's slice stores are visible before the block counts itself in
@@ -424,8 +507,9 @@ __device__ void add_splits_when_last(T* c, const T* partial, unsigned* arrivals,
     __threadfence();
     const volatile T* slices = partial;  // volatile: written by other blocks, not cached in L1
     const long long slice = (long long)M * N;
-    for (int e = threadIdx.x; e < TILE_M * TILE_N; e += blockDim.x) {
-        const int m = blockIdx.y * TILE_M + e / TILE_N, n = blockIdx.x * TILE_N + e % TILE_N;
+    constexpr int ROWS = Tile::TILE_ROWS, COLS = Tile::TILE_COLS;
+    for (int e = threadIdx.x; e < ROWS * COLS; e += blockDim.x) {
+        const int m = blockIdx.y * ROWS + e / COLS, n = blockIdx.x * COLS + e % COLS;
         if (m >= M || n >= N) continue;
         T sum = 0;
         for (int s = 0; s < (int)gridDim.z; ++s) sum += slices[s * slice + (long long)m * N + n];
@@ -435,18 +519,17 @@ __device__ void add_splits_when_last(T* c, const T* partial, unsigned* arrivals,
 
 // gemm_v2 (Tile = SimtTile) or gemm_v3 (MmaTile<P>, float) with the split-K sum in the same
 // launch: c: M x N, partial: splits x M x N scratch. Grid as v2 / v3 with splits > 1.
-template <typename T, bool TRANS_A, bool TRANS_B, typename Tile = SimtTile>
+template <typename T, bool TRANS_A, bool TRANS_B, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
 gemm_split_k(T* c, T* partial, unsigned* arrivals, const T* a, const T* b, int M, int N, int K,
              int k_chunk) {
     __shared__ __align__(16) T a_tile[Tile::A_SIZE];
     __shared__ __align__(16) T b_tile[Tile::B_SIZE];
     const int k_begin = blockIdx.z * k_chunk;
-    const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
     Tile::run(MatrixOperand<T, TRANS_A>{a, M, K}, MatrixOperand<T, TRANS_B>{b, K, N},
-              RowMajorOutput<T>{partial + (long long)blockIdx.z * M * N, N}, M, N, k_begin, k_end,
-              a_tile, b_tile);
-    add_splits_when_last(c, partial, arrivals, M, N);
+              RowMajorOutput<T>{partial + (long long)blockIdx.z * M * N, N}, M, N, k_begin,
+              k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
+    add_splits_when_last<Tile>(c, partial, arrivals, M, N);
 }
 
 // ---------------------------------------------------------------------------- bias in the epilogue
@@ -461,7 +544,7 @@ struct RowMajorBiasOutput {
 };
 
 // c: M x N = op(A) @ op(B) + bias (N,). Grid (ceil(N / 64), ceil(M / 64)).
-template <typename T, bool TRANS_A, bool TRANS_B, typename Tile = SimtTile>
+template <typename T, bool TRANS_A, bool TRANS_B, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
 gemm_bias(T* c, const T* a, const T* b, const T* bias, int M, int N, int K) {
     __shared__ __align__(16) T a_tile[Tile::A_SIZE];

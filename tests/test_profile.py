@@ -80,10 +80,10 @@ def test_ptxas_verbose_and_ptx_listings_are_parsed():
 def test_nvcc_reports_the_gemm_tiles_and_its_main_loop():
     facts = static_facts("gemm.cu", ["gemm_v2<float, false, false>", "sum_splits<float>"])
     gemm = facts["gemm_v2<float, false, false>"]
-    assert gemm.static_shared == 2 * 16 * 65 * 4  # a_tile + b_tile, padded rows
+    assert gemm.static_shared == 2 * 2 * 16 * 68 * 4  # two stages of a_tile + b_tile, rows padded to 68
     assert 0 < gemm.registers <= 255 and gemm.spill_stores == 0
-    # one 16-deep k-step unrolled: 16 * 4 * 4 FMAs from 16 * (4 + 4) shared loads
-    assert gemm.mix.loop["fp32 (fma/mul/add)"] == 256 and gemm.mix.loop["shared load"] == 128
+    # one 16-deep k-step unrolled: 16 * 4 * 4 FMAs from 16 * (1 + 1) float4 shared loads
+    assert gemm.mix.loop["fp32 (fma/mul/add)"] == 256 and gemm.mix.loop["shared load"] == 32
     assert facts["sum_splits<float>"].static_shared == 0
 
 
@@ -97,13 +97,14 @@ def tiny_step(device):
 
 
 TINY_LAUNCHES = [
-    "conv2d_relu_forward<float>", "gemm_bias<float, false, true>",                     # conv -> ReLU fused; linear
+    "conv2d_relu_forward<float, SimtTile<32, 128, 256>>",  # conv -> ReLU fused; 4 filters: a 32-row tile
+    "gemm_bias<float, false, true>",                                                   # linear
     "cross_entropy_forward_labels<float>", "sum_partials<float>",                      # loss
     "cross_entropy_backward_labels<float>",
     "gemm_v2<float, false, false>", "gemm_v2<float, true, false>",                     # linear dx, dw
     "channel_sums<float>",                                                             # linear db
     "relu_backward_channel_sums<float>",                                               # ReLU dx + conv db
-    "conv2d_backward_weight<float>",                                                   # no dx: x is data
+    "conv2d_backward_weight<float, SimtTile<32, 32, 64>>",                             # no dx: x is data
 ]
 
 

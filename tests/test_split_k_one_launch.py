@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from minicnn.backends.cuda import CudaKernels
+from minicnn.backends.kernel_facts import conv_kernel
 from minicnn.backends.recording import Recorder, RecordingRuntime
 
 
@@ -59,7 +60,8 @@ def test_conv_backward_weight_adds_its_slices_in_the_same_launch(emulated, preci
         kernels, lambda: kernels.conv2d_backward_weight(dy, x, (3, 3), (2, 2), (1, 1, 1, 1)))
     np.testing.assert_array_equal(one, two)
     assert one.shape == (70, 5, 3, 3)
-    assert one_names == [kernels._conv_kernel("conv2d_backward_weight_split_k", dtype)
+    tile = kernels._tile_for(dtype, 70, 5 * 3 * 3)  # dw: 70 filters x C*kH*kW
+    assert one_names == [conv_kernel("conv2d_backward_weight_split_k", tile)
                          .format(T="float" if dtype == np.float32 else "double")]
     assert len(two_names) == 2
 

@@ -57,7 +57,7 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
             precision = self._product_precision(a.dtype)
             return self._split_k_product("gemm.cu", gemm_kernel(precision, trans_a, trans_b),
                                          a.dtype, m, n, k, a, b, *i32(m, n, k),
-                                         one_launch=split_k_kernel("gemm", precision, trans_a,
+                                         one_launch=split_k_kernel(precision, trans_a,
                                                                    trans_b))
         name = f"gemm_v1<{{T}}, {str(bool(trans_a)).lower()}, {str(bool(trans_b)).lower()}>"
         c = self.xp.empty((m, n), a.dtype)
@@ -106,9 +106,6 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         ho, wo = conv_output_size(h, kh, sh, pt, pb), conv_output_size(w, kw, sw, pl, pr)
         return ConvShape(n, c, h, w, f, kh, kw, sh, sw, pt, pl, ho, wo)
 
-    def _conv_kernel(self, name, dtype):
-        return conv_kernel(name, self._product_precision(dtype))
-
     def _taps(self, s: ConvShape, of_x: bool):
         """conv_taps of this layer shape on the device, built once per shape."""
         key = (dataclasses.replace(s, N=1), of_x)  # the taps do not depend on the batch
@@ -118,39 +115,40 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
 
     def conv2d_forward(self, x, w, b, stride, pads):
         """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
-        return self._conv_forward("conv2d_forward", x, w, b, stride, pads)
+        x, s, args = self._conv_forward_args(x, w, b, stride, pads)
+        # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo), stored as (N, F, Ho, Wo),
+        # split along K when the grid is small (sum_splits adds the slices)
+        tile_kernel = functools.partial(conv_kernel, "conv2d_forward")  # instantiated per tile shape
+        return self._split_k_product("conv.cu", tile_kernel, x.dtype, s.F, s.N * s.Ho * s.Wo, s.patch,
+                                     *args, shape=s.y_shape)
 
-    def _conv_forward(self, name, x, w, b, stride, pads):
-        """conv.cu's forward pass `name`: conv2d_forward, or conv2d_relu_forward (ReLU epilogue)."""
+    def _conv_forward_args(self, x, w, b, stride, pads):
+        """(x, its ConvShape, the forward kernels' arguments after the output)."""
         x, w = self._float_arrays(x, w)
         s = self._conv_shape(x.shape, w.shape, stride, pads)
         bias = self.xp.zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
-        y = self.xp.empty(s.y_shape, x.dtype)
-        if y.size:  # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo)
-            self._tiled_launch("conv.cu", self._conv_kernel(name, x.dtype), x.dtype,
-                               s.F, s.N * s.Ho * s.Wo, (y, x, w, bias, self._taps(s, True), *i32(*s.ints())))
-        return y
+        return x, s, (x, w, bias, self._taps(s, True), *i32(*s.ints()))
 
     def conv2d_backward_data(self, dy, w, x_shape, stride, pads):
         """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W)."""
         dy, w = self._float_arrays(dy, w)
         s = self._conv_shape(x_shape, w.shape, stride, pads)
-        dx = self.xp.empty(s.x_shape, dy.dtype)
-        if dx.size:  # the product W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W)
-            self._tiled_launch("conv.cu", self._conv_kernel("conv2d_backward_data", dy.dtype),
-                               dy.dtype, s.C, s.N * s.H * s.W, (dx, dy, w, self._taps(s, False), *i32(*s.ints())))
-        return dx
+        # the product W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W), stored as (N, C, H, W)
+        tile_kernel = functools.partial(conv_kernel, "conv2d_backward_data")  # instantiated per tile shape
+        return self._split_k_product("conv.cu", tile_kernel, dy.dtype, s.C,
+                                     s.N * s.H * s.W, s.F * s.kh * s.kw, dy, w, self._taps(s, False),
+                                     *i32(*s.ints()), shape=s.x_shape)
 
     def conv2d_backward_weight(self, dy, x, kernel, stride, pads):
         """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW)."""
         dy, x = self._float_arrays(dy, x)
         f, (kh, kw) = dy.shape[1], kernel
         s = self._conv_shape(x.shape, (f, x.shape[1], kh, kw), stride, pads)
-        dw = self._split_k_product("conv.cu", self._conv_kernel("conv2d_backward_weight", x.dtype),
-                                   x.dtype, f, s.patch, s.N * s.Ho * s.Wo, dy, x, self._taps(s, True),
-                                   *i32(*s.ints()), one_launch=split_k_kernel(
-                                       "conv2d_backward_weight", self._product_precision(x.dtype)))
-        return dw.reshape(f, s.C, kh, kw)
+        tile_kernel = functools.partial(conv_kernel, "conv2d_backward_weight")  # instantiated per tile shape
+        return self._split_k_product("conv.cu", tile_kernel, x.dtype, f,
+                                     s.patch, s.N * s.Ho * s.Wo, dy, x, self._taps(s, True),
+                                     *i32(*s.ints()), shape=(f, s.C, kh, kw),
+                                     one_launch=functools.partial(conv_kernel, "conv2d_backward_weight_split_k"))
 
     # ------------------------------------------------------------------ pooling
 

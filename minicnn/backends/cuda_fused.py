@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from minicnn.backends.cuda_launch import cdiv, i32, uint64
+from minicnn.backends.kernel_facts import conv_kernel
 
 
 class StepCounter:
@@ -107,8 +108,15 @@ class FusedLaunches:
         return dx
 
     def conv2d_relu_forward(self, x, w, b, stride, pads):
-        """relu(conv2d_forward(x, w, b)): the bias and the ReLU in the product's epilogue."""
-        return self._conv_forward("conv2d_relu_forward", x, w, b, stride, pads)
+        """relu(conv2d_forward(x, w, b)): the bias and the ReLU in the product's epilogue, which
+        needs whole sums, so K is never split. x: (N, C, H, W) -> y: (N, F, Ho, Wo)."""
+        x, s, args = self._conv_forward_args(x, w, b, stride, pads)
+        y = self.xp.empty(s.y_shape, x.dtype)
+        if y.size:
+            product = self._tile_for(x.dtype, s.F, s.N * s.Ho * s.Wo)
+            self._tiled_launch("conv.cu", conv_kernel("conv2d_relu_forward", product), x.dtype, s.F,
+                               s.N * s.Ho * s.Wo, (y, *args), 1, product)
+        return y
 
     def relu_backward_bias_grad(self, dy, y):
         """(relu_backward(dy, y), the channel sums of it) in one pass: dy, y (N, C, ...)."""

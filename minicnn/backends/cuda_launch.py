@@ -14,20 +14,17 @@ import numpy as np
 
 from minicnn.backends import kernel_facts
 from minicnn.backends.kernel_facts import (KERNELS_DIR, MIN_SPLIT_K, TARGET_BLOCKS,  # noqa: F401
-                                           cdiv, conv_instantiations, conv_kernel,
-                                           gemm_instantiations, gemm_twin,
-                                           source_constants, split_k_instantiations,
-                                           tiled_products)
+                                           best_tile, cdiv, conv_instantiations, gemm_instantiations,
+                                           gemm_twin, simt_products, source_constants,
+                                           split_k_instantiations, tiled_products)
 from minicnn.backends.precision import PRECISIONS, check_precision
 from minicnn.backends.checks import conv_output_size  # noqa: F401 (the launchers' window size)
 
 # The instantiations each source provides; {T} is float or double.
 KERNELS = {
-    "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"] + split_k_instantiations("gemm")
+    "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"] + split_k_instantiations()
                + [gemm_twin("gemm_bias", p, False, True) for p in PRECISIONS],  # linear layers
-    "conv.cu": conv_instantiations() + ["sum_splits<{T}>"]
-               + split_k_instantiations("conv2d_backward_weight")
-               + [conv_kernel("conv2d_relu_forward", p) for p in PRECISIONS],
+    "conv.cu": conv_instantiations() + ["sum_splits<{T}>"],
     "reduce.cu": ["sum_partials<{T}>", "channel_sums<{T}>"],
     "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance", "moments")
                      for pre in ("false", "true")]
@@ -110,7 +107,11 @@ class KernelLauncher:
         self.xp = runtime.xp
         self.precision = check_precision(precision)
         # grids follow the tile sizes of the sources this runtime compiles
-        self.products = tiled_products(Path(getattr(runtime, "kernels_dir", KERNELS_DIR)))
+        kernels_dir = Path(getattr(runtime, "kernels_dir", KERNELS_DIR))
+        self.products = tiled_products(kernels_dir)
+        self.simt_products = simt_products(kernels_dir)  # the tile shapes convolutions choose from
+        # conv.cu's instantiations follow the SIMT_SHAPES of the sources this runtime compiles
+        self.instantiations = {**KERNELS, "conv.cu": conv_instantiations(kernels_dir) + ["sum_splits<{T}>"]}
         self._kernels: dict[tuple[str, str], object] = {}
         self._conv_taps: dict = {}  # conv.cu's per-layer tables (CudaKernels._taps)
 
@@ -123,7 +124,7 @@ class KernelLauncher:
             expression = expression.format(T=C_TYPES[dtype])
         key = (source, expression)
         if key not in self._kernels:
-            names = [name for e in KERNELS[source] for name in expand(e)]
+            names = [name for e in self.instantiations[source] for name in expand(e)]
             self._kernels[key] = self.runtime.module(source, names).get_function(expression)
         return self._kernels[key]
 
@@ -198,34 +199,50 @@ class KernelLauncher:
         """The precision a float32 product runs in; float64 always runs the exact SIMT loop."""
         return self.precision if np.dtype(dtype) == np.float32 else "fp32"
 
-    def _tiled_launch(self, source, expression, dtype, rows, cols, args, splits=1):
-        """One launch of a tiled product kernel of `dtype`'s precision: rows x cols output."""
-        product = self.products[self._product_precision(dtype)]
+    def _tile_for(self, dtype, rows: int, cols: int):
+        """The block loop of a rows x cols product of `dtype` with a per-shape choice of tile
+        (the SIMT loop's best_tile; the tensor-core loop has one shape)."""
+        precision = self._product_precision(dtype)
+        return best_tile(self.simt_products, rows, cols) if precision == "fp32" else self.products[precision]
+
+    def _tiled_launch(self, source, expression, dtype, rows, cols, args, splits=1, product=None):
+        """One launch of a tiled product kernel of `dtype`'s precision: rows x cols output;
+        product: its block loop (the precision's default one if None)."""
+        product = product or self.products[self._product_precision(dtype)]
         self._kernel(source, expression, dtype)(product.grid(rows, cols, splits),
                                                 (product.threads,), args)
 
-    def _split_k_product(self, source, expression, dtype, rows, cols, depth, *args,
+    def _split_k_product(self, source, kernel, dtype, rows, cols, depth, *args, shape=None,
                          one_launch=None):
         """rows x cols = a product over `depth`, split along depth when the output is small.
-
-        one_launch: the kernel's twin that adds the slices itself (kernel_facts.split_k_kernel),
-        used when split_k_in_one_launch is set; else a second launch (sum_splits) adds them."""
-        product = self.products[self._product_precision(dtype)]
+        The kernel writes (splits, rows * cols) partial sums; sum_splits adds them. kernel: its
+        expression, or, for kernels instantiated per tile shape (conv.cu), a function from the
+        tile _tile_for picks to the expression. shape: how the kernel lays the rows * cols
+        values out (default (rows, cols)), the result's shape. one_launch: the kernel's twin
+        that adds the slices itself (kernel_facts.split_k_kernel; a function of the tile when
+        kernel is), used when split_k_in_one_launch is set instead of the sum_splits launch."""
+        if callable(kernel):
+            product = self._tile_for(dtype, rows, cols)
+            expression, one_launch = kernel(product), one_launch and one_launch(product)
+        else:
+            product, expression = self.products[self._product_precision(dtype)], kernel
+        shape = shape or (rows, cols)
         splits, k_chunk = product.split(rows, cols, depth)
-        partial = self.xp.empty((splits, rows, cols), dtype)
+        partial = self.xp.empty(shape if splits == 1 else (splits, *shape), dtype)
         if partial.size == 0:
-            return partial.reshape(rows, cols)
+            return partial.reshape(shape)
         if splits > 1 and one_launch and self.split_k_in_one_launch:
-            out = self.xp.empty((rows, cols), dtype)
+            out = self.xp.empty(shape, dtype)
             tiles = math.prod(product.grid(rows, cols)[:2])
             self._tiled_launch(source, one_launch, dtype, rows, cols,
-                               (out, partial, self._arrivals(tiles), *args, *i32(k_chunk)), splits)
+                               (out, partial, self._arrivals(tiles), *args, *i32(k_chunk)), splits,
+                               product)
             return out
         self._tiled_launch(source, expression, dtype, rows, cols, (partial, *args, *i32(k_chunk)),
-                           splits)
+                           splits, product)
         if splits == 1:
-            return partial.reshape(rows, cols)
-        out = self.xp.empty((rows, cols), dtype)
+            return partial
+        out = self.xp.empty(shape, dtype)
         self._launch(source, "sum_splits<{T}>", dtype, out.size, out, partial,
                      *i32(out.size, splits))
         return out

@@ -1,10 +1,11 @@
 """What Python must know about the GEMM and convolution kernels, read from the kernels' sources.
 
-Tile sizes and thread counts are written once, as `constexpr int` in kernels/gemm.cu; this
-module parses them (source_constants), so a launcher cannot compute a grid for tiles the kernel
-does not use. Next to them: each product kernel's launch contract (TiledProduct: block size,
-output tile, grid, split-K), the instantiation names per precision, and ConvShape, the named
-twin of conv.cu's `struct ConvShape`.
+Tile sizes and thread counts are written once, as `constexpr int` in kernels/gemm.cu (v2's
+tile shapes in its SIMT_SHAPES table); this module parses them (source_constants,
+simt_products), so a launcher cannot compute a grid for tiles the kernel does not use. Next to
+them: each product kernel's launch contract (TiledProduct: block size, output tile, grid,
+split-K), the choice of tile per product (best_tile), the instantiation names per precision,
+and ConvShape, the named twin of conv.cu's `struct ConvShape`.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from minicnn.backends.precision import PRECISIONS
 KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
 _CONSTEXPR = re.compile(r"constexpr\s+int\s+([^;(]*);")
 _STRUCT = r"struct\s+{}\s*{{\s*int\s+([^;]*);\s*}};"
+_SIMT_SHAPES = re.compile(r"constexpr\s+int\s+SIMT_SHAPES\[\]\[3\]\s*=\s*\{(.*?)\};", re.S)
 
 # Split-K aims for this many blocks: two per SM of a 132-SM H100, enough to fill any current
 # GPU. A constant, not a device query, so that the summation order (and thus the bits of the
@@ -30,6 +32,8 @@ MIN_SPLIT_K = 256  # at least this much K per split-K slice
 # The v3 block loop per tensor-core precision (gemm.cu's Mma enum and MmaTile policy).
 MMA_TYPES = {"tf32": "Mma::TF32", "bf16": "Mma::BF16"}
 CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+# Their fused and one-launch split-K twins (issue 12), instantiated on the same block loops.
+CONV_TWINS = ("conv2d_relu_forward", "conv2d_backward_weight_split_k")
 
 
 def source_constants(path: Path) -> dict[str, int]:
@@ -75,6 +79,7 @@ class TiledProduct:
     tile_m: int
     tile_n: int
     tile_k: int
+    policy: str = dataclasses.field(default="", compare=False)  # gemm.cu's C++ name of the loop
 
     def grid(self, rows: int, cols: int, splits: int = 1) -> tuple[int, int, int]:
         """(column tiles, row tiles, K slices): blockIdx.x walks columns, as the kernels expect."""
@@ -85,13 +90,47 @@ class TiledProduct:
         return split_k(cdiv(rows, self.tile_m) * cdiv(cols, self.tile_n), depth, self.tile_k)
 
 
+def simt_products(kernels_dir: Path = KERNELS_DIR) -> list[TiledProduct]:
+    """v2's tile shapes, gemm.cu's SIMT_SHAPES {rows, cols, threads}, as launch contracts of
+    SimtTile<rows, cols, threads>; the first is the default (gemm_v2's) 64 x 64."""
+    path = Path(kernels_dir) / "gemm.cu"
+    constants = source_constants(path)
+    table = _SIMT_SHAPES.search(path.read_text())
+    if table is None:
+        raise ValueError(f"{path} has no `constexpr int SIMT_SHAPES[][3] = {{...}};`")
+    products = []
+    for row in re.findall(r"\{([^{}]*)\}", table.group(1)):
+        rows, cols, threads = (constants[v] if v in constants else int(v) for v in map(str.strip, row.split(",")))
+        products.append(TiledProduct(threads, rows, cols, constants["TILE_K"],
+                                     policy=f"SimtTile<{rows}, {cols}, {threads}>"))
+    return products
+
+
+def padded_cells(product: TiledProduct, rows: int, cols: int) -> int:
+    """The cells of a rows x cols output that product's tiles compute, padding included."""
+    return cdiv(rows, product.tile_m) * product.tile_m * cdiv(cols, product.tile_n) * product.tile_n
+
+
+def best_tile(products: list[TiledProduct], rows: int, cols: int) -> TiledProduct:
+    """The tile for a rows x cols output: the first listed (the default 64 x 64, which reuses
+    each loaded value most) unless it would waste more than an eighth of its cells, then the
+    one computing the fewest padding cells (the first on a tie). The other shapes cost ~1.2-1.4x
+    the default's instructions per cell (benchmarks/sass_counts.py), so a tile 90% useful
+    stays."""
+    if padded_cells(products[0], rows, cols) * 7 <= rows * cols * 8:
+        return products[0]
+    return min(products, key=lambda p: padded_cells(p, rows, cols))
+
+
 def tiled_products(kernels_dir: Path = KERNELS_DIR) -> dict[str, TiledProduct]:
-    """precision -> the launch contract of its block loop, from gemm.cu's constants:
-    fp32 runs SimtTile (gemm_v2), tf32 and bf16 run MmaTile (gemm_v3)."""
+    """precision -> the launch contract of its default block loop, from gemm.cu's constants:
+    fp32 runs SimtTile (gemm_v2; convolutions choose among simt_products), tf32 and bf16 run
+    MmaTile (gemm_v3)."""
     c = source_constants(Path(kernels_dir) / "gemm.cu")
-    simt = TiledProduct(c["GEMM_THREADS"], c["TILE_M"], c["TILE_N"], c["TILE_K"])
-    mma = dataclasses.replace(simt, threads=c["MMA_THREADS"])
-    return {"fp32": simt, "tf32": mma, "bf16": mma}
+    simt = simt_products(kernels_dir)[0]
+    mma = {p: dataclasses.replace(simt, threads=c["MMA_THREADS"], policy=f"MmaTile<{MMA_TYPES[p]}>")
+           for p in MMA_TYPES}
+    return {"fp32": simt, **mma}
 
 
 def gemm_kernel(precision: str, trans_a: bool, trans_b: bool) -> str:
@@ -100,9 +139,12 @@ def gemm_kernel(precision: str, trans_a: bool, trans_b: bool) -> str:
     return f"gemm_v2<{{T}}, {flags}>" if precision == "fp32" else f"gemm_v3<{MMA_TYPES[precision]}, {flags}>"
 
 
-def conv_kernel(name: str, precision: str) -> str:
-    """conv.cu's pass `name` with the block loop of `precision` (SimtTile is the default)."""
-    return f"{name}<{{T}}>" if precision == "fp32" else f"{name}<float, MmaTile<{MMA_TYPES[precision]}>>"
+def conv_kernel(name: str, product: TiledProduct) -> str:
+    """conv.cu's pass `name` run by `product`'s block loop: SimtTile for any float type {T},
+    MmaTile for float. Spelt out in full (also SimtTile's default arguments), as the compiled
+    symbol names it, so that `minicnn profile` finds its compiler facts."""
+    return f"{name}<{{T}}, {product.policy}>" if product.policy.startswith("Simt") else \
+        f"{name}<float, {product.policy}>"
 
 
 def gemm_instantiations() -> list[str]:
@@ -111,8 +153,10 @@ def gemm_instantiations() -> list[str]:
     return naive + [gemm_kernel(p, ta, tb) for p in PRECISIONS for ta, tb in flags]
 
 
-def conv_instantiations() -> list[str]:
-    return [conv_kernel(name, p) for p in PRECISIONS for name in CONV_PASSES]
+def conv_instantiations(kernels_dir: Path = KERNELS_DIR) -> list[str]:
+    """conv.cu's passes on every SIMT tile shape and tensor-core loop of kernels_dir's sources."""
+    tiles = simt_products(kernels_dir) + [p for name, p in tiled_products(kernels_dir).items() if name != "fp32"]
+    return [conv_kernel(name, p) for p in tiles for name in CONV_PASSES + CONV_TWINS]
 
 
 @dataclass(frozen=True)
@@ -171,11 +215,9 @@ def conv_taps(s: ConvShape, of_x: bool) -> np.ndarray:
 
 
 
-def split_k_kernel(product: str, precision: str, trans_a=False, trans_b=False) -> str:
-    """The one-launch split-K twin (its slices added by the last block) of gemm.cu's tiled GEMM
-    (product 'gemm') or of conv.cu's backward-weight (product 'conv2d_backward_weight')."""
-    if product == "conv2d_backward_weight":
-        return conv_kernel("conv2d_backward_weight_split_k", precision)
+def split_k_kernel(precision: str, trans_a=False, trans_b=False) -> str:
+    """The one-launch split-K twin (its slices added by the last block) of gemm.cu's tiled GEMM.
+    conv.cu's backward-weight twin is conv_kernel("conv2d_backward_weight_split_k", tile)."""
     return gemm_twin("gemm_split_k", precision, trans_a, trans_b)
 
 
@@ -188,8 +230,6 @@ def gemm_twin(name: str, precision: str, trans_a=False, trans_b=False) -> str:
     return f"{name}<float, {flags}, MmaTile<{MMA_TYPES[precision]}>>"
 
 
-def split_k_instantiations(product: str) -> list[str]:
+def split_k_instantiations() -> list[str]:
     flags = [(ta, tb) for ta in (False, True) for tb in (False, True)]
-    if product == "conv2d_backward_weight":
-        return [split_k_kernel(product, p) for p in PRECISIONS]
-    return [split_k_kernel(product, p, ta, tb) for p in PRECISIONS for ta, tb in flags]
+    return [split_k_kernel(p, ta, tb) for p in PRECISIONS for ta, tb in flags]
