@@ -9,9 +9,9 @@
 The step runs on minicnn.backends.recording's "dry" device (CudaKernels over DryRuntime),
 which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
 on any CPU (uninitialized arrays are never touched, so batch 512 needs little memory). The
-batch changes the count only through split-K: a weight gradient with a long sum over the
-batch is cut into slices, which the product's last block adds (unfused: one more launch,
-sum_splits). "array GB" adds up the
+batch changes the count only through split-K: a product with a small grid (a weight gradient's
+long sum over the batch, the last layers' small images) is cut into slices, which the product's
+last block adds (unfused: one more launch, sum_splits). "array GB" adds up the
 bytes of each launch's distinct array arguments (and of the arrays its pointer tables reach):
 a roofline-style estimate of the step's DRAM traffic that counts every array once per launch
 (tiled kernels re-read some inputs; caches absorb part of it). Not counted: the

@@ -26,7 +26,8 @@
 // double-buffer their shared tiles with cp.async. The grid is (ceil(cols / tile cols),
 // ceil(rows / tile rows), splits): when the output has too few tiles to fill the GPU (the
 // long K of backward-weight, the small images of the last layers at a small batch), every pass
-// splits K over blockIdx.z into partial sums (splits, output) added by sum_splits.
+// splits K over blockIdx.z into partial sums (splits, output) added by sum_splits, or, in each
+// pass's _split_k twin, by the last block of each tile in the same launch (add_splits_when_last).
 #include "gemm.cu"
 
 // x, dy etc. as (N, R, P) arrays viewed as an R x (N*P) matrix: row r, column (n, p).
@@ -43,13 +44,15 @@ struct BatchedRows {
 };
 
 // Writes the R x (N*P) product into an (N, R, P) array, adding bias[r] when bias is given.
+// offset(r, col): where element (r, col) lives (gemm.cu's add_splits_when_last reads it).
 template <typename T>
 struct BatchedRowsOutput {
     T* data;
     const T* bias;
     int R, P;
+    __device__ long long offset(int r, int col) const { return ((long long)(col / P) * R + r) * P + col % P; }
     __device__ void operator()(int r, int col, T value) const {
-        data[((long long)(col / P) * R + r) * P + col % P] = bias ? value + bias[r] : value;
+        data[offset(r, col)] = bias ? value + bias[r] : value;
     }
 };
 
@@ -133,44 +136,79 @@ struct Col2imOperand {
 // Each pass is one product run by a Tile policy of gemm.cu: SimtTile<...> (v2, float or
 // double) or MmaTile<Mma::TF32 / BF16> (v3, float). Every pass takes k_chunk, the length of
 // K each blockIdx.z slice sums (the whole K when there is one slice).
-#define CONV_SHARED_TILES(T, Tile)                  \
+//
+// Every kernel takes the layer's sizes after its arrays, ConvShape's fields in order
+// (kernel_facts.ConvShape.ints()), and starts with CONV_PROLOGUE: the shared tiles of its block
+// loop and the ConvShape s.
+#define CONV_SHAPE_PARAMS \
+    int N, int C, int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo
+#define CONV_PROLOGUE(T, Tile)                       \
     __shared__ __align__(16) T a_tile[Tile::A_SIZE]; \
-    __shared__ __align__(16) T b_tile[Tile::B_SIZE]
+    __shared__ __align__(16) T b_tile[Tile::B_SIZE]; \
+    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo}
 
-// y_partial: (splits, N, F, Ho, Wo), slice z = conv(x: (N, C, H, W), w: (F, C, kH, kW)) summed
-// over the rows (c, i, j) in slice z of K = C*kH*kW, + bias: (F,) in slice 0 only; with one
-// split that is y. Grid (ceil(N*Ho*Wo / cols), ceil(F / rows), splits).
-template <typename T, typename Tile = SimtTile<>>
-__global__ void __launch_bounds__(Tile::THREADS)
-conv2d_forward(T* y_partial, const T* x, const T* w, const T* bias, const int* x_taps, int N, int C,
-               int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo,
-               int k_chunk) {
-    CONV_SHARED_TILES(T, Tile);
-    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    const int K = C * kh * kw, k_begin = blockIdx.z * k_chunk;
-    T* y = y_partial + (long long)blockIdx.z * N * F * Ho * Wo;
-    Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, x_taps, s},
-              BatchedRowsOutput<T>{y, blockIdx.z == 0 ? bias : nullptr, F, Ho * Wo}, F, N * Ho * Wo,
-              k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
+// A pass's two kernels, declared together from its slice function NAME_slice (one block's tile
+// of slice blockIdx.z of the product, written into partial: (splits, output)):
+//   NAME(partial, INPUTS, sizes, k_chunk): the slices, added by a second launch, sum_splits
+//     (with one split, partial is the output itself);
+//   NAME_split_k(out, partial, arrivals, INPUTS, sizes, k_chunk): the same slices, then the last
+//     block of each tile adds them into out in the same launch (gemm.cu's add_splits_when_last,
+//     bit for bit sum_splits); OUTPUT (in parentheses) places element (row, col) of the
+//     ROWS x COLS product in out.
+// INPUTS and ARGS: the pass's input parameters and their names, in parentheses. Grid (ceil(COLS
+// / tile cols), ceil(ROWS / tile rows), splits), the twin's only with splits > 1.
+#define CONV_UNPACK(...) __VA_ARGS__
+#define CONV_PASS_KERNELS(NAME, INPUTS, ARGS, OUTPUT, ROWS, COLS)                                  \
+    template <typename T, typename Tile = SimtTile<>>                                             \
+    __global__ void __launch_bounds__(Tile::THREADS)                                              \
+    NAME(T* partial, CONV_UNPACK INPUTS, CONV_SHAPE_PARAMS, int k_chunk) {                        \
+        CONV_PROLOGUE(T, Tile);                                                                   \
+        NAME##_slice<T, Tile>(partial, CONV_UNPACK ARGS, s, k_chunk, a_tile, b_tile);             \
+    }                                                                                             \
+    template <typename T, typename Tile = SimtTile<>>                                             \
+    __global__ void __launch_bounds__(Tile::THREADS)                                              \
+    NAME##_split_k(T* out, T* partial, unsigned* arrivals, CONV_UNPACK INPUTS, CONV_SHAPE_PARAMS, \
+                   int k_chunk) {                                                                 \
+        CONV_PROLOGUE(T, Tile);                                                                   \
+        NAME##_slice<T, Tile>(partial, CONV_UNPACK ARGS, s, k_chunk, a_tile, b_tile);             \
+        add_splits_when_last<Tile>(OUTPUT, partial, arrivals, ROWS, COLS);                        \
+    }
+
+// Forward: slice z of y_partial: (splits, N, F, Ho, Wo), conv(x: (N, C, H, W), w: (F, C, kH,
+// kW)) summed over the rows (c, i, j) in slice z of K = C*kH*kW, + bias: (F,) in slice 0 only.
+template <typename T, typename Tile>
+__device__ void conv2d_forward_slice(T* y_partial, const T* x, const T* w, const T* bias,
+                                     const int* x_taps, const ConvShape& s, int k_chunk, T* a_tile,
+                                     T* b_tile) {
+    const int K = s.C * s.kh * s.kw, k_begin = blockIdx.z * k_chunk;
+    T* y = y_partial + (long long)blockIdx.z * s.N * s.F * s.Ho * s.Wo;
+    Tile::run(MatrixOperand<T, false>{w, s.F, K}, Im2colOperand<T, false>{x, x_taps, s},
+              BatchedRowsOutput<T>{y, blockIdx.z == 0 ? bias : nullptr, s.F, s.Ho * s.Wo}, s.F,
+              s.N * s.Ho * s.Wo, k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
+// conv2d_forward and conv2d_forward_split_k (y: (N, F, Ho, Wo); its bias is in slice 0).
+CONV_PASS_KERNELS(conv2d_forward, (const T* x, const T* w, const T* bias, const int* x_taps),
+                  (x, w, bias, x_taps), (BatchedRowsOutput<T>{out, nullptr, F, Ho * Wo}), F,
+                  N * Ho * Wo)
 
-// dx_partial: (splits, N, C, H, W) from dy: (N, F, Ho, Wo) and w, slice z summing the rows
-// (f, i, j) in its slice of K = F*kH*kW. Grid (ceil(N*H*W / cols), ceil(C / rows), splits).
-template <typename T, typename Tile = SimtTile<>>
-__global__ void __launch_bounds__(Tile::THREADS)
-conv2d_backward_data(T* dx_partial, const T* dy, const T* w, const int* dy_taps, int N, int C, int H,
-                     int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo,
-                     int k_chunk) {
-    CONV_SHARED_TILES(T, Tile);
-    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    const int K = F * kh * kw, k_begin = blockIdx.z * k_chunk;
-    Tile::run(BatchedRows<T>{w, C, kh * kw}, Col2imOperand<T>{dy, dy_taps, s},
-              BatchedRowsOutput<T>{dx_partial + (long long)blockIdx.z * N * C * H * W, nullptr, C, H * W},
-              C, N * H * W, k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
+// Backward-data: slice z of dx_partial: (splits, N, C, H, W) from dy: (N, F, Ho, Wo) and w, the
+// sum over the rows (f, i, j) in slice z of K = F*kH*kW.
+template <typename T, typename Tile>
+__device__ void conv2d_backward_data_slice(T* dx_partial, const T* dy, const T* w,
+                                           const int* dy_taps, const ConvShape& s, int k_chunk,
+                                           T* a_tile, T* b_tile) {
+    const int K = s.F * s.kh * s.kw, k_begin = blockIdx.z * k_chunk;
+    T* dx = dx_partial + (long long)blockIdx.z * s.N * s.C * s.H * s.W;
+    Tile::run(BatchedRows<T>{w, s.C, s.kh * s.kw}, Col2imOperand<T>{dy, dy_taps, s},
+              BatchedRowsOutput<T>{dx, nullptr, s.C, s.H * s.W}, s.C, s.N * s.H * s.W, k_begin,
+              k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
+// conv2d_backward_data and conv2d_backward_data_split_k (dx: (N, C, H, W)).
+CONV_PASS_KERNELS(conv2d_backward_data, (const T* dy, const T* w, const int* dy_taps),
+                  (dy, w, dy_taps), (BatchedRowsOutput<T>{out, nullptr, C, H * W}), C, N * H * W)
 
-// One block's tile of slice z = blockIdx.z of dw_partial: (splits, F, C*kH*kW), the sum over
-// the pixels (n, ho, wo) in [z * k_chunk, (z + 1) * k_chunk).
+// Backward-weight: slice z of dw_partial: (splits, F, C*kH*kW), the sum over the pixels
+// (n, ho, wo) in [z * k_chunk, (z + 1) * k_chunk).
 template <typename T, typename Tile>
 __device__ void conv2d_backward_weight_slice(T* dw_partial, const T* dy, const T* x,
                                              const int* x_taps, const ConvShape& s, int k_chunk,
@@ -180,31 +218,9 @@ __device__ void conv2d_backward_weight_slice(T* dw_partial, const T* dy, const T
               RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * s.F * cols, cols}, s.F, cols,
               k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
-
-// dw_partial: (splits, F, C*kH*kW), slice z summing the pixels (n, ho, wo) in
-// [z * k_chunk, (z + 1) * k_chunk). Grid (ceil(C*kH*kW / cols), ceil(F / rows), splits).
-template <typename T, typename Tile = SimtTile<>>
-__global__ void __launch_bounds__(Tile::THREADS)
-conv2d_backward_weight(T* dw_partial, const T* dy, const T* x, const int* x_taps, int N, int C,
-                       int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,
-                       int Wo, int k_chunk) {
-    CONV_SHARED_TILES(T, Tile);
-    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    conv2d_backward_weight_slice<T, Tile>(dw_partial, dy, x, x_taps, s, k_chunk, a_tile, b_tile);
-}
-
-// conv2d_backward_weight with its split-K slices added in the same launch (gemm.cu's
-// add_splits_when_last, bit for bit sum_splits): dw: (F, C*kH*kW), dw_partial: scratch.
-template <typename T, typename Tile = SimtTile<>>
-__global__ void __launch_bounds__(Tile::THREADS)
-conv2d_backward_weight_split_k(T* dw, T* dw_partial, unsigned* arrivals, const T* dy, const T* x,
-                               const int* x_taps, int N, int C, int H, int W, int F, int kh, int kw,
-                               int sh, int sw, int pt, int pl, int Ho, int Wo, int k_chunk) {
-    CONV_SHARED_TILES(T, Tile);
-    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
-    conv2d_backward_weight_slice<T, Tile>(dw_partial, dy, x, x_taps, s, k_chunk, a_tile, b_tile);
-    add_splits_when_last<Tile>(dw, dw_partial, arrivals, F, C * kh * kw);
-}
+// conv2d_backward_weight and conv2d_backward_weight_split_k (dw: (F, C*kH*kW)).
+CONV_PASS_KERNELS(conv2d_backward_weight, (const T* dy, const T* x, const int* x_taps),
+                  (dy, x, x_taps), (RowMajorOutput<T>{out, C * kh * kw}), F, C * kh * kw)
 
 // ---------------------------------------------------------------------------- conv -> ReLU
 // A conv followed by a ReLU (nn/fusion.py): the bias and the ReLU are applied in the product's
@@ -224,11 +240,9 @@ struct BatchedRowsReluOutput {
 // y: (N, F, Ho, Wo) = max(conv(x, w) + bias, 0). Grid as conv2d_forward.
 template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
-conv2d_relu_forward(T* y, const T* x, const T* w, const T* bias, const int* x_taps, int N, int C,
-                    int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho,
-                    int Wo) {
-    CONV_SHARED_TILES(T, Tile);
-    const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
+conv2d_relu_forward(T* y, const T* x, const T* w, const T* bias, const int* x_taps,
+                    CONV_SHAPE_PARAMS) {
+    CONV_PROLOGUE(T, Tile);
     const int K = C * kh * kw;
     Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, x_taps, s},
               BatchedRowsReluOutput<T>{{y, nullptr, F, Ho * Wo}, bias}, F, N * Ho * Wo, 0, K, a_tile,

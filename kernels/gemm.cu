@@ -81,12 +81,14 @@ struct MatrixOperand {
     __device__ T operator()(int r, int c) const { return TRANS ? *address(line(r), c) : *address(line(c), r); }
 };
 
-// Writes C row-major with leading dimension ld.
+// Writes C row-major with leading dimension ld. offset(r, c): where element (r, c) lives, also
+// in each split-K slice (add_splits_when_last reads the slices through it).
 template <typename T>
 struct RowMajorOutput {
     T* data;
     int ld;
-    __device__ void operator()(int r, int c, T value) const { data[(long long)r * ld + c] = value; }
+    __device__ long long offset(int r, int c) const { return (long long)r * ld + c; }
+    __device__ void operator()(int r, int c, T value) const { data[offset(r, c)] = value; }
 };
 
 // Copy the ROWS x COLS block of `op` at (row0, col0) into shared memory: element (r, c) goes
@@ -491,9 +493,14 @@ __device__ __forceinline__ int k_slice_end(int k_begin, int k_chunk, int K) {
 // arrivals[tile] (tile = blockIdx.y * gridDim.x + blockIdx.x); whichever block arrives last
 // resets the counter and sums. Which block that is varies from run to run; what it adds, and in
 // which order, does not (reduce.cu's channel_reduce uses the same pattern).
-// arrivals: at least gridDim.x * gridDim.y zeroed counters owned by the launcher (left zero).
-template <typename Tile, typename T>
-__device__ void add_splits_when_last(T* c, const T* partial, unsigned* arrivals, int M, int N) {
+// out: where the M x N sum goes, an output functor (RowMajorOutput, conv.cu's
+// BatchedRowsOutput) whose offset(r, col) places element (r, col) in out.data and in each
+// slice of partial alike (the layout sum_splits adds elementwise); its epilogue (a bias) is not
+// applied here: slice 0 already holds it. arrivals: at least gridDim.x * gridDim.y zeroed
+// counters owned by the launcher (left zero).
+template <typename Tile, typename T, typename Output>
+__device__ void add_splits_when_last(const Output& out, const T* partial, unsigned* arrivals, int M,
+                                     int N) {
     __shared__ int last;
     __threadfence();  // every thread's slice stores are visible before the block counts itself in
     __syncthreads();
@@ -512,8 +519,9 @@ __device__ void add_splits_when_last(T* c, const T* partial, unsigned* arrivals,
         const int m = blockIdx.y * ROWS + e / COLS, n = blockIdx.x * COLS + e % COLS;
         if (m >= M || n >= N) continue;
         T sum = 0;
-        for (int s = 0; s < (int)gridDim.z; ++s) sum += slices[s * slice + (long long)m * N + n];
-        c[(long long)m * N + n] = sum;
+        const long long at = out.offset(m, n);
+        for (int s = 0; s < (int)gridDim.z; ++s) sum += slices[s * slice + at];
+        out.data[at] = sum;
     }
 }
 
@@ -529,7 +537,7 @@ gemm_split_k(T* c, T* partial, unsigned* arrivals, const T* a, const T* b, int M
     Tile::run(MatrixOperand<T, TRANS_A>{a, M, K}, MatrixOperand<T, TRANS_B>{b, K, N},
               RowMajorOutput<T>{partial + (long long)blockIdx.z * M * N, N}, M, N, k_begin,
               k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
-    add_splits_when_last<Tile>(c, partial, arrivals, M, N);
+    add_splits_when_last<Tile>(RowMajorOutput<T>{c, N}, partial, arrivals, M, N);
 }
 
 // ---------------------------------------------------------------------------- bias in the epilogue

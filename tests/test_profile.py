@@ -254,7 +254,8 @@ def test_tensor_core_tiles_have_no_shared_memory_bank_conflicts(precision):
 def test_useful_flops_of_the_fused_and_one_launch_split_k_products():
     ints = [ArgInfo(None, "int32", v) for v in (8, 16, 32, 32, 64, 3, 3, 1, 1, 1, 1, 32, 32)]
     arrays = (ArgInfo((8, 64, 32, 32), "float32"),) * 5
-    for name in ("conv2d_relu_forward<float>", "conv2d_backward_weight_split_k<float>"):
+    for name in ("conv2d_relu_forward<float>", "conv2d_forward_split_k<float>",
+                 "conv2d_backward_data_split_k<float>", "conv2d_backward_weight_split_k<float>"):
         record = LaunchRecord(0, "conv.cu", name, (1,), (256,), 0, arrays + tuple(ints))
         assert useful_flops(record) == 2 * 8 * 64 * 32 * 32 * 16 * 9, name
     gemm = LaunchRecord(0, "gemm.cu", "gemm_split_k<float, true, false>", (1,), (256,), 0,

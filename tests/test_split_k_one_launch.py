@@ -3,11 +3,13 @@ adds the slices itself, bit for bit what the second launch (sum_splits) adds, on
 import numpy as np
 import pytest
 
+from minicnn.backends import numpy_ref
 from minicnn.backends.cuda import CudaKernels
 from minicnn.backends.kernel_facts import conv_kernel
 from minicnn.backends.recording import Recorder, RecordingRuntime
 
 
+C_TYPE = {np.float32: "float", np.float64: "double"}
 # float64 always runs the SIMT loop, so tensor-core precisions pair with float32 only
 CASES = [("fp32", np.float32), ("fp32", np.float64), ("tf32", np.float32)]
 
@@ -64,6 +66,38 @@ def test_conv_backward_weight_adds_its_slices_in_the_same_launch(emulated, preci
     assert one_names == [conv_kernel("conv2d_backward_weight_split_k", tile)
                          .format(T="float" if dtype == np.float32 else "double")]
     assert len(two_names) == 2
+
+
+# (x shape, w shape, stride, pads): small images over a long K, so the grids split K
+CONV_SPLITS = [((2, 70, 5, 5), (72, 70, 3, 3), (1, 1), (1, 1, 1, 1)),  # 50 columns, K 630 and 648
+               ((3, 64, 6, 7), (70, 64, 3, 3), (2, 2), (1, 0, 1, 1))]  # 2 row tiles, odd edges
+
+
+@pytest.mark.parametrize("precision, dtype", CASES)
+@pytest.mark.parametrize("x_shape, w_shape, stride, pads", CONV_SPLITS)
+@pytest.mark.parametrize("name", ["conv2d_forward", "conv2d_backward_data"])
+def test_conv_forward_and_backward_data_add_their_slices_in_the_same_launch(
+        emulated, precision, dtype, name, x_shape, w_shape, stride, pads):
+    kernels = emulated(precision)
+    rng = np.random.default_rng(3)
+    x, w, b = (rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape, w_shape[:1]))
+    s = kernels._conv_shape(x_shape, w_shape, stride, pads)
+    if name == "conv2d_forward":  # F x N*Ho*Wo over C*kH*kW, the bias added by slice 0
+        product, args = (s.F, s.N * s.Ho * s.Wo, s.patch), (x, w, b, stride, pads)
+    else:  # C x N*H*W over F*kH*kW
+        dy = rng.standard_normal(s.y_shape).astype(dtype)
+        product, args = (s.C, s.N * s.H * s.W, s.F * s.kh * s.kw), (dy, w, x_shape, stride, pads)
+    one, one_names, two, two_names = both_ways(kernels, lambda: getattr(kernels, name)(*args))
+    np.testing.assert_array_equal(one, two)  # the same slices, added in the same order
+    tile = kernels._tile_for(dtype, *product[:2])
+    assert tile.split(*product)[0] > 1  # the case splits K
+    assert one_names == [conv_kernel(f"{name}_split_k", tile).format(T=C_TYPE[dtype])]
+    assert len(two_names) == 2 and two_names[1].startswith("sum_splits")
+    wide = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args]
+    np.testing.assert_allclose(one, getattr(numpy_ref, name)(*wide),
+                               rtol=1e-2 if precision == "tf32" else 1e-4,
+                               atol=0.1 if precision == "tf32" else 1e-3)
+    assert not kernels._arrivals(1).any()  # the counters are left zero for the next launch
 
 
 def test_an_unsplit_product_is_one_launch_either_way(emulated):

@@ -117,10 +117,11 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
         x, s, args = self._conv_forward_args(x, w, b, stride, pads)
         # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo), stored as (N, F, Ho, Wo),
-        # split along K when the grid is small (sum_splits adds the slices)
+        # split along K when the grid is small (the twin's last blocks, or sum_splits, add the slices)
         tile_kernel = functools.partial(conv_kernel, "conv2d_forward")  # instantiated per tile shape
         return self._split_k_product("conv.cu", tile_kernel, x.dtype, s.F, s.N * s.Ho * s.Wo, s.patch,
-                                     *args, shape=s.y_shape)
+                                     *args, shape=s.y_shape,
+                                     one_launch=functools.partial(conv_kernel, "conv2d_forward_split_k"))
 
     def _conv_forward_args(self, x, w, b, stride, pads):
         """(x, its ConvShape, the forward kernels' arguments after the output)."""
@@ -137,7 +138,8 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         tile_kernel = functools.partial(conv_kernel, "conv2d_backward_data")  # instantiated per tile shape
         return self._split_k_product("conv.cu", tile_kernel, dy.dtype, s.C,
                                      s.N * s.H * s.W, s.F * s.kh * s.kw, dy, w, self._taps(s, False),
-                                     *i32(*s.ints()), shape=s.x_shape)
+                                     *i32(*s.ints()), shape=s.x_shape,
+                                     one_launch=functools.partial(conv_kernel, "conv2d_backward_data_split_k"))
 
     def conv2d_backward_weight(self, dy, x, kernel, stride, pads):
         """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW)."""

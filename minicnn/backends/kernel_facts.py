@@ -33,7 +33,8 @@ MIN_SPLIT_K = 256  # at least this much K per split-K slice
 MMA_TYPES = {"tf32": "Mma::TF32", "bf16": "Mma::BF16"}
 CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
 # Their fused and one-launch split-K twins (issue 12), instantiated on the same block loops.
-CONV_TWINS = ("conv2d_relu_forward", "conv2d_backward_weight_split_k")
+CONV_TWINS = ("conv2d_relu_forward", "conv2d_forward_split_k", "conv2d_backward_data_split_k",
+              "conv2d_backward_weight_split_k")
 
 
 def source_constants(path: Path) -> dict[str, int]:
@@ -217,7 +218,7 @@ def conv_taps(s: ConvShape, of_x: bool) -> np.ndarray:
 
 def split_k_kernel(precision: str, trans_a=False, trans_b=False) -> str:
     """The one-launch split-K twin (its slices added by the last block) of gemm.cu's tiled GEMM.
-    conv.cu's backward-weight twin is conv_kernel("conv2d_backward_weight_split_k", tile)."""
+    conv.cu's twins are conv_kernel("conv2d_<pass>_split_k", tile) (CONV_TWINS)."""
     return gemm_twin("gemm_split_k", precision, trans_a, trans_b)
 
 

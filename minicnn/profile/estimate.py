@@ -36,7 +36,8 @@ ISSUE_PER_CLOCK = 4           # warp instructions per SM per clock (4 schedulers
 LATENCY_OCCUPANCY = 0.25      # occupancy needed to reach full memory throughput
 GEMM_FAMILIES = ("gemm_v1", "gemm_v2", "gemm_v3", "gemm_split_k", "gemm_bias")
 CONV_FAMILIES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
-                 "conv2d_relu_forward", "conv2d_backward_weight_split_k")
+                 "conv2d_relu_forward", "conv2d_forward_split_k", "conv2d_backward_data_split_k",
+                 "conv2d_backward_weight_split_k")
 # FLOPs per element of the largest array, for the kernels that are not products (an
 # element-wise pass, a reduction, a pool reading its input once).
 FLOPS_PER_ELEMENT = {"adam_update": 12, "sgd_update": 4, "bn_normalize": 4, "bn_backward_dx": 8,
