@@ -20,6 +20,7 @@ from minicnn.models import get_spec  # noqa: E402 - after the skip
 from minicnn.sweep import EngineOptions, launch, parse_grid, sweep_trials  # noqa: E402
 from minicnn.sweep.trial import scratch_dir  # noqa: E402
 from minicnn.train import TrainConfig, load_checkpoint, train  # noqa: E402
+from sigint import children_interruptible, start_interruptible  # noqa: E402
 from test_sweep import DIVERGES, QUICK, data_dir, run_cli  # noqa: E402,F401 - data_dir is a fixture
 
 MINICNN = [sys.executable, "-c", "from minicnn.cli import main; main()"]
@@ -28,7 +29,9 @@ MINICNN = [sys.executable, "-c", "from minicnn.cli import main; main()"]
 @pytest.fixture(scope="session")
 def cluster():
     """The session's Ray; yields its address, which a second driver (a subprocess) can join."""
-    context = ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    with children_interruptible():  # Ray's processes: a cancelled trial must see its KeyboardInterrupt
+        context = ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
+                           logging_level="ERROR")
     yield context.address_info["gcs_address"]
     ray.shutdown()
 
@@ -132,10 +135,10 @@ def test_a_diverging_trial_is_a_failed_row_and_copy_back_brings_the_run_folders_
 def test_ctrl_c_stops_the_sweep_and_the_printed_command_runs_only_what_is_missing(cluster, tmp_path, data_dir,
                                                                                    monkeypatch, capsys):
     out = tmp_path / "runs"
-    driver = subprocess.Popen(MINICNN + ["sweep", "--arch", "cnn4", "--set", "epochs=1,8", "--set", "lr=1e-3,2e-3",
-                                         "--engine", "ray", "--address", cluster, "--data", str(data_dir),
-                                         "--out", str(out), *QUICK],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = start_interruptible(MINICNN + ["sweep", "--arch", "cnn4", "--set", "epochs=1,8", "--set", "lr=1e-3,2e-3",
+                                            "--engine", "ray", "--address", cluster, "--data", str(data_dir),
+                                            "--out", str(out), *QUICK],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_until(lambda: len(list(out.glob("sweep-*/*/trial.json"))) == 2 and
                any(saved_epoch(run) >= 1 for run in out.glob("sweep-*/cnn4-epochs8-*")), "two finished trials")
     folder = next(out.glob("sweep-*"))

@@ -17,6 +17,7 @@ from minicnn import functional as F
 from minicnn.autograd import no_grad, tensor
 from minicnn.models import get_spec
 from minicnn.train import TrainConfig, load_checkpoint, train
+from sigint import start_interruptible
 from test_train_fixtures import CLASSES, colour_images, one_line_error, write_colour_cifar10
 
 MINICNN = [sys.executable, "-c", "from minicnn.cli import main; main()"]
@@ -78,9 +79,9 @@ def test_sigkill_loses_at_most_the_epoch_in_progress_and_resume_continues_exactl
 
 def test_ctrl_c_saves_and_says_how_to_resume(tmp_path, data_dir):
     out = tmp_path / "runs"
-    process = subprocess.Popen(MINICNN + ["train", "--arch", "A2", "--data", str(data_dir), "--out", str(out),
-                                          "--epochs", "50", *QUICK],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_interruptible(MINICNN + ["train", "--arch", "A2", "--data", str(data_dir), "--out", str(out),
+                                             "--epochs", "50", *QUICK],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     folder = wait_for_epoch(out, 1, process)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
