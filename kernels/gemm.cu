@@ -91,6 +91,13 @@ struct RowMajorOutput {
     __device__ void operator()(int r, int c, T value) const { data[offset(r, c)] = value; }
 };
 
+// Which output tile a block computes, counted in tiles: by default its blockIdx (y: row, x:
+// column); a launch running two products in one grid (backward.cu) places its blocks itself.
+struct TilePlace {
+    int row, col;
+};
+__device__ __forceinline__ TilePlace block_tile() { return {int(blockIdx.y), int(blockIdx.x)}; }
+
 // Copy the ROWS x COLS block of `op` at (row0, col0) into shared memory: element (r, c) goes
 // to tile[r * row_stride + c * col_stride]; cells past (row_end, col_end) become 0, so the
 // multiply below needs no edge checks. Consecutive threads take consecutive elements along the
@@ -171,10 +178,10 @@ __device__ void store_patches(const T (&acc)[PATCH][PATCH], const Output& out, i
 // B_SIZE elements, 16-byte aligned.
 template <int ROWS, int COLS, int THREADS, typename T, typename OperandA, typename OperandB, typename Output>
 __device__ void gemm_tile(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
-                          int k_begin, int k_end, T* a_tile, T* b_tile) {
+                          int k_begin, int k_end, T* a_tile, T* b_tile, TilePlace at) {
     constexpr int A_STRIDE = ROWS + TILE_PAD, B_STRIDE = COLS + TILE_PAD;
     constexpr int A_STAGE = TILE_K * A_STRIDE, B_STAGE = TILE_K * B_STRIDE;
-    const int m0 = blockIdx.y * ROWS, n0 = blockIdx.x * COLS;
+    const int m0 = at.row * ROWS, n0 = at.col * COLS;
     const int tx = threadIdx.x % (COLS / PATCH), ty = threadIdx.x / (COLS / PATCH);
     T acc[PATCH][PATCH] = {};
     auto load = [&](int stage, int k0) {
@@ -213,8 +220,8 @@ struct SimtTile {
     static constexpr int B_SIZE = SIMT_STAGES * TILE_K * (COLS + TILE_PAD);
     template <typename T, typename OperandA, typename OperandB, typename Output>
     static __device__ void run(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
-                               int k_begin, int k_end, T* a_tile, T* b_tile) {
-        gemm_tile<ROWS, COLS, BLOCK>(a, b, out, M, N, k_begin, k_end, a_tile, b_tile);
+                               int k_begin, int k_end, T* a_tile, T* b_tile, TilePlace at = block_tile()) {
+        gemm_tile<ROWS, COLS, BLOCK>(a, b, out, M, N, k_begin, k_end, a_tile, b_tile, at);
     }
 };
 
@@ -419,10 +426,10 @@ __device__ __forceinline__ void mma_warp_step(float (&acc)[2][4][4], const float
 // The slabs of step k + 1 are copied by cp.async while the warps multiply those of step k.
 template <Mma P, typename OperandA, typename OperandB, typename Output>
 __device__ void mma_gemm_tile(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
-                              int k_begin, int k_end, float* a_tile, float* b_tile) {
+                              int k_begin, int k_end, float* a_tile, float* b_tile, TilePlace at) {
     using SlabA = typename SlabFor<OperandA::contiguous_cols>::type;   // A is M x K
     using SlabB = typename SlabFor<!OperandB::contiguous_cols>::type;  // B is K x N
-    const int m0 = blockIdx.y * TILE_M, n0 = blockIdx.x * TILE_N;
+    const int m0 = at.row * TILE_M, n0 = at.col * TILE_N;
     const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int warp_m = warp / 2 * MMA_WARP_TILE, warp_n = warp % 2 * MMA_WARP_TILE;
     auto start_loading = [&](int stage, int k0) {
@@ -463,7 +470,7 @@ gemm_v3(float* c, const float* a, const float* b, int M, int N, int K, int k_chu
     const int k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;
     mma_gemm_tile<P>(MatrixOperand<float, TRANS_A>{a, M, K}, MatrixOperand<float, TRANS_B>{b, K, N},
                      RowMajorOutput<float>{c + (long long)blockIdx.z * M * N, N}, M, N, k_begin, k_end,
-                     a_tile, b_tile);
+                     a_tile, b_tile, block_tile());
 }
 
 // v3's block loop as a policy interchangeable with SimtTile, so conv.cu writes each of its
@@ -475,8 +482,9 @@ struct MmaTile {
     static constexpr int TILE_ROWS = TILE_M, TILE_COLS = TILE_N;
     template <typename OperandA, typename OperandB, typename Output>  // float arrays only
     static __device__ void run(const OperandA& a, const OperandB& b, const Output& out, int M, int N,
-                               int k_begin, int k_end, float* a_tile, float* b_tile) {
-        mma_gemm_tile<P>(a, b, out, M, N, k_begin, k_end, a_tile, b_tile);
+                               int k_begin, int k_end, float* a_tile, float* b_tile,
+                               TilePlace at = block_tile()) {
+        mma_gemm_tile<P>(a, b, out, M, N, k_begin, k_end, a_tile, b_tile, at);
     }
 };
 
@@ -498,31 +506,47 @@ __device__ __forceinline__ int k_slice_end(int k_begin, int k_chunk, int K) {
 // slice of partial alike (the layout sum_splits adds elementwise); its epilogue (a bias) is not
 // applied here: slice 0 already holds it. arrivals: at least gridDim.x * gridDim.y zeroed
 // counters owned by the launcher (left zero).
-template <typename Tile, typename T, typename Output>
-__device__ void add_splits_when_last(const Output& out, const T* partial, unsigned* arrivals, int M,
-                                     int N) {
+//
+// last_to_arrive is the counting: true in every thread of the block that arrives last of
+// `blocks` on *arrival (which it resets), after this block's stores and before its reads.
+__device__ __forceinline__ bool last_to_arrive(unsigned* arrival, unsigned blocks) {
     __shared__ int last;
     __threadfence();  // every thread's slice stores are visible before the block counts itself in
     __syncthreads();
     if (threadIdx.x == 0) {
-        const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
-        last = atomicAdd(&arrivals[tile], 1u) == gridDim.z - 1;
-        if (last) arrivals[tile] = 0;
+        last = atomicAdd(arrival, 1u) == blocks - 1;
+        if (last) *arrival = 0;
     }
     __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (last) __threadfence();
+    return last;
+}
+
+// add_tile_slices is the sum, over the Tile-shaped tile `at`: element (m, n) of every slice is at
+// where(m, n) in it, and finish(m, n, where(m, n), sum) stores the total.
+template <typename Tile, typename T, typename Where, typename Finish>
+__device__ void add_tile_slices(const T* partial, int M, int N, TilePlace at, int splits,
+                                const Where& where, const Finish& finish) {
     const volatile T* slices = partial;  // volatile: written by other blocks, not cached in L1
     const long long slice = (long long)M * N;
     constexpr int ROWS = Tile::TILE_ROWS, COLS = Tile::TILE_COLS;
     for (int e = threadIdx.x; e < ROWS * COLS; e += blockDim.x) {
-        const int m = blockIdx.y * ROWS + e / COLS, n = blockIdx.x * COLS + e % COLS;
+        const int m = at.row * ROWS + e / COLS, n = at.col * COLS + e % COLS;
         if (m >= M || n >= N) continue;
         T sum = 0;
-        const long long at = out.offset(m, n);
-        for (int s = 0; s < (int)gridDim.z; ++s) sum += slices[s * slice + at];
-        out.data[at] = sum;
+        const long long offset = where(m, n);
+        for (int s = 0; s < splits; ++s) sum += slices[s * slice + offset];
+        finish(m, n, offset, sum);
     }
+}
+
+template <typename Tile, typename T, typename Output>
+__device__ void add_splits_when_last(const Output& out, const T* partial, unsigned* arrivals, int M,
+                                     int N) {
+    if (!last_to_arrive(&arrivals[blockIdx.y * gridDim.x + blockIdx.x], gridDim.z)) return;
+    add_tile_slices<Tile>(partial, M, N, block_tile(), gridDim.z,
+                          [&](int m, int n) { return out.offset(m, n); },
+                          [&](int, int, long long at, T sum) { out.data[at] = sum; });
 }
 
 // gemm_v2 (Tile = SimtTile) or gemm_v3 (MmaTile<P>, float) with the split-K sum in the same

@@ -22,6 +22,7 @@ import numpy as np
 
 from minicnn.backends.cuda_launch import (FILL_MODES, POOL_MODES, KernelLauncher, cdiv,
                                           conv_output_size, i32, uint64)
+from minicnn.backends.cuda_backward import BackwardLaunches
 from minicnn.backends.cuda_fused import FusedLaunches
 from minicnn.backends.cuda_norm import BatchNormLaunches
 from minicnn.backends.cuda_optim import MultiTensorSteps
@@ -30,7 +31,7 @@ from minicnn.backends.kernel_facts import (ConvShape, conv_kernel, conv_taps, ge
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
-class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
+class CudaKernels(BackwardLaunches, BatchNormLaunches, FusedLaunches, KernelLauncher):
     """numpy_ref's functions computed by the kernels in kernels/*.cu, launched by `runtime`."""
 
     def __repr__(self) -> str:

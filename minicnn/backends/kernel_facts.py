@@ -35,6 +35,8 @@ CONV_PASSES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight
 # Their fused and one-launch split-K twins (issue 12), instantiated on the same block loops.
 CONV_TWINS = ("conv2d_relu_forward", "conv2d_forward_split_k", "conv2d_backward_data_split_k",
               "conv2d_backward_weight_split_k")
+# backward.cu: a layer's gradients (data, weights with the bias column) in one launch
+BACKWARD_KERNELS = ("conv2d_backward", "linear_backward")
 
 
 def source_constants(path: Path) -> dict[str, int]:
@@ -118,9 +120,17 @@ def best_tile(products: list[TiledProduct], rows: int, cols: int) -> TiledProduc
     one computing the fewest padding cells (the first on a tie). The other shapes cost ~1.2-1.4x
     the default's instructions per cell (benchmarks/sass_counts.py), so a tile 90% useful
     stays."""
-    if padded_cells(products[0], rows, cols) * 7 <= rows * cols * 8:
+    return best_shared_tile(products, [(rows, cols, 1)])
+
+
+def best_shared_tile(products: list[TiledProduct], shapes) -> TiledProduct:
+    """best_tile for products that share one tile (backward.cu's two per launch): shapes are
+    (rows, cols, depth), and a tile's cells, padding included, are weighed by their depth."""
+    def work(product):
+        return sum(padded_cells(product, rows, cols) * depth for rows, cols, depth in shapes)
+    if work(products[0]) * 7 <= sum(rows * cols * depth for rows, cols, depth in shapes) * 8:
         return products[0]
-    return min(products, key=lambda p: padded_cells(p, rows, cols))
+    return min(products, key=work)
 
 
 def tiled_products(kernels_dir: Path = KERNELS_DIR) -> dict[str, TiledProduct]:
@@ -154,10 +164,11 @@ def gemm_instantiations() -> list[str]:
     return naive + [gemm_kernel(p, ta, tb) for p in PRECISIONS for ta, tb in flags]
 
 
-def conv_instantiations(kernels_dir: Path = KERNELS_DIR) -> list[str]:
-    """conv.cu's passes on every SIMT tile shape and tensor-core loop of kernels_dir's sources."""
+def conv_instantiations(kernels_dir: Path = KERNELS_DIR, names=CONV_PASSES + CONV_TWINS) -> list[str]:
+    """conv.cu's passes (or other kernels `names` templated on <T, Tile>, such as backward.cu's)
+    on every SIMT tile shape and tensor-core loop of kernels_dir's sources."""
     tiles = simt_products(kernels_dir) + [p for name, p in tiled_products(kernels_dir).items() if name != "fp32"]
-    return [conv_kernel(name, p) for p in tiles for name in CONV_PASSES + CONV_TWINS]
+    return [conv_kernel(name, p) for p in tiles for name in names]
 
 
 @dataclass(frozen=True)
@@ -234,3 +245,24 @@ def gemm_twin(name: str, precision: str, trans_a=False, trans_b=False) -> str:
 def split_k_instantiations() -> list[str]:
     flags = [(ta, tb) for ta in (False, True) for tb in (False, True)]
     return [split_k_kernel(p, ta, tb) for p in PRECISIONS for ta, tb in flags]
+
+
+@dataclass(frozen=True)
+class BackwardPlan:
+    """Launch geometry of backward.cu's kernels (a layer's gradients in one grid): per product,
+    the weight one's and the data one's, (splits, k_chunk) as split_k cuts it alone (so each
+    sums K in the order of its own launch), and the 1-D grid: one block per tile per slice."""
+
+    product: TiledProduct  # the block loop both products run
+    weight: tuple[int, int]
+    data: tuple[int, int]
+    blocks: int    # the grid
+    counters: int  # arrival counters: one per output tile of either product
+
+    @classmethod
+    def of(cls, product: TiledProduct, weight, data) -> "BackwardPlan":
+        """weight, data: each product's (rows, cols, depth); data has 0 columns without dx."""
+        tiles = [cdiv(rows, product.tile_m) * cdiv(cols, product.tile_n) for rows, cols, _ in (weight, data)]
+        splits = [product.split(*shape) if count else (1, product.tile_k)
+                  for shape, count in zip((weight, data), tiles)]
+        return cls(product, *splits, blocks=sum(t * s for t, (s, _) in zip(tiles, splits)), counters=sum(tiles))

@@ -15,6 +15,7 @@ Conventions shared by both backends:
 from __future__ import annotations
 
 import math
+import sys
 import threading
 
 import numpy as np
@@ -742,3 +743,34 @@ def relu_backward_bias_grad(dy, y):
     """(dx, db): dx = relu_backward(dy, y), db = bias_grad(dx). dy, y: (N, C, ...)."""
     dx = relu_backward(dy, y)
     return dx, bias_grad(dx)
+
+
+# --------------------------------------------------------------------------- a layer's backward
+# All the gradients of a conv or linear layer from one call (the CUDA backend computes them in
+# one launch, backward.cu). relu_input: x is the output of a ReLU (nn/fusion.py's conv -> ReLU
+# -> conv), whose backward is then applied to dx here.
+
+def conv2d_backward(dy, x, w, stride, pads, need_dx, need_db, relu_input):
+    """dy: (N, F, Ho, Wo), x: (N, C, H, W), w: (F, C, kH, kW) -> (dx or None, dw, db or None)."""
+    return _conv2d_backward_chain(sys.modules[__name__], dy, x, w, stride, pads, need_dx, need_db,
+                                  relu_input)
+
+
+def linear_backward(dy, x, w, need_dx, need_db):
+    """dy: (N, OUT), x: (N, IN), w: (OUT, IN) -> (dx or None, dw, db or None)."""
+    return _linear_backward_chain(sys.modules[__name__], dy, x, w, need_dx, need_db)
+
+
+def _conv2d_backward_chain(k, dy, x, w, stride, pads, need_dx, need_db, relu_input):
+    """conv2d_backward from kernel set k's separate passes (the backends' unfused reference)."""
+    dx = k.conv2d_backward_data(dy, w, x.shape, stride, pads) if need_dx else None
+    if dx is not None and relu_input:
+        dx = k.relu_backward(dx, x)
+    dw = k.conv2d_backward_weight(dy, x, w.shape[2:], stride, pads)
+    return dx, dw, k.bias_grad(dy) if need_db else None
+
+
+def _linear_backward_chain(k, dy, x, w, need_dx, need_db):
+    """linear_backward from kernel set k's separate passes."""
+    dx = k.gemm(dy, w) if need_dx else None
+    return dx, k.gemm(dy, x, trans_a=True), k.bias_grad(dy) if need_db else None
