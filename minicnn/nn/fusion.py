@@ -11,6 +11,10 @@ maps between them and with fewer kernel launches (the first pattern that fits wi
     pooling -> dropout                       F.max_pool2d(..., dropout=(rate, True, seed, step))
     conv -> ReLU (no batch norm next)        F.conv2d(..., relu=True)
 
+A conv -> ReLU pair followed by another conv (vgg_like's conv_a, ReLU, conv_b) also hands the
+ReLU's backward to that conv: its dx is multiplied by the ReLU mask (x > 0) where the kernel
+produces it (kernels.conv2d_backward's relu_input), so the pair's backward is its conv's alone.
+
 (A ReLU between a conv and a batch norm joins the batch norm: either way it costs no launch
 of its own, and the batch norm's passes read the conv's output once instead of twice.)
 A conv or linear layer with a bias whose output goes to a batch norm (alone or in one of the
@@ -32,6 +36,8 @@ import contextlib
 import inspect
 
 from minicnn.nn.layers import BatchNorm1d, Conv2d, Dropout, Linear, ReLU, _BatchNorm, _Pool
+from minicnn.ops.conv import Conv2d as Conv2dFunction
+from minicnn.ops.conv import Conv2dReLU
 from minicnn.ops.norm import BatchNorm, TakesBiasGrad
 
 enabled = True  # fusion on; unfused() switches it off for a block of code
@@ -105,9 +111,27 @@ def _bias_grad_by_batch_norm(y, normalize):
 
 def run_layers(layers, x):
     """Apply `layers` in order, fusing neighbours that allow it."""
-    i = 0
+    i, relu_output = 0, None  # the output of a fused conv -> ReLU just run
     while i < len(layers):
         fused, count = _fused_call(layers[i:])
-        x = layers[i](x) if fused is None else fused(x)
-        i += count
+        y = layers[i](x) if fused is None else fused(x)
+        if relu_output is not None and isinstance(layers[i], Conv2d) and _fusable(layers[i:i + 1]):
+            _move_relu_backward(relu_output, y)
+        relu_output = y if fused is not None and count == 2 and isinstance(layers[i], Conv2d) \
+            and type(layers[i + 1]) is ReLU else None
+        x, i = y, i + count
     return x
+
+
+def _move_relu_backward(x, y):
+    """x: a fused conv -> ReLU's output, whose only consumer is the conv layer that led to y (y
+    its output, or that of a pattern starting with it). That conv's dx then applies the ReLU's
+    backward (relu_input) as it is produced, and the pair's backward skips its own pass."""
+    producer, consumer = x.creator, y.creator
+    for _ in range(3):  # the conv's Function is y's creator or a batch norm's input's
+        if consumer is None or consumer.inputs[0] is x:
+            break
+        consumer = consumer.inputs[0].creator
+    if isinstance(producer, Conv2dReLU) and isinstance(consumer, Conv2dFunction) \
+            and consumer.inputs[0] is x:
+        consumer.relu_input = producer.grad_masked_below = True

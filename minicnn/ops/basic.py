@@ -153,7 +153,7 @@ class Linear(TakesBiasGrad, Function):
         return self.kernels.linear_forward(x, w, b)
 
     def backward(self, dy):
-        k = self.kernels
-        dx = k.gemm(dy, self.w) if self.needs_grad[0] else None
-        dw = k.gemm(dy, self.x, trans_a=True)
-        return (dx, dw, self.bias_gradient(dy)) if len(self.needs_grad) == 3 else (dx, dw)
+        has_bias, given = len(self.needs_grad) == 3, self.given_bias_grad
+        dx, dw, db = self.kernels.linear_backward(dy, self.x, self.w, self.needs_grad[0],
+                                                  has_bias and given is None)
+        return (dx, dw, db if given is None else given) if has_bias else (dx, dw)

@@ -34,23 +34,33 @@ class Conv2d(TakesBiasGrad, Function):
         checks.conv2d_forward(*args)  # the rule, beside its kernel: one validator, every device
         return self.kernels.conv2d_forward(*args)
 
+    # x is the output of a ReLU whose backward this conv's dx applies (nn/fusion.py's conv ->
+    # ReLU -> conv: the ReLU's Conv2dReLU then receives its gradient already masked).
+    relu_input = False
+
     def backward(self, dy):
-        return self._gradients(dy, self.bias_gradient(dy) if len(self.needs_grad) == 3 else None)
+        return self._gradients(dy, self.given_bias_grad)
 
     def _gradients(self, dy, db):
-        """(dx, dw[, db]) from the gradient dy of the product's output and the bias gradient."""
-        k = self.kernels
-        dx = (k.conv2d_backward_data(dy, self.w, self.x.shape, self.stride, self.pads)
-              if self.needs_grad[0] else None)  # the network's input rarely needs a gradient
-        dw = k.conv2d_backward_weight(dy, self.x, self.w.shape[2:], self.stride, self.pads)
-        return (dx, dw, db) if len(self.needs_grad) == 3 else (dx, dw)
+        """(dx, dw[, db]) from the gradient dy of the product's output: one kernel call for
+        them all (the bias gradient too unless db is given)."""
+        has_bias = len(self.needs_grad) == 3
+        # the network's input rarely needs a gradient
+        dx, dw, summed = self.kernels.conv2d_backward(dy, self.x, self.w, self.stride, self.pads,
+                                                      self.needs_grad[0], has_bias and db is None,
+                                                      self.relu_input)
+        return (dx, dw, summed if db is None else db) if has_bias else (dx, dw)
 
 
 class Conv2dReLU(Conv2d):
     """relu(conv2d(x, w, b)) in one Function: the bias and the ReLU are the product's epilogue
     (kernels.conv2d_relu_forward), and the backward's first pass gives both the gradient
-    below the ReLU and its channel sums, the bias gradient (kernels.relu_backward_bias_grad).
-    The same numbers as Conv2d then ReLU; the map before the ReLU is never stored."""
+    below the ReLU and its channel sums, the bias gradient (kernels.relu_backward_bias_grad),
+    unless the conv fed by this output applied the ReLU's backward (grad_masked_below): then the
+    backward is conv2d_backward alone. The same numbers as Conv2d then ReLU; the map before
+    the ReLU is never stored."""
+
+    grad_masked_below = False
 
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
@@ -60,5 +70,7 @@ class Conv2dReLU(Conv2d):
         return self.y
 
     def backward(self, dy):
+        if self.grad_masked_below:
+            return self._gradients(dy, None)
         dy, db = self.kernels.relu_backward_bias_grad(dy, self.y)
         return self._gradients(dy, db)

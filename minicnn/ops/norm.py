@@ -49,13 +49,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
 class TakesBiasGrad:
     """Mixed into a Function with a bias (Conv2d, Linear): a batch norm fed by its output may
-    hand it the bias gradient (BatchNorm.bias_grad_to), summed in the batch norm's own dx pass."""
+    hand it the bias gradient (BatchNorm.bias_grad_to), summed in the batch norm's own dx pass;
+    otherwise (given_bias_grad None) the layer's backward computes it with its other gradients."""
 
     given_bias_grad = None
-
-    def bias_gradient(self, dy):
-        """The channel sums of dy (N, F, ...): handed over, or computed here."""
-        return self.kernels.bias_grad(dy) if self.given_bias_grad is None else self.given_bias_grad
 
 
 class BatchNorm(Function):
