@@ -1,61 +1,37 @@
-// backward.cu - a layer's whole backward in one launch: the gradients of a convolution or a
+// backward.cu - a layer's whole backward in one launch: the gradients of a convolution's or a
 // linear layer's input, weights and bias from one grid.
 //
 // Maths (conv.cu's notation; a linear layer is the 1 x 1 case with x: N x IN, w: OUT x IN):
 //   data    dx = W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W)          (linear: dy @ w)
-//           times the ReLU mask (x > 0) when x is a ReLU's output (relu_input): the ReLU's
-//           backward, applied here, where its gradient is produced, instead of by a pass of its own
-//   weight  [dw | db] = dY (F x N*Ho*Wo) @ [X_col^T | 1]              (linear: dy^T @ [x | 1])
-//           the bias gradient db[f] = sum over pixels of dy is the product's extra column: the
-//           im2col operand gets a column of ones (WithOnesColumn), so no channel-sum pass reads dy
-// The two products read the same dy; run as two launches (conv2d_backward_data then
-// conv2d_backward_weight, plus reduce.cu's channel_sums for db) each of them reads it.
+//           times the ReLU mask (x > 0) when x is a ReLU's output (relu_input): that ReLU's
+//           backward, applied where its gradient is produced instead of by a pass of its own
+//   weight  dw = dY (F x N*Ho*Wo) @ X_col^T                               (linear: dy^T @ x)
+//   bias    db[f] = sum over n, pixels of dy[n, f, ...]
+// Run as separate launches (conv2d_backward_data, conv2d_backward_weight, reduce.cu's
+// channel_sums for db), each of them reads dy.
 //
-// Thread layout: one 1-D grid covering both products. Blocks [0, weight blocks) each compute one
-// tile of one K slice of the weight product (the long one: K = N*Ho*Wo, few tiles, so split-K),
-// the rest one tile of one slice of the data product; both use the same Tile policy of gemm.cu
-// (SimtTile v2 or MmaTile v3, so one block size and the larger shared tiles of the two). Block
-// j of a product with `tiles` output tiles takes tile j % tiles (row-major in tiles) of slice
-// j / tiles. A split product (splits > 1) writes its slices (splits, rows, cols) into scratch and
-// the last block of each tile to finish adds them in slice order (gemm.cu's last_to_arrive and
-// add_tile_slices: sum_splits' order) and stores the sums through the product's output; an
-// unsplit one stores its tile straight through it. The launch geometry (splits, k_chunk, blocks)
-// is kernel_facts.BackwardPlan's.
+// Same bits as those launches: each product is cut into the K slices its own launch would use
+// (the launcher passes them), and every output element sums its K in the same order whatever
+// the tile shape; db's blocks are channel_sums' (reduce.cu's channel_reduce: the same slices of
+// the same 256 per-thread runs and the same tree, a block of fewer threads running several runs
+// in turn). So the fused and the separate backward give the same numbers (and a batch norm that
+// hands a layer its bias gradient, computed by channel sums too, changes no bit).
+// The bias could instead be a column of ones appended to X_col^T (one more output column of the
+// weight product); that sums in the product's order, not channel_sums', and costs a column of
+// tiles more on layers whose C*kH*kW fills whole tiles.
+//
+// Thread layout: one 1-D grid, Tile::THREADS threads per block (gemm.cu's SimtTile v2 or
+// MmaTile v3, one policy for both products: the larger shared tiles of the two are the same).
+// Blocks [0, weight blocks) each compute one tile of one K slice of the weight product (the long
+// one: K = N*Ho*Wo, few tiles, so it starts first), then the data product's blocks, then the
+// bias's (F channels x P slices). Block j of a product with `tiles` output tiles takes tile
+// j % tiles (row-major in tiles) of slice j / tiles. A split product (splits > 1) writes its
+// slices (splits, rows, cols) into scratch and the last block of each tile to finish adds them
+// in slice order (gemm.cu's last_to_arrive and add_tile_slices: sum_splits' order) and stores
+// the sums through the product's output; an unsplit one stores its tile straight through it.
+// The launch geometry is kernel_facts.BackwardPlan's.
 #include "conv.cu"
-
-// An operand with one more column, all ones (the bias column of a weight gradient): element
-// (r, cols) is *one, a 1 in global memory (cp.async copies only from global memory).
-template <typename T, typename Operand>
-struct WithOnesColumn {
-    Operand inner;
-    const T* one;
-    int cols;  // inner's columns
-    static constexpr bool contiguous_cols = Operand::contiguous_cols;
-    struct Line {
-        typename Operand::Line inner;
-        bool ones;
-    };
-    __device__ Line line(int index) const {
-        if constexpr (contiguous_cols) return {inner.line(index < cols ? index : 0), index == cols};
-        else return {inner.line(index), false};
-    }
-    __device__ const T* address(const Line& start, int other) const {
-        const bool ones = contiguous_cols ? start.ones : other == cols;
-        return ones ? one : inner.address(start.inner, other);
-    }
-};
-
-// [dw | db]: columns below `cols` go to dw (rows x cols, row-major), column `cols` to db.
-template <typename T>
-struct WeightBiasOutput {
-    T* dw;
-    T* db;
-    int cols;
-    __device__ void operator()(int r, int c, T value) const {
-        if (c < cols) dw[(long long)r * cols + c] = value;
-        else db[r] = value;
-    }
-};
+#include "reduce.cu"
 
 // dx, passed through the mask of the ReLU whose output was the layer's input (relu_output[i] >
 // 0 ? dx[i] : 0, elementwise.cu's relu_backward) when relu_output is given.
@@ -103,38 +79,49 @@ __device__ void product_block(const ProductPlan& p, int job, const OperandA& a, 
                           [&](int m, int n, long long, T sum) { out(m, n, sum); });
 }
 
-// The two products' blocks in one grid: the weight product's first. Shared tiles: the Tile's.
+// Block blockIdx.x of the launch: one of the weight product's blocks, the data product's or the
+// bias's (channel_sums' block (c, p) of dy viewed as (N, F, S), P = bias_slices of each channel;
+// none when bias_slices is 0), in that order. arrivals: a counter per tile of each product and
+// one per channel, zeroed (left zero).
 template <typename Tile, typename T, typename Weight, typename Data>
-__device__ void weight_then_data_block(const ProductPlan& weight, const ProductPlan& data,
-                                       unsigned* arrivals, const Weight& weight_block,
-                                       const Data& data_block) {
+__device__ void backward_block(const ProductPlan& weight, const ProductPlan& data, int bias_slices,
+                               T* db, T* db_partial, unsigned* arrivals, const T* dy, int N, int F,
+                               int S, const Weight& weight_block, const Data& data_block) {
     __shared__ __align__(16) T a_tile[Tile::A_SIZE];
     __shared__ __align__(16) T b_tile[Tile::B_SIZE];
-    const int weight_blocks = weight.blocks<Tile>();
-    if ((int)blockIdx.x < weight_blocks) weight_block(blockIdx.x, arrivals, a_tile, b_tile);
-    else data_block(blockIdx.x - weight_blocks, arrivals + weight.tiles<Tile>(), a_tile, b_tile);
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    static_assert(REDUCE_THREADS % Tile::THREADS == 0, "a block stands in for whole 256-thread blocks");
+    int job = blockIdx.x;
+    if (job < weight.blocks<Tile>()) return weight_block(job, arrivals, a_tile, b_tile);
+    job -= weight.blocks<Tile>();
+    arrivals += weight.tiles<Tile>();
+    if (job < data.blocks<Tile>()) return data_block(job, arrivals, a_tile, b_tile);
+    job -= data.blocks<Tile>();
+    arrivals += data.tiles<Tile>();
+    channel_reduce(db_partial, arrivals, N, F, S, warp_totals, [=](unsigned i, int) { return dy[i]; },
+                   [=](int c, T total) { db[c] = total; },
+                   ReduceSlot{job / bias_slices, job % bias_slices, bias_slices, 0});
 }
 
 // Convolution: dx: (N, C, H, W) when with_dx (times (x > 0) when relu_input), dw: (F, C, kH, kW),
-// db: (F,) when with_db, from dy: (N, F, Ho, Wo), w and x. *_partial: split-K scratch (splits,
-// rows, cols) of each product (unused unsplit); one: a 1; the taps as conv.cu's. Grid
-// (weight blocks + data blocks,), block (Tile::THREADS,).
+// db: (F,) when db_slices > 0 (channel_sums' P), from dy: (N, F, Ho, Wo), w and x. *_partial:
+// scratch: (splits, rows, cols) of a split product, (F, P) for db; the taps as conv.cu's. Grid
+// (weight blocks + data blocks + F * db_slices,), block (Tile::THREADS,).
 template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
-conv2d_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, unsigned* arrivals, const T* dy,
-                const T* w, const T* x, const T* one, const int* dy_taps, const int* x_taps,
+conv2d_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, T* db_partial, unsigned* arrivals,
+                const T* dy, const T* w, const T* x, const int* dy_taps, const int* x_taps,
                 CONV_SHAPE_PARAMS, int dx_splits, int dx_k_chunk, int dw_splits, int dw_k_chunk,
-                int with_dx, int with_db, int relu_input) {
+                int db_slices, int with_dx, int relu_input) {
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
     const int patch = C * kh * kw;
-    const ProductPlan weight{F, patch + with_db, N * Ho * Wo, dw_splits, dw_k_chunk};
+    const ProductPlan weight{F, patch, N * Ho * Wo, dw_splits, dw_k_chunk};
     const ProductPlan data{C, with_dx ? N * H * W : 0, F * kh * kw, dx_splits, dx_k_chunk};
-    weight_then_data_block<Tile, T>(
-        weight, data, arrivals,
+    backward_block<Tile>(
+        weight, data, db_slices, db, db_partial, arrivals, dy, N, F, Ho * Wo,
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
-            product_block<Tile>(weight, job, BatchedRows<T>{dy, F, Ho * Wo},
-                                WithOnesColumn<T, Im2colOperand<T, true>>{{x, x_taps, s}, one, patch},
-                                WeightBiasOutput<T>{dw, db, patch}, dw_partial, counters, a_tile, b_tile);
+            product_block<Tile>(weight, job, BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, x_taps, s},
+                                RowMajorOutput<T>{dw, patch}, dw_partial, counters, a_tile, b_tile);
         },
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
             product_block<Tile>(data, job, BatchedRows<T>{w, C, kh * kw}, Col2imOperand<T>{dy, dy_taps, s},
@@ -145,20 +132,20 @@ conv2d_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, unsigned* arr
 }
 
 // Linear layer (x: (N, IN), w: (OUT, IN)): dx: (N, IN) = dy @ w when with_dx, dw: (OUT, IN) =
-// dy^T @ x, db: (OUT,) when with_db, from dy: (N, OUT). Arguments and grid as conv2d_backward.
+// dy^T @ x, db: (OUT,) when db_slices > 0, from dy: (N, OUT). Arguments and grid as
+// conv2d_backward's (dy viewed as (N, OUT, 1) for db).
 template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
-linear_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, unsigned* arrivals, const T* dy,
-                const T* w, const T* x, const T* one, int N, int IN, int OUT, int dx_splits,
-                int dx_k_chunk, int dw_splits, int dw_k_chunk, int with_dx, int with_db) {
-    const ProductPlan weight{OUT, IN + with_db, N, dw_splits, dw_k_chunk};
+linear_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, T* db_partial, unsigned* arrivals,
+                const T* dy, const T* w, const T* x, int N, int IN, int OUT, int dx_splits,
+                int dx_k_chunk, int dw_splits, int dw_k_chunk, int db_slices, int with_dx) {
+    const ProductPlan weight{OUT, IN, N, dw_splits, dw_k_chunk};
     const ProductPlan data{with_dx ? N : 0, IN, OUT, dx_splits, dx_k_chunk};
-    weight_then_data_block<Tile, T>(
-        weight, data, arrivals,
+    backward_block<Tile>(
+        weight, data, db_slices, db, db_partial, arrivals, dy, N, OUT, 1,
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
-            product_block<Tile>(weight, job, MatrixOperand<T, true>{dy, OUT, N},
-                                WithOnesColumn<T, MatrixOperand<T, false>>{{x, N, IN}, one, IN},
-                                WeightBiasOutput<T>{dw, db, IN}, dw_partial, counters, a_tile, b_tile);
+            product_block<Tile>(weight, job, MatrixOperand<T, true>{dy, OUT, N}, MatrixOperand<T, false>{x, N, IN},
+                                RowMajorOutput<T>{dw, IN}, dw_partial, counters, a_tile, b_tile);
         },
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
             product_block<Tile>(data, job, MatrixOperand<T, false>{dy, N, OUT},

@@ -45,16 +45,27 @@ __device__ T warp_max(T value) {
 
 // Sum over a block of REDUCE_THREADS threads; the result is valid in thread 0.
 // warp_totals: the kernel's __shared__ array of REDUCE_THREADS / 32 elements.
+// In two steps for blocks that stand in for REDUCE_THREADS threads (channel_slice_sum): the
+// warp of (virtual) thread t stores its total, then thread 0 adds them, warps in order.
 template <typename T>
-__device__ T block_sum(T value, T* warp_totals) {
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+__device__ void store_warp_total(T value, T* warp_totals, int t) {
     value = warp_sum(value);
-    if (lane == 0) warp_totals[warp] = value;
+    if (t % 32 == 0) warp_totals[t / 32] = value;
+}
+
+template <typename T>
+__device__ T add_warp_totals(const T* warp_totals) {
     __syncthreads();
     T total = 0;
     if (threadIdx.x == 0)
         for (int i = 0; i < REDUCE_THREADS / 32; ++i) total += warp_totals[i];
     return total;
+}
+
+template <typename T>
+__device__ T block_sum(T value, T* warp_totals) {
+    store_warp_total(value, warp_totals, threadIdx.x);
+    return add_warp_totals(warp_totals);
 }
 
 // Pass 1 for any per-element term: partial[c * P + p] = sum of term(i, c) over slice p of
@@ -70,14 +81,26 @@ __device__ T block_sum(T value, T* warp_totals) {
 //     occupied SM with one accumulator. Run t of a thread goes to sum t % REDUCE_ACCUMULATORS
 //     and they are added in a fixed order, so the result is still reproducible bit for bit.
 // No vector loads: a slice starts at any (n, s), so 16-byte alignment is not guaranteed.
+// A block of fewer threads (a divisor of REDUCE_THREADS: another kernel's blocks, backward.cu)
+// computes the same slice: each of its threads runs the loop of REDUCE_THREADS / blockDim.x
+// threads t in turn, with the same arithmetic, so the bits are those of a 256-thread block.
 constexpr int REDUCE_ACCUMULATORS = 4;
 
+// Which channel c and slice p of its P a block sums, and which of Z reductions z (below): by
+// default the block's place in a (C, P, Z) grid.
+struct ReduceSlot {
+    int c, p, P, z;
+};
+__device__ __forceinline__ ReduceSlot block_slot() {
+    return {int(blockIdx.x), int(blockIdx.y), int(gridDim.y), int(blockIdx.z)};
+}
+
+// The sum thread t of a REDUCE_THREADS block adds over slice p of channel c (see above).
 template <typename T, typename Term>
-__device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_totals, Term term) {
-    const int c = blockIdx.x, p = blockIdx.y, P = gridDim.y;
+__device__ T thread_slice_sum(int t, int c, int p, int P, int N, int C, int S, Term term) {
     const int count = N * S, chunk = (count + P - 1) / P;
     const int begin = min(p * chunk, count), end = min(begin + chunk, count);
-    int j = begin + threadIdx.x;  // position in the channel's N * S values
+    int j = begin + t;  // position in the channel's N * S values
     int s = j % S;
     // the flat index of value j; unsigned: past the end it may wrap, but it is never read there
     unsigned i = (unsigned(j / S) * C + c) * S + s;
@@ -102,9 +125,16 @@ __device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_total
     for (int u = 0; u < REDUCE_ACCUMULATORS; ++u)
         if (j < end) sums[u] += term(i, c), advance();
     static_assert(REDUCE_ACCUMULATORS == 4, "the sums are added as a pairwise tree of four");
-    T sum = (sums[0] + sums[1]) + (sums[2] + sums[3]);
-    sum = block_sum(sum, warp_totals);
-    if (threadIdx.x == 0) partial[c * P + p] = sum;
+    return (sums[0] + sums[1]) + (sums[2] + sums[3]);
+}
+
+template <typename T, typename Term>
+__device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_totals, Term term,
+                                  ReduceSlot at = block_slot()) {
+    for (int t = threadIdx.x; t < REDUCE_THREADS; t += blockDim.x)
+        store_warp_total(thread_slice_sum<T>(t, at.c, at.p, at.P, N, C, S, term), warp_totals, t);
+    const T sum = add_warp_totals(warp_totals);
+    if (threadIdx.x == 0) partial[at.c * at.P + at.p] = sum;
 }
 
 // Passes 1 and 2 in one launch: channel_slice_sum, then the last block of channel c to
@@ -113,12 +143,12 @@ __device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_total
 // arrivals: (Z, C)), as batchnorm.cu's backward needs two sums of the same data.
 template <typename T, typename Term, typename Finish>
 __device__ void channel_reduce(T* partial, unsigned* arrivals, int N, int C, int S,
-                               T* warp_totals, Term term, Finish finish) {
+                               T* warp_totals, Term term, Finish finish, ReduceSlot at = block_slot()) {
     __shared__ int last;
-    const int c = blockIdx.x, P = gridDim.y, z = blockIdx.z;
+    const int c = at.c, P = at.P, z = at.z;
     partial += z * C * P;
     arrivals += z * C;
-    channel_slice_sum(partial, N, C, S, warp_totals, term);
+    channel_slice_sum(partial, N, C, S, warp_totals, term, at);
     if (threadIdx.x == 0) {
         __threadfence();  // this block's partial is visible before it counts itself in
         last = atomicAdd(&arrivals[c], 1u) == unsigned(P - 1);

@@ -1,11 +1,12 @@
 """Launchers of kernels/backward.cu: all the gradients of a convolution or a linear layer (its
-input's, its weights', its bias's) from one launch, the two products in one grid.
+input's, its weights', its bias's) from one launch, the two products and the bias's channel
+sums in one grid, the same bits as the separate launches.
 
 BackwardLaunches is a mixin of CudaKernels (it uses KernelLauncher's helpers and CudaKernels'
 _conv_shape and _taps); each method is the numpy_ref function of the same name. With
-backward_in_one_launch off they run the separate passes instead (numpy_ref's chain over
-these kernels: backward-data, the ReLU's backward, backward-weight, the channel sums of dy),
-the unfused reference the tests compare with.
+backward_in_one_launch off they run the separate launches instead (numpy_ref's chain over these
+kernels: backward-data, the ReLU's backward, backward-weight, the channel sums of dy), the
+unfused reference.
 """
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ import functools
 import numpy as np
 
 from minicnn.backends import numpy_ref
-from minicnn.backends.cuda_launch import i32
+from minicnn.backends.cuda_launch import i32, reduction_slices
 from minicnn.backends.kernel_facts import BackwardPlan, best_shared_tile, conv_kernel
 
 
 class BackwardLaunches:
 
-    # One launch per layer backward (backward.cu); False: the separate passes.
+    # One launch per layer backward (backward.cu); False: the separate launches (same bits).
     backward_in_one_launch = True
 
     def conv2d_backward(self, dy, x, w, stride, pads, need_dx, need_db, relu_input):
@@ -31,12 +32,14 @@ class BackwardLaunches:
                                                     relu_input)
         dy, x, w = self._float_arrays(dy, x, w)
         s = self._conv_shape(x.shape, w.shape, stride, pads)
-        # [dw | db] = dY @ [X_col^T | 1] and dx = W^T @ dY_col (backward.cu's header)
-        weight = (s.F, s.patch + bool(need_db), s.N * s.Ho * s.Wo)
+        # dw = dY @ X_col^T and dx = W^T @ dY_col (conv.cu), each split as its own launch splits it
+        weight = (s.F, s.patch, s.N * s.Ho * s.Wo)
         data = (s.C, s.N * s.H * s.W if need_dx else 0, s.F * s.kh * s.kw)
-        return self._backward_launch("conv2d_backward", weight, data, x.shape, w.shape,
-                                     (dy, w, x), (self._taps(s, False), self._taps(s, True),
-                                                  *i32(*s.ints())), (need_dx, need_db, relu_input))
+        splits = [self._tile_for(dy.dtype, *shape[:2]).split(*shape) for shape in (weight, data)]
+        return self._backward_launch("conv2d_backward", weight, data, splits, (s.N, s.F, s.Ho * s.Wo),
+                                     need_db, x.shape, w.shape, (dy, w, x),
+                                     (self._taps(s, False), self._taps(s, True), *i32(*s.ints())),
+                                     (need_dx, relu_input))
 
     def linear_backward(self, dy, x, w, need_dx, need_db):
         """dy: (N, OUT), x: (N, IN), w: (OUT, IN) -> (dx or None, dw, db or None)."""
@@ -44,41 +47,41 @@ class BackwardLaunches:
             return numpy_ref._linear_backward_chain(self, dy, x, w, need_dx, need_db)
         dy, x, w = self._float_arrays(dy, x, w)
         (n, inputs), outputs = x.shape, w.shape[0]
-        weight, data = (outputs, inputs + bool(need_db), n), (n if need_dx else 0, inputs, outputs)
-        return self._backward_launch("linear_backward", weight, data, x.shape, w.shape, (dy, w, x),
-                                     i32(n, inputs, outputs), (need_dx, need_db))
+        weight, data = (outputs, inputs, n), (n if need_dx else 0, inputs, outputs)
+        product = self.products[self._product_precision(dy.dtype)]  # gemm's own tile and splits
+        return self._backward_launch("linear_backward", weight, data,
+                                     [product.split(*shape) for shape in (weight, data)],
+                                     (n, outputs, 1), need_db, x.shape, w.shape, (dy, w, x),
+                                     i32(n, inputs, outputs), (need_dx,))
 
-    def _backward_launch(self, name, weight, data, x_shape, w_shape, inputs, sizes, flags):
-        """backward.cu's kernel `name` on the products weight and data ((rows, cols, depth)
-        each) -> (dx or None, dw, db or None); inputs: (dy, w, x); sizes: the arguments after
-        the ones; flags: need_dx, need_db[, relu_input]."""
+    def _backward_launch(self, name, weight, data, splits, dy_view, need_db, x_shape, w_shape,
+                         inputs, sizes, flags):
+        """backward.cu's kernel `name` -> (dx or None, dw, db or None). weight, data: the
+        products' (rows, cols, depth), data with 0 columns when dx is not wanted; splits: their
+        (splits, k_chunk); dy_view: dy as (N, F, S) for the bias's channel sums; inputs: (dy,
+        w, x); sizes: the arguments after them; flags: need_dx[, relu_input]."""
         dtype = inputs[0].dtype
-        need_dx, need_db = flags[:2]
-        dx = self.xp.empty(x_shape, dtype) if need_dx else None
+        dx = self.xp.empty(x_shape, dtype) if flags[0] else None
         dw = self.xp.empty(w_shape, dtype)
-        db = self.xp.empty(w_shape[0], dtype) if need_db else None
+        n, channels, s = dy_view
+        bias = (channels, reduction_slices(channels, n * s)) if need_db else (0, 0)
+        db = self.xp.empty(channels, dtype) if need_db else None
         precision = self._product_precision(dtype)
-        product = (best_shared_tile(self.simt_products, [weight] + [data] * bool(need_dx))
-                   if precision == "fp32" else self.products[precision])
-        plan = BackwardPlan.of(product, weight, data)
+        shapes = [shape for shape in (weight, data) if shape[1]]
+        product = (best_shared_tile(self.simt_products, shapes) if precision == "fp32"
+                   else self.products[precision])
+        plan = BackwardPlan.of(product, weight[:2], data[:2], splits, bias)
         if plan.blocks:
             unused = self._unused[np.dtype(dtype)]  # stands for the outputs and scratch not written
-            partials = [self.xp.empty((splits, rows * cols), dtype) if splits > 1 else unused
-                        for (rows, cols, _), (splits, _) in ((data, plan.data), (weight, plan.weight))]
+            scratch = [self.xp.empty((count, rows * cols), dtype) if count > 1 else unused
+                       for (rows, cols, _), (count, _) in ((data, plan.data), (weight, plan.weight))]
+            scratch.append(self.xp.empty(bias, dtype) if need_db else unused)
             self._kernel("backward.cu", conv_kernel(name, product), dtype)(
                 (plan.blocks,), (product.threads,),
-                (unused if dx is None else dx, dw, unused if db is None else db, *partials,
-                 self._arrivals(plan.counters), *inputs, self._one(dtype), *sizes,
-                 *i32(*plan.data, *plan.weight, *flags)))
+                (unused if dx is None else dx, dw, unused if db is None else db, *scratch,
+                 self._arrivals(plan.counters), *inputs, *sizes,
+                 *i32(*plan.data, *plan.weight, plan.bias_slices, *flags)))
         return dx, dw, db
-
-    def _one(self, dtype):
-        """A device array holding 1 (backward.cu's column of ones points at it)."""
-        return self._ones[np.dtype(dtype)]
-
-    @functools.cached_property
-    def _ones(self) -> dict:
-        return {np.dtype(t): self.xp.ones(1, t) for t in (np.float32, np.float64)}
 
     @functools.cached_property
     def _unused(self) -> dict:

@@ -89,8 +89,10 @@ class TiledProduct:
         return cdiv(cols, self.tile_n), cdiv(rows, self.tile_m), splits
 
     def split(self, rows: int, cols: int, depth: int) -> tuple[int, int]:
-        """(splits, k_chunk) for a rows x cols output over `depth` (see split_k)."""
-        return split_k(cdiv(rows, self.tile_m) * cdiv(cols, self.tile_n), depth, self.tile_k)
+        """(splits, k_chunk) for a rows x cols output over `depth` (see split_k); an empty
+        output has one slice."""
+        tiles = cdiv(rows, self.tile_m) * cdiv(cols, self.tile_n)
+        return split_k(tiles, depth, self.tile_k) if tiles else (1, self.tile_k)
 
 
 def simt_products(kernels_dir: Path = KERNELS_DIR) -> list[TiledProduct]:
@@ -249,20 +251,22 @@ def split_k_instantiations() -> list[str]:
 
 @dataclass(frozen=True)
 class BackwardPlan:
-    """Launch geometry of backward.cu's kernels (a layer's gradients in one grid): per product,
-    the weight one's and the data one's, (splits, k_chunk) as split_k cuts it alone (so each
-    sums K in the order of its own launch), and the 1-D grid: one block per tile per slice."""
+    """Launch geometry of backward.cu's kernels (a layer's gradients in one 1-D grid): the
+    weight product's and the data product's blocks (one per output tile per K slice; the slices
+    (splits, k_chunk) those of each product's own launch), then the bias's, channel_sums'
+    (channels x slices) blocks."""
 
-    product: TiledProduct  # the block loop both products run
-    weight: tuple[int, int]
+    weight: tuple[int, int]  # (splits, k_chunk)
     data: tuple[int, int]
-    blocks: int    # the grid
-    counters: int  # arrival counters: one per output tile of either product
+    bias_slices: int         # 0: no bias gradient
+    blocks: int              # the grid
+    counters: int            # arrival counters: one per output tile of either product, per channel
 
     @classmethod
-    def of(cls, product: TiledProduct, weight, data) -> "BackwardPlan":
-        """weight, data: each product's (rows, cols, depth); data has 0 columns without dx."""
-        tiles = [cdiv(rows, product.tile_m) * cdiv(cols, product.tile_n) for rows, cols, _ in (weight, data)]
-        splits = [product.split(*shape) if count else (1, product.tile_k)
-                  for shape, count in zip((weight, data), tiles)]
-        return cls(product, *splits, blocks=sum(t * s for t, (s, _) in zip(tiles, splits)), counters=sum(tiles))
+    def of(cls, product: TiledProduct, weight, data, splits, bias) -> "BackwardPlan":
+        """product: the block loop both products run; weight, data: each product's (rows,
+        cols); splits: each product's (splits, k_chunk); bias: (channels, slices)."""
+        tiles = [cdiv(rows, product.tile_m) * cdiv(cols, product.tile_n) for rows, cols in (weight, data)]
+        channels, slices = bias
+        return cls(*splits, slices, blocks=sum(t * s for t, (s, _) in zip(tiles, splits)) + channels * slices,
+                   counters=sum(tiles) + channels)
