@@ -4,7 +4,8 @@
     python benchmarks/launch_count.py --arch vgg8_bn --by-kernel
     python benchmarks/launch_count.py --unfused           # every layer on its own; split-K
                                                           # sums, BN statistics and linear
-                                                          # biases in two launches each
+                                                          # biases in two launches each, a
+                                                          # layer's gradients in separate ones
 
 The step runs on minicnn.backends.recording's "dry" device (CudaKernels over DryRuntime),
 which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
@@ -36,12 +37,13 @@ from minicnn.nn import fusion
 def count_step(arch: str, batch: int, fused: bool = True) -> dict[str, list]:
     """Launches per phase of the second training step of `arch` (the first one warms up).
     fused=False adds split-K slices, computes BN statistics and adds a linear layer's bias in
-    two launches each (nn fusion is the caller's)."""
+    two launches each, and a conv's or linear layer's gradients in separate launches (nn fusion
+    is the caller's)."""
     recorder = Recorder(execute="skip")
     device = recorder.device("dry")
     kernels = device.kernels  # CudaKernels
     kernels.split_k_in_one_launch = kernels.bn_statistics_in_one_launch = fused
-    kernels.linear_bias_in_epilogue = fused
+    kernels.linear_bias_in_epilogue = kernels.backward_in_one_launch = fused
     model = get_spec(arch).build().to(device)
     model.train()
     optimizer = optim.Adam(model.parameters())
@@ -67,7 +69,8 @@ def main(argv=None) -> None:
     parser.add_argument("--by-kernel", action="store_true", help="list every kernel's count")
     parser.add_argument("--unfused", action="store_true",
                         help="run every layer on its own (minicnn.nn.fusion off), split-K "
-                             "sums, BN statistics and linear biases in two launches each")
+                             "sums, BN statistics and linear biases in two launches each, "
+                             "a layer's gradients in separate launches")
     args = parser.parse_args(argv)
     with fusion.unfused() if args.unfused else contextlib.nullcontext():
         phases = count_step(args.arch, args.batch, fused=not args.unfused)

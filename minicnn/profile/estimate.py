@@ -34,10 +34,13 @@ L1_SECTORS_PER_CLOCK = 4      # per SM: 128 bytes per clock through the load/sto
 SHARED_WAVEFRONTS_PER_CLOCK = 1
 ISSUE_PER_CLOCK = 4           # warp instructions per SM per clock (4 schedulers)
 LATENCY_OCCUPANCY = 0.25      # occupancy needed to reach full memory throughput
-GEMM_FAMILIES = ("gemm_v1", "gemm_v2", "gemm_v3", "gemm_split_k", "gemm_bias")
+GEMM_FAMILIES = ("gemm_v1", "gemm_v2", "gemm_v3", "gemm_split_k", "gemm_bias", "linear_backward")
 CONV_FAMILIES = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight",
                  "conv2d_relu_forward", "conv2d_forward_split_k", "conv2d_backward_data_split_k",
-                 "conv2d_backward_weight_split_k")
+                 "conv2d_backward_weight_split_k", "conv2d_backward")
+# backward.cu's kernels compute the weight gradient's product and, when their with_dx flag (this
+# scalar argument, counted from 0) is set, the data gradient's, of the same FLOPs
+WITH_DX_SCALAR = {"conv2d_backward": 18, "linear_backward": 8}
 # FLOPs per element of the largest array, for the kernels that are not products (an
 # element-wise pass, a reduction, a pool reading its input once).
 FLOPS_PER_ELEMENT = {"adam_update": 12, "sgd_update": 4, "bn_normalize": 4, "bn_backward_dx": 8,
@@ -78,13 +81,15 @@ class Estimate:
 def useful_flops(record) -> float:
     """The FLOPs the launch must do for its shapes (see the module docstring)."""
     scalars = [i for i, a in enumerate(record.args) if a.shape is None]
+    products = 1 + record.scalar(scalars[WITH_DX_SCALAR[record.family]]) \
+        if record.family in WITH_DX_SCALAR else 1
     if record.family in GEMM_FAMILIES:
         m, n, k = (record.scalar(i) for i in scalars[:3])
-        return 2.0 * m * n * k
+        return 2.0 * m * n * k * products
     if record.family in CONV_FAMILIES:
         s = [record.scalar(i) for i in scalars]
         batch, channels, filters, kh, kw, ho, wo = s[0], s[1], s[4], s[5], s[6], s[11], s[12]
-        return 2.0 * batch * filters * ho * wo * channels * kh * kw
+        return 2.0 * batch * filters * ho * wo * channels * kh * kw * products
     largest = max([a.size for a in record.args] + list(_table_elements(record)), default=0)
     return float(FLOPS_PER_ELEMENT.get(record.family, 1) * largest)
 
