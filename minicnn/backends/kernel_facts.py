@@ -259,8 +259,13 @@ class BackwardPlan:
     weight: tuple[int, int]  # (splits, k_chunk)
     data: tuple[int, int]
     bias_slices: int         # 0: no bias gradient
-    blocks: int              # the grid
+    segments: tuple          # blocks of the weight product, the data product, the bias
     counters: int            # arrival counters: one per output tile of either product, per channel
+
+    @property
+    def blocks(self) -> int:
+        """The grid."""
+        return sum(self.segments)
 
     @classmethod
     def of(cls, product: TiledProduct, weight, data, splits, bias) -> "BackwardPlan":
@@ -268,5 +273,25 @@ class BackwardPlan:
         cols); splits: each product's (splits, k_chunk); bias: (channels, slices)."""
         tiles = [cdiv(rows, product.tile_m) * cdiv(cols, product.tile_n) for rows, cols in (weight, data)]
         channels, slices = bias
-        return cls(*splits, slices, blocks=sum(t * s for t, (s, _) in zip(tiles, splits)) + channels * slices,
+        return cls(*splits, slices, segments=(*(t * s for t, (s, _) in zip(tiles, splits)), channels * slices),
                    counters=sum(tiles) + channels)
+
+
+def backward_segments(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> tuple | None:
+    """The BackwardPlan segments of a launch of backward.cu's `kernel` (its instantiation
+    expression) from its int arguments in order; None for any other kernel. (The emulator's
+    counters sample each segment on its own: their blocks do different work.)"""
+    name = kernel.split("<")[0]
+    if name not in BACKWARD_KERNELS:
+        return None
+    tiles = simt_products(kernels_dir) + list(tiled_products(kernels_dir).values())
+    product = next(p for p in tiles if p.policy in kernel)
+    if name == "conv2d_backward":
+        n, c, h, w, f, kh, kw, *_, ho, wo = scalars[:13]
+        dx_splits, dx_chunk, dw_splits, dw_chunk, slices, with_dx = scalars[13:19]
+        weight, data, channels = (f, c * kh * kw), (c, n * h * w if with_dx else 0), f
+    else:
+        n, inputs, outputs, dx_splits, dx_chunk, dw_splits, dw_chunk, slices, with_dx = scalars[:9]
+        weight, data, channels = (outputs, inputs), (n if with_dx else 0, inputs), outputs
+    return BackwardPlan.of(product, weight, data, ((dw_splits, dw_chunk), (dx_splits, dx_chunk)),
+                           (channels if slices else 0, slices)).segments

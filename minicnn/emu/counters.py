@@ -9,7 +9,9 @@ kernel's code) it gives requests, active lanes, and `units`: 32-byte sectors for
 wavefronts for shared memory, beside `ideal_units`, what a perfectly coalesced or conflict-free
 warp would need. `blocks` picks which blocks run: "all", "sample" (first, middle, last) or an
 int (that many, evenly spread). Blocks not picked are *not executed* (their outputs stay as
-they were), and the totals are scaled by blocks in the grid / blocks run.
+they were), and the totals are scaled by blocks in the grid / blocks run. A grid whose blocks do
+different work in consecutive runs (backward.cu: a product's long-K blocks, then another's, then
+channel sums) is sampled run by run (profile_segments), each run scaled by its own size.
 """
 from __future__ import annotations
 
@@ -107,17 +109,58 @@ def sampled_blocks(blocks_total: int, blocks="sample") -> list[int]:
 
 def profile_launch(kernel, grid, block, args, shared_mem: int = 0, blocks="sample") -> LaunchCounters:
     """Runs one launch of an emulator kernel (EmuKernel) with counting on."""
+    grid3, block3, blocks_total = _launch_dims(grid, block)
+    return _count(kernel, grid3, block3, args, shared_mem, blocks_total,
+                  sampled_blocks(blocks_total, blocks))
+
+
+def profile_segments(kernel, grid, block, args, shared_mem: int, segments,
+                     blocks="sample") -> LaunchCounters:
+    """profile_launch for a grid made of consecutive runs of `segments` blocks (summing to
+    the grid's), each doing its own kind of work: `blocks` are sampled in each run, and each
+    run's counts are weighed by its blocks / blocks run. The result's counts are kept so that
+    its (overall) scale turns them into whole-grid totals."""
+    grid3, block3, blocks_total = _launch_dims(grid, block)
+    if sum(segments) != blocks_total:
+        raise ValueError(f"segments {tuple(segments)} do not add up to the grid's {blocks_total} blocks")
+    parts, start = [], 0
+    for count in segments:
+        if count:
+            chosen = sampled_blocks(count, blocks) or list(range(count))
+            parts.append((count / len(chosen),
+                          _count(kernel, grid3, block3, args, shared_mem, blocks_total,
+                                 [start + b for b in chosen])))
+        start += count
+    run = sum(p.blocks_run for _, p in parts)
+    scale = blocks_total / run
+    merged = {}  # (where, space, op, width) -> summed fields, weighed
+    for weight, part in parts:
+        for site in part.sites:
+            key = (site.where, site.space, site.op, site.width)
+            values = [getattr(site, name) * weight / scale for name in FIELDS]
+            merged[key] = [a + b for a, b in zip(merged.get(key, [0] * len(FIELDS)), values)]
+    sites = [AccessSite(*key, *values) for key, values in merged.items()]
+    return LaunchCounters(kernel.name, grid3, block3, blocks_total, run,
+                          *(round(sum(getattr(p, name) * w for w, p in parts) / scale)
+                            for name in ("barriers", "warp_ops")), sites)
+
+
+def _launch_dims(grid, block) -> tuple:
+    """(grid, block as 3-tuples, blocks in the grid), checked as a launch checks them."""
     from minicnn.emu.runtime import _dims, MAX_BLOCK_DIM, MAX_GRID_DIM  # one rule for dims
 
     grid3, block3 = _dims("grid", grid, MAX_GRID_DIM), _dims("block", block, MAX_BLOCK_DIM)
-    blocks_total = grid3[0] * grid3[1] * grid3[2]
-    chosen = sampled_blocks(blocks_total, blocks)
+    return grid3, block3, grid3[0] * grid3[1] * grid3[2]
+
+
+def _count(kernel, grid3, block3, args, shared_mem, blocks_total, chosen) -> LaunchCounters:
+    """Runs the launch with counting on, only the blocks `chosen` ([]: all of them)."""
     library = kernel._library
     library.minicnn_emu_profile_end.restype = ctypes.c_int
     library.minicnn_emu_profile_begin((ctypes.c_uint64 * max(len(chosen), 1))(*chosen), len(chosen))
     stats = (ctypes.c_uint64 * 3)()
     try:
-        kernel(grid, block, args, shared_mem)
+        kernel(grid3, block3, args, shared_mem)
     finally:
         count = library.minicnn_emu_profile_end(stats)
     raw = []

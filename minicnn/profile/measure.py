@@ -5,7 +5,8 @@
 """
 from __future__ import annotations
 
-from minicnn.emu.counters import profile_launch
+from minicnn.backends.kernel_facts import backward_segments
+from minicnn.emu.counters import profile_launch, profile_segments
 
 
 class CountInEmulator:
@@ -19,7 +20,12 @@ class CountInEmulator:
         self.blocks = blocks
 
     def __call__(self, record, kernel, grid, block, args, shared_mem):
-        record.counters = profile_launch(kernel, grid, block, args, shared_mem, blocks=self.blocks)
+        segments = backward_segments(record.kernel, [a.value for a in record.args if a.shape is None])
+        if segments is None or self.blocks == "all":
+            record.counters = profile_launch(kernel, grid, block, args, shared_mem, blocks=self.blocks)
+        else:  # blocks of different work: sampled kind by kind
+            record.counters = profile_segments(kernel, grid, block, args, shared_mem, segments,
+                                               blocks=self.blocks)
 
 
 class CudaEventTimer:
