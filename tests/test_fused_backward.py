@@ -149,3 +149,22 @@ def test_each_conv_and_linear_backward_is_one_launch():
     assert names.count("conv2d_backward") == 4 and names.count("linear_backward") == 1
     assert not {"relu_backward_channel_sums", "channel_sums", "gemm_v2", "sum_splits",
                 "conv2d_backward_data", "conv2d_backward_weight"} & set(names)
+
+
+def test_the_counters_sample_each_kind_of_block_of_a_backward_launch():
+    """Long-K weight blocks first, then many short data blocks, then channel sums: counted from
+    a few blocks of each kind (kernel_facts.backward_segments), the totals are the whole grid's."""
+    from minicnn.backends.kernel_facts import backward_segments
+    from minicnn.profile.measure import CountInEmulator
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((16, 4, 16, 16)).astype(np.float32)
+    w, dy = rng.standard_normal((4, 4, 3, 3)).astype(np.float32), rng.standard_normal(x.shape).astype(np.float32)
+    totals = []
+    for blocks in ("sample", "all"):
+        recorder = Recorder(execute=CountInEmulator(blocks))
+        recorder.device("emu").kernels.conv2d_backward(dy, x, w, (1, 1), (1, 1, 1, 1), True, True, False)
+        (record,) = recorder.launches
+        segments = backward_segments(record.kernel, [a.value for a in record.args if a.shape is None])
+        assert sum(segments) == record.blocks and min(segments) > 0
+        totals.append([record.counters.total(space, None, "units") for space in ("global", "shared")])
+    np.testing.assert_allclose(totals[0], totals[1], rtol=0.1)
