@@ -10,7 +10,8 @@ mix comes from `cuobjdump -sass` of the same cubin when cuobjdump is installed, 
 the PTX (`nvcc -ptx`): PTX is the compiler's intermediate code, close to but not the same as
 what runs (ptxas schedules it, and one PTX integer division becomes a ~20-instruction SASS
 sequence), so the table says which one it counted. The "main loop" is the loop (a backward
-branch) with the most floating-point instructions: the k-loop of a GEMM or convolution.
+branch) with the most mma instructions, else the most floating-point instructions: the k-loop
+of a GEMM or convolution.
 Results are cached on disk under a hash of kernels/ and the nvcc version.
 """
 from __future__ import annotations
@@ -231,10 +232,13 @@ def _mix(lines: list[str], kind: str) -> InstructionMix:
         program.append((_classify(opcode, classes), target.group(1) if target else None))
     loops = [(labels[t], i + 1) for i, (_, t) in enumerate(program) if t in labels and labels[t] <= i]
 
-    def fp_count(span):
-        return sum(1 for c, _ in program[span[0]:span[1]] if c in FP_CLASSES)
+    def fp_count(span, fp_classes=FP_CLASSES):
+        return sum(1 for c, _ in program[span[0]:span[1]] if c in fp_classes)
 
-    main = max(loops, key=lambda s: (fp_count(s), -(s[1] - s[0])), default=(0, len(program)))
+    # a loop with mma first: a tensor-core kernel's k-loop has few FP instructions (16 mma per
+    # k step), fewer than, say, an unrolled channel sum in the same kernel (backward.cu)
+    main = max(loops, key=lambda s: (fp_count(s, ("tensor (mma)",)), fp_count(s), -(s[1] - s[0])),
+               default=(0, len(program)))
     return InstructionMix(kind, _count(program[main[0]:main[1]]), _count(program))
 
 
