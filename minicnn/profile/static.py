@@ -29,7 +29,7 @@ from pathlib import Path
 
 from minicnn.backends.cupy_runtime import KERNELS_DIR, kernels_digest
 
-CACHE_VERSION = "2"  # bump when the parsing below changes
+CACHE_VERSION = "3"  # bump when the parsing below changes
 
 # Instruction classes, by opcode prefix (PTX: "fma.rn.f32"; SASS: "FFMA").
 PTX_CLASSES = [
