@@ -127,7 +127,7 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         """(x, its ConvShape, the forward kernels' arguments after the output)."""
         x, w = self._float_arrays(x, w)
         s = self._conv_shape(x.shape, w.shape, stride, pads)
-        bias = self.xp.zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
+        bias = self._zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
         return x, s, (x, w, bias, self._taps(s, True), *i32(*s.ints()))
 
     def conv2d_backward_data(self, dy, w, x_shape, stride, pads):

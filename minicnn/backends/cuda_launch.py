@@ -256,3 +256,13 @@ class KernelLauncher:
         if len({a.dtype for a in arrays}) != 1:
             raise ValueError("a parameter and its optimizer state must share one dtype")
         return arrays[0].dtype
+
+    def _zeros(self, count: int, dtype):
+        """count zeros of dtype that kernels only read (a bias-less convolution's bias): one
+        array per dtype, filled once and grown when a launch needs more, so a step fills
+        nothing (a fresh xp.zeros per forward would be a CuPy fill every step)."""
+        dtype = np.dtype(dtype)
+        zeros = self.__dict__.setdefault("_zero_arrays", {})
+        if dtype not in zeros or zeros[dtype].size < count:
+            zeros[dtype] = self.xp.zeros(max(count, 1024), dtype)
+        return zeros[dtype][:count]
