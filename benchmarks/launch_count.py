@@ -44,7 +44,7 @@ def count_step(arch: str, batch: int, fused: bool = True) -> dict[str, tuple[lis
     kernels = device.kernels  # CudaKernels
     kernels.split_k_in_one_launch = kernels.bn_statistics_in_one_launch = fused
     kernels.linear_bias_in_epilogue = kernels.loss_in_one_launch = fused
-    kernels._multi_tensor.advance_in_update = fused
+    kernels.adam_advance_in_update = fused
     model = get_spec(arch).build().to(device)
     model.train()
     optimizer = optim.Adam(model.parameters())

@@ -21,8 +21,7 @@ def emu_kernels(one_launch: bool):
     each, or in the launches they replace."""
     recorder = Recorder()
     device = recorder.device("emu")
-    device.kernels.loss_in_one_launch = one_launch
-    device.kernels._multi_tensor.advance_in_update = one_launch
+    device.kernels.loss_in_one_launch = device.kernels.adam_advance_in_update = one_launch
     return recorder, device
 
 

@@ -330,6 +330,10 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
 
     # ------------------------------------------------------------------ optimizers
 
+    # Adam's step advanced inside its update launch (optim.cu version 3); False: optim_advance
+    # first, in a launch of its own (the same bits).
+    adam_advance_in_update = True
+
     def adam_update(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
                     weight_decay, decoupled):
         """One Adam step on lists of arrays, in place: one launch for all of them (optim.cu

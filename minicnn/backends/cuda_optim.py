@@ -93,14 +93,12 @@ class TensorGroup:
 
 class MultiTensorSteps:
     """Adam and SGD over lists of tensors in one launch each (Adam's step advanced in the same
-    launch, optim.cu version 3; advance_in_update=False: in a launch of its own before it,
-    optim_advance, the same bits).
+    launch, optim.cu version 3; with the launcher's adam_advance_in_update off, in a launch of
+    its own before it, optim_advance: the same bits).
 
     One TensorGroup per list of parameters (keyed by their addresses), so several optimizers,
     or one optimizer whose set of live gradients changes, each get their own tables.
     """
-
-    advance_in_update = True
 
     def __init__(self, launcher):
         self.launcher = launcher
@@ -138,7 +136,7 @@ class MultiTensorSteps:
                   group.table("exp_avg_sqs", exp_avg_sqs), group.table("grads", grads),
                   group.sizes, group.first_block, *i32(group.count), group.schedule)
         rest = (T(eps), T(weight_decay), *i32(bool(decoupled)))
-        if self.advance_in_update:
+        if self.launcher.adam_advance_in_update:
             self.launcher._kernel("optim.cu", "adam_update_advance_multi<{T}>", params[0].dtype)(
                 (group.blocks,), (THREADS,),
                 (*tables, group.arrivals, np.float64(beta1), np.float64(beta2), *rest))

@@ -243,7 +243,8 @@ class RecordingRuntime:
     def bytes_of(self, args) -> int:
         """The compulsory traffic of a launch: each distinct array argument (and each array a
         pointer table argument reaches) read or written once."""
-        arrays = {id(a): a for a in args if hasattr(a, "nbytes") and not isinstance(a, np.generic)}
+        # distinct by memory, not by object: a device array passed twice may come as two views
+        arrays = {_memory(a): a for a in args if hasattr(a, "nbytes") and not isinstance(a, np.generic)}
         return sum(a.nbytes + self._reached_bytes(a) for a in arrays.values())
 
     def _reached_bytes(self, array) -> int:
@@ -257,6 +258,12 @@ class RecordingRuntime:
             return 0
         return sum(isinstance(a, np.ndarray) and not isinstance(a, DeviceArray)
                    and self._reached_bytes(a) == 0 and id(a) not in self._tables for a in args)
+
+
+def _memory(array) -> tuple:
+    """(address, bytes, dtype) of an array's data (CuPy: device pointer; NumPy: host pointer)."""
+    pointer = getattr(array.data, "ptr", None)
+    return (array.ctypes.data if pointer is None else pointer, array.nbytes, str(array.dtype))
 
 
 class RecordingModule:
