@@ -32,7 +32,7 @@ def targets(rng, shape, dtype, soft):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("shape", [(1, 3), (5, 10), (37, 100)])  # 37 rows: 10 blocks, one short
+@pytest.mark.parametrize("shape", [(0, 4), (1, 3), (5, 10), (37, 100)])  # 37: 10 blocks, 1 short
 @pytest.mark.parametrize("soft", [False, True], ids=["labels", "soft"])
 def test_the_one_launch_loss_is_the_three_launch_chain_bit_for_bit(dtype, shape, soft):
     rng = np.random.default_rng(shape[0])
@@ -47,6 +47,8 @@ def test_the_one_launch_loss_is_the_three_launch_chain_bit_for_bit(dtype, shape,
         if one_launch:
             assert kernels._arrivals(1)[0] == 0  # the last block reset its counter
     assert_same(results[False], results[True], exact=True, where="loss, probs, dlogits")
+    if shape[0] == 0:  # the loss is 0 / 0 either way; version 1 launches only sum_partials
+        return
     kind = "soft" if soft else "labels"
     assert results[True, "launches"] == [f"cross_entropy_mean_{kind}"] * 2
     assert results[False, "launches"] == [f"cross_entropy_forward_{kind}", "sum_partials",

@@ -292,8 +292,9 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
             return (loss.reshape(()), probs, *grad)
         loss = self.xp.empty((), logits.dtype)
         dlogits = self.xp.empty_like(logits) if with_grad else probs  # probs: never written
-        self._launch_rows(f"cross_entropy_mean_{kind}<{{T}}>", logits.dtype, n, loss, probs,
-                          dlogits, row_loss, self._arrivals(1), logits, target,
+        # at least one block, so that an empty batch's loss is 0 / 0 as with sum_partials
+        self._launch_rows(f"cross_entropy_mean_{kind}<{{T}}>", logits.dtype, max(n, 1), loss,
+                          probs, dlogits, row_loss, self._arrivals(1), logits, target,
                           *i32(n, k, with_grad))
         return (loss, probs, dlogits) if with_grad else (loss, probs)
 
