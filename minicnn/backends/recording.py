@@ -117,7 +117,7 @@ class LaunchRecord:
 @dataclass
 class GlueRecord:
     """An array-module operation that a GPU runs as one of CuPy's kernels (or a memset)."""
-    operation: str     # "zeros", "astype", "add", "setitem", ...
+    operation: str     # "zeros", "astype", "add", "__setitem__", ...
     array_bytes: int   # the distinct arrays it reads and writes
     after: int         # how many kernel launches came before it
 
@@ -210,7 +210,6 @@ class Recorder:
             kernel(grid, block, args, shared_mem)
         elif callable(self.execute):
             self.execute(record, kernel, grid, block, args, shared_mem)
-
 
     def glue_op(self, operation: str, *arrays) -> None:
         """Record glue (when counting it) that reads or writes `arrays` (others are ignored)."""
