@@ -185,8 +185,9 @@ __global__ void adam_update_advance_multi(const unsigned long long* params,
                      entry<const T>(grads, k), i, lr, T(beta1), T(beta2), eps, weight_decay,
                      decoupled, correction1, correction2);
     });
-    __syncthreads();  // every thread of the block has read lr before the block counts itself in
-    if (threadIdx.x != 0 || atomicAdd(arrivals, 1u) != gridDim.x - 1) return;
+    if (threadIdx.x != 0) return;  // the other threads read no more of the schedule
+    __threadfence();  // this block's read of the old step comes before it counts itself in
+    if (atomicAdd(arrivals, 1u) != gridDim.x - 1) return;
     store_adam_step(schedule, next);
     arrivals[0] = 0;
 }
