@@ -166,15 +166,17 @@ __global__ void sgd_update_multi(const unsigned long long* params,
 // last block to arrive has seen every other block read, so it alone stores the new step and
 // resets the counter for the next launch. Each block computes the corrections with the same
 // double maths as optim_advance and casts them to T as version 2 does: the same bits.
-// arrivals: one zeroed uint32 owned by the launcher. Grid and tables as adam_update_multi.
+// arrivals: one zeroed uint32 owned by the launcher. Grid and tables as adam_update_multi;
+// 256 threads. The bounds keep version 2's occupancy (float: 32 registers, 8 blocks per SM,
+// no spills; double: 6 blocks, ptxas spills a few bytes): thread 0's pow()s would otherwise
+// take the float kernel to 38 registers and 6 blocks per SM.
 template <typename T>
-__global__ void adam_update_advance_multi(const unsigned long long* params,
-                                          const unsigned long long* exp_avgs,
-                                          const unsigned long long* exp_avg_sqs,
-                                          const unsigned long long* grads, const int* sizes,
-                                          const int* first_block, int tensors, double* schedule,
-                                          unsigned* arrivals, double beta1, double beta2, T eps,
-                                          T weight_decay, int decoupled) {
+__global__ void __launch_bounds__(256, sizeof(T) == 4 ? 8 : 6)
+adam_update_advance_multi(const unsigned long long* params, const unsigned long long* exp_avgs,
+                          const unsigned long long* exp_avg_sqs, const unsigned long long* grads,
+                          const int* sizes, const int* first_block, int tensors, double* schedule,
+                          unsigned* arrivals, T eps, T weight_decay, int decoupled, double beta1,
+                          double beta2) {
     __shared__ AdamStep next;
     if (threadIdx.x == 0) next = next_adam_step(schedule, beta1, beta2);
     __syncthreads();

@@ -139,7 +139,7 @@ class MultiTensorSteps:
         if self.launcher.adam_advance_in_update:
             self.launcher._kernel("optim.cu", "adam_update_advance_multi<{T}>", params[0].dtype)(
                 (group.blocks,), (THREADS,),
-                (*tables, group.arrivals, np.float64(beta1), np.float64(beta2), *rest))
+                (*tables, group.arrivals, *rest, np.float64(beta1), np.float64(beta2)))
         else:
             self.launcher._kernel("optim.cu", "optim_advance")((1,), (1,), (
                 group.schedule, np.float64(beta1), np.float64(beta2)))
