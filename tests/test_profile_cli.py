@@ -46,6 +46,7 @@ def test_profile_of_a_small_network_names_what_to_fix():
     out = result.stdout
     assert "per kernel family" in out and "per launch" in out and "what to fix first:" in out
     assert "launches per step:" in out and "img/s" in out
+    assert "one training step (forward, loss, backward, adam)" in out  # named from its kernel
     family_rows = out.split("per kernel family")[1].split("per launch")[0]
     assert "conv2d_relu_forward" in family_rows and "adam_update" in family_rows
 
