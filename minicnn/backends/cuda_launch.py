@@ -40,9 +40,10 @@ KERNELS = {
     "softmax.cu": ["softmax_forward<{T}>", "softmax_backward<{T}>", "log_softmax_forward<{T}>",
                    "log_softmax_backward<{T}>", "cross_entropy_forward_labels<{T}>",
                    "cross_entropy_forward_soft<{T}>", "cross_entropy_backward_labels<{T}>",
-                   "cross_entropy_backward_soft<{T}>", "sum_partials<{T}>"],
+                   "cross_entropy_backward_soft<{T}>", "sum_partials<{T}>",
+                   "cross_entropy_mean_labels<{T}>", "cross_entropy_mean_soft<{T}>"],
     "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>", "adam_update_multi<{T}>",
-                 "sgd_update_multi<{T}>", "optim_advance"],
+                 "sgd_update_multi<{T}>", "optim_advance", "adam_update_advance_multi<{T}>"],
     "fused.cu": ["dropout_apply<{T}>", "pool2d_dropout_forward<{T}>",
                  "pool2d_dropout_backward<{T}>", "bn_relu_pool_forward<{T}>",
                  "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>",
@@ -257,3 +258,13 @@ class KernelLauncher:
         if len({a.dtype for a in arrays}) != 1:
             raise ValueError("a parameter and its optimizer state must share one dtype")
         return arrays[0].dtype
+
+    def _zeros(self, count: int, dtype):
+        """count zeros of dtype that kernels only read (a bias-less convolution's bias): one
+        array per dtype, filled once and grown when a launch needs more, so a step fills
+        nothing (a fresh xp.zeros per forward would be a CuPy fill every step)."""
+        dtype = np.dtype(dtype)
+        zeros = self.__dict__.setdefault("_zero_arrays", {})
+        if dtype not in zeros or zeros[dtype].size < count:
+            zeros[dtype] = self.xp.zeros(max(count, 1024), dtype)
+        return zeros[dtype][:count]

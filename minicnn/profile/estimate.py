@@ -56,9 +56,11 @@ FLOPS_PER_ELEMENT = {"adam_update": 12, "sgd_update": 4, "bn_normalize": 4, "bn_
                      # issue 12's fused passes: the sum of the chain's counts they replace
                      "bn_moments": 4, "relu_backward_channel_sums": 2,
                      "relu_bn_pool_dropout_forward": 6, "relu_bn_pool_dropout_backward_sums": 6,
-                     "relu_bn_pool_dropout_backward_dx_sums": 10}
+                     "relu_bn_pool_dropout_backward_dx_sums": 10,
+                     "adam_update_advance_multi": 12, "cross_entropy_mean_labels": 7,
+                     "cross_entropy_mean_soft": 8}
 # Arrays of the multi-tensor kernels' pointer tables (optim.cu): params, moments, grads.
-TABLE_ARRAYS = {"adam_update_multi": 4, "sgd_update_multi": 3}
+TABLE_ARRAYS = {"adam_update_multi": 4, "adam_update_advance_multi": 4, "sgd_update_multi": 3}
 MULTI_CHUNK = source_constants(KERNELS_DIR / "optim.cu")["MULTI_CHUNK"]  # elements per block
 # The multiply's peak per tensor-core operand type, as named in v3's instantiations.
 TENSOR_PEAKS = {"Mma::TF32": "peak_tf32", "Mma::BF16": "peak_bf16"}
