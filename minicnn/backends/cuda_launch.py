@@ -14,9 +14,9 @@ import numpy as np
 
 from minicnn.backends import kernel_facts
 from minicnn.backends.kernel_facts import (BACKWARD_KERNELS, KERNELS_DIR, MIN_SPLIT_K,  # noqa: F401
-                                           TARGET_BLOCKS, best_tile, cdiv, conv_instantiations, gemm_instantiations,
-                                           gemm_twin, simt_products, source_constants,
-                                           split_k_instantiations, tiled_products)
+                                           TARGET_BLOCKS, best_tile, cdiv, conv_instantiations,
+                                           gemm_instantiations, gemm_twin, simt_products,
+                                           source_constants, split_k_instantiations, tiled_products)
 from minicnn.backends.precision import PRECISIONS, check_precision
 from minicnn.backends.checks import conv_output_size  # noqa: F401 (the launchers' window size)
 
