@@ -123,8 +123,15 @@ class DryRuntime:
 
     name, xp = "dry", np
 
-    def module(self, source, name_expressions):
+    def module(self, source, name_expressions, cooperative=False):
         return self
+
+    @property
+    def sm_count(self) -> int:
+        """The grid of cooperative launches is sized for minicnn profile's default GPU."""
+        from minicnn.profile.gpus import get_gpu
+
+        return get_gpu("h100").sm_count
 
     def get_function(self, name_expression):
         return lambda grid, block, args, shared_mem=0: None
@@ -204,8 +211,15 @@ class RecordingRuntime:
         # id(table) -> (weak reference to it, bytes of the arrays it points to)
         self._tables: dict[int, tuple] = {}
 
-    def module(self, source, name_expressions):
-        return RecordingModule(self.inner.module(source, name_expressions), source, self)
+    def module(self, source, name_expressions, cooperative=False):
+        """A cooperative launch (grid_sync.cuh) is recorded as one launch like any other."""
+        inner = (self.inner.module(source, name_expressions, cooperative=True) if cooperative
+                 else self.inner.module(source, name_expressions))
+        return RecordingModule(inner, source, self)
+
+    @property
+    def sm_count(self) -> int:
+        return self.inner.sm_count
 
     def pointer_table(self, arrays):
         """The inner runtime's table of array addresses (multi-tensor optimizer steps): one
