@@ -217,9 +217,10 @@ class BatchNormLaunches:
         trailing dropout arguments, asked for only when there is a launch."""
         x, gamma, beta = self._float_arrays(x, gamma, beta)
         if self.bn_in_one_launch:
-            return self._bn_pool_forward_one_launch(kind, pre_relu, x, gamma, beta, running_mean,
-                                                    running_var, momentum, eps, unbiased,
-                                                    (mode, kernel, stride, pads), dropout)
+            return self._bn_pool_forward_one_launch(kind, pre_relu, x, gamma, beta,
+                                                    running_mean, running_var, momentum, eps,
+                                                    unbiased, (mode, kernel, stride, pads),
+                                                    dropout)
         mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
                                          pre_relu)
         arguments, out_hw = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
@@ -235,23 +236,24 @@ class BatchNormLaunches:
                           dropout=()):
         """fused.cu's `kind`_backward_sums (dbeta, dgamma), then its dx pass: `kind`_backward_dx,
         or `kind`_backward_dx_sums with the channel sums of dx (returned when dx_sums; the
-        dropout kinds have only this pass). dropout: the kernels' trailing dropout arguments."""
+        dropout kinds have only this pass). dropout: the kernels' trailing dropout arguments.
+        With bn_in_one_launch: both in bn_one_launch.cu's `kind`_backward_one_launch."""
         dy, x, gamma, beta, mean, rstd = self._float_arrays(dy, x, gamma, beta, mean, rstd)
         index = self.xp.empty(1, np.int32) if index is None else self._array(index, np.int32)
         arguments, _ = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, *pool)
         n, c, s, _ = self._bn_view(x)
         dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
+        if self.bn_in_one_launch:
+            dx, sums = self.xp.empty_like(x), self.xp.empty(c, x.dtype)
+            self._bn_backward_one_launch(f"{kind}_backward_one_launch<{{T}}>", x,
+                                         (dx, sums, dbeta, dgamma), (dy, index, *arguments),
+                                         dropout or i32(bool(dx_sums)))
+            return (dx, dgamma, dbeta, sums) if dx_sums else (dx, dgamma, dbeta)
         scalars = (*arguments[8:], *dropout)
         self._channel_reduce("fused.cu", f"{kind}_backward_sums<{{T}}>", x.dtype, n, c, s,
                              dbeta, dgamma, inputs=(dy, index, *arguments[:5]), scalars=scalars,
                              reductions=2)
         dx = self.xp.empty_like(x)
-        if self.bn_in_one_launch:
-            sums = self.xp.empty(c, x.dtype)
-            self._bn_backward_one_launch(f"{kind}_backward_one_launch<{{T}}>", x,
-                                         (dx, sums, dbeta, dgamma), (dy, index, *arguments),
-                                         dropout or i32(bool(dx_sums)))
-            return (dx, dgamma, dbeta, sums) if dx_sums else (dx, dgamma, dbeta)
         if dx_sums or dropout:
             sums = self.xp.empty(c, x.dtype)
             self._channel_reduce("fused.cu", f"{kind}_backward_dx_sums<{{T}}>", x.dtype, n, c, s,
