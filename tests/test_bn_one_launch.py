@@ -1,6 +1,8 @@
 """Batch norm in one launch forward and one backward (kernels/bn_one_launch.cu, cooperative
 grids): each pattern's kernel gives the bits of its two-launch chain in the emulator, whatever
 the grid, on odd shapes and on every batch-norm layer of the model zoo's BN networks."""
+import shutil
+
 import numpy as np
 import pytest
 
@@ -147,3 +149,21 @@ def test_every_batch_norm_layer_of_the_bn_networks(kernels, arch):
     for kind, shape, options in calls:
         x = rng.standard_normal(shape).astype(np.float32)
         check_layer(kernels, kind, x, options, dx_sums=True, rng=rng)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_ptxas_fits_the_blocks_per_sm_the_grid_is_sized_for():
+    """cooperative_grid launches COOPERATIVE_BLOCKS_PER_SM blocks per SM: the kernels'
+    __launch_bounds__ must make ptxas keep registers and shared memory low enough for that
+    many (else the driver refuses the launch). Checked for the profiler's default GPU (one
+    nvcc run: each architecture costs minutes on a small CPU)."""
+    from minicnn.backends.cuda_launch import COOPERATIVE_BLOCKS_PER_SM, KERNELS, THREADS, expand
+    from minicnn.profile.gpus import get_gpu, occupancy
+    from minicnn.profile.static import static_facts
+
+    names = [name for e in KERNELS["bn_one_launch.cu"] for name in expand(e)]
+    gpu = get_gpu("h100")
+    facts = static_facts("bn_one_launch.cu", names, gpu.arch)
+    for name in names:
+        fit = occupancy(gpu, THREADS, facts[name].registers, facts[name].static_shared)
+        assert fit.blocks_per_sm >= COOPERATIVE_BLOCKS_PER_SM, (name, fit)
