@@ -159,14 +159,15 @@ class Recorder:
         if execute is not None:
             self.execute = execute
 
-    def device(self, name: str = "emu", precision: str = "fp32") -> Device:
+    def device(self, name: str = "emu", precision: str = "fp32", sm_count: int | None = None) -> Device:
         """A Device like get_device(name, precision=...) whose kernel launches and allocations
-        are recorded; "dry": CudaKernels whose launches do nothing."""
+        are recorded; "dry": CudaKernels whose launches do nothing. sm_count: the SMs that
+        cooperative grids are sized for (default the runtime's own), e.g. a profiled GPU's."""
         from minicnn.backends.cuda import CudaKernels
         from minicnn.backends.precision import check_precision
 
         inner = DryRuntime() if name == "dry" else get_device(name, precision=precision).kernels.runtime
-        runtime = RecordingRuntime(inner, self)
+        runtime = RecordingRuntime(inner, self, sm_count)
         return Device(name, runtime.xp, CudaKernels(runtime, check_precision(precision)))
 
     @contextlib.contextmanager
@@ -204,8 +205,9 @@ class Recorder:
 class RecordingRuntime:
     """The KernelRuntime contract around another runtime; launches go to the recorder."""
 
-    def __init__(self, inner, recorder: Recorder):
+    def __init__(self, inner, recorder: Recorder, sm_count: int | None = None):
         self.inner, self.recorder = inner, recorder
+        self._sm_count = sm_count
         self.name = inner.name
         self.xp = CountingArrayModule(inner.xp, recorder)
         # id(table) -> (weak reference to it, bytes of the arrays it points to)
@@ -219,7 +221,7 @@ class RecordingRuntime:
 
     @property
     def sm_count(self) -> int:
-        return self.inner.sm_count
+        return self._sm_count or self.inner.sm_count
 
     def pointer_table(self, arrays):
         """The inner runtime's table of array addresses (multi-tensor optimizer steps): one

@@ -144,7 +144,7 @@ class EmuKernel:
         self._entry = entry
         self.name = name
         self._schedule = schedule
-        self._cooperative = cooperative
+        self.cooperative = cooperative  # launched as a cooperative grid (grid.sync() allowed)
 
     def __call__(self, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
         grid = _dims("grid", grid, MAX_GRID_DIM)
@@ -156,7 +156,7 @@ class EmuKernel:
             raise ValueError(f"{self.name}: shared_mem must be an int in [0, {MAX_DYNAMIC_SHARED}], "
                              f"got {shared_mem!r}")
         threads = block[0] * block[1] * block[2]
-        if self._cooperative and grid[0] * grid[1] * grid[2] > EmulatorRuntime.co_resident_blocks(threads):
+        if self.cooperative and grid[0] * grid[1] * grid[2] > EmulatorRuntime.co_resident_blocks(threads):
             raise EmulatorError(
                 f"kernel {self.name}: a cooperative grid of {grid[0] * grid[1] * grid[2]} blocks is "
                 f"larger than the {EmulatorRuntime.co_resident_blocks(threads)} blocks of {threads} "
@@ -168,7 +168,7 @@ class EmuKernel:
         for i, arg in enumerate(args):
             c_args[i] = _marshal(self.name, i, arg, keep_alive)
         launch = _Launch((ctypes.c_uint32 * 3)(*grid), (ctypes.c_uint32 * 3)(*block),
-                         int(shared_mem), self._schedule, int(self._cooperative),
+                         int(shared_mem), self._schedule, int(self.cooperative),
                          self.name.encode())
         targets = [word for arg in args if isinstance(arg, PointerTable)
                    for pair in arg.ranges for word in pair]
