@@ -167,3 +167,29 @@ def test_ptxas_fits_the_blocks_per_sm_the_grid_is_sized_for():
     for name in names:
         fit = occupancy(gpu, THREADS, facts[name].registers, facts[name].static_shared)
         assert fit.blocks_per_sm >= COOPERATIVE_BLOCKS_PER_SM, (name, fit)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("net", ["mixed_net", "vgg_like_tail"])
+def test_three_training_steps_are_the_same_in_one_launch_and_in_two(dtype, net):
+    """Every fused pattern (mixed_net) and vgg_like's (vgg_like_tail), 3 fixed-seed Adam steps
+    on the emulator: the same losses, weights and running statistics bit for bit."""
+    from test_fused_relu_bn_pool_dropout import vgg_like_tail
+    from test_fusion import mixed_net, train_three_steps
+
+    recorder = Recorder()
+    device = recorder.device("emu")
+    runs, families = [], []
+    for one_launch in (True, False):
+        device.kernels.bn_in_one_launch = one_launch
+        recorder.reset()
+        runs.append(train_three_steps(device, dtype, fused=True,
+                                      net={"mixed_net": mixed_net, "vgg_like_tail": vgg_like_tail}[net]))
+        families.append({launch.family for launch in recorder.launches})
+    assert {"bn_moments", "bn_backward_sums"} & families[0] == set()
+    assert any(f.endswith("_one_launch") for f in families[0])
+    assert not any(f.endswith("_one_launch") for f in families[1])
+    (losses, state), (two_launch_losses, two_launch_state) = runs
+    assert losses == two_launch_losses and losses[-1] < losses[0]
+    for key in state:
+        np.testing.assert_array_equal(state[key], two_launch_state[key], err_msg=key)
