@@ -31,9 +31,10 @@ constexpr int COOPERATIVE_BLOCKS_PER_SM = 2;
 
 __device__ inline void grid_sync() { cooperative_groups::this_grid().sync(); }
 
-// Calls f(i) for i in [0, count), spread over every thread of the grid (grid-stride loop).
+// Calls f(i) for i in [0, count), spread over every thread of the grid (grid-stride loop;
+// 64-bit steps, so i + stride cannot overflow near INT_MAX).
 template <typename F>
 __device__ inline void for_each_in_grid(int count, F f) {
-    const int stride = gridDim.x * blockDim.x;
-    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride) f(i);
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = blockIdx.x * blockDim.x + threadIdx.x; i < count; i += stride) f(int(i));
 }

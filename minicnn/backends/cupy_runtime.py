@@ -16,6 +16,7 @@ CuPy is imported in __init__, never at import time, so CPU-only installs never n
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -73,8 +74,9 @@ class CupyRuntime:
             self._modules[key] = self._compile(source, key[1], cooperative)
         return self._modules[key]
 
-    @property
+    @functools.cached_property
     def sm_count(self) -> int:
+        """The current device's SMs, asked once (a driver call per launch would cost host time)."""
         return self.xp.cuda.Device().attributes["MultiProcessorCount"]
 
     def pointer_table(self, arrays):
