@@ -6,6 +6,7 @@
                                                           # sums, BN statistics and linear
                                                           # biases in two launches each, a
                                                           # layer's gradients in separate ones
+    python benchmarks/launch_count.py --bn-two-launch     # batch norm's two-launch passes
 
 The step runs on minicnn.backends.recording's "dry" device (CudaKernels over DryRuntime),
 which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
@@ -35,18 +36,21 @@ from minicnn.models.zoo import get_spec
 from minicnn.nn import fusion
 
 
-def count_step(arch: str, batch: int, fused: bool = True) -> dict[str, tuple[list, list]]:
+def count_step(arch: str, batch: int, fused: bool = True,
+               bn_one_launch: bool = True) -> dict[str, tuple[list, list]]:
     """(kernel launches, glue) per phase of the second training step of `arch` (the first one
     warms up). fused=False adds split-K slices, computes BN statistics and adds a linear
     layer's bias in two launches each, the loss's mean and gradient and Adam's step advance in
     launches of their own, and a conv's or linear layer's gradients in separate launches (nn
-    fusion is the caller's)."""
+    fusion is the caller's). bn_one_launch=False (or fused=False): batch norm's two-launch
+    passes instead of bn_one_launch.cu's."""
     recorder = Recorder(execute="skip", count_glue=True)
     device = recorder.device("dry")
     kernels = device.kernels  # CudaKernels
     kernels.split_k_in_one_launch = kernels.bn_statistics_in_one_launch = fused
     kernels.linear_bias_in_epilogue = kernels.loss_in_one_launch = fused
     kernels.adam_advance_in_update = kernels.backward_in_one_launch = fused
+    kernels.bn_in_one_launch = fused and bn_one_launch
     model = get_spec(arch).build().to(device)
     model.train()
     optimizer = optim.Adam(model.parameters())
@@ -78,10 +82,14 @@ def main(argv=None) -> None:
                         help="run every layer on its own (minicnn.nn.fusion off), split-K "
                              "sums, BN statistics and linear biases in two launches each, "
                              "a layer's gradients in separate launches")
+    parser.add_argument("--bn-two-launch", action="store_true",
+                        help="batch norm's two-launch passes (statistics, then output; sums, "
+                             "then dx), not bn_one_launch.cu's cooperative kernels")
     args = parser.parse_args(argv)
     with fusion.unfused() if args.unfused else contextlib.nullcontext():
-        phases = count_step(args.arch, args.batch, fused=not args.unfused)
-    fused = "unfused" if args.unfused else "fused"
+        phases = count_step(args.arch, args.batch, fused=not args.unfused,
+                            bn_one_launch=not args.bn_two_launch)
+    fused = "unfused" if args.unfused else "fused" + (", BN in two launches" * args.bn_two_launch)
     print(f"launches per training step, {args.arch}, batch {args.batch}, {fused}")
     print(f"{'phase':<18} {'launches':>8} {'array GB':>9}")
     kernels = sum((launches for launches, _ in phases.values()), [])

@@ -100,7 +100,7 @@ __device__ void backward_block(const ProductPlan& weight, const ProductPlan& dat
     arrivals += data.tiles<Tile>();
     channel_reduce(db_partial, arrivals, N, F, S, warp_totals, [=](unsigned i, int) { return dy[i]; },
                    [=](int c, T total) { db[c] = total; },
-                   ReduceSlot{job / bias_slices, job % bias_slices, bias_slices, 0});
+                   ChannelSlice{job / bias_slices, job % bias_slices, bias_slices, 0});
 }
 
 // Convolution: dx: (N, C, H, W) when with_dx (times (x > 0) when relu_input), dw: (F, C, kH, kW),

@@ -68,6 +68,16 @@ __device__ T block_sum(T value, T* warp_totals) {
     return add_warp_totals(warp_totals);
 }
 
+// Which slice p of which channel c (of P slices each) a block sums, for which of Z reductions
+// z. A grid (C, P, Z) gives each block its own (block_slice); a cooperative kernel's blocks
+// loop over them instead (bn_one_launch.cu): the same slices, so the same sums bit for bit.
+struct ChannelSlice {
+    int c, p, P, z;
+};
+__device__ inline ChannelSlice block_slice() {
+    return {int(blockIdx.x), int(blockIdx.y), int(gridDim.y), int(blockIdx.z)};
+}
+
 // Pass 1 for any per-element term: partial[c * P + p] = sum of term(i, c) over slice p of
 // channel c, i running over the flat indices (n * C + c) * S + s of an (N, C, S) array.
 // Launch: grid (C, P), block (REDUCE_THREADS,). warp_totals: as for block_sum.
@@ -85,15 +95,6 @@ __device__ T block_sum(T value, T* warp_totals) {
 // computes the same slice: each of its threads runs the loop of REDUCE_THREADS / blockDim.x
 // threads t in turn, with the same arithmetic, so the bits are those of a 256-thread block.
 constexpr int REDUCE_ACCUMULATORS = 4;
-
-// Which channel c and slice p of its P a block sums, and which of Z reductions z (below): by
-// default the block's place in a (C, P, Z) grid.
-struct ReduceSlot {
-    int c, p, P, z;
-};
-__device__ __forceinline__ ReduceSlot block_slot() {
-    return {int(blockIdx.x), int(blockIdx.y), int(gridDim.y), int(blockIdx.z)};
-}
 
 // The sum thread t of a REDUCE_THREADS block adds over slice p of channel c (see above).
 template <typename T, typename Term>
@@ -130,7 +131,7 @@ __device__ T thread_slice_sum(int t, int c, int p, int P, int N, int C, int S, T
 
 template <typename T, typename Term>
 __device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_totals, Term term,
-                                  ReduceSlot at = block_slot()) {
+                                  ChannelSlice at = block_slice()) {
     for (int t = threadIdx.x; t < REDUCE_THREADS; t += blockDim.x)
         store_warp_total(thread_slice_sum<T>(t, at.c, at.p, at.P, N, C, S, term), warp_totals, t);
     const T sum = add_warp_totals(warp_totals);
@@ -141,9 +142,11 @@ __device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_total
 // arrive calls finish(c, total) from one thread, total the P partials of c added in order.
 // Grid (C, P, Z): blockIdx.z picks one of Z independent reductions (partial: (Z, C, P),
 // arrivals: (Z, C)), as batchnorm.cu's backward needs two sums of the same data.
+// at: the slice, the block's own by default.
 template <typename T, typename Term, typename Finish>
 __device__ void channel_reduce(T* partial, unsigned* arrivals, int N, int C, int S,
-                               T* warp_totals, Term term, Finish finish, ReduceSlot at = block_slot()) {
+                               T* warp_totals, Term term, Finish finish,
+                               ChannelSlice at = block_slice()) {
     __shared__ int last;
     const int c = at.c, P = at.P, z = at.z;
     partial += z * C * P;
@@ -189,10 +192,11 @@ __global__ void sum_partials(T* out, const T* partial, int C, int P, T divisor) 
 // gradient they produce) without a launch of its own. Grid (C, P), as channel_sums.
 template <typename T, typename Value>
 __device__ void write_and_channel_sum(T* out, T* sums, T* partial, unsigned* arrivals, int N,
-                                      int C, int S, T* warp_totals, Value value) {
+                                      int C, int S, T* warp_totals, Value value,
+                                      ChannelSlice at = block_slice()) {
     channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
         const T v = value(i, c);
         out[i] = v;
         return v;
-    }, [=](int c, T total) { sums[c] = total; });
+    }, [=](int c, T total) { sums[c] = total; }, at);
 }

@@ -139,8 +139,15 @@ class DryRuntime:
 
     name, xp = "dry", np
 
-    def module(self, source, name_expressions):
+    def module(self, source, name_expressions, cooperative=False):
         return self
+
+    @property
+    def sm_count(self) -> int:
+        """The grid of cooperative launches is sized for minicnn profile's default GPU."""
+        from minicnn.profile.gpus import get_gpu
+
+        return get_gpu("h100").sm_count
 
     def get_function(self, name_expression):
         return lambda grid, block, args, shared_mem=0: None
@@ -170,14 +177,15 @@ class Recorder:
         if execute is not None:
             self.execute = execute
 
-    def device(self, name: str = "emu", precision: str = "fp32") -> Device:
+    def device(self, name: str = "emu", precision: str = "fp32", sm_count: int | None = None) -> Device:
         """A Device like get_device(name, precision=...) whose kernel launches and allocations
-        are recorded; "dry": CudaKernels whose launches do nothing."""
+        are recorded; "dry": CudaKernels whose launches do nothing. sm_count: the SMs that
+        cooperative grids are sized for (default the runtime's own), e.g. a profiled GPU's."""
         from minicnn.backends.cuda import CudaKernels
         from minicnn.backends.precision import check_precision
 
         inner = DryRuntime() if name == "dry" else get_device(name, precision=precision).kernels.runtime
-        runtime = RecordingRuntime(inner, self)
+        runtime = RecordingRuntime(inner, self, sm_count)
         return Device(name, runtime.xp, CudaKernels(runtime, check_precision(precision)))
 
     @contextlib.contextmanager
@@ -221,15 +229,23 @@ class Recorder:
 class RecordingRuntime:
     """The KernelRuntime contract around another runtime; launches go to the recorder."""
 
-    def __init__(self, inner, recorder: Recorder):
+    def __init__(self, inner, recorder: Recorder, sm_count: int | None = None):
         self.inner, self.recorder = inner, recorder
+        self._sm_count = sm_count
         self.name = inner.name
         self.xp = CountingArrayModule(inner.xp, recorder)
         # id(table) -> (weak reference to it, bytes of the arrays it points to)
         self._tables: dict[int, tuple] = {}
 
-    def module(self, source, name_expressions):
-        return RecordingModule(self.inner.module(source, name_expressions), source, self)
+    def module(self, source, name_expressions, cooperative=False):
+        """A cooperative launch (grid_sync.cuh) is recorded as one launch like any other."""
+        inner = (self.inner.module(source, name_expressions, cooperative=True) if cooperative
+                 else self.inner.module(source, name_expressions))
+        return RecordingModule(inner, source, self)
+
+    @property
+    def sm_count(self) -> int:
+        return self._sm_count or self.inner.sm_count
 
     def pointer_table(self, arrays):
         """The inner runtime's table of array addresses (multi-tensor optimizer steps): one

@@ -5,8 +5,11 @@
 """
 from __future__ import annotations
 
+import numpy as np
+
 from minicnn.backends.kernel_facts import backward_segments
 from minicnn.emu.counters import profile_launch, profile_segments
+from minicnn.emu.runtime import EmulatorRuntime
 
 
 class CountInEmulator:
@@ -20,6 +23,12 @@ class CountInEmulator:
         self.blocks = blocks
 
     def __call__(self, record, kernel, grid, block, args, shared_mem):
+        if kernel.cooperative:
+            # sized for the profiled GPU, more blocks than the emulator holds at once: its
+            # grid-stride loops do the same work (and the same accesses) on fewer blocks, and
+            # the record keeps the GPU's grid for the estimate. Every block runs (a grid
+            # barrier needs them all), so nothing is scaled.
+            grid = (min(int(np.prod(grid)), EmulatorRuntime.co_resident_blocks(int(np.prod(block)))),)
         segments = backward_segments(record.kernel, [a.value for a in record.args if a.shape is None])
         if segments is None or self.blocks == "all":
             record.counters = profile_launch(kernel, grid, block, args, shared_mem, blocks=self.blocks)
