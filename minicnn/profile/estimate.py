@@ -53,7 +53,8 @@ FLOPS_PER_ELEMENT = {"adam_update": 12, "sgd_update": 4, "bn_normalize": 4, "bn_
                      # issue 12's fused passes: the sum of the chain's counts they replace
                      "bn_moments": 4, "relu_backward_channel_sums": 2,
                      "relu_bn_pool_dropout_forward": 6, "relu_bn_pool_dropout_backward_sums": 6,
-                     "relu_bn_pool_dropout_backward_dx_sums": 10}
+                     "relu_bn_pool_dropout_backward_dx_sums": 10,
+                     "conv_weight_transpose": 0}  # a copy: memory only
 # Arrays of the multi-tensor kernels' pointer tables (optim.cu): params, moments, grads.
 TABLE_ARRAYS = {"adam_update_multi": 4, "sgd_update_multi": 3}
 MULTI_CHUNK = source_constants(KERNELS_DIR / "optim.cu")["MULTI_CHUNK"]  # elements per block
