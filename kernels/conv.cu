@@ -258,26 +258,31 @@ conv2d_relu_forward(T* y, const T* x, const T* w, const T* bias, const int* x_ta
 // contiguous (one more launch per backward-data; |W| read and written once). A block moves a
 // tile of `filters` x `channels` cells (kH kW values each) through shared memory: it reads
 // `filters` runs of channels * taps contiguous values and writes `channels` runs of
-// filters * taps, so both sides are coalesced. The tile (kernel_facts.weight_transpose_tile)
-// holds at most TRANSPOSE_VALUES values: 16 x 16 cells of 3 x 3.
-constexpr int TRANSPOSE_VALUES = 2304, TRANSPOSE_THREADS = 256;
+// filters * taps, so both sides are coalesced. The tile (kernel_facts.weight_transpose_launch)
+// holds at most TRANSPOSE_VALUES values of TRANSPOSE_FILTERS filters or fewer (16 x 16 cells of
+// 3 x 3), each filter's row padded by up to 31 values against bank conflicts.
+constexpr int TRANSPOSE_VALUES = 2304, TRANSPOSE_FILTERS = 16, TRANSPOSE_THREADS = 256;
 
 // wt: (C, F, taps) from w: (F, C, taps), taps = kH * kW. Grid (ceil(C / channels),
-// ceil(F / filters)), block TRANSPOSE_THREADS; filters * channels * taps <= TRANSPOSE_VALUES.
+// ceil(F / filters)), block TRANSPOSE_THREADS; filters <= TRANSPOSE_FILTERS and
+// filters * channels * taps <= TRANSPOSE_VALUES.
 template <typename T>
 __global__ void __launch_bounds__(TRANSPOSE_THREADS)
 conv_weight_transpose(T* wt, const T* w, int F, int C, int taps, int filters, int channels) {
-    __shared__ T tile[TRANSPOSE_VALUES];  // [f][c][t] of this block's cells, row f: channels * taps
+    __shared__ T tile[TRANSPOSE_VALUES + 31 * TRANSPOSE_FILTERS];  // [f][c][t] of this block's cells
+    // Row f holds channels * taps values, padded to a stride = taps (mod 32): the second loop's
+    // lanes read (f, t) at f * stride + t, consecutive words, so no two share a bank.
+    const int stride = channels * taps + ((taps - channels * taps) % 32 + 32) % 32;
     const int f0 = blockIdx.y * filters, c0 = blockIdx.x * channels;
     const int my_filters = min(filters, F - f0), my_channels = min(channels, C - c0);
     const int in_run = my_channels * taps, out_run = my_filters * taps;
     for (int e = threadIdx.x; e < my_filters * in_run; e += blockDim.x) {  // e: (f, c, t)
         const int f = e / in_run, ct = e % in_run;
-        tile[f * channels * taps + ct] = w[((long long)(f0 + f) * C + c0) * taps + ct];
+        tile[f * stride + ct] = w[((long long)(f0 + f) * C + c0) * taps + ct];
     }
     __syncthreads();
     for (int e = threadIdx.x; e < my_channels * out_run; e += blockDim.x) {  // e: (c, f, t)
         const int c = e / out_run, ft = e % out_run, f = ft / taps, t = ft % taps;
-        wt[((long long)(c0 + c) * F + f0) * taps + ft] = tile[(f * channels + c) * taps + t];
+        wt[((long long)(c0 + c) * F + f0) * taps + ft] = tile[f * stride + c * taps + t];
     }
 }

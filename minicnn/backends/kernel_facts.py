@@ -241,12 +241,12 @@ def split_k_instantiations() -> list[str]:
 def weight_transpose_launch(filters: int, channels: int, taps: int,
                             kernels_dir: Path = KERNELS_DIR) -> tuple[tuple, tuple, tuple]:
     """(grid, block, (tile filters, tile channels)) of conv.cu's conv_weight_transpose for w:
-    (filters, channels, taps): per block 16 filters (fewer for huge kernels) and as many
-    channels as fit in its TRANSPOSE_VALUES (16 x 16 cells of 3 x 3)."""
+    (filters, channels, taps): per block TRANSPOSE_FILTERS filters (fewer for huge kernels) and
+    as many channels as fit in its TRANSPOSE_VALUES (16 x 16 cells of 3 x 3)."""
     c = source_constants(Path(kernels_dir) / "conv.cu")
     if taps > c["TRANSPOSE_VALUES"]:
         raise ValueError(f"conv2d: the CUDA kernels take kernels of at most {c['TRANSPOSE_VALUES']} "
                          f"cells, got {taps}")
-    tile_f = min(16, c["TRANSPOSE_VALUES"] // taps)
+    tile_f = min(c["TRANSPOSE_FILTERS"], c["TRANSPOSE_VALUES"] // taps)
     tile_c = c["TRANSPOSE_VALUES"] // (tile_f * taps)
     return (cdiv(channels, tile_c), cdiv(filters, tile_f)), (c["TRANSPOSE_THREADS"],), (tile_f, tile_c)
