@@ -109,15 +109,14 @@ void close_interval() {
     }
 }
 
-}  // namespace
-
-namespace {
+// Buffers one access (or idle lane) of the running thread until its interval closes.
 void buffer(const void* pc, Space space, bool write, uint64_t location, size_t size, bool active) {
     size_t self = size_t(state.current - state.threads.data());
     if (pending.size() < state.threads.size()) pending.resize(state.threads.size());
     pending[self].push_back(Record{pc, location, 0, uint16_t(size), uint8_t(self % WARP),
                                    uint8_t(uint8_t(space) * 2 + write), active});
 }
+
 }  // namespace
 
 void count_access(const void* pc, Space space, bool write, int region, uint64_t offset, size_t size) {
