@@ -5,6 +5,7 @@
     python benchmarks/launch_count.py --unfused           # every layer on its own; split-K
                                                           # sums, BN statistics and linear
                                                           # biases in two launches each
+    python benchmarks/launch_count.py --bn-two-launch     # batch norm's two-launch passes
 
 The step runs on minicnn.backends.recording's "dry" device (CudaKernels over DryRuntime),
 which records every launch and runs nothing (arrays stay uninitialized), so it takes a second
@@ -14,9 +15,10 @@ long sum over the batch, the last layers' small images) is cut into slices, whic
 last block adds (unfused: one more launch, sum_splits). "array GB" adds up the
 bytes of each launch's distinct array arguments (and of the arrays its pointer tables reach):
 a roofline-style estimate of the step's DRAM traffic that counts every array once per launch
-(tiled kernels re-read some inputs; caches absorb part of it). Not counted: the
-array-module glue a GPU step also runs (CuPy's own elementwise kernels for gradient
-accumulation and the like) and copies.
+(tiled kernels re-read some inputs; caches absorb part of it). The array-module glue a GPU
+step also runs (CuPy's own fill, copy and element-wise kernels: a zero fill, a gradient added
+by `+`, an astype; minicnn.backends.recording's GlueRecord) has its own row, with its bytes;
+"total" counts both. The step's data (the batch and its labels) is already on the device.
 """
 from __future__ import annotations
 
@@ -33,31 +35,40 @@ from minicnn.models.zoo import get_spec
 from minicnn.nn import fusion
 
 
-def count_step(arch: str, batch: int, fused: bool = True) -> dict[str, list]:
-    """Launches per phase of the second training step of `arch` (the first one warms up).
-    fused=False adds split-K slices, computes BN statistics and adds a linear layer's bias in
-    two launches each (nn fusion is the caller's)."""
-    recorder = Recorder(execute="skip")
+def count_step(arch: str, batch: int, fused: bool = True,
+               bn_one_launch: bool = True) -> dict[str, tuple[list, list]]:
+    """(kernel launches, glue) per phase of the second training step of `arch` (the first one
+    warms up). fused=False adds split-K slices, computes BN statistics and adds a linear
+    layer's bias in two launches each, the loss's mean and gradient and Adam's step advance in
+    launches of their own (nn fusion is the caller's). bn_one_launch=False (or fused=False):
+    batch norm's two-launch passes instead of bn_one_launch.cu's."""
+    recorder = Recorder(execute="skip", count_glue=True)
     device = recorder.device("dry")
     kernels = device.kernels  # CudaKernels
     kernels.split_k_in_one_launch = kernels.bn_statistics_in_one_launch = fused
-    kernels.linear_bias_in_epilogue = fused
+    kernels.linear_bias_in_epilogue = kernels.loss_in_one_launch = fused
+    kernels.adam_advance_in_update = fused
+    kernels.bn_in_one_launch = fused and bn_one_launch
     model = get_spec(arch).build().to(device)
     model.train()
     optimizer = optim.Adam(model.parameters())
     x = tensor(np.zeros((batch, 3, 32, 32), np.float32), device=device)
-    labels = np.zeros(batch, np.int64)
+    labels = device.asarray(np.zeros(batch, np.int64))
     for _ in range(2):
         recorder.reset()
         loss = F.cross_entropy(model(x), labels)
-        forward = len(recorder.launches)
+        forward = len(recorder.launches), len(recorder.glue)
         optimizer.zero_grad()
         loss.backward()
-        backward = len(recorder.launches)
+        backward = len(recorder.launches), len(recorder.glue)
         optimizer.step()
-    launches = recorder.launches
-    return {"forward + loss": launches[:forward], "backward": launches[forward:backward],
-            "optimizer": launches[backward:]}
+    ends = {"forward + loss": forward, "backward": backward,
+            "optimizer": (len(recorder.launches), len(recorder.glue))}
+    phases, start = {}, (0, 0)
+    for phase, end in ends.items():
+        phases[phase] = (recorder.launches[start[0]:end[0]], recorder.glue[start[1]:end[1]])
+        start = end
+    return phases
 
 
 def main(argv=None) -> None:
@@ -68,18 +79,26 @@ def main(argv=None) -> None:
     parser.add_argument("--unfused", action="store_true",
                         help="run every layer on its own (minicnn.nn.fusion off), split-K "
                              "sums, BN statistics and linear biases in two launches each")
+    parser.add_argument("--bn-two-launch", action="store_true",
+                        help="batch norm's two-launch passes (statistics, then output; sums, "
+                             "then dx), not bn_one_launch.cu's cooperative kernels")
     args = parser.parse_args(argv)
     with fusion.unfused() if args.unfused else contextlib.nullcontext():
-        phases = count_step(args.arch, args.batch, fused=not args.unfused)
-    fused = "unfused" if args.unfused else "fused"
+        phases = count_step(args.arch, args.batch, fused=not args.unfused,
+                            bn_one_launch=not args.bn_two_launch)
+    fused = "unfused" if args.unfused else "fused" + (", BN in two launches" * args.bn_two_launch)
     print(f"launches per training step, {args.arch}, batch {args.batch}, {fused}")
-    print(f"{'phase':<16} {'launches':>8} {'array GB':>9}")
-    rows = list(phases.items()) + [("total", sum(phases.values(), []))]
+    print(f"{'phase':<18} {'launches':>8} {'array GB':>9}")
+    kernels = sum((launches for launches, _ in phases.values()), [])
+    glue = sum((glue for _, glue in phases.values()), [])
+    rows = [(phase, launches) for phase, (launches, _) in phases.items()]
+    rows += [("kernels/*.cu", kernels), ("array-module glue", glue), ("total", kernels + glue)]
     for phase, launches in rows:
         gigabytes = sum(launch.array_bytes for launch in launches) / 1e9
-        print(f"{phase:<16} {len(launches):>8} {gigabytes:>9.2f}")
+        print(f"{phase:<18} {len(launches):>8} {gigabytes:>9.2f}")
     if args.by_kernel:
-        for name, count in Counter(launch.kernel for launch in rows[-1][1]).most_common():
+        names = [launch.kernel for launch in kernels] + [f"glue: {g.operation}" for g in glue]
+        for name, count in Counter(names).most_common():
             print(f"  {count:>4}  {name}")
 
 

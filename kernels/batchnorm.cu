@@ -86,12 +86,12 @@ bn_variance(T* rstd, T* running_mean, T* running_var, T* partial, unsigned* arri
 // Whichever half finishes channel c second (an integer atomic on arrivals[2C + c]) computes
 // mean, rstd and the running statistics as bn_variance does; the first parks its sum in mean
 // or rstd. x is still read twice (once per half), but with one launch and no dependency.
+// bn_moments_slice: one block's slice `at` of it (bn_one_launch.cu loops over them).
 template <typename T, bool PRE_RELU>
-__global__ void __launch_bounds__(REDUCE_THREADS)
-bn_moments(T* mean, T* rstd, T* running_mean, T* running_var, T* partial, unsigned* arrivals,
-           const T* x, int N, int C, int S, T momentum, T keep, T eps, int unbiased) {
-    __shared__ T warp_totals[REDUCE_THREADS / 32];
-    const bool squares = blockIdx.z == 1;
+__device__ void bn_moments_slice(T* mean, T* rstd, T* running_mean, T* running_var, T* partial,
+                                 unsigned* arrivals, const T* x, int N, int C, int S, T momentum,
+                                 T keep, T eps, int unbiased, T* warp_totals, ChannelSlice at) {
+    const bool squares = at.z == 1;
     const int count = N * S;
     channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
         const T d = bn_input<T, PRE_RELU>(x, i) - bn_input<T, PRE_RELU>(x, unsigned(c) * S);
@@ -108,7 +108,16 @@ bn_moments(T* mean, T* rstd, T* running_mean, T* running_var, T* partial, unsign
         mean[c] = bn_input<T, PRE_RELU>(x, unsigned(c) * S) + shifted_mean;
         bn_store_statistics(c, var, count, rstd, running_mean, running_var, mean, momentum, keep,
                             eps, unbiased);
-    });
+    }, at);
+}
+
+template <typename T, bool PRE_RELU>
+__global__ void __launch_bounds__(REDUCE_THREADS)
+bn_moments(T* mean, T* rstd, T* running_mean, T* running_var, T* partial, unsigned* arrivals,
+           const T* x, int N, int C, int S, T momentum, T keep, T eps, int unbiased) {
+    __shared__ T warp_totals[REDUCE_THREADS / 32];
+    bn_moments_slice<T, PRE_RELU>(mean, rstd, running_mean, running_var, partial, arrivals, x, N,
+                                  C, S, momentum, keep, eps, unbiased, warp_totals, block_slice());
 }
 
 // y of one value of channel c, then max(y, 0) when POST_RELU. (Shared with fused.cu, so
@@ -136,6 +145,15 @@ __device__ __forceinline__ T bn_output_grad(const T* dy, const T* y, unsigned i)
     return POST_RELU && !(y[i] > T(0)) ? T(0) : dy[i];
 }
 
+// Element i's term of dbeta (g) or, for_gamma, of dgamma (g * xhat), g = bn_output_grad.
+template <typename T, bool PRE_RELU, bool POST_RELU>
+__device__ __forceinline__ T bn_backward_term(unsigned i, int c, bool for_gamma, const T* dy,
+                                              const T* y, const T* x, const T* mean,
+                                              const T* rstd) {
+    const T g = bn_output_grad<T, POST_RELU>(dy, y, i);
+    return for_gamma ? g * ((bn_input<T, PRE_RELU>(x, i) - mean[c]) * rstd[c]) : g;
+}
+
 // dbeta = sum of g, dgamma = sum of g * xhat over each channel (g = bn_output_grad).
 // Grid (C, P, 2): z = 0 sums for dbeta, z = 1 for dgamma. y: the fused ReLU's output
 // (any array when not POST_RELU: it is not read then).
@@ -146,8 +164,7 @@ bn_backward_sums(T* dbeta, T* dgamma, T* partial, unsigned* arrivals, const T* d
     __shared__ T warp_totals[REDUCE_THREADS / 32];
     const bool for_gamma = blockIdx.z == 1;
     channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
-        const T g = bn_output_grad<T, POST_RELU>(dy, y, i);
-        return for_gamma ? g * ((bn_input<T, PRE_RELU>(x, i) - mean[c]) * rstd[c]) : g;
+        return bn_backward_term<T, PRE_RELU, POST_RELU>(i, c, for_gamma, dy, y, x, mean, rstd);
     }, [=](int c, T total) { (for_gamma ? dgamma : dbeta)[c] = total; });
 }
 

@@ -131,6 +131,18 @@ struct BnReluPool {
                             const T* dgamma, int count) const {
         return bn_input_grad(grad(i, dy, index), x[i], c, gamma, mean, rstd, dbeta, dgamma, count);
     }
+    // Element i's term of dbeta (grad) or, for_gamma, of dgamma (grad * xhat).
+    __device__ T backward_term(int i, int c, bool for_gamma, const T* dy, const int* index) const {
+        const T g = grad(i, dy, index);
+        return for_gamma ? g * ((x[i] - mean[c]) * rstd[c]) : g;
+    }
+    // y[o] = pool(relu(bn(x))) at pooled output o, and its index.
+    __device__ void write_output(int o, T* y, int* index) const {
+        int best = 0;
+        y[o] = pool_output<T>(o, &best, [=](int i) { return value(i); }, mode, H, W, kh, kw, sh,
+                              sw, pt, pl, Ho, Wo);
+        if (mode != POOL_AVG) index[o] = best;
+    }
 };
 
 // The kernels' shared parameters, gathered into a BnReluPool named `layer`.
@@ -149,10 +161,7 @@ __global__ void bn_relu_pool_forward(T* y, int* index, BN_RELU_POOL_PARAMETERS) 
     BN_RELU_POOL_LAYER;
     const int o = blockIdx.x * blockDim.x + threadIdx.x;
     if (o >= NC * Ho * Wo) return;
-    int best = 0;
-    y[o] = pool_output<T>(o, &best, [=](int i) { return layer.value(i); }, mode, H, W, kh, kw, sh,
-                          sw, pt, pl, Ho, Wo);
-    if (mode != POOL_AVG) index[o] = best;
+    layer.write_output(o, y, index);
 }
 
 // dbeta = sum of g, dgamma = sum of g * xhat per channel. Grid (C, P, 2) as bn_backward_sums.
@@ -164,8 +173,7 @@ bn_relu_pool_backward_sums(T* dbeta, T* dgamma, T* partial, unsigned* arrivals, 
     __shared__ T warp_totals[REDUCE_THREADS / 32];
     const bool for_gamma = blockIdx.z == 1;
     channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
-        const T g = layer.grad(int(i), dy, index);
-        return for_gamma ? g * ((x[i] - mean[c]) * rstd[c]) : g;
+        return layer.backward_term(int(i), c, for_gamma, dy, index);
     }, [=](int c, T total) { (for_gamma ? dgamma : dbeta)[c] = total; });
 }
 
@@ -241,6 +249,20 @@ struct ReluBnPoolDropout {
         return bn_input_grad(grad(i, dy, index), l.x[i], c, l.gamma, l.mean, l.rstd, dbeta, dgamma,
                              count);
     }
+    __device__ T backward_term(int i, int c, bool for_gamma, const T* dy, const int* index) const {
+        const BnReluPool<T>& l = layer;
+        const T g = grad(i, dy, index);
+        return for_gamma ? g * ((bn_input<T, true>(l.x, i) - l.mean[c]) * l.rstd[c]) : g;
+    }
+    // y[o] = dropout(pool(bn(relu(x)))) at pooled output o, and its index.
+    __device__ void write_output(int o, T* y, int* index) const {
+        const BnReluPool<T>& l = layer;
+        int best = 0;
+        const T pooled = pool_output<T>(o, &best, [=](int i) { return value(i); }, l.mode, l.H, l.W,
+                                        l.kh, l.kw, l.sh, l.sw, l.pt, l.pl, l.Ho, l.Wo);
+        y[o] = pooled * dropout_scale<T>(o, rate, seed, step);
+        if (l.mode != POOL_AVG) index[o] = best;
+    }
 };
 #define RELU_BN_POOL_DROPOUT_LAYER \
     BN_RELU_POOL_LAYER;            \
@@ -256,13 +278,7 @@ __global__ void relu_bn_pool_dropout_forward(T* y, int* index, BN_RELU_POOL_PARA
     const unsigned long long step = *step_counter + advance;
     RELU_BN_POOL_DROPOUT_LAYER;
     const int o = blockIdx.x * blockDim.x + threadIdx.x;
-    if (o < NC * Ho * Wo) {
-        int best = 0;
-        const T pooled = pool_output<T>(o, &best, [=](int i) { return fused.value(i); }, mode, H, W,
-                                        kh, kw, sh, sw, pt, pl, Ho, Wo);
-        y[o] = pooled * dropout_scale<T>(o, rate, seed, step);
-        if (mode != POOL_AVG) index[o] = best;
-    }
+    if (o < NC * Ho * Wo) fused.write_output(o, y, index);
     finish_step(step_counter, arrivals, advance, step);
 }
 
@@ -279,8 +295,7 @@ relu_bn_pool_dropout_backward_sums(T* dbeta, T* dgamma, T* partial, unsigned* ar
     __shared__ T warp_totals[REDUCE_THREADS / 32];
     const bool for_gamma = blockIdx.z == 1;
     channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
-        const T g = fused.grad(int(i), dy, index);
-        return for_gamma ? g * ((bn_input<T, true>(x, i) - mean[c]) * rstd[c]) : g;
+        return fused.backward_term(int(i), c, for_gamma, dy, index);
     }, [=](int c, T total) { (for_gamma ? dgamma : dbeta)[c] = total; });
 }
 

@@ -22,6 +22,9 @@
 // live in a small device array `schedule` that optim_advance<<<1, 1>>> moves to the next step,
 // so a captured CUDA graph replays steps without any host-to-device copy. A vgg_like step thus
 // spends 2 launches on Adam instead of one per parameter tensor (36).
+// Version 3 (adam_update_advance_multi): optim_advance folded into the update, 1 launch per
+// Adam step. Every block computes the new step's corrections from the schedule's old step
+// itself; the last block to finish writes the new step back (see the kernel).
 #include "common.cuh"
 
 template <typename T>
@@ -73,13 +76,26 @@ constexpr int MULTI_CHUNK = 1024;  // elements per block (4 per thread of a 256-
 // The schedule array (float64): what the multi-tensor kernels read for the current step.
 enum Schedule { SCHEDULE_STEP, SCHEDULE_LR, SCHEDULE_CORRECTION1, SCHEDULE_CORRECTION2 };
 
-// schedule[STEP] += 1 and the bias corrections of the new step (1 - beta^t, in double as the
-// host computes them). One thread.
-__global__ void optim_advance(double* schedule, double beta1, double beta2) {
+// The step after the schedule's and its bias corrections (1 - beta^t, in double as the host
+// computes them).
+struct AdamStep {
+    double step, correction1, correction2;
+};
+
+__device__ inline AdamStep next_adam_step(const double* schedule, double beta1, double beta2) {
     const double step = schedule[SCHEDULE_STEP] + 1.0;
-    schedule[SCHEDULE_STEP] = step;
-    schedule[SCHEDULE_CORRECTION1] = 1.0 - pow(beta1, step);
-    schedule[SCHEDULE_CORRECTION2] = 1.0 - pow(beta2, step);
+    return {step, 1.0 - pow(beta1, step), 1.0 - pow(beta2, step)};
+}
+
+__device__ inline void store_adam_step(double* schedule, AdamStep next) {
+    schedule[SCHEDULE_STEP] = next.step;
+    schedule[SCHEDULE_CORRECTION1] = next.correction1;
+    schedule[SCHEDULE_CORRECTION2] = next.correction2;
+}
+
+// schedule[STEP] += 1 and the bias corrections of the new step. One thread.
+__global__ void optim_advance(double* schedule, double beta1, double beta2) {
+    store_adam_step(schedule, next_adam_step(schedule, beta1, beta2));
 }
 
 // The tensor block b works on: the k with first_block[k] <= b < first_block[k + 1] (binary
@@ -139,4 +155,41 @@ __global__ void sgd_update_multi(const unsigned long long* params,
         sgd_element(entry<T>(params, k), entry<T>(velocities, k), entry<const T>(grads, k), i, lr,
                     momentum, nesterov, weight_decay);
     });
+}
+
+// ---- Version 3: Adam's advance and update in one launch.
+//
+// Block 0's update must not see the new step before block 1 has read the old one, so no block
+// writes the schedule until every block has read it: thread 0 of each block reads the old step
+// into shared memory, the block updates its elements, then thread 0 counts the block in with
+// an integer atomicAdd on arrivals[0] (reduce.cu's channel_reduce counts its blocks alike); the
+// last block to arrive has seen every other block read, so it alone stores the new step and
+// resets the counter for the next launch. Each block computes the corrections with the same
+// double maths as optim_advance and casts them to T as version 2 does: the same bits.
+// arrivals: one zeroed uint32 owned by the launcher. Grid and tables as adam_update_multi;
+// 256 threads. The bounds keep version 2's occupancy (float: 32 registers, 8 blocks per SM,
+// no spills; double: 6 blocks, ptxas spills a few bytes): thread 0's pow()s would otherwise
+// take the float kernel to 38 registers and 6 blocks per SM.
+template <typename T>
+__global__ void __launch_bounds__(256, sizeof(T) == 4 ? 8 : 6)
+adam_update_advance_multi(const unsigned long long* params, const unsigned long long* exp_avgs,
+                          const unsigned long long* exp_avg_sqs, const unsigned long long* grads,
+                          const int* sizes, const int* first_block, int tensors, double* schedule,
+                          unsigned* arrivals, T eps, T weight_decay, int decoupled, double beta1,
+                          double beta2) {
+    __shared__ AdamStep next;
+    if (threadIdx.x == 0) next = next_adam_step(schedule, beta1, beta2);
+    __syncthreads();
+    const T lr = T(schedule[SCHEDULE_LR]), correction1 = T(next.correction1),
+            correction2 = T(next.correction2);
+    for_block_elements(sizes, first_block, tensors, [&](int k, int i) {
+        adam_element(entry<T>(params, k), entry<T>(exp_avgs, k), entry<T>(exp_avg_sqs, k),
+                     entry<const T>(grads, k), i, lr, T(beta1), T(beta2), eps, weight_decay,
+                     decoupled, correction1, correction2);
+    });
+    if (threadIdx.x != 0) return;  // the other threads read no more of the schedule
+    __threadfence();  // this block's read of the old step comes before it counts itself in
+    if (atomicAdd(arrivals, 1u) != gridDim.x - 1) return;
+    store_adam_step(schedule, next);
+    arrivals[0] = 0;
 }

@@ -57,6 +57,16 @@ __device__ T block_sum(T value, T* warp_totals) {
     return total;
 }
 
+// Which slice p of which channel c (of P slices each) a block sums, for which of Z reductions
+// z. A grid (C, P, Z) gives each block its own (block_slice); a cooperative kernel's blocks
+// loop over them instead (bn_one_launch.cu): the same slices, so the same sums bit for bit.
+struct ChannelSlice {
+    int c, p, P, z;
+};
+__device__ inline ChannelSlice block_slice() {
+    return {int(blockIdx.x), int(blockIdx.y), int(gridDim.y), int(blockIdx.z)};
+}
+
 // Pass 1 for any per-element term: partial[c * P + p] = sum of term(i, c) over slice p of
 // channel c, i running over the flat indices (n * C + c) * S + s of an (N, C, S) array.
 // Launch: grid (C, P), block (REDUCE_THREADS,). warp_totals: as for block_sum.
@@ -73,8 +83,9 @@ __device__ T block_sum(T value, T* warp_totals) {
 constexpr int REDUCE_ACCUMULATORS = 4;
 
 template <typename T, typename Term>
-__device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_totals, Term term) {
-    const int c = blockIdx.x, p = blockIdx.y, P = gridDim.y;
+__device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_totals, Term term,
+                                  ChannelSlice at = block_slice()) {
+    const int c = at.c, p = at.p, P = at.P;
     const int count = N * S, chunk = (count + P - 1) / P;
     const int begin = min(p * chunk, count), end = min(begin + chunk, count);
     int j = begin + threadIdx.x;  // position in the channel's N * S values
@@ -111,14 +122,16 @@ __device__ void channel_slice_sum(T* partial, int N, int C, int S, T* warp_total
 // arrive calls finish(c, total) from one thread, total the P partials of c added in order.
 // Grid (C, P, Z): blockIdx.z picks one of Z independent reductions (partial: (Z, C, P),
 // arrivals: (Z, C)), as batchnorm.cu's backward needs two sums of the same data.
+// at: the slice, the block's own by default.
 template <typename T, typename Term, typename Finish>
 __device__ void channel_reduce(T* partial, unsigned* arrivals, int N, int C, int S,
-                               T* warp_totals, Term term, Finish finish) {
+                               T* warp_totals, Term term, Finish finish,
+                               ChannelSlice at = block_slice()) {
     __shared__ int last;
-    const int c = blockIdx.x, P = gridDim.y, z = blockIdx.z;
+    const int c = at.c, P = at.P, z = at.z;
     partial += z * C * P;
     arrivals += z * C;
-    channel_slice_sum(partial, N, C, S, warp_totals, term);
+    channel_slice_sum(partial, N, C, S, warp_totals, term, at);
     if (threadIdx.x == 0) {
         __threadfence();  // this block's partial is visible before it counts itself in
         last = atomicAdd(&arrivals[c], 1u) == unsigned(P - 1);
@@ -159,10 +172,11 @@ __global__ void sum_partials(T* out, const T* partial, int C, int P, T divisor) 
 // gradient they produce) without a launch of its own. Grid (C, P), as channel_sums.
 template <typename T, typename Value>
 __device__ void write_and_channel_sum(T* out, T* sums, T* partial, unsigned* arrivals, int N,
-                                      int C, int S, T* warp_totals, Value value) {
+                                      int C, int S, T* warp_totals, Value value,
+                                      ChannelSlice at = block_slice()) {
     channel_reduce(partial, arrivals, N, C, S, warp_totals, [=](unsigned i, int c) {
         const T v = value(i, c);
         out[i] = v;
         return v;
-    }, [=](int c, T total) { sums[c] = total; });
+    }, [=](int c, T total) { sums[c] = total; }, at);
 }

@@ -84,25 +84,31 @@ class Tensor:
     def backward(self, grad=None, retain_graph=False):
         """Accumulate d(self)/d(leaf) into every leaf tensor with requires_grad.
 
-        grad defaults to 1 for a scalar. Intermediate gradients are freed as soon as they
-        have been used; leaf gradients add up across calls until zero_grad().
+        grad defaults to 1 for a scalar: its creator's backward_from_seed() then starts the
+        pass, so a Function that already has that gradient launches nothing to make a 1 and use
+        it. Intermediate gradients are freed as soon as they have been used; leaf gradients add
+        up across calls until zero_grad().
         """
+        seeded = grad is None and not self.retains_grad
         if grad is None:
             if self.size != 1:
                 raise ValueError(f"backward() without a gradient needs a scalar, got shape {self.shape}")
-            grad = self.device.xp.ones_like(self.data)
+            grad = None if seeded else self.device.xp.ones_like(self.data)
         grads = {id(self): grad}
         for function in _topological_order(self):
             output = getattr(function, "output", None)
             if output is None:
                 raise RuntimeError("backward() through a graph that was already freed: "
                                    "pass retain_graph=True to the first backward()")
-            dout = grads.pop(id(output), None)
-            if dout is None:
-                continue
-            if output.retains_grad:  # every consumer has run by now: dout is complete
-                output.grad = dout
-            dinputs = function.backward(dout)
+            if seeded and output is self:
+                dinputs = function.backward_from_seed()
+            else:
+                dout = grads.pop(id(output), None)
+                if dout is None:
+                    continue
+                if output.retains_grad:  # every consumer has run by now: dout is complete
+                    output.grad = dout
+                dinputs = function.backward(dout)
             if not isinstance(dinputs, tuple):
                 dinputs = (dinputs,)
             for tensor, dinput in zip(function.inputs, dinputs):
@@ -202,9 +208,9 @@ class Function:
         self.xp = device.xp
         self.kernels = device.kernels
         self.needs_grad = tuple(t.requires_grad for t in inputs)
+        self.records = record = _grad_enabled and any(self.needs_grad)  # forward may ask
         # asarray: NumPy reductions return scalars, and a Tensor always holds an array
         data = self.xp.asarray(self.forward(*(t.data for t in inputs)))
-        record = _grad_enabled and any(self.needs_grad)
         output = Tensor(data, device, requires_grad=record, creator=self if record else None)
         if record:
             self.inputs = inputs
@@ -216,6 +222,10 @@ class Function:
 
     def backward(self, dout):
         raise NotImplementedError
+
+    def backward_from_seed(self):
+        """backward(1) for the graph's scalar output, which Tensor.backward() seeds with 1."""
+        return self.backward(self.xp.ones_like(self.output.data))
 
     def release(self):
         """Drop the graph links and saved arrays once backward has used them."""

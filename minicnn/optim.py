@@ -2,8 +2,8 @@
 
 The update itself is a device kernel (adam_update / sgd_update): the NumPy reference on the
 CPU; on the GPU (and the emulator) one launch updates every parameter, reading each tensor's
-address from a table in device memory, in one pass over the optimizer state (optim.cu version
-2; Adam adds a one-thread launch that advances the step and bias corrections on the device).
+address from a table in device memory, in one pass over the optimizer state (optim.cu versions
+2 and 3; Adam's launch also advances the step and bias corrections on the device).
 This file only keeps the state (moments, step count) and the hyper-parameters.
 """
 from __future__ import annotations

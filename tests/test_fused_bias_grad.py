@@ -24,7 +24,9 @@ POOL = ("max", (3, 3), (2, 2), (0, 1, 0, 1))
 @pytest.fixture(scope="module")
 def kernels():
     from minicnn.emu import EmulatorRuntime
-    return CudaKernels(RecordingRuntime(EmulatorRuntime(), Recorder()))
+    kernels = CudaKernels(RecordingRuntime(EmulatorRuntime(), Recorder()))
+    kernels.bn_in_one_launch = False  # the two-launch dx passes (test_bn_one_launch.py checks
+    return kernels                    # the one-launch kernels against them)
 
 
 def statistics(kernels, name, x, rng):

@@ -86,7 +86,7 @@ def test_a_replay_copies_nothing_from_the_host_allocates_nothing_and_reads_nothi
     assert graph_blockers(warm, captured) == []  # the capture is a step like every other
     # NumPy's allocator gives each step's gradients new addresses: the optimizer uploads their
     # table again (CuPy's pool usually reuses them; the graph's memory always does)
-    assert len(captured) >= 60 and (warm_copies, warm_reads) == (1, 0)  # vgg_like: 70 launches
+    assert len(captured) >= 50 and (warm_copies, warm_reads) == (1, 0)  # vgg_like: 58 launches
     assert capture_copies == 1  # the gradient table, uploaded after the capture
     assert steps[3][1:] == steps[4][1:] == (0, 0, 0)  # allocations, copies, reads
     assert steps[3][0] == steps[4][0] == []  # no launch but the graph's

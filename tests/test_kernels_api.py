@@ -117,14 +117,15 @@ class FakeCupy:
             self.flags = type("Flags", (), {"c_contiguous": contiguous})()
 
     def __init__(self):
-        self.compiled, self.launches = [], []
+        self.compiled, self.launches, self.cooperative = [], [], []
         self.cuda = type("cuda", (), {"compiler": type("compiler", (), {
             "CompileException": FakeCupy.CompileException})})
         fake = self
 
         class RawModule:
-            def __init__(self, code, options, name_expressions):
+            def __init__(self, code, options, name_expressions, enable_cooperative_groups=False):
                 fake.compiled.append((code, options, name_expressions))
+                fake.cooperative.append(enable_cooperative_groups)
                 if "BROKEN" in code:
                     raise FakeCupy.CompileException(
                         "/tmp/x/kern.cu(3): error: identifier \"BROKEN\" is undefined")
@@ -164,6 +165,17 @@ def test_cupy_runtime_compiles_each_source_once_with_our_options(fake_cupy):
         kernel((1,), (32,), (FakeCupy.ndarray(contiguous=False),))
     with pytest.raises(ValueError, match="not among"):
         module.get_function("g<float>")
+
+
+def test_a_cooperative_module_is_compiled_for_cooperative_launches(fake_cupy):
+    """CuPy then launches its kernels with cuLaunchCooperativeKernel (grid_sync.cuh)."""
+    from minicnn.backends.cupy_runtime import CupyRuntime
+
+    fake, kernels_dir = fake_cupy
+    runtime = CupyRuntime(kernels_dir)
+    runtime.module("ok.cu", ["f<float>"])
+    runtime.module("ok.cu", ["g<float>"], cooperative=True)
+    assert fake.cooperative == [False, True]
 
 
 def test_cupy_runtime_compile_error_names_file_and_line(fake_cupy):

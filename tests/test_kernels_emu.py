@@ -241,6 +241,7 @@ def test_cross_entropy(kernels, dtype, shape, soft):
     assert loss.shape == ()
     check(kernels, "cross_entropy_backward", np.array(0.5, dtype), probs, target)
     check(kernels, "cross_entropy_backward", 2.0, probs, target)  # a Python float dloss
+    check(kernels, "cross_entropy_forward_train", logits, target)  # + the gradient for dloss = 1
 
 
 # ---------------------------------------------------------------------------- dropout

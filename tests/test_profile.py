@@ -99,8 +99,7 @@ def tiny_step(device):
 TINY_LAUNCHES = [
     "conv2d_relu_forward<float, SimtTile<32, 128, 256>>",  # conv -> ReLU fused; 4 filters: a 32-row tile
     "gemm_bias<float, false, true>",                                                   # linear
-    "cross_entropy_forward_labels<float>", "sum_partials<float>",                      # loss
-    "cross_entropy_backward_labels<float>",
+    "cross_entropy_mean_labels<float>",                    # loss, its mean and its gradient
     "gemm_v2<float, false, false>", "gemm_v2<float, true, false>",                     # linear dx, dw
     "channel_sums<float>",                                                             # linear db
     "relu_backward_channel_sums<float>",                                               # ReLU dx + conv db

@@ -46,6 +46,7 @@ def test_profile_of_a_small_network_names_what_to_fix():
     out = result.stdout
     assert "per kernel family" in out and "per launch" in out and "what to fix first:" in out
     assert "launches per step:" in out and "img/s" in out
+    assert "one training step (forward, loss, backward, adam)" in out  # named from its kernel
     family_rows = out.split("per kernel family")[1].split("per launch")[0]
     assert "conv2d_relu_forward" in family_rows and "adam_update" in family_rows
 
@@ -56,7 +57,7 @@ def test_csv_has_a_row_per_launch_and_kernel_shows_access_sites():
     assert [int(r["#"]) for r in rows] == list(range(len(profile.launches)))
     # its 32-filter convs run the 32 x 128 SIMT tile (kernel_facts.best_tile), ReLU fused
     kernels = {r["kernel"] for r in rows}
-    assert {"conv2d_relu_forward<float, SimtTile<32, 128, 256>>", "adam_update_multi<float>"} <= kernels
+    assert {"conv2d_relu_forward<float, SimtTile<32, 128, 256>>", "adam_update_advance_multi<float>"} <= kernels
     assert all(0 < float(r["coalescing_%"]) <= 100 for r in rows)
     sites = render_kernel(profile, "conv2d_relu_forward")
     assert "access sites" in sites and "gemm.cu:" in sites and "conv.cu:" in sites

@@ -251,6 +251,11 @@ def cross_entropy_forward(logits, target):
 
 
 @rule
+def cross_entropy_forward_train(logits, target):
+    cross_entropy_forward(logits, target)
+
+
+@rule
 def dropout_forward(x, rate, seed, step):
     dropout_rate("dropout", rate)
     floats("dropout", x)

@@ -127,7 +127,7 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         """(x, its ConvShape, the forward kernels' arguments after the output)."""
         x, w = self._float_arrays(x, w)
         s = self._conv_shape(x.shape, w.shape, stride, pads)
-        bias = self.xp.zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
+        bias = self._zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
         return x, s, (x, w, bias, self._taps(s, True), *i32(*s.ints()))
 
     def conv2d_backward_data(self, dy, w, x_shape, stride, pads):
@@ -274,20 +274,42 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
             return "labels", self._array(target, np.int64)
         return "soft", self._array(target, dtype)
 
+    # The loss and its batch mean in one launch (softmax.cu version 2), which in training also
+    # writes the gradient for dloss = 1; False: version 1, the mean in a second launch
+    # (sum_partials) and the gradient in a third (the same bits either way).
+    loss_in_one_launch = True
+
     def cross_entropy_forward(self, logits, target):
         """Fused log-softmax + negative log-likelihood, mean over the batch.
 
         logits: (N, K); target: int labels (N,) or probabilities (N, K). Returns (loss: 0-d
         array, probs: (N, K)). A label outside [0, K) gives an infinite loss.
         """
+        return self._cross_entropy(logits, target, with_grad=False)
+
+    def cross_entropy_forward_train(self, logits, target):
+        """cross_entropy_forward and the gradient for dloss = 1 -> (loss, probs, dlogits (N, K))."""
+        return self._cross_entropy(logits, target, with_grad=True)
+
+    def _cross_entropy(self, logits, target, with_grad):
         (logits,) = self._float_arrays(logits)
         kind, target = self._target(target, logits.dtype)
         n, k = logits.shape
         probs, row_loss = self.xp.empty_like(logits), self.xp.empty(n, logits.dtype)
-        self._launch_rows(f"cross_entropy_forward_{kind}<{{T}}>", logits.dtype, n, probs,
-                          row_loss, logits, target, *i32(n, k))
-        loss = self._sum_partials(row_loss.reshape(1, n), divisor=n, source="softmax.cu")
-        return loss.reshape(()), probs
+        if not self.loss_in_one_launch:
+            self._launch_rows(f"cross_entropy_forward_{kind}<{{T}}>", logits.dtype, n, probs,
+                              row_loss, logits, target, *i32(n, k))
+            loss = self._sum_partials(row_loss.reshape(1, n), divisor=n, source="softmax.cu")
+            one = self.xp.ones((), logits.dtype)
+            grad = (self.cross_entropy_backward(one, probs, target),) if with_grad else ()
+            return (loss.reshape(()), probs, *grad)
+        loss = self.xp.empty((), logits.dtype)
+        dlogits = self.xp.empty_like(logits) if with_grad else probs  # probs: never written
+        # at least one block, so that an empty batch's loss is 0 / 0 as with sum_partials
+        self._launch_rows(f"cross_entropy_mean_{kind}<{{T}}>", logits.dtype, max(n, 1), loss,
+                          probs, dlogits, row_loss, self._arrivals(1), logits, target,
+                          *i32(n, k, with_grad))
+        return (loss, probs, dlogits) if with_grad else (loss, probs)
 
     def cross_entropy_backward(self, dloss, probs, target):
         """d loss / d logits = dloss * (probs - target) / N, target as in the forward."""
@@ -321,6 +343,10 @@ class CudaKernels(BatchNormLaunches, FusedLaunches, KernelLauncher):
         return self._map("multiply<{T}>", dy, mask)
 
     # ------------------------------------------------------------------ optimizers
+
+    # Adam's step advanced inside its update launch (optim.cu version 3); False: optim_advance
+    # first, in a launch of its own (the same bits).
+    adam_advance_in_update = True
 
     def adam_update(self, params, grads, exp_avgs, exp_avg_sqs, step, lr, beta1, beta2, eps,
                     weight_decay, decoupled):

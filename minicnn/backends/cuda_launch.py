@@ -39,19 +39,26 @@ KERNELS = {
     "softmax.cu": ["softmax_forward<{T}>", "softmax_backward<{T}>", "log_softmax_forward<{T}>",
                    "log_softmax_backward<{T}>", "cross_entropy_forward_labels<{T}>",
                    "cross_entropy_forward_soft<{T}>", "cross_entropy_backward_labels<{T}>",
-                   "cross_entropy_backward_soft<{T}>", "sum_partials<{T}>"],
+                   "cross_entropy_backward_soft<{T}>", "sum_partials<{T}>",
+                   "cross_entropy_mean_labels<{T}>", "cross_entropy_mean_soft<{T}>"],
     "optim.cu": ["adam_update<{T}>", "sgd_update<{T}>", "adam_update_multi<{T}>",
-                 "sgd_update_multi<{T}>", "optim_advance"],
+                 "sgd_update_multi<{T}>", "optim_advance", "adam_update_advance_multi<{T}>"],
     "fused.cu": ["dropout_apply<{T}>", "pool2d_dropout_forward<{T}>",
                  "pool2d_dropout_backward<{T}>", "bn_relu_pool_forward<{T}>",
                  "bn_relu_pool_backward_sums<{T}>", "bn_relu_pool_backward_dx<{T}>",
                  "relu_backward_channel_sums<{T}>", "bn_relu_pool_backward_dx_sums<{T}>",
                  "relu_bn_pool_dropout_forward<{T}>", "relu_bn_pool_dropout_backward_sums<{T}>",
                  "relu_bn_pool_dropout_backward_dx_sums<{T}>"],
+    "bn_one_launch.cu": [f"bn_{name}_one_launch<{{T}}, {pre}, {post}>" for name in ("train", "backward")
+                         for pre, post in (("false", "false"), ("true", "false"), ("false", "true"))]
+                        + [f"{kind}_{way}_one_launch<{{T}}>" for kind in ("bn_relu_pool", "relu_bn_pool_dropout")
+                           for way in ("forward", "backward")],
     "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
     "shape.cu": ["broadcast_add<{T}>", "broadcast_mul<{T}>", "sum_to<{T}>", "broadcast_to<{T}>",
                  "zero_pad2d_forward<{T}>", "zero_pad2d_backward<{T}>", "one_hot<{T}>"],
 }
+# Sources whose kernels are launched as cooperative grids (grid_sync.cuh's grid_sync()).
+COOPERATIVE_SOURCES = ("bn_one_launch.cu",)
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 POOL_MODES = {"max": 0, "min": 1, "avg": 2}  # the mode codes of pool.cu
 FILL_MODES = {"nearest": 0, "constant": 1}   # augment.cu's constant_fill flag
@@ -59,6 +66,7 @@ FILL_MODES = {"nearest": 0, "constant": 1}   # augment.cu's constant_fill flag
 THREADS = 256        # block size of one-thread-per-element kernels and of the reductions
 TILE_K = source_constants(KERNELS_DIR / "gemm.cu")["TILE_K"]  # the GEMMs' K step (split-K unit)
 SOFTMAX_ROWS = 4     # rows (warps) per 128-thread block in softmax.cu
+COOPERATIVE_BLOCKS_PER_SM = source_constants(KERNELS_DIR / "grid_sync.cuh")["COOPERATIVE_BLOCKS_PER_SM"]
 # Reduction slicing aims for TARGET_BLOCKS blocks, like split-K (kernel_facts.py says why).
 MIN_SLICE = THREADS * 16      # at least 16 values per thread in a reduction slice
 INT32_MAX = 2**31 - 1
@@ -126,8 +134,17 @@ class KernelLauncher:
         key = (source, expression)
         if key not in self._kernels:
             names = [name for e in self.instantiations[source] for name in expand(e)]
-            self._kernels[key] = self.runtime.module(source, names).get_function(expression)
+            module = (self.runtime.module(source, names, cooperative=True)
+                      if source in COOPERATIVE_SOURCES else self.runtime.module(source, names))
+            self._kernels[key] = module.get_function(expression)
         return self._kernels[key]
+
+    def cooperative_grid(self, work_blocks: int) -> int:
+        """The grid of a cooperative kernel (grid_sync.cuh) with work for `work_blocks` blocks:
+        as many as the GPU holds at once, COOPERATIVE_BLOCKS_PER_SM per SM (the kernels'
+        __launch_bounds__ make ptxas fit that many), no more than the work needs. Its size
+        never changes a result: the kernels hand out fixed slices in a grid-stride loop."""
+        return max(1, min(work_blocks, COOPERATIVE_BLOCKS_PER_SM * self.runtime.sm_count))
 
     def _launch(self, source: str, expression: str, dtype, count: int, *args, threads=THREADS):
         """One thread per item: ceil(count / threads) blocks of `threads` threads."""
@@ -256,3 +273,13 @@ class KernelLauncher:
         if len({a.dtype for a in arrays}) != 1:
             raise ValueError("a parameter and its optimizer state must share one dtype")
         return arrays[0].dtype
+
+    def _zeros(self, count: int, dtype):
+        """count zeros of dtype that kernels only read (a bias-less convolution's bias): one
+        array per dtype, filled once and grown when a launch needs more, so a step fills
+        nothing (a fresh xp.zeros per forward would be a CuPy fill every step)."""
+        dtype = np.dtype(dtype)
+        zeros = self.__dict__.setdefault("_zero_arrays", {})
+        if dtype not in zeros or zeros[dtype].size < count:
+            zeros[dtype] = self.xp.zeros(max(count, 1024), dtype)
+        return zeros[dtype][:count]

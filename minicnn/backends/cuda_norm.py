@@ -13,6 +13,11 @@ Each backward takes dx_sums=True to return also the channel sums of dx, the bias
 of the conv (or linear) layer before the batch norm: its dx pass becomes bn_backward_dx_sums
 (bn_relu_pool_backward_dx_sums), a channel reduction that writes dx as it sums it, so that
 bias gradient needs no launch of its own.
+
+With bn_in_one_launch (the default) every pattern, plain or fused with pooling and dropout,
+takes one launch forward and one backward: kernels/bn_one_launch.cu, cooperative grids whose
+grid-wide barrier stands where the launch boundary was, with the same bits. The launch
+sequences above stay the selectable reference (bn_in_one_launch = False).
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import math
 
 import numpy as np
 
-from minicnn.backends.cuda_launch import i32
+from minicnn.backends.cuda_launch import THREADS, cdiv, i32, reduction_slices
 
 
 def _flags(pre_relu: bool, post_relu: bool) -> str:
@@ -33,6 +38,9 @@ class BatchNormLaunches:
     # Training statistics in one launch (batchnorm.cu version 3, bn_moments: shifted sums of
     # d and d^2); False: version 2, bn_mean then bn_variance (two-pass, the reference's maths).
     bn_statistics_in_one_launch = True
+    # Statistics and output (sums and dx) in one cooperative launch each (bn_one_launch.cu);
+    # False: the two-launch passes below, the reference.
+    bn_in_one_launch = True
 
     def _bn_view(self, x):
         """(N, C) or (N, C, H, W) -> (N, C, S, count = N*S): how batchnorm.cu sees x."""
@@ -42,6 +50,12 @@ class BatchNormLaunches:
     def _bn_train(self, x, gamma, beta, running_mean, running_var, momentum, eps, unbiased,
                   pre_relu=False, post_relu=False):
         x, gamma, beta = self._float_arrays(x, gamma, beta)
+        if self.bn_in_one_launch:
+            y = self.xp.empty_like(x)
+            mean, rstd = self._bn_forward_one_launch(
+                f"bn_train_one_launch<{{T}}, {_flags(pre_relu, post_relu)}>", x, gamma, beta,
+                running_mean, running_var, momentum, eps, unbiased, x.size, (y,))
+            return y, mean, rstd
         mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
                                          pre_relu)
         n, c, s, _ = self._bn_view(x)
@@ -52,11 +66,7 @@ class BatchNormLaunches:
 
     def _bn_statistics(self, x, running_mean, running_var, momentum, eps, unbiased, pre_relu):
         """(mean, rstd) of the batch x (of relu(x) when pre_relu); running stats updated."""
-        for name, buffer in (("running_mean", running_mean), ("running_var", running_var)):
-            if not (isinstance(buffer, self.xp.ndarray) and buffer.flags.c_contiguous
-                    and buffer.dtype == x.dtype):
-                raise ValueError(f"{name} must be a C-contiguous {x.dtype} array of this "
-                                 f"device: it is updated in place")
+        self._check_running_statistics(x, running_mean, running_var)
         n, c, s, _ = self._bn_view(x)
         T = x.dtype.type
         mean, rstd = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
@@ -73,6 +83,44 @@ class BatchNormLaunches:
                              rstd, running_mean, running_var, inputs=(x, mean), scalars=update)
         return mean, rstd
 
+    def _check_running_statistics(self, x, running_mean, running_var):
+        for name, buffer in (("running_mean", running_mean), ("running_var", running_var)):
+            if not (isinstance(buffer, self.xp.ndarray) and buffer.flags.c_contiguous
+                    and buffer.dtype == x.dtype):
+                raise ValueError(f"{name} must be a C-contiguous {x.dtype} array of this "
+                                 f"device: it is updated in place")
+
+    def _bn_forward_one_launch(self, expression, x, gamma, beta, running_mean, running_var,
+                               momentum, eps, unbiased, outputs, leading, trailing=()):
+        """bn_one_launch.cu's forward `expression`: kernel(*leading, mean, rstd, running_mean,
+        running_var, partial, arrivals, x, gamma, beta, n, c, s, P, momentum, 1 - momentum,
+        eps, unbiased, *trailing), its phase 2 `outputs` items -> (mean, rstd)."""
+        self._check_running_statistics(x, running_mean, running_var)
+        n, c, s, count = self._bn_view(x)
+        mean, rstd = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
+        if c:
+            T, slices = x.dtype.type, reduction_slices(c, count)  # the reference's slices
+            partial = self.xp.empty((2, c, slices), x.dtype)
+            grid = self.cooperative_grid(max(2 * c * slices, cdiv(outputs, THREADS)))
+            self._kernel("bn_one_launch.cu", expression, x.dtype)(
+                (grid,), (THREADS,),
+                (*leading, mean, rstd, running_mean, running_var, partial, self._arrivals(3 * c),
+                 x, gamma, beta, *i32(n, c, s, slices), T(momentum), T(1 - momentum), T(eps),
+                 *i32(bool(unbiased)), *trailing))
+        return mean, rstd
+
+    def _bn_backward_one_launch(self, expression, x, outputs, inputs, trailing):
+        """bn_one_launch.cu's backward `expression`: kernel(*outputs, partial, arrivals,
+        *inputs, P, *trailing), outputs = (dx, dx_sums, dbeta, dgamma)."""
+        n, c, s, count = self._bn_view(x)
+        if c:
+            slices = reduction_slices(c, count)
+            partial = self.xp.empty((3, c, slices), x.dtype)
+            grid = self.cooperative_grid(max(2 * c * slices, cdiv(x.size, THREADS)))
+            self._kernel("bn_one_launch.cu", expression, x.dtype)(
+                (grid,), (THREADS,),
+                (*outputs, partial, self._arrivals(3 * c), *inputs, *i32(slices), *trailing))
+
     def _bn_backward(self, dy, y, x, gamma, mean, rstd, pre_relu=False, post_relu=False,
                      dx_sums=False):
         """y: the fused ReLU's output when post_relu (else unused, pass dy)."""
@@ -80,6 +128,13 @@ class BatchNormLaunches:
         n, c, s, count = self._bn_view(x)
         dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
         flags = _flags(pre_relu, post_relu)
+        if self.bn_in_one_launch:
+            dx, sums = self.xp.empty_like(x), self.xp.empty(c, x.dtype)
+            self._bn_backward_one_launch(f"bn_backward_one_launch<{{T}}, {flags}>", x,
+                                         (dx, sums, dbeta, dgamma),
+                                         (dy, y, x, gamma, mean, rstd, *i32(n, c, s)),
+                                         i32(bool(dx_sums)))
+            return (dx, dgamma, dbeta, sums) if dx_sums else (dx, dgamma, dbeta)
         self._channel_reduce("batchnorm.cu", f"bn_backward_sums<{{T}}, {flags}>", x.dtype, n, c,
                              s, dbeta, dgamma, inputs=(dy, y, x, mean, rstd), reductions=2)
         dx = self.xp.empty_like(x)
@@ -161,6 +216,11 @@ class BatchNormLaunches:
         thread per pooled output -> (y, index, mean, rstd). dropout() gives the kernel's
         trailing dropout arguments, asked for only when there is a launch."""
         x, gamma, beta = self._float_arrays(x, gamma, beta)
+        if self.bn_in_one_launch:
+            return self._bn_pool_forward_one_launch(kind, pre_relu, x, gamma, beta,
+                                                    running_mean, running_var, momentum, eps,
+                                                    unbiased, (mode, kernel, stride, pads),
+                                                    dropout)
         mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps, unbiased,
                                          pre_relu)
         arguments, out_hw = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, mode, kernel,
@@ -176,12 +236,19 @@ class BatchNormLaunches:
                           dropout=()):
         """fused.cu's `kind`_backward_sums (dbeta, dgamma), then its dx pass: `kind`_backward_dx,
         or `kind`_backward_dx_sums with the channel sums of dx (returned when dx_sums; the
-        dropout kinds have only this pass). dropout: the kernels' trailing dropout arguments."""
+        dropout kinds have only this pass). dropout: the kernels' trailing dropout arguments.
+        With bn_in_one_launch: both in bn_one_launch.cu's `kind`_backward_one_launch."""
         dy, x, gamma, beta, mean, rstd = self._float_arrays(dy, x, gamma, beta, mean, rstd)
         index = self.xp.empty(1, np.int32) if index is None else self._array(index, np.int32)
         arguments, _ = self._bn_relu_pool_arguments(x, mean, rstd, gamma, beta, *pool)
         n, c, s, _ = self._bn_view(x)
         dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
+        if self.bn_in_one_launch:
+            dx, sums = self.xp.empty_like(x), self.xp.empty(c, x.dtype)
+            self._bn_backward_one_launch(f"{kind}_backward_one_launch<{{T}}>", x,
+                                         (dx, sums, dbeta, dgamma), (dy, index, *arguments),
+                                         dropout or i32(bool(dx_sums)))
+            return (dx, dgamma, dbeta, sums) if dx_sums else (dx, dgamma, dbeta)
         scalars = (*arguments[8:], *dropout)
         self._channel_reduce("fused.cu", f"{kind}_backward_sums<{{T}}>", x.dtype, n, c, s,
                              dbeta, dgamma, inputs=(dy, index, *arguments[:5]), scalars=scalars,
@@ -196,3 +263,21 @@ class BatchNormLaunches:
         self._launch("fused.cu", f"{kind}_backward_dx<{{T}}>", x.dtype, x.size, dx, dy, index,
                      dbeta, dgamma, *arguments)
         return dx, dgamma, dbeta
+
+    def _bn_pool_forward_one_launch(self, kind, pre_relu, x, gamma, beta, running_mean,
+                                    running_var, momentum, eps, unbiased, pool, dropout):
+        """_bn_pool_forward in one launch: bn_one_launch.cu's `kind`_forward_one_launch. The
+        dropout kinds take dropout()'s (rate, seed, step counter, advance), not its arrivals:
+        the step moves after the grid barrier."""
+        # the pool geometry's arguments (mean and rstd are the kernel's outputs, passed below)
+        arguments, out_hw = self._bn_relu_pool_arguments(x, None, None, gamma, beta, *pool)
+        y = self.xp.empty(x.shape[:2] + out_hw, x.dtype)
+        index = self.xp.empty(y.shape if pool[0] != "avg" else (1,), np.int32)
+        if y.size:
+            mean, rstd = self._bn_forward_one_launch(
+                f"{kind}_forward_one_launch<{{T}}>", x, gamma, beta, running_mean, running_var,
+                momentum, eps, unbiased, y.size, (y, index), (*arguments[8:], *dropout()[:4]))
+        else:  # no output: the statistics alone, and a dropout step counter stays
+            mean, rstd = self._bn_statistics(x, running_mean, running_var, momentum, eps,
+                                             unbiased, pre_relu)
+        return y, (index if pool[0] != "avg" else None), mean, rstd

@@ -10,7 +10,7 @@ gradients are new arrays each step, which a caching allocator (CuPy's pool) usua
 same addresses (NumPy's allocator does not, so on the emulator the gradient table is rebuilt
 every step; a CUDA graph would need the gradients at fixed addresses). The per-step scalars
 live in a device array `schedule` (float64: step, lr, correction1, correction2, optim.cu's
-Schedule) that optim_advance moves to the next step on the device; the host writes it only on
+Schedule) that Adam's launch moves to the next step on the device; the host writes it only on
 the first step, after a resume or when lr changes. Hence, once warm, an optimizer step copies
 nothing to the device but a moved gradient table, which CUDA graph replay needs.
 """
@@ -47,8 +47,9 @@ class TensorGroup:
         self.sizes = launcher.xp.asarray(np.array(sizes, np.int32))
         self.first_block = launcher.xp.asarray(first_block.astype(np.int32))
         self.schedule = launcher.xp.zeros(4, np.float64)
+        self.arrivals = launcher.xp.zeros(1, np.uint32)  # optim.cu version 3's block counter
         self.schedule_holds = None  # the (step, lr) the device schedule holds, known on the host
-        self.advances = False  # Adam: optim_advance moves the schedule's step on the device
+        self.advances = False  # Adam: its launch moves the schedule's step on the device
         self._deferred_writes = deferred_writes or (lambda: None)
         self.host_writes = Counter()  # host-to-device copies so far, by table role / "schedule"
         self._runtime, self._xp = launcher.runtime, launcher.xp
@@ -91,7 +92,9 @@ class TensorGroup:
 
 
 class MultiTensorSteps:
-    """Adam and SGD over lists of tensors in one launch each (plus optim_advance for Adam).
+    """Adam and SGD over lists of tensors in one launch each (Adam's step advanced in the same
+    launch, optim.cu version 3; with the launcher's adam_advance_in_update off, in a launch of
+    its own before it, optim_advance: the same bits).
 
     One TensorGroup per list of parameters (keyed by their addresses), so several optimizers,
     or one optimizer whose set of live gradients changes, each get their own tables.
@@ -129,15 +132,20 @@ class MultiTensorSteps:
         T = params[0].dtype.type
         group.advances = True
         group.hold(step - 1, lr)
-        self.launcher._kernel("optim.cu", "optim_advance")((1,), (1,), (
-            group.schedule, np.float64(beta1), np.float64(beta2)))
+        tables = (group.table("params", params), group.table("exp_avgs", exp_avgs),
+                  group.table("exp_avg_sqs", exp_avg_sqs), group.table("grads", grads),
+                  group.sizes, group.first_block, *i32(group.count), group.schedule)
+        rest = (T(eps), T(weight_decay), *i32(bool(decoupled)))
+        if self.launcher.adam_advance_in_update:
+            self.launcher._kernel("optim.cu", "adam_update_advance_multi<{T}>", params[0].dtype)(
+                (group.blocks,), (THREADS,),
+                (*tables, group.arrivals, *rest, np.float64(beta1), np.float64(beta2)))
+        else:
+            self.launcher._kernel("optim.cu", "optim_advance")((1,), (1,), (
+                group.schedule, np.float64(beta1), np.float64(beta2)))
+            self.launcher._kernel("optim.cu", "adam_update_multi<{T}>", params[0].dtype)(
+                (group.blocks,), (THREADS,), (*tables, T(beta1), T(beta2), *rest))
         group.schedule_holds = (step, lr)
-        self.launcher._kernel("optim.cu", "adam_update_multi<{T}>", params[0].dtype)(
-            (group.blocks,), (THREADS,), (
-                group.table("params", params), group.table("exp_avgs", exp_avgs),
-                group.table("exp_avg_sqs", exp_avg_sqs), group.table("grads", grads),
-                group.sizes, group.first_block, *i32(group.count), group.schedule, T(beta1),
-                T(beta2), T(eps), T(weight_decay), *i32(bool(decoupled))))
 
     def sgd(self, params, grads, velocities, lr, momentum, nesterov, weight_decay):
         """velocities: one per param, or the params themselves without momentum."""

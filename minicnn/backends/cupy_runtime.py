@@ -5,6 +5,9 @@ It is the GPU half of the KernelRuntime contract (the CPU half is minicnn.emu.Em
     runtime.name                          "cuda"
     runtime.xp                            cupy
     runtime.module(source, expressions)   -> module; source is a file name in kernels/
+                                             (cooperative=True: its kernels launch as
+                                             cooperative grids, for grid_sync.cuh)
+    runtime.sm_count                      the GPU's SM count (cooperative grids' size)
     module.get_function(expression)       -> kernel, e.g. "relu_forward<float>"
     kernel(grid, block, args, shared_mem=0)
     runtime.pointer_table(arrays)         -> uint64 device array of the arrays' addresses
@@ -13,6 +16,7 @@ CuPy is imported in __init__, never at import time, so CPU-only installs never n
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -63,11 +67,17 @@ class CupyRuntime:
         # so arrays the graph reads stay allocated while it lives (minicnn/train/graph_step.py)
         self.keep_launch_args: list | None = None
 
-    def module(self, source: str, name_expressions: Sequence[str]) -> "CupyModule":
+    def module(self, source: str, name_expressions: Sequence[str],
+               cooperative: bool = False) -> "CupyModule":
         key = (source, tuple(name_expressions))
         if key not in self._modules:
-            self._modules[key] = self._compile(source, key[1])
+            self._modules[key] = self._compile(source, key[1], cooperative)
         return self._modules[key]
+
+    @functools.cached_property
+    def sm_count(self) -> int:
+        """The current device's SMs, asked once (a driver call per launch would cost host time)."""
+        return self.xp.cuda.Device().attributes["MultiProcessorCount"]
 
     def pointer_table(self, arrays):
         """The device addresses of C-contiguous arrays as a uint64 device array (one
@@ -77,14 +87,16 @@ class CupyRuntime:
                 raise ValueError("a pointer table holds C-contiguous CuPy arrays only")
         return self.xp.asarray(np.array([a.data.ptr for a in arrays], np.uint64))
 
-    def _compile(self, source: str, names: tuple[str, ...]) -> "CupyModule":
+    def _compile(self, source: str, names: tuple[str, ...], cooperative: bool) -> "CupyModule":
         cupy = self.xp
         path = self.kernels_dir / source
         if not path.is_file():
             raise FileNotFoundError(f"kernel source {path} does not exist")
         try:
+            # cooperative: CuPy launches every kernel of the module with cuLaunchCooperativeKernel
             raw = cupy.RawModule(code=path.read_text(), options=self._options,
-                                 name_expressions=list(names))
+                                 name_expressions=list(names),
+                                 enable_cooperative_groups=cooperative)
             raw.get_function(names[0])  # force compilation now, so errors surface here
         except cupy.cuda.compiler.CompileException as error:
             raise KernelCompileError(first_error(str(error), source)) from None

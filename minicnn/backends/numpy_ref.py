@@ -395,6 +395,13 @@ def cross_entropy_forward(logits, target):
     return np.asarray(-picked.sum() / n), np.exp(logp)
 
 
+def cross_entropy_forward_train(logits, target):
+    """cross_entropy_forward and the gradient for dloss = 1 (what loss.backward() seeds a
+    training step with) -> (loss, probs, dlogits (N, K))."""
+    loss, probs = cross_entropy_forward(logits, target)
+    return loss, probs, cross_entropy_backward(np.ones((), logits.dtype), probs, target)
+
+
 def cross_entropy_backward(dloss, probs, target):
     """d loss / d logits = dloss * (probs - target) / N, target as in the forward."""
     n = probs.shape[0]

@@ -33,6 +33,14 @@ device memory are one, so `track_host=True` marks the arrays the device makes (D
 counts a copy of an unmarked array onto the device as host-to-device, and .item() / float() /
 bool() / .tolist() of a marked one as a host read (on a GPU: a synchronization).
 
+Glue (count_glue=True, NumPy-backed devices: "dry", "emu"): the work a step does through the
+array module and array methods instead of kernels/*.cu, which on a GPU is CuPy's own fill,
+copy and element-wise kernels (or a memset): zeros / ones / full (and their *_like), arange,
+concatenate / stack, a copy of a device array by asarray & co., and on device arrays every
+ufunc (a + b, a.sum()), astype, copy, fill, item assignment and a reshape that has to copy.
+Each is a GlueRecord in recorder.glue, with its bytes (the distinct arrays it reads and
+writes); empty / empty_like and views launch nothing on a GPU and are not glue.
+
 The CUDA-graph seam: a graph captured from one training step can replay the next one only if
 every launch of the next step is the same kernel with the same geometry and the same scalar
 arguments (array addresses are fixed by the capture itself). graph_blockers() compares two
@@ -106,6 +114,14 @@ class LaunchRecord:
         return self.args[index].value
 
 
+@dataclass
+class GlueRecord:
+    """An array-module operation that a GPU runs as one of CuPy's kernels (or a memset)."""
+    operation: str     # "zeros", "astype", "add", "__setitem__", ...
+    array_bytes: int   # the distinct arrays it reads and writes
+    after: int         # how many kernel launches came before it
+
+
 def describe_arg(arg) -> ArgInfo:
     """A kernel argument (array or NumPy scalar) -> ArgInfo; arrays keep only shape and dtype."""
     if hasattr(arg, "shape") and not np.isscalar(arg):  # a NumPy or CuPy array
@@ -123,8 +139,15 @@ class DryRuntime:
 
     name, xp = "dry", np
 
-    def module(self, source, name_expressions):
+    def module(self, source, name_expressions, cooperative=False):
         return self
+
+    @property
+    def sm_count(self) -> int:
+        """The grid of cooperative launches is sized for minicnn profile's default GPU."""
+        from minicnn.profile.gpus import get_gpu
+
+        return get_gpu("h100").sm_count
 
     def get_function(self, name_expression):
         return lambda grid, block, args, shared_mem=0: None
@@ -135,31 +158,34 @@ class DryRuntime:
 
 
 class Recorder:
-    def __init__(self, execute="run", zero_fill=False, track_host=False):
+    def __init__(self, execute="run", zero_fill=False, track_host=False, count_glue=False):
         self.execute = execute
         # np.empty -> np.zeros: when launches are skipped or sampled, their outputs' unwritten
         # parts are zeros instead of whatever memory held, so the counts of kernels that branch
         # on values (ReLU's mask) are the same on every run. Zeroed pages cost nothing until used.
         self.zero_fill = zero_fill
         self.track_host = track_host
+        self.count_glue = count_glue
         self.launches: list[LaunchRecord] = []
+        self.glue: list[GlueRecord] = []
         self.allocations = self.host_to_device = self.host_reads = 0
 
     def reset(self, execute=None) -> None:
         """Forget what was recorded (e.g. after a warm-up step); optionally change `execute`."""
-        self.launches = []
+        self.launches, self.glue = [], []
         self.allocations = self.host_to_device = self.host_reads = 0
         if execute is not None:
             self.execute = execute
 
-    def device(self, name: str = "emu", precision: str = "fp32") -> Device:
+    def device(self, name: str = "emu", precision: str = "fp32", sm_count: int | None = None) -> Device:
         """A Device like get_device(name, precision=...) whose kernel launches and allocations
-        are recorded; "dry": CudaKernels whose launches do nothing."""
+        are recorded; "dry": CudaKernels whose launches do nothing. sm_count: the SMs that
+        cooperative grids are sized for (default the runtime's own), e.g. a profiled GPU's."""
         from minicnn.backends.cuda import CudaKernels
         from minicnn.backends.precision import check_precision
 
         inner = DryRuntime() if name == "dry" else get_device(name, precision=precision).kernels.runtime
-        runtime = RecordingRuntime(inner, self)
+        runtime = RecordingRuntime(inner, self, sm_count)
         return Device(name, runtime.xp, CudaKernels(runtime, check_precision(precision)))
 
     @contextlib.contextmanager
@@ -193,19 +219,33 @@ class Recorder:
         elif callable(self.execute):
             self.execute(record, kernel, grid, block, args, shared_mem)
 
+    def glue_op(self, operation: str, *arrays) -> None:
+        """Record glue (when counting it) that reads or writes `arrays` (others are ignored)."""
+        if self.count_glue:
+            distinct = {id(a): a.nbytes for a in arrays if isinstance(a, np.ndarray)}
+            self.glue.append(GlueRecord(operation, sum(distinct.values()), len(self.launches)))
+
 
 class RecordingRuntime:
     """The KernelRuntime contract around another runtime; launches go to the recorder."""
 
-    def __init__(self, inner, recorder: Recorder):
+    def __init__(self, inner, recorder: Recorder, sm_count: int | None = None):
         self.inner, self.recorder = inner, recorder
+        self._sm_count = sm_count
         self.name = inner.name
         self.xp = CountingArrayModule(inner.xp, recorder)
         # id(table) -> (weak reference to it, bytes of the arrays it points to)
         self._tables: dict[int, tuple] = {}
 
-    def module(self, source, name_expressions):
-        return RecordingModule(self.inner.module(source, name_expressions), source, self)
+    def module(self, source, name_expressions, cooperative=False):
+        """A cooperative launch (grid_sync.cuh) is recorded as one launch like any other."""
+        inner = (self.inner.module(source, name_expressions, cooperative=True) if cooperative
+                 else self.inner.module(source, name_expressions))
+        return RecordingModule(inner, source, self)
+
+    @property
+    def sm_count(self) -> int:
+        return self._sm_count or self.inner.sm_count
 
     def pointer_table(self, arrays):
         """The inner runtime's table of array addresses (multi-tensor optimizer steps): one
@@ -218,7 +258,8 @@ class RecordingRuntime:
     def bytes_of(self, args) -> int:
         """The compulsory traffic of a launch: each distinct array argument (and each array a
         pointer table argument reaches) read or written once."""
-        arrays = {id(a): a for a in args if hasattr(a, "nbytes") and not isinstance(a, np.generic)}
+        # distinct by memory, not by object: a device array passed twice may come as two views
+        arrays = {_memory(a): a for a in args if hasattr(a, "nbytes") and not isinstance(a, np.generic)}
         return sum(a.nbytes + self._reached_bytes(a) for a in arrays.values())
 
     def _reached_bytes(self, array) -> int:
@@ -232,6 +273,12 @@ class RecordingRuntime:
             return 0
         return sum(isinstance(a, np.ndarray) and not isinstance(a, DeviceArray)
                    and self._reached_bytes(a) == 0 and id(a) not in self._tables for a in args)
+
+
+def _memory(array) -> tuple:
+    """(address, bytes, dtype) of an array's data (CuPy: device pointer; NumPy: host pointer)."""
+    pointer = getattr(array.data, "ptr", None)
+    return (array.ctypes.data if pointer is None else pointer, array.nbytes, str(array.dtype))
 
 
 class RecordingModule:
@@ -275,20 +322,84 @@ for _name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
     setattr(DeviceArray, _name, _counted_read(_name))
 
 
+def _plain(value):
+    return value.view(np.ndarray) if isinstance(value, DeviceArray) else value
+
+
+def _array_ufunc(self, ufunc, method, *inputs, out=None, **kwargs):
+    """A ufunc on device arrays (a + b, a.sum(), np.exp(a)): glue, results stay device arrays."""
+    if out is not None:
+        kwargs["out"] = tuple(_plain(a) for a in out)
+    result = getattr(ufunc, method)(*(_plain(a) for a in inputs), **kwargs)
+    if self.recorder is not None:
+        self.recorder.glue_op(ufunc.__name__, *inputs, *(out or ()), result)
+    if out is not None:
+        return out[0] if len(out) == 1 else out
+    marked = type(self)
+    if isinstance(result, tuple):
+        return tuple(np.asarray(r).view(marked) for r in result)
+    return np.asarray(result).view(marked) if isinstance(result, (np.ndarray, np.generic)) else result
+
+
+def _glue_method(name: str, copies=lambda self, result: True):
+    """ndarray's method `name`, recorded as glue when copies(self, result) (astype to its own
+    dtype and a reshape that can be a view copy nothing)."""
+    def method(self, *args, **kwargs):
+        result = getattr(np.ndarray, name)(self, *args, **kwargs)
+        if self.recorder is not None and copies(self, result):
+            self.recorder.glue_op(name, self, result, *args)
+        return result
+    method.__name__ = name
+    return method
+
+
+def _arrays_in(args) -> list:
+    """The arrays among args and inside list / tuple args (np.concatenate([a, b]))."""
+    flat = [a for arg in args for a in (arg if isinstance(arg, (list, tuple)) else (arg,))]
+    return [a for a in flat if isinstance(a, np.ndarray)]
+
+
+def _array_function(self, function, types, args, kwargs):
+    """A NumPy function given device arrays (np.concatenate(...), np.where(...)): glue when
+    it makes a new array and no ufunc inside it was counted already; views are free."""
+    before = len(self.recorder.glue) if self.recorder is not None else 0
+    result = super(DeviceArray, self).__array_function__(function, types, args, kwargs)
+    name, inputs = function.__name__, _arrays_in(args)
+    made = isinstance(result, np.ndarray) and result.size > 0 and not name.startswith("empty") \
+        and not any(np.may_share_memory(a, result) for a in inputs)
+    if self.recorder is not None and made and len(self.recorder.glue) == before:
+        reads = () if name.endswith("_like") else inputs  # a fill reads no input
+        self.recorder.glue_op(name, *reads, result)
+    return result
+
+
+DeviceArray.__array_ufunc__ = _array_ufunc
+DeviceArray.__array_function__ = _array_function
+DeviceArray.copy = _glue_method("copy")
+DeviceArray.fill = _glue_method("fill")
+DeviceArray.__setitem__ = _glue_method("__setitem__")
+DeviceArray.astype = _glue_method("astype", lambda self, result: result is not self)
+for _name in ("reshape", "ravel", "__getitem__"):  # a reshape that cannot view, a gather
+    setattr(DeviceArray, _name, _glue_method(
+        _name, lambda self, result: isinstance(result, np.ndarray) and result.size > 0
+        and not np.may_share_memory(self, result)))
+
+
 class CountingArrayModule:
     """numpy or cupy, with the allocating and host-copying functions counted."""
 
     def __init__(self, xp, recorder: Recorder):
         self._xp, self._recorder = xp, recorder
-        if recorder.track_host and xp is np:
+        if (recorder.track_host or recorder.count_glue) and xp is np:
             self._marked = type("DeviceArray", (DeviceArray,), {"recorder": recorder})
 
     def __getattr__(self, name):
+        asked = name  # what the caller asked for: glue unless it is empty / empty_like
         if name in ("empty", "empty_like") and self._recorder.zero_fill and self._xp is np:
             name = name.replace("empty", "zeros")
         attribute = getattr(self._xp, name)
         if name in ALLOCATING:
-            return self._counted(attribute)
+            return self._counted(attribute, None if asked.startswith("empty") else asked)
         if name in COPYING:
             return self._copy_counted(attribute)
         return attribute
@@ -300,11 +411,17 @@ class CountingArrayModule:
             return out
         return out.view(marked)
 
-    def _counted(self, function):
+    def _counted(self, function, glue: str | None):
+        """function, an allocation counted; glue: its name when it also fills or copies."""
         def allocate(*args, **kwargs):
             if self._xp is np:  # a GPU's allocations are counted by the memory-pool hook
                 self._recorder.allocations += 1
-            return self._mark(function(*args, **kwargs))
+            before = len(self._recorder.glue)  # NumPy's own dispatch may have counted it
+            out = self._mark(function(*args, **kwargs))
+            if glue and out.size and len(self._recorder.glue) == before:
+                reads = _arrays_in(args) if glue in ("concatenate", "stack") else ()
+                self._recorder.glue_op(glue, out, *reads)
+            return out
         return allocate
 
     def _copy_counted(self, function):
@@ -312,6 +429,9 @@ class CountingArrayModule:
             out = function(a, *args, **kwargs)
             if out is not a:
                 self._recorder.allocations += self._xp is np
+                # a copy on the device (NumPy returns a subclass's data as a new base-class view)
+                if isinstance(a, DeviceArray) and out.size and not np.may_share_memory(a, out):
+                    self._recorder.glue_op(function.__name__, a, out)
             if getattr(self, "_marked", None) is not None:  # anything unmarked comes from the host
                 self._recorder.host_to_device += not isinstance(a, DeviceArray)
             elif self._xp is not np and out is not a and isinstance(a, np.ndarray):

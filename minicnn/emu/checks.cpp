@@ -227,6 +227,28 @@ static SharedRegion* shared_region(const void* pointer, size_t size) {
 
 bool in_shared_memory(const void* pointer, size_t size) { return shared_region(pointer, size) != nullptr; }
 
+// The bytes of both shared regions, then their shadows (plain structs: copied as bytes).
+std::vector<unsigned char> save_shared() {
+    std::vector<unsigned char> image;
+    for (SharedRegion* region : {&static_region, &dynamic_region}) {
+        const auto* bytes = reinterpret_cast<const unsigned char*>(region->begin);
+        const auto* shadow = reinterpret_cast<const unsigned char*>(region->shadow.data());
+        image.insert(image.end(), bytes, bytes + (region->end - region->begin));
+        image.insert(image.end(), shadow, shadow + region->shadow.size() * sizeof(Shadow));
+    }
+    return image;
+}
+
+void restore_shared(const std::vector<unsigned char>& image) {
+    const unsigned char* next = image.data();
+    for (SharedRegion* region : {&static_region, &dynamic_region}) {
+        const size_t bytes = region->end - region->begin;
+        std::memcpy(reinterpret_cast<void*>(region->begin), next, bytes);
+        std::memcpy(static_cast<void*>(region->shadow.data()), next + bytes, bytes * sizeof(Shadow));
+        next += bytes + bytes * sizeof(Shadow);
+    }
+}
+
 void mark_async_copy(const void* pointer, size_t size, int thread) {
     SharedRegion* region = shared_region(pointer, size);
     for (size_t i = 0; region && i < size; ++i)

@@ -53,6 +53,7 @@ struct Launch {  // mirrored by _Launch in runtime.py
     uint32_t block[3];
     uint64_t shared_mem;
     int32_t schedule;  // 0: threads run in order between barriers, 1: in reverse order
+    int32_t cooperative;  // a cooperative launch: grid.sync() allowed (runtime.cpp)
     const char* kernel_name;
 };
 
@@ -78,6 +79,7 @@ dim3 block_dim();
 dim3 grid_dim();
 void* dynamic_shared();
 void sync_threads();
+void grid_sync();  // cooperative_groups' grid.sync(), below
 
 enum WarpOp { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, BALLOT, ANY, ALL,
               // tensor-core collectives (tensor_core.h): all 32 lanes, payload in Thread::in/out
@@ -174,6 +176,14 @@ int launch(void (*kernel)(Params...), const Launch* config, const Arg* args, int
 constexpr int warpSize = 32;
 
 inline void __syncthreads() { emu::sync_threads(); }
+
+// The part of <cooperative_groups.h> that kernels/grid_sync.cuh uses: a grid-wide barrier.
+namespace cooperative_groups {
+struct grid_group {
+    void sync() const { emu::grid_sync(); }
+};
+inline grid_group this_grid() { return {}; }
+}  // namespace cooperative_groups
 inline void __threadfence() {}  // one CPU thread runs everything: memory is always coherent
 inline void __threadfence_block() {}
 

@@ -11,7 +11,7 @@
 
 namespace emu {
 
-enum class ThreadState { Runnable, AtBarrier, AtWarpOp, Done };
+enum class ThreadState { Runnable, AtBarrier, AtGridBarrier, AtWarpOp, Done };
 
 struct Thread {
     ucontext_t context;
@@ -64,6 +64,9 @@ void poison_shared_memory();
 void check_access(const void* pointer, size_t size, bool write, const void* pc);
 void mark_async_copy(const void* pointer, size_t size, int thread);
 bool in_shared_memory(const void* pointer, size_t size);
+// A cooperative block's shared memory (bytes and shadow) while other blocks run.
+std::vector<unsigned char> save_shared();
+void restore_shared(const std::vector<unsigned char>& image);
 
 // tensor_core.cpp
 bool is_tensor_core_op(WarpOp op);

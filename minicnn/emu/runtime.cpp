@@ -1,7 +1,7 @@
 // runtime.cpp - runs a grid of emulated CUDA threads: fibers, barriers, warp rendezvous.
 //
-// Blocks run one after another. Inside a block every CUDA thread is a fiber (ucontext) with
-// its own small stack. The scheduler resumes each runnable thread in turn; a thread runs until
+// Blocks run one after another (a cooperative launch: see run_cooperative_grid). Inside a block
+// every CUDA thread is a fiber (ucontext) with its own small stack. The scheduler resumes each runnable thread in turn; a thread runs until
 // it finishes, reaches __syncthreads() or calls a warp intrinsic, then switches back. Once no
 // thread can run, the scheduler releases whatever is complete: a warp whose lanes all arrived
 // at the same intrinsic, or the whole block at a barrier. Anything else is a divergence error.
@@ -102,21 +102,33 @@ static void resume(Thread& thread) {
     state.current = nullptr;
 }
 
+static size_t stack_slots = 0;  // how many thread stacks state.stacks holds
+
 static void allocate_stacks(size_t count) {
-    if (count <= state.threads.size()) return;
-    if (state.stacks) munmap(state.stacks, state.threads.size() * STACK_BYTES);
+    if (count <= stack_slots) return;
+    if (state.stacks) munmap(state.stacks, stack_slots * STACK_BYTES);
     size_t bytes = count * STACK_BYTES;
     void* stacks = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (stacks == MAP_FAILED) throw std::bad_alloc();
     state.stacks = static_cast<char*>(stacks);
     for (size_t i = 0; i < count; ++i)  // a guard page under each stack: overflow faults, not corrupts
         mprotect(state.stacks + i * STACK_BYTES, 4096, PROT_NONE);
-    state.threads.resize(count);
+    stack_slots = count;
 }
 
 // ---- Barriers and warps ----
 
 void sync_threads() { yield(ThreadState::AtBarrier); }
+
+void grid_sync() {
+    if (!state.launch->cooperative) {
+        report("%s calls grid.sync() in a launch that is not cooperative: on a GPU that is "
+               "undefined behaviour (launch it from a cooperative module)",
+               describe_thread(int(state.current - state.threads.data())).c_str());
+        abort_thread();
+    }
+    yield(ThreadState::AtGridBarrier);
+}
 
 static const char* op_name(WarpOp op) {
     if (is_tensor_core_op(op)) return tensor_core_op_name(op);
@@ -159,6 +171,7 @@ static const char* state_name(const Thread& t, const Thread& waiter) {
     switch (t.state) {
         case ThreadState::Done: return "has exited";
         case ThreadState::AtBarrier: return "waits at __syncthreads()";
+        case ThreadState::AtGridBarrier: return "waits at grid.sync()";
         case ThreadState::AtWarpOp: return t.op != waiter.op ? "waits in a different warp intrinsic"
                                                              : "waits with a different mask";
         default: return "is still running";
@@ -250,11 +263,14 @@ static bool advance(int count) {
     return false;
 }
 
-static void run_block(int count) {
+// Sets up the current block's `count` fibers, on the stacks from slot first_stack on.
+static void start_block(int count, size_t first_stack) {
     state.block_first_epoch = ++state.epoch;
     poison_shared_memory();
     reset_async_copies(count);
-    ucontext_t blank;
+    // static: a fiber's first resume restores the floating-point state this context points to,
+    // which must outlive a cooperative block's return to run_cooperative_grid
+    static ucontext_t blank;
     getcontext(&blank);
     for (int i = 0; i < count; ++i) {
         Thread& t = state.threads[i];
@@ -262,20 +278,107 @@ static void run_block(int count) {
                  unsigned(i / (state.block_dim.x * state.block_dim.y))};
         t.state = ThreadState::Runnable;
         t.context = blank;
-        t.context.uc_stack.ss_sp = state.stacks + i * STACK_BYTES + 4096;
+        t.context.uc_stack.ss_sp = state.stacks + (first_stack + i) * STACK_BYTES + 4096;
         t.context.uc_stack.ss_size = STACK_BYTES - 4096;
         t.context.uc_link = nullptr;
         makecontext(&t.context, thread_main, 0);
     }
+}
+
+// Runs the current block's threads until each has exited or waits at grid.sync() (or the
+// launch is aborted).
+static void schedule_block(int count) {
     bool reverse = state.launch->schedule == 1;
     while (!state.aborted) {
-        bool finished = true;
+        bool paused = true;
         for (int k = 0; k < count && !state.aborted; ++k) {
             Thread& t = state.threads[reverse ? count - 1 - k : k];
             if (t.state == ThreadState::Runnable) resume(t);
-            finished &= t.state == ThreadState::Done;
+            paused &= t.state == ThreadState::Done || t.state == ThreadState::AtGridBarrier;
         }
-        if (finished || state.aborted || !advance(count)) return;
+        if (paused || state.aborted || !advance(count)) return;
+    }
+}
+
+static void run_block(int count) {
+    start_block(count, 0);
+    schedule_block(count);
+}
+
+// ---- Cooperative launches: grid.sync() ----
+//
+// On a GPU every block of a cooperative grid is resident at once, so a grid-wide barrier can
+// wait for all of them. Here blocks still take turns, but a turn ends where the GPU's block
+// would wait: when every thread of the block has exited or waits at grid.sync(). The block's
+// fibers (each with its own stack) and its shared memory are then parked, and the next block
+// runs. Once every block waits, the barrier opens and each resumes in turn, in a new barrier
+// interval. A block that exits while others wait, or that reaches grid.sync() with some of its
+// threads gone, would hang a GPU: both are reported (deadlock), as is grid.sync() in a launch
+// that is not cooperative. (Python checks the grid against the co-resident limit.)
+struct ParkedBlock {
+    uint3 idx;
+    std::vector<Thread> threads;        // swapped with state.threads while the block runs
+    std::vector<unsigned char> shared;  // its shared memory and shadow (checks.cpp)
+    int first_epoch = 0;
+    bool waiting = false;               // at grid.sync(); else exited
+};
+
+// One turn of block k: until its threads exit or wait. Returns whether they all wait.
+static bool run_turn(ParkedBlock& block, size_t k, int count, bool first_turn) {
+    state.block_idx = block.idx;
+    std::swap(state.threads, block.threads);
+    if (first_turn) {
+        start_block(count, k * count);
+    } else {
+        restore_shared(block.shared);
+        state.block_first_epoch = block.first_epoch;
+        ++state.epoch;  // after the barrier: accesses before it no longer race with these
+        for (Thread& t : state.threads) t.state = ThreadState::Runnable;
+    }
+    schedule_block(count);
+    int waiting = 0, exited = -1;
+    for (int i = 0; i < count; ++i) {
+        if (state.threads[i].state == ThreadState::AtGridBarrier) ++waiting;
+        else if (exited < 0) exited = i;
+    }
+    if (!state.aborted && waiting && waiting < count) {
+        report("%d threads wait at grid.sync() but %s has exited: on a GPU the grid never gets "
+               "past the barrier (deadlock)", waiting, describe_thread(exited).c_str());
+        state.aborted = true;
+    }
+    block.waiting = waiting == count;
+    if (block.waiting) {
+        count_barrier();
+        block.shared = save_shared();
+        block.first_epoch = state.block_first_epoch;
+    } else {
+        count_block_done();
+    }
+    std::swap(state.threads, block.threads);
+    return block.waiting;
+}
+
+static void run_cooperative_grid(int count) {
+    std::vector<ParkedBlock> blocks;
+    for (unsigned z = 0; z < state.grid_dim.z; ++z)
+        for (unsigned y = 0; y < state.grid_dim.y; ++y)
+            for (unsigned x = 0; x < state.grid_dim.x; ++x) blocks.push_back({{x, y, z}, std::vector<Thread>(count)});
+    allocate_stacks(blocks.size() * count);
+    for (bool first_turn = true; !state.aborted; first_turn = false) {
+        int waiting = 0;
+        const ParkedBlock* exited = nullptr;
+        for (size_t k = 0; k < blocks.size() && !state.aborted; ++k) {
+            if (!first_turn && !blocks[k].waiting) continue;  // exited before this barrier
+            if (run_turn(blocks[k], k, count, first_turn)) ++waiting;
+            else if (!exited) exited = &blocks[k];
+        }
+        if (state.aborted || waiting == 0) return;
+        if (exited) {
+            state.block_idx = exited->idx;
+            report("exited without reaching grid.sync(), where %d blocks wait: on a GPU they "
+                   "would wait forever (deadlock)", waiting);
+            return;
+        }
     }
 }
 
@@ -293,17 +396,26 @@ int run_grid(const Launch* launch, const Arg* args, int nargs, void (*run)(const
     state.aborted = false;
     state.epoch = 0;
     int count = int(state.block_dim.x * state.block_dim.y * state.block_dim.z);
-    allocate_stacks(count);
+    if (launch->cooperative) {  // the stacks of every block of the grid
+        allocate_stacks(size_t(count) * state.grid_dim.x * state.grid_dim.y * state.grid_dim.z);
+    } else {
+        allocate_stacks(count);
+        state.threads.resize(count);
+    }
     prepare_checks(args, nargs, closure, closure_size, dynamic_storage, launch->shared_mem,
-                   state.stacks, state.threads.size() * STACK_BYTES);
-    for (unsigned z = 0; z < state.grid_dim.z && !state.aborted; ++z)
-        for (unsigned y = 0; y < state.grid_dim.y && !state.aborted; ++y)
-            for (unsigned x = 0; x < state.grid_dim.x && !state.aborted; ++x) {
-                state.block_idx = {x, y, z};
-                if (!block_selected(x + uint64_t(state.grid_dim.x) * (y + uint64_t(state.grid_dim.y) * z))) continue;
-                run_block(count);
-                count_block_done();
-            }
+                   state.stacks, stack_slots * STACK_BYTES);
+    if (launch->cooperative) {
+        run_cooperative_grid(count);  // every block: a sampled subset would never pass grid.sync()
+    } else {
+        for (unsigned z = 0; z < state.grid_dim.z && !state.aborted; ++z)
+            for (unsigned y = 0; y < state.grid_dim.y && !state.aborted; ++y)
+                for (unsigned x = 0; x < state.grid_dim.x && !state.aborted; ++x) {
+                    state.block_idx = {x, y, z};
+                    if (!block_selected(x + uint64_t(state.grid_dim.x) * (y + uint64_t(state.grid_dim.y) * z))) continue;
+                    run_block(count);
+                    count_block_done();
+                }
+    }
     if (state.errors.empty()) return 0;
     last_error = std::string("kernel ") + launch->kernel_name + ":";
     for (const std::string& error : state.errors) last_error += "\n  " + error;

@@ -22,6 +22,11 @@ MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK_DIM = (1024, 1024, 64)
 MAX_GRID_DIM = (2**31 - 1, 65535, 65535)
 MAX_DYNAMIC_SHARED = 48 * 1024  # more needs an opt-in attribute on a real GPU
+# The emulated GPU of cooperative launches (grid.sync()): few SMs, so that the launchers'
+# grid-stride loops take several turns even on the small arrays of tests. Without compiler
+# facts the emulator bounds the blocks an SM holds by threads only.
+EMULATED_SMS = 2
+MAX_THREADS_PER_SM = 2048
 
 
 class _Launch(ctypes.Structure):
@@ -32,6 +37,7 @@ class _Launch(ctypes.Structure):
         ("block", ctypes.c_uint32 * 3),
         ("shared_mem", ctypes.c_uint64),
         ("schedule", ctypes.c_int32),
+        ("cooperative", ctypes.c_int32),
         ("kernel_name", ctypes.c_char_p),
     ]
 
@@ -66,6 +72,7 @@ class EmulatorRuntime:
 
     name = "emu"
     xp = np
+    sm_count = EMULATED_SMS  # what cooperative launches size their grids by
 
     def __init__(self, kernels_dir: str | os.PathLike | None = None, schedule: str = "forward",
                  cache_dir: str | os.PathLike | None = None):
@@ -76,14 +83,22 @@ class EmulatorRuntime:
         self.schedule = schedule
         self.cache_dir = Path(cache_dir) if cache_dir else None
 
-    def module(self, source: str, name_expressions: Sequence[str]) -> EmuModule:
+    def module(self, source: str, name_expressions: Sequence[str],
+               cooperative: bool = False) -> EmuModule:
         """source: a file in kernels_dir, e.g. "elementwise.cu"; name_expressions: the
-        instantiations to build, e.g. ["relu_forward<float>"]. Compiled once per process."""
+        instantiations to build, e.g. ["relu_forward<float>"]. Compiled once per process.
+        cooperative: its kernels are launched as cooperative grids (grid.sync() allowed, the
+        grid at most co_resident_blocks), as CuPy's enable_cooperative_groups does."""
         if isinstance(name_expressions, str):
             raise TypeError("name_expressions must be a list of strings, not one string")
         names = tuple(name_expressions)
         library = build_module(self.kernels_dir, source, names, self.cache_dir)
-        return EmuModule(library, names, SCHEDULES[self.schedule])
+        return EmuModule(library, names, SCHEDULES[self.schedule], cooperative)
+
+    @staticmethod
+    def co_resident_blocks(threads_per_block: int) -> int:
+        """The most blocks of `threads_per_block` threads the emulated GPU holds at once."""
+        return EMULATED_SMS * (MAX_THREADS_PER_SM // threads_per_block)
 
     @staticmethod
     def pointer_table(arrays) -> PointerTable:
@@ -100,31 +115,36 @@ class EmulatorRuntime:
 class EmuModule:
     """One compiled source; get_function() hands out its kernels."""
 
-    def __init__(self, library: ctypes.PyDLL, names: tuple[str, ...], schedule: int):
+    def __init__(self, library: ctypes.PyDLL, names: tuple[str, ...], schedule: int,
+                 cooperative: bool = False):
         library.minicnn_emu_error.restype = ctypes.c_char_p
         library.minicnn_emu_table_targets.argtypes = [ctypes.POINTER(ctypes.c_uint64), ctypes.c_int]
         self._library = library
         self._names = names
         self._schedule = schedule
+        self._cooperative = cooperative
 
     def get_function(self, name_expression: str) -> EmuKernel:
         if name_expression not in self._names:
             raise ValueError(f"{name_expression!r} was not among the module's name_expressions "
                              f"{list(self._names)}")
         entry = getattr(self._library, f"minicnn_entry_{self._names.index(name_expression)}")
-        return EmuKernel(self._library, entry, name_expression, self._schedule)
+        return EmuKernel(self._library, entry, name_expression, self._schedule,
+                         self._cooperative)
 
 
 class EmuKernel:
     """A launchable kernel: kernel(grid, block, args, shared_mem=0), like cupy.RawKernel."""
 
-    def __init__(self, library: ctypes.PyDLL, entry, name: str, schedule: int):
+    def __init__(self, library: ctypes.PyDLL, entry, name: str, schedule: int,
+                 cooperative: bool = False):
         entry.argtypes = [ctypes.POINTER(_Launch), ctypes.POINTER(_Arg), ctypes.c_int]
         entry.restype = ctypes.c_int
         self._library = library
         self._entry = entry
         self.name = name
         self._schedule = schedule
+        self.cooperative = cooperative  # launched as a cooperative grid (grid.sync() allowed)
 
     def __call__(self, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
         grid = _dims("grid", grid, MAX_GRID_DIM)
@@ -135,13 +155,21 @@ class EmuKernel:
         if not isinstance(shared_mem, (int, np.integer)) or not 0 <= shared_mem <= MAX_DYNAMIC_SHARED:
             raise ValueError(f"{self.name}: shared_mem must be an int in [0, {MAX_DYNAMIC_SHARED}], "
                              f"got {shared_mem!r}")
+        threads = block[0] * block[1] * block[2]
+        if self.cooperative and grid[0] * grid[1] * grid[2] > EmulatorRuntime.co_resident_blocks(threads):
+            raise EmulatorError(
+                f"kernel {self.name}: a cooperative grid of {grid[0] * grid[1] * grid[2]} blocks is "
+                f"larger than the {EmulatorRuntime.co_resident_blocks(threads)} blocks of {threads} "
+                f"threads the emulated GPU holds at once ({EMULATED_SMS} SMs): on a GPU the launch "
+                f"fails (cudaErrorCooperativeLaunchTooLarge)")
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"{self.name}: args must be a tuple, got {type(args).__name__}")
         keep_alive, c_args = [], (_Arg * max(len(args), 1))()
         for i, arg in enumerate(args):
             c_args[i] = _marshal(self.name, i, arg, keep_alive)
         launch = _Launch((ctypes.c_uint32 * 3)(*grid), (ctypes.c_uint32 * 3)(*block),
-                         int(shared_mem), self._schedule, self.name.encode())
+                         int(shared_mem), self._schedule, int(self.cooperative),
+                         self.name.encode())
         targets = [word for arg in args if isinstance(arg, PointerTable)
                    for pair in arg.ranges for word in pair]
         self._library.minicnn_emu_table_targets((ctypes.c_uint64 * max(len(targets), 1))(*targets),

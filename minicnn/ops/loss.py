@@ -42,6 +42,9 @@ class CrossEntropy(Function):
     """logits: (N, K) -> scalar mean loss. target: int labels (N,) or probabilities (N, K).
 
     Fusing keeps backward to one line, probs - target, and avoids log(0) for confident nets.
+    When the graph is recorded (training), the forward also computes that gradient for the
+    dloss = 1 loss.backward() seeds the graph with: the usual backward() then costs nothing
+    (backward_from_seed); any other dloss (loss * 2, loss + other) runs the backward kernel.
     """
 
     def __init__(self, target):
@@ -49,8 +52,15 @@ class CrossEntropy(Function):
 
     def forward(self, logits):
         checks.cross_entropy_forward(logits, self.target)
-        loss, self.probs = self.kernels.cross_entropy_forward(logits, self.target)
+        if not self.records:
+            loss, self.probs = self.kernels.cross_entropy_forward(logits, self.target)
+            return loss
+        loss, self.probs, self.seed_grad = self.kernels.cross_entropy_forward_train(logits,
+                                                                                    self.target)
         return loss
 
     def backward(self, dloss):
         return self.kernels.cross_entropy_backward(dloss, self.probs, self.target)
+
+    def backward_from_seed(self):
+        return self.seed_grad

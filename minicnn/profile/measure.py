@@ -5,7 +5,10 @@
 """
 from __future__ import annotations
 
+import numpy as np
+
 from minicnn.emu.counters import profile_launch
+from minicnn.emu.runtime import EmulatorRuntime
 
 
 class CountInEmulator:
@@ -19,6 +22,12 @@ class CountInEmulator:
         self.blocks = blocks
 
     def __call__(self, record, kernel, grid, block, args, shared_mem):
+        if kernel.cooperative:
+            # sized for the profiled GPU, more blocks than the emulator holds at once: its
+            # grid-stride loops do the same work (and the same accesses) on fewer blocks, and
+            # the record keeps the GPU's grid for the estimate. Every block runs (a grid
+            # barrier needs them all), so nothing is scaled.
+            grid = (min(int(np.prod(grid)), EmulatorRuntime.co_resident_blocks(int(np.prod(block)))),)
         record.counters = profile_launch(kernel, grid, block, args, shared_mem, blocks=self.blocks)
 
 

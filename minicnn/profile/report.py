@@ -128,8 +128,9 @@ def render_text(profile) -> str:
 
 
 def type_name(profile) -> str:
-    optimizer = {r.family.removesuffix("_multi") for r in profile.launches} & {"adam_update", "sgd_update"}
-    return next(iter(optimizer), "optimizer").replace("_update", "")
+    families = {r.family for r in profile.launches}  # adam_update, adam_update_advance_multi, ...
+    return next((name for name in ("adam", "sgd") if any(f.startswith(f"{name}_update") for f in families)),
+                "optimizer")
 
 
 def summary_lines(profile) -> list[str]:

@@ -71,7 +71,9 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
     notes = []
     with np.errstate(all="ignore"):  # skipped launches leave garbage that NumPy glue then touches
         recorder = Recorder(execute="skip" if device == "emu" else "run", zero_fill=device == "emu")
-        step = _Step(spec, batch, recorder.device(device, precision), seed)
+        # the emulator's cooperative grids as large as on the GPU estimated for (measure.py)
+        sm_count = target.sm_count if device == "emu" else None
+        step = _Step(spec, batch, recorder.device(device, precision, sm_count), seed)
         step()  # warm-up: compiles the kernels
         host_seconds = _timed_step(step, recorder)
         allocations, copies = recorder.allocations, recorder.host_to_device
@@ -79,7 +81,8 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
             launches = _counted_launches(step, recorder, blocks)
         else:
             emu_recorder = Recorder(execute="skip", zero_fill=True)
-            emu_step = _Step(spec, batch, emu_recorder.device("emu", precision), seed)
+            emu_step = _Step(spec, batch, emu_recorder.device("emu", precision, target.sm_count),
+                             seed)
             emu_step()  # compiles the emulator's kernels outside the counted step
             launches = _counted_launches(emu_step, emu_recorder, blocks)
             _attach_timings(launches, _gpu_timed_launches(step, recorder))

@@ -9,7 +9,7 @@ pointer tables and move the dropout counters and Adam's schedule onto the device
 capture, then replays. What makes a replay right without re-capturing:
   - the batch is copied into static input buffers the graph reads (a device-to-device copy);
   - every per-step scalar lives in device memory and is advanced there: Adam's step and bias
-    corrections (optim.cu's optim_advance), the dropout steps (cuda_fused.StepCounter); a new
+    corrections (optim.cu's Adam launch), the dropout steps (cuda_fused.StepCounter); a new
     learning rate is one host write into the schedule, before the replay;
   - the host's mirrors of those counters (optimizer.step_count, each Dropout's `step` buffer,
     the kernels' caches of what the device holds) are advanced as an eager step would, so a
