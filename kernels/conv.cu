@@ -30,9 +30,9 @@
 // pass's _split_k twin, by the last block of each tile in the same launch (add_splits_when_last).
 #include "gemm.cu"
 
-// x, dy etc. as (N, R, P) arrays viewed as an R x (N*P) matrix: row r, column (n, p).
+// dy etc. as (N, R, P) arrays viewed as an R x (N*P) matrix: row r, column (n, p).
 // That is how a channel-major GEMM sees an NCHW batch (rows = channels, columns = pixels of
-// every image), and also how W (F, C, kH*kW) looks as the C x (F*kH*kW) matrix of backward-data.
+// every image).
 template <typename T>
 struct BatchedRows {
     const T* data;
@@ -191,21 +191,22 @@ CONV_PASS_KERNELS(conv2d_forward, (const T* x, const T* w, const T* bias, const 
                   (x, w, bias, x_taps), (BatchedRowsOutput<T>{out, nullptr, F, Ho * Wo}), F,
                   N * Ho * Wo)
 
-// Backward-data: slice z of dx_partial: (splits, N, C, H, W) from dy: (N, F, Ho, Wo) and w, the
-// sum over the rows (f, i, j) in slice z of K = F*kH*kW.
+// Backward-data: slice z of dx_partial: (splits, N, C, H, W) from dy: (N, F, Ho, Wo) and wt: (C,
+// F, kH, kW), the weights transposed by conv_weight_transpose (below), the sum over the rows
+// (f, i, j) in slice z of K = F*kH*kW.
 template <typename T, typename Tile>
-__device__ void conv2d_backward_data_slice(T* dx_partial, const T* dy, const T* w,
+__device__ void conv2d_backward_data_slice(T* dx_partial, const T* dy, const T* wt,
                                            const int* dy_taps, const ConvShape& s, int k_chunk,
                                            T* a_tile, T* b_tile) {
     const int K = s.F * s.kh * s.kw, k_begin = blockIdx.z * k_chunk;
     T* dx = dx_partial + (long long)blockIdx.z * s.N * s.C * s.H * s.W;
-    Tile::run(BatchedRows<T>{w, s.C, s.kh * s.kw}, Col2imOperand<T>{dy, dy_taps, s},
+    Tile::run(MatrixOperand<T, false>{wt, s.C, K}, Col2imOperand<T>{dy, dy_taps, s},
               BatchedRowsOutput<T>{dx, nullptr, s.C, s.H * s.W}, s.C, s.N * s.H * s.W, k_begin,
               k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
 // conv2d_backward_data and conv2d_backward_data_split_k (dx: (N, C, H, W)).
-CONV_PASS_KERNELS(conv2d_backward_data, (const T* dy, const T* w, const int* dy_taps),
-                  (dy, w, dy_taps), (BatchedRowsOutput<T>{out, nullptr, C, H * W}), C, N * H * W)
+CONV_PASS_KERNELS(conv2d_backward_data, (const T* dy, const T* wt, const int* dy_taps),
+                  (dy, wt, dy_taps), (BatchedRowsOutput<T>{out, nullptr, C, H * W}), C, N * H * W)
 
 // Backward-weight: slice z of dw_partial: (splits, F, C*kH*kW), the sum over the pixels
 // (n, ho, wo) in [z * k_chunk, (z + 1) * k_chunk).
@@ -247,4 +248,41 @@ conv2d_relu_forward(T* y, const T* x, const T* w, const T* bias, const int* x_ta
     Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, x_taps, s},
               BatchedRowsReluOutput<T>{{y, nullptr, F, Ho * Wo}, bias}, F, N * Ho * Wo, 0, K, a_tile,
               b_tile);
+}
+
+// ---------------------------------------------------------------------------- W^T for backward-data
+// Backward-data multiplies by W^T, C x (F kH kW). Read in place from w: (F, C, kH, kW), a row
+// of it (one c) is F runs of kH kW values, C kH kW apart, so the tile loader's warp, reading 16
+// consecutive k of two rows, touched 2-3 runs of 36 bytes each (3 x 3): three quarters of the
+// sectors were useful. The launcher first copies w into wt: (C, F, kH kW), where each row is
+// contiguous (one more launch per backward-data; |W| read and written once). A block moves a
+// tile of `filters` x `channels` cells (kH kW values each) through shared memory: it reads
+// `filters` runs of channels * taps contiguous values and writes `channels` runs of
+// filters * taps, so both sides are coalesced. The tile (kernel_facts.weight_transpose_launch)
+// holds at most TRANSPOSE_VALUES values of TRANSPOSE_FILTERS filters or fewer (16 x 16 cells of
+// 3 x 3), each filter's row padded by up to 31 values against bank conflicts.
+constexpr int TRANSPOSE_VALUES = 2304, TRANSPOSE_FILTERS = 16, TRANSPOSE_THREADS = 256;
+
+// wt: (C, F, taps) from w: (F, C, taps), taps = kH * kW. Grid (ceil(C / channels),
+// ceil(F / filters)), block TRANSPOSE_THREADS; filters <= TRANSPOSE_FILTERS and
+// filters * channels * taps <= TRANSPOSE_VALUES.
+template <typename T>
+__global__ void __launch_bounds__(TRANSPOSE_THREADS)
+conv_weight_transpose(T* wt, const T* w, int F, int C, int taps, int filters, int channels) {
+    __shared__ T tile[TRANSPOSE_VALUES + 31 * TRANSPOSE_FILTERS];  // [f][c][t] of this block's cells
+    // Row f holds channels * taps values, padded to a stride = taps (mod 32): the second loop's
+    // lanes read (f, t) at f * stride + t, consecutive words, so no two share a bank.
+    const int stride = channels * taps + ((taps - channels * taps) % 32 + 32) % 32;
+    const int f0 = blockIdx.y * filters, c0 = blockIdx.x * channels;
+    const int my_filters = min(filters, F - f0), my_channels = min(channels, C - c0);
+    const int in_run = my_channels * taps, out_run = my_filters * taps;
+    for (int e = threadIdx.x; e < my_filters * in_run; e += blockDim.x) {  // e: (f, c, t)
+        const int f = e / in_run, ct = e % in_run;
+        tile[f * stride + ct] = w[((long long)(f0 + f) * C + c0) * taps + ct];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < my_channels * out_run; e += blockDim.x) {  // e: (c, f, t)
+        const int c = e / out_run, ft = e % out_run, f = ft / taps, t = ft % taps;
+        wt[((long long)(c0 + c) * F + f0) * taps + ft] = tile[f * stride + c * taps + t];
+    }
 }

@@ -77,7 +77,9 @@ struct MatrixOperand {
     static constexpr bool contiguous_cols = !TRANS;
     using Line = const T*;  // the start of a column (a row when TRANS)
     __device__ Line line(int index) const { return data + index; }
-    __device__ const T* address(Line start, int other) const { return start + (long long)other * (TRANS ? rows : cols); }
+    // An int product: the launchers keep every array under 2^31 elements. (A 64-bit one made
+    // ptxas keep the loader's row offsets in register pairs: 119 registers in BF16 backward-data.)
+    __device__ const T* address(Line start, int other) const { return start + other * (TRANS ? rows : cols); }
     __device__ T operator()(int r, int c) const { return TRANS ? *address(line(r), c) : *address(line(c), r); }
 };
 

@@ -33,6 +33,16 @@
 #pragma once
 #include "common.cuh"
 
+// The wrappers of memory instructions (ldmatrix, cp_async). In the emulator they are never
+// inlined and hand their return address to the twin: the kernel's call site, where the
+// emulator's performance counters charge the access (each call site its own row).
+#ifdef MINICNN_EMULATOR
+#define MEMORY_WRAPPER __attribute__((noinline))
+#define CALL_SITE __builtin_return_address(0)
+#else
+#define MEMORY_WRAPPER __forceinline__
+#endif
+
 // A 32-bit register holding a TF32 value: x rounded to 10 mantissa bits.
 __device__ __forceinline__ unsigned tf32_bits(float x) {
 #ifdef MINICNN_EMULATOR
@@ -87,12 +97,12 @@ __device__ __forceinline__ unsigned shared_address(const void* pointer) {
 
 // r[0..COUNT) from COUNT 8 x 8 b16 matrices in shared memory; row: this lane's row address.
 template <int COUNT, bool TRANS>
-__device__ __forceinline__ void ldmatrix(unsigned (&r)[COUNT], const void* row) {
+__device__ MEMORY_WRAPPER void ldmatrix(unsigned (&r)[COUNT], const void* row) {
     static_assert(COUNT == 1 || COUNT == 2 || COUNT == 4, "ldmatrix loads 1, 2 or 4 matrices");
 #ifdef MINICNN_EMULATOR
     constexpr emu::WarpOp ops[2][3] = {{emu::LDMATRIX_X1, emu::LDMATRIX_X2, emu::LDMATRIX_X4},
                                        {emu::LDMATRIX_X1_TRANS, emu::LDMATRIX_X2_TRANS, emu::LDMATRIX_X4_TRANS}};
-    emu::ldmatrix(ops[TRANS][COUNT / 2], r, row);
+    emu::ldmatrix(ops[TRANS][COUNT / 2], r, row, CALL_SITE);
 #else
     if constexpr (COUNT == 1 && !TRANS)
         asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];" : "=r"(r[0]) : "r"(shared_address(row)));
@@ -117,10 +127,10 @@ __device__ __forceinline__ void ldmatrix(unsigned (&r)[COUNT], const void* row) 
 // registers; when `valid` is false nothing is read and the destination becomes zeros (the
 // padding of an implicit GEMM). The data is there only after cp_async_wait covers its group.
 template <int BYTES>
-__device__ __forceinline__ void cp_async(void* shared, const void* global, bool valid) {
+__device__ MEMORY_WRAPPER void cp_async(void* shared, const void* global, bool valid) {
     static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
 #ifdef MINICNN_EMULATOR
-    emu::cp_async(shared, global, BYTES, valid ? BYTES : 0);
+    emu::cp_async(shared, global, BYTES, valid ? BYTES : 0, CALL_SITE);
 #else
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;"
                  :: "r"(shared_address(shared)), "l"(global), "n"(BYTES), "r"(valid ? BYTES : 0));

@@ -10,7 +10,7 @@ from minicnn.emu.counters import profile_launch, sampled_blocks
 EMU_KERNELS = Path(__file__).parent / "emu_kernels"
 NAMES = ["copy_coalesced", "copy_stride2", "copy_double", "read_transposed", "quarter_warp",
          "bank_conflict_32way", "bank_conflict_2way", "transpose_tile<1>", "transpose_tile<0>",
-         "broadcast_two_barriers"]
+         "broadcast_two_barriers", "cp_async_two_sites"]
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,17 @@ def test_broadcast_is_one_wavefront_and_barriers_are_counted_per_block(kernels):
     assert c.barriers == 6 and c.blocks_run == 3
 
 
+def test_cp_async_is_counted_at_each_call_site_and_zero_filling_lanes_stay_in_step(kernels):
+    x, y = np.arange(128, dtype=np.float32), np.zeros(96, np.float32)
+    c = profile_launch(kernels["cp_async_two_sites"], (1,), (32,), (x, y, np.int32(2)), blocks="all")
+    loads = sorted((s.requests, s.lanes, s.units, s.ideal_units) for s in c.sites
+                   if s.space == "global" and s.op == "load")
+    assert loads == [(1, 32, 8, 4), (2, 63, 8, 8)]
+    assert {s.where for s in c.sites if s.space == "global" and s.op == "load"} == {"counters.cu:84", "counters.cu:85"}
+    assert counts(c, "shared", "store") == (3, 96, 3, 3)  # every copy lands, lane 0's zeros too
+    np.testing.assert_array_equal(y, np.concatenate([[0], x[1:64], x[64::2]]))
+
+
 def test_sampled_blocks_are_the_only_ones_run_and_totals_scale(kernels):
     x, y = np.arange(1, 1000 * 32 + 1, dtype=np.float32), np.zeros(1000 * 32, np.float32)
     c = profile_launch(kernels["copy_coalesced"], (1000,), (32,), (x, y, np.int32(x.size)))
@@ -114,7 +125,7 @@ def test_sites_map_back_to_source_lines(kernels):
     x, y = np.arange(128, dtype=np.float32), np.zeros(64, np.float32)
     c = profile_launch(kernels["copy_stride2"], (1,), (64,), (x, y, np.int32(64)), blocks="all")
     worst = min(c.sites, key=lambda s: s.efficiency)
-    assert worst.where == "counters.cu:14" and worst.op == "load"
+    assert worst.where == "counters.cu:15" and worst.op == "load"
 
 
 def test_counting_is_off_after_a_profiled_launch(kernels):

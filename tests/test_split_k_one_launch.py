@@ -91,8 +91,10 @@ def test_conv_forward_and_backward_data_add_their_slices_in_the_same_launch(
     np.testing.assert_array_equal(one, two)  # the same slices, added in the same order
     tile = kernels._tile_for(dtype, *product[:2])
     assert tile.split(*product)[0] > 1  # the case splits K
-    assert one_names == [conv_kernel(f"{name}_split_k", tile).format(T=C_TYPE[dtype])]
-    assert len(two_names) == 2 and two_names[1].startswith("sum_splits")
+    # backward-data first copies W^T into a contiguous array (conv_weight_transpose)
+    first = [f"conv_weight_transpose<{C_TYPE[dtype]}>"] if name == "conv2d_backward_data" else []
+    assert one_names == first + [conv_kernel(f"{name}_split_k", tile).format(T=C_TYPE[dtype])]
+    assert len(two_names) == len(first) + 2 and two_names[-1].startswith("sum_splits")
     wide = [a.astype(np.float64) if isinstance(a, np.ndarray) else a for a in args]
     np.testing.assert_allclose(one, getattr(numpy_ref, name)(*wide),
                                rtol=1e-2 if precision == "tf32" else 1e-4,

@@ -27,7 +27,7 @@ from minicnn.backends.cuda_fused import FusedLaunches
 from minicnn.backends.cuda_norm import BatchNormLaunches
 from minicnn.backends.cuda_optim import MultiTensorSteps
 from minicnn.backends.kernel_facts import (ConvShape, conv_kernel, conv_taps, gemm_kernel,
-                                          gemm_twin, split_k_kernel)
+                                          gemm_twin, split_k_kernel, weight_transpose_launch)
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
@@ -135,12 +135,25 @@ class CudaKernels(BackwardLaunches, BatchNormLaunches, FusedLaunches, KernelLaun
         """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W)."""
         dy, w = self._float_arrays(dy, w)
         s = self._conv_shape(x_shape, w.shape, stride, pads)
-        # the product W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W), stored as (N, C, H, W)
+        # the product W^T (C x F*kH*kW) @ dY_col (F*kH*kW x N*H*W), stored as (N, C, H, W);
+        # W^T read from a transposed copy, whose rows are contiguous (coalesced loads)
         tile_kernel = functools.partial(conv_kernel, "conv2d_backward_data")  # instantiated per tile shape
         return self._split_k_product("conv.cu", tile_kernel, dy.dtype, s.C,
-                                     s.N * s.H * s.W, s.F * s.kh * s.kw, dy, w, self._taps(s, False),
+                                     s.N * s.H * s.W, s.F * s.kh * s.kw, dy, self._conv_weight_transpose(w),
+                                     self._taps(s, False),
                                      *i32(*s.ints()), shape=s.x_shape,
                                      one_launch=functools.partial(conv_kernel, "conv2d_backward_data_split_k"))
+
+    def _conv_weight_transpose(self, w):
+        """w: (F, C, kH, kW) -> wt: (C, F, kH, kW), backward-data's W^T as a row-major C x
+        (F*kH*kW) matrix (conv.cu's conv_weight_transpose)."""
+        f, c, kh, kw = w.shape
+        wt = self.xp.empty((c, f, kh, kw), w.dtype)
+        if wt.size:
+            grid, block, tile = weight_transpose_launch(f, c, kh * kw, self.kernels_dir)
+            self._kernel("conv.cu", "conv_weight_transpose<{T}>", w.dtype)(
+                grid, block, (wt, w, *i32(f, c, kh * kw, *tile)))
+        return wt
 
     def conv2d_backward_weight(self, dy, x, kernel, stride, pads):
         """dy: (N, F, Ho, Wo), x: (N, C, H, W), kernel = (kH, kW) -> dw: (F, C, kH, kW)."""

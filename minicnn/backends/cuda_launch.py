@@ -116,11 +116,12 @@ class KernelLauncher:
         self.xp = runtime.xp
         self.precision = check_precision(precision)
         # grids follow the tile sizes of the sources this runtime compiles
-        kernels_dir = Path(getattr(runtime, "kernels_dir", KERNELS_DIR))
+        kernels_dir = self.kernels_dir = Path(getattr(runtime, "kernels_dir", KERNELS_DIR))
         self.products = tiled_products(kernels_dir)
         self.simt_products = simt_products(kernels_dir)  # the tile shapes convolutions choose from
         # conv.cu's instantiations follow the SIMT_SHAPES of the sources this runtime compiles
-        self.instantiations = {**KERNELS, "conv.cu": conv_instantiations(kernels_dir) + ["sum_splits<{T}>"],
+        self.instantiations = {**KERNELS, "conv.cu": conv_instantiations(kernels_dir) + ["sum_splits<{T}>",
+                                                                             "conv_weight_transpose<{T}>"],
                                "backward.cu": conv_instantiations(kernels_dir, BACKWARD_KERNELS)}
         self._kernels: dict[tuple[str, str], object] = {}
         self._conv_taps: dict = {}  # conv.cu's per-layer tables (CudaKernels._taps)

@@ -10,6 +10,7 @@ and ConvShape, the named twin of conv.cu's `struct ConvShape`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,3 +296,18 @@ def backward_segments(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> 
         weight, data, channels = (outputs, inputs), (n if with_dx else 0, inputs), outputs
     return BackwardPlan.of(product, weight, data, ((dw_splits, dw_chunk), (dx_splits, dx_chunk)),
                            (channels if slices else 0, slices)).segments
+
+
+@functools.lru_cache(maxsize=None)
+def weight_transpose_launch(filters: int, channels: int, taps: int,
+                            kernels_dir: Path = KERNELS_DIR) -> tuple[tuple, tuple, tuple]:
+    """(grid, block, (tile filters, tile channels)) of conv.cu's conv_weight_transpose for w:
+    (filters, channels, taps): per block TRANSPOSE_FILTERS filters (fewer for huge kernels) and
+    as many channels as fit in its TRANSPOSE_VALUES (16 x 16 cells of 3 x 3)."""
+    c = source_constants(Path(kernels_dir) / "conv.cu")
+    if taps > c["TRANSPOSE_VALUES"]:
+        raise ValueError(f"conv2d: the CUDA kernels take kernels of at most {c['TRANSPOSE_VALUES']} "
+                         f"cells, got {taps}")
+    tile_f = min(c["TRANSPOSE_FILTERS"], c["TRANSPOSE_VALUES"] // taps)
+    tile_c = c["TRANSPOSE_VALUES"] // (tile_f * taps)
+    return (cdiv(channels, tile_c), cdiv(filters, tile_f)), (c["TRANSPOSE_THREADS"],), (tile_f, tile_c)

@@ -215,8 +215,8 @@ static void check(const void* pointer, size_t size, Access access, const void* p
     out_of_bounds(address, size, access);
 }
 
-void check_access(const void* pointer, size_t size, bool write) {  // counted at the twin's call site
-    check(pointer, size, write ? Access::Write : Access::Read, __builtin_return_address(0));
+void check_access(const void* pointer, size_t size, bool write, const void* pc) {
+    check(pointer, size, write ? Access::Write : Access::Read, pc);
 }
 
 static SharedRegion* shared_region(const void* pointer, size_t size) {

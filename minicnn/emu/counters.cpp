@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <map>
 #include <tuple>
-#include <unordered_map>
 #include <vector>
 
 #include "emu_state.h"
@@ -30,6 +29,7 @@ struct Record {
     uint16_t size;
     uint8_t lane;
     uint8_t kind;  // space * 2 + write
+    bool active;   // false: count_idle_lane (no bytes moved)
 };
 
 struct SiteKey {
@@ -55,7 +55,10 @@ void account(const Record* begin, const Record* end) {
     const bool shared = first.kind / 2 == uint8_t(Space::Shared);
     const uint64_t unit = shared ? BANK_BYTES : SECTOR_BYTES;
     std::vector<uint64_t> units, addresses;
+    const uint64_t active = uint64_t(std::count_if(begin, end, [](const Record& r) { return r.active; }));
+    if (active == 0) return;  // every lane idle: no memory request
     for (const Record* r = begin; r != end; ++r) {
+        if (!r->active) continue;
         addresses.push_back(r->location);
         for (uint64_t u = r->location / unit; u <= (r->location + r->size - 1) / unit; ++u) units.push_back(u);
     }
@@ -74,22 +77,23 @@ void account(const Record* begin, const Record* end) {
         ideal = (addresses.size() * first.size + SECTOR_BYTES - 1) / SECTOR_BYTES;
     }
     site.requests += 1;
-    site.lanes += uint64_t(end - begin);
-    site.bytes += uint64_t(end - begin) * first.size;
+    site.lanes += active;
+    site.bytes += active * first.size;
     site.units += cost;
     site.ideal_units += ideal;
 }
 
-// Groups the buffered accesses of every warp by (program point, occurrence, kind, width).
+// Groups the buffered accesses of every warp by (program point, occurrence, kind, width). The
+// occurrence counts per point and kind: a cp.async's read and its landing store share a point.
 void close_interval() {
     std::vector<Record> warp;
-    std::unordered_map<const void*, uint32_t> seen;
+    std::map<std::pair<const void*, uint8_t>, uint32_t> seen;
     for (size_t first = 0; first < pending.size(); first += WARP) {
         warp.clear();
         for (size_t t = first; t < std::min(pending.size(), first + WARP); ++t) {
             seen.clear();
             for (Record r : pending[t]) {
-                r.occurrence = seen[r.pc]++;
+                r.occurrence = seen[{r.pc, r.kind}]++;
                 warp.push_back(r);
             }
             pending[t].clear();
@@ -105,13 +109,22 @@ void close_interval() {
     }
 }
 
+// Buffers one access (or idle lane) of the running thread until its interval closes.
+void buffer(const void* pc, Space space, bool write, uint64_t location, size_t size, bool active) {
+    size_t self = size_t(state.current - state.threads.data());
+    if (pending.size() < state.threads.size()) pending.resize(state.threads.size());
+    pending[self].push_back(Record{pc, location, 0, uint16_t(size), uint8_t(self % WARP),
+                                   uint8_t(uint8_t(space) * 2 + write), active});
+}
+
 }  // namespace
 
 void count_access(const void* pc, Space space, bool write, int region, uint64_t offset, size_t size) {
-    size_t self = size_t(state.current - state.threads.data());
-    if (pending.size() < state.threads.size()) pending.resize(state.threads.size());
-    pending[self].push_back(Record{pc, uint64_t(region) << 48 | offset, 0, uint16_t(size),
-                                   uint8_t(self % WARP), uint8_t(uint8_t(space) * 2 + write)});
+    buffer(pc, space, write, uint64_t(region) << 48 | offset, size, true);
+}
+
+void count_idle_lane(const void* pc, Space space, bool write, size_t size) {
+    buffer(pc, space, write, 0, size, false);
 }
 
 void count_barrier() {

@@ -58,8 +58,10 @@ void prepare_checks(const Arg* args, int nargs, const void* closure, size_t clos
                     size_t stack_bytes);
 void poison_shared_memory();
 // Checks an access by the current thread as if kernel code made it (runtime code is not
-// instrumented); marks shared bytes a cp.async of `thread` still copies into (-1: landed).
-void check_access(const void* pointer, size_t size, bool write);
+// instrumented), counted at pc: the kernel's call site of the instruction (warp_mma.cuh's
+// wrapper passes its return address to the twin); marks shared bytes a cp.async of `thread`
+// still copies into (-1: landed).
+void check_access(const void* pointer, size_t size, bool write, const void* pc);
 void mark_async_copy(const void* pointer, size_t size, int thread);
 bool in_shared_memory(const void* pointer, size_t size);
 // A cooperative block's shared memory (bytes and shadow) while other blocks run.

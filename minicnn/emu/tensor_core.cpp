@@ -20,6 +20,7 @@
 #include <cstring>
 #include <vector>
 
+#include "counters.h"
 #include "emu_state.h"
 
 namespace emu {
@@ -83,7 +84,7 @@ void mma_sync(WarpOp op, float* d, const unsigned* a, const unsigned* b) {
     arrive(op, &operands, d);
 }
 
-void ldmatrix(WarpOp op, unsigned* r, const void* row) {
+void ldmatrix(WarpOp op, unsigned* r, const void* row, const void* pc) {
     LdmatrixRow loaded{};
     int lane = self_index() % warpSize;
     if (lane < 8 * ldmatrix_count(op)) {  // lanes 8i..8i+7 address the rows of matrix i
@@ -92,8 +93,10 @@ void ldmatrix(WarpOp op, unsigned* r, const void* row) {
                    describe_thread(self_index()).c_str(), tensor_core_op_name(op), row);
             abort_thread();
         }
-        check_access(row, 16, false);
+        check_access(row, 16, false, pc);
         std::memcpy(loaded.bytes, row, 16);
+    } else if (counting) {
+        count_idle_lane(pc, Space::Shared, false, 16);
     }
     arrive(op, &loaded, r);
 }
@@ -202,6 +205,7 @@ struct AsyncCopy {
     unsigned char data[16];  // read from global memory when issued
     int bytes;
     int group;  // 0 until cp.async.commit_group gives it one
+    const void* pc;  // the kernel's cp.async: the counters charge the read and the landing to it
 };
 
 static std::vector<std::vector<AsyncCopy>> pending;  // per thread of the block
@@ -212,7 +216,7 @@ void reset_async_copies(int threads) {
     committed_groups.assign(threads, 0);
 }
 
-void cp_async(void* shared, const void* global, int bytes, int source_bytes) {
+void cp_async(void* shared, const void* global, int bytes, int source_bytes, const void* pc) {
     const int self = self_index();
     const bool aligned = uintptr_t(shared) % bytes == 0 && uintptr_t(global) % bytes == 0;
     if ((bytes != 4 && bytes != 8 && bytes != 16) || source_bytes < 0 || source_bytes > bytes || !aligned ||
@@ -222,10 +226,12 @@ void cp_async(void* shared, const void* global, int bytes, int source_bytes) {
                describe_thread(self).c_str(), bytes, source_bytes, global, shared);
         abort_thread();
     }
-    AsyncCopy copy{shared, {}, bytes, 0};
+    AsyncCopy copy{shared, {}, bytes, 0, pc};
     if (source_bytes) {
-        check_access(global, size_t(source_bytes), false);
+        check_access(global, size_t(source_bytes), false, pc);
         std::memcpy(copy.data, global, size_t(source_bytes));
+    } else if (counting) {  // zero-fill: this lane reads nothing but is part of the warp's instruction
+        count_idle_lane(pc, Space::Global, false, size_t(bytes));
     }
     mark_async_copy(shared, size_t(bytes), self);
     pending[self].push_back(copy);
@@ -247,7 +253,7 @@ void cp_async_wait(int pending_groups) {
             continue;
         }
         mark_async_copy(copy.destination, size_t(copy.bytes), -1);
-        check_access(copy.destination, size_t(copy.bytes), true);  // lands now, written by this thread
+        check_access(copy.destination, size_t(copy.bytes), true, copy.pc);  // lands now, written by this thread
         std::memcpy(copy.destination, copy.data, size_t(copy.bytes));
     }
     pending[self].swap(still_pending);

@@ -12,10 +12,12 @@ unsigned bf16x2_round(float lo, float hi);  // cvt.rn.bf16x2.f32: nearest even; 
 // d[4] += A * B for this lane's fragments (op: MMA_TF32 or MMA_BF16).
 void mma_sync(WarpOp op, float* d, const unsigned* a, const unsigned* b);
 // r[count] = this lane's words of 1, 2 or 4 8x8 b16 matrices whose rows the lanes address.
-void ldmatrix(WarpOp op, unsigned* r, const void* row);
+// pc (here and in cp_async): the kernel's call site, where the performance counters charge the
+// access (warp_mma.cuh passes its wrapper's return address).
+void ldmatrix(WarpOp op, unsigned* r, const void* row, const void* pc);
 // Copies `bytes` (4, 8 or 16) from global to shared memory when the thread waits for its
 // group; only source_bytes of them are read, the rest become zeros.
-void cp_async(void* shared, const void* global, int bytes, int source_bytes);
+void cp_async(void* shared, const void* global, int bytes, int source_bytes, const void* pc);
 void cp_async_commit();
 void cp_async_wait(int pending_groups);  // all but the newest pending_groups committed groups
 

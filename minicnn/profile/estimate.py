@@ -63,7 +63,8 @@ FLOPS_PER_ELEMENT = {"adam_update": 12, "sgd_update": 4, "bn_normalize": 4, "bn_
                      "bn_train_one_launch": 8, "bn_backward_one_launch": 13,
                      "bn_relu_pool_forward_one_launch": 5, "bn_relu_pool_backward_one_launch": 2,
                      "relu_bn_pool_dropout_forward_one_launch": 10,
-                     "relu_bn_pool_dropout_backward_one_launch": 16}
+                     "relu_bn_pool_dropout_backward_one_launch": 16,
+                     "conv_weight_transpose": 0}  # a copy: memory only
 # Arrays of the multi-tensor kernels' pointer tables (optim.cu): params, moments, grads.
 TABLE_ARRAYS = {"adam_update_multi": 4, "adam_update_advance_multi": 4, "sgd_update_multi": 3}
 MULTI_CHUNK = source_constants(KERNELS_DIR / "optim.cu")["MULTI_CHUNK"]  # elements per block

@@ -1,6 +1,7 @@
 // Kernels with a known memory behaviour; tests/test_emu_counters.py asserts the emulator's
 // counters give exactly the counts worked out in each comment (one warp = 32 lanes).
 #include "common.cuh"
+#include "warp_mma.cuh"  // cp_async
 
 // Perfectly coalesced: a warp's 32 floats are 128 consecutive bytes, 4 sectors per request.
 __global__ void copy_coalesced(const float* x, float* y, int n) {
@@ -69,4 +70,21 @@ __global__ void broadcast_two_barriers(const float* x, float* y) {
     __syncthreads();
     y[threadIdx.x] = value;
     __syncthreads();
+}
+
+// cp.async from two call sites, each counted at its own line (not inside the emulator's twin).
+// The first copies x[o * 32 + lane] for o = 0, 1 (copies = 2, a runtime count: one program
+// point), lane 0 zero-filling at o = 0: per o one request of 4 sectors (lane 0 idle at o = 0,
+// so 63 lanes in all). The second reads every other float of x[64..127]: 8 sectors where 4
+// would do. The landing stores are conflict-free.
+__global__ void cp_async_two_sites(const float* x, float* y, int copies) {
+    __shared__ __align__(16) float staged[96];
+    const int lane = threadIdx.x;
+    for (int o = 0; o < copies; ++o)
+        cp_async<4>(&staged[o * 32 + lane], x + o * 32 + lane, o > 0 || lane > 0);
+    cp_async<4>(&staged[64 + lane], x + 64 + 2 * lane, true);
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+    for (int i = 0; i < 3; ++i) y[i * 32 + lane] = staged[i * 32 + lane];
 }
