@@ -127,21 +127,30 @@ def profile_segments(kernel, grid, block, args, shared_mem: int, segments,
     for count in segments:
         if count:
             chosen = sampled_blocks(count, blocks) or list(range(count))
-            parts.append((count / len(chosen),
-                          _count(kernel, grid3, block3, args, shared_mem, blocks_total,
-                                 [start + b for b in chosen])))
+            parts.append((count, _count(kernel, grid3, block3, args, shared_mem, blocks_total,
+                                        [start + b for b in chosen])))
         start += count
-    run = sum(p.blocks_run for _, p in parts)
+    return merge_counters(kernel.name, grid3, block3, parts)
+
+
+def merge_counters(kernel: str, grid3: tuple, block3: tuple, parts) -> LaunchCounters:
+    """One LaunchCounters for several counted runs, parts = [(blocks it stands for, its
+    counters)]: each run's counts weighed by blocks it stands for / its blocks run, kept so
+    that the result's scale (blocks stood for / blocks run, over all parts) turns them into
+    the sum of the runs' totals."""
+    blocks_total = sum(count for count, _ in parts)
+    run = sum(part.blocks_run for _, part in parts)
     scale = blocks_total / run
+    weighed = [(count / part.blocks_run / scale, part) for count, part in parts]
     merged = {}  # (where, space, op, width) -> summed fields, weighed
-    for weight, part in parts:
+    for weight, part in weighed:
         for site in part.sites:
             key = (site.where, site.space, site.op, site.width)
-            values = [getattr(site, name) * weight / scale for name in FIELDS]
+            values = [getattr(site, name) * weight for name in FIELDS]
             merged[key] = [a + b for a, b in zip(merged.get(key, [0] * len(FIELDS)), values)]
     sites = [AccessSite(*key, *values) for key, values in merged.items()]
-    return LaunchCounters(kernel.name, grid3, block3, blocks_total, run,
-                          *(round(sum(getattr(p, name) * w for w, p in parts) / scale)
+    return LaunchCounters(kernel, grid3, block3, blocks_total, run,
+                          *(round(sum(getattr(p, name) * w for w, p in weighed))
                             for name in ("barriers", "warp_ops")), sites)
 
 

@@ -9,6 +9,9 @@ Three recorded steps on a recording device (minicnn.backends.recording), same sh
      On the emulator the kernels are skipped, so this is the Python side of a step alone;
      on a GPU it is a real step, synchronized;
   3. counted: each launch runs in the emulator with the counters on, sampled blocks only.
+     With blocks="sample" or a number, the cooperative launches (bn_one_launch.cu), whose grid
+     barrier needs every block, are counted from their two-launch twins' sampled blocks instead
+     (profile/twins.py: the same accesses, two steps); blocks="all" counts them as they are.
 With device="cuda" a fourth step times every launch with CUDA events on the GPU.
 """
 from __future__ import annotations
@@ -21,8 +24,10 @@ import numpy as np
 from minicnn.profile.estimate import estimate
 from minicnn.profile.gpus import Gpu, get_gpu
 from minicnn.profile.measure import CountInEmulator, CudaEventTimer
+from minicnn.backends.cuda_launch import COOPERATIVE_SOURCES
 from minicnn.backends.recording import Recorder
 from minicnn.profile.static import StaticFactsError, static_facts
+from minicnn.profile.twins import TWINS_NOTE, counted_with_twins
 
 MAX_BATCH = 65536
 
@@ -58,7 +63,9 @@ def check_batch(batch: int) -> None:
 
 
 def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h100", blocks="sample",
-                 seed: int = 0, precision: str = "fp32") -> StepProfile:
+                 seed: int = 0, precision: str = "fp32", twins: bool = True) -> StepProfile:
+    """twins=False: cooperative launches counted as they run, every block (minutes at batch 512;
+    the reference that profile/twins.py's estimate is checked against)."""
     from minicnn.backends import get_device
     from minicnn.models import get_spec
 
@@ -78,14 +85,16 @@ def profile_step(arch: str, batch: int = 512, device: str = "emu", gpu: str = "h
         host_seconds = _timed_step(step, recorder)
         allocations, copies = recorder.allocations, recorder.host_to_device
         if device == "emu":
-            launches = _counted_launches(step, recorder, blocks)
+            launches = _counted_launches(step, recorder, blocks, twins)
         else:
             emu_recorder = Recorder(execute="skip", zero_fill=True)
             emu_step = _Step(spec, batch, emu_recorder.device("emu", precision, target.sm_count),
                              seed)
             emu_step()  # compiles the emulator's kernels outside the counted step
-            launches = _counted_launches(emu_step, emu_recorder, blocks)
+            launches = _counted_launches(emu_step, emu_recorder, blocks, twins)
             _attach_timings(launches, _gpu_timed_launches(step, recorder))
+    if twins and blocks != "all" and any(r.source in COOPERATIVE_SOURCES for r in launches):
+        notes.append(TWINS_NOTE)
     facts = _facts(launches, target, notes)
     estimates = [estimate(r, target, facts.get(r.kernel)) for r in launches]
     if device == "emu":
@@ -131,7 +140,9 @@ def _timed_step(step: _Step, recorder: Recorder) -> float:
         return time.perf_counter() - start
 
 
-def _counted_launches(step: _Step, recorder: Recorder, blocks) -> list:
+def _counted_launches(step: _Step, recorder: Recorder, blocks, twins: bool) -> list:
+    if twins and blocks != "all":
+        return counted_with_twins(step, recorder, blocks)
     recorder.reset(execute=CountInEmulator(blocks))
     step()
     return recorder.launches
