@@ -11,8 +11,8 @@ same slices, same per-element code), plus a grid barrier. So the step is run twi
      launch is;
   2. with it on, launches skipped (recorded only), the step the profile reports;
 and each cooperative launch of step 2 gets the merged counters of the twin pair that stands at
-its place in step 1 (the other launches: their own counts from step 1). The barrier's few
-accesses (one counter per block) are not counted.
+its place in step 1 (the other launches: their own counts from step 1). The barrier's own
+accesses (on a GPU an atomic and a poll per block) are not counted.
 """
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ def counted_with_twins(step, recorder, blocks="sample") -> list:
     """The LaunchRecords of one `step` (profile/step.py's _Step on `recorder`'s device), with
     counters: the cooperative launches' from their twins (module docstring)."""
     kernels = step.device.kernels
-    kernels.bn_in_one_launch = False
+    one_launch, kernels.bn_in_one_launch = kernels.bn_in_one_launch, False
     try:
         recorder.reset(execute=CountInEmulator(blocks))
         step()
         twins = recorder.launches
     finally:
-        kernels.bn_in_one_launch = True
+        kernels.bn_in_one_launch = one_launch
     recorder.reset(execute="skip")
     step()
     attach_twin_counters(recorder.launches, twins)
