@@ -10,10 +10,6 @@ unfused reference.
 """
 from __future__ import annotations
 
-import functools
-
-import numpy as np
-
 from minicnn.backends import numpy_ref
 from minicnn.backends.cuda_launch import i32, reduction_slices
 from minicnn.backends.kernel_facts import BackwardPlan, best_shared_tile, conv_kernel
@@ -72,7 +68,7 @@ class BackwardLaunches:
                    else self.products[precision])
         plan = BackwardPlan.of(product, weight[:2], data[:2], splits, bias)
         if plan.blocks:
-            unused = self._unused[np.dtype(dtype)]  # stands for the outputs and scratch not written
+            unused = self._zeros(1, dtype)  # stands for the outputs and scratch not written
             scratch = [self.xp.empty((count, rows * cols), dtype) if count > 1 else unused
                        for (rows, cols, _), (count, _) in ((data, plan.data), (weight, plan.weight))]
             scratch.append(self.xp.empty(bias, dtype) if need_db else unused)
@@ -82,9 +78,3 @@ class BackwardLaunches:
                  self._arrivals(plan.counters), *inputs, *sizes,
                  *i32(*plan.data, *plan.weight, plan.bias_slices, *flags)))
         return dx, dw, db
-
-    @functools.cached_property
-    def _unused(self) -> dict:
-        """dtype -> a device word passed for the arrays a launch does not use (no allocation
-        per step)."""
-        return {np.dtype(t): self.xp.zeros(1, t) for t in (np.float32, np.float64)}

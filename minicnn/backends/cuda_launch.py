@@ -277,7 +277,8 @@ class KernelLauncher:
         return arrays[0].dtype
 
     def _zeros(self, count: int, dtype):
-        """count zeros of dtype that kernels only read (a bias-less convolution's bias): one
+        """count zeros of dtype that kernels only read (a bias-less convolution's bias) or
+        never touch (backward.cu's outputs and scratch a launch does not use): one
         array per dtype, filled once and grown when a launch needs more, so a step fills
         nothing (a fresh xp.zeros per forward would be a CuPy fill every step)."""
         dtype = np.dtype(dtype)
