@@ -104,13 +104,14 @@ __device__ void backward_block(const ProductPlan& weight, const ProductPlan& dat
 }
 
 // Convolution: dx: (N, C, H, W) when with_dx (times (x > 0) when relu_input), dw: (F, C, kH, kW),
-// db: (F,) when db_slices > 0 (channel_sums' P), from dy: (N, F, Ho, Wo), w and x. *_partial:
+// db: (F,) when db_slices > 0 (channel_sums' P), from dy: (N, F, Ho, Wo), x and wt: (C, F, kH,
+// kW), the weights transposed (conv.cu's weight transpose: W^T's rows contiguous). *_partial:
 // scratch: (splits, rows, cols) of a split product, (F, P) for db; the taps as conv.cu's. Grid
 // (weight blocks + data blocks + F * db_slices,), block (Tile::THREADS,).
 template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
 conv2d_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, T* db_partial, unsigned* arrivals,
-                const T* dy, const T* w, const T* x, const int* dy_taps, const int* x_taps,
+                const T* dy, const T* wt, const T* x, const int* dy_taps, const int* x_taps,
                 CONV_SHAPE_PARAMS, int dx_splits, int dx_k_chunk, int dw_splits, int dw_k_chunk,
                 int db_slices, int with_dx, int relu_input) {
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo};
@@ -124,7 +125,7 @@ conv2d_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, T* db_partial
                                 RowMajorOutput<T>{dw, patch}, dw_partial, counters, a_tile, b_tile);
         },
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
-            product_block<Tile>(data, job, BatchedRows<T>{w, C, kh * kw}, Col2imOperand<T>{dy, dy_taps, s},
+            product_block<Tile>(data, job, MatrixOperand<T, false>{wt, C, F * kh * kw}, Col2imOperand<T>{dy, dy_taps, s},
                                 ReluMaskedOutput<T, BatchedRowsOutput<T>>{{dx, nullptr, C, H * W},
                                                                           relu_input ? x : nullptr},
                                 dx_partial, counters, a_tile, b_tile);

@@ -28,6 +28,9 @@
 // long K of backward-weight, the small images of the last layers at a small batch), every pass
 // splits K over blockIdx.z into partial sums (splits, output) added by sum_splits, or, in each
 // pass's _split_k twin, by the last block of each tile in the same launch (add_splits_when_last).
+// A training step's forward kernels may have whole columns of blocks more, which write the
+// transposed weights that its backward-data reads (transposing_block, in "W^T for
+// backward-data" below).
 #include "gemm.cu"
 
 // dy etc. as (N, R, P) arrays viewed as an R x (N*P) matrix: row r, column (n, p).
@@ -142,9 +145,12 @@ struct Col2imOperand {
 // loop and the ConvShape s.
 #define CONV_SHAPE_PARAMS \
     int N, int C, int H, int W, int F, int kh, int kw, int sh, int sw, int pt, int pl, int Ho, int Wo
-#define CONV_PROLOGUE(T, Tile)                       \
-    __shared__ __align__(16) T a_tile[Tile::A_SIZE]; \
-    __shared__ __align__(16) T b_tile[Tile::B_SIZE]; \
+// The two tiles are one array, so a forward block that transposes weights instead
+// (transposing_block, below) has A_SIZE + B_SIZE values in one piece.
+#define CONV_PROLOGUE(T, Tile)                                              \
+    __shared__ __align__(16) T conv_shared[Tile::A_SIZE + Tile::B_SIZE];    \
+    T* const a_tile = conv_shared;                                          \
+    T* const b_tile = conv_shared + Tile::A_SIZE;                           \
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo}
 
 // A pass's two kernels, declared together from its slice function NAME_slice (one block's tile
@@ -174,6 +180,78 @@ struct Col2imOperand {
         add_splits_when_last<Tile>(OUTPUT, partial, arrivals, ROWS, COLS);                        \
     }
 
+// ---------------------------------------------------------------------------- W^T for backward-data
+// Backward-data multiplies by W^T, C x (F kH kW). Read in place from w: (F, C, kH, kW), a row
+// of it (one c) is F runs of kH kW values, C kH kW apart, so the tile loader's warp, reading 16
+// consecutive k of two rows, touched 2-3 runs of 36 bytes each (3 x 3): three quarters of the
+// sectors were useful. So it reads wt: (C, F, kH kW) instead, where each row is contiguous (|W|
+// read and written once more), written in training by extra blocks of the forward conv's own
+// launch (transposing_block, below: the forward reads w anyway and always runs first, so no
+// launch is added), else by conv_weight_transpose, a launch of its own (backward-data's
+// separate launches; a backward whose forward kept no wt).
+// A block moves a tile of `filters` x `channels` cells (kH kW values each) through shared
+// memory: it reads `filters` runs of channels * taps contiguous values and writes `channels`
+// runs of filters * taps, so both sides are coalesced. The tile (kernel_facts.
+// weight_transpose_tile) holds at most TRANSPOSE_VALUES values (16 x 16 cells of 3 x 3) in
+// conv_weight_transpose, FORWARD_TRANSPOSE_VALUES in a forward block, whose shared tiles it
+// reuses (the smallest, SimtTile<32, 32, 64>'s, hold 2304 values), of TRANSPOSE_FILTERS
+// filters or fewer, each filter's row padded by up to TRANSPOSE_PAD values against bank
+// conflicts.
+constexpr int TRANSPOSE_VALUES = 2304, TRANSPOSE_FILTERS = 16, TRANSPOSE_THREADS = 256;
+constexpr int FORWARD_TRANSPOSE_VALUES = 1792, TRANSPOSE_PAD = 31;
+
+// Tile `tile` (row-major over (filter tiles, channel tiles)) of wt: (C, F, taps) from w: (F,
+// C, taps), taps = kH * kW; filters <= TRANSPOSE_FILTERS; shared: room for filters * channels
+// * taps + TRANSPOSE_PAD * filters values. Any block size.
+template <typename T>
+__device__ void transpose_weight_tile(T* wt, const T* w, int F, int C, int taps, int filters,
+                                      int channels, int tile, T* shared) {
+    // Row f holds channels * taps values, padded to a stride = taps (mod 32): the second loop's
+    // lanes read (f, t) at f * stride + t, consecutive words, so no two share a bank.
+    const int stride = channels * taps + ((taps - channels * taps) % 32 + 32) % 32;
+    const int channel_tiles = (C + channels - 1) / channels;
+    const int f0 = tile / channel_tiles * filters, c0 = tile % channel_tiles * channels;
+    const int my_filters = min(filters, F - f0), my_channels = min(channels, C - c0);
+    const int in_run = my_channels * taps, out_run = my_filters * taps;
+    for (int e = threadIdx.x; e < my_filters * in_run; e += blockDim.x) {  // e: (f, c, t)
+        const int f = e / in_run, ct = e % in_run;
+        shared[f * stride + ct] = w[((long long)(f0 + f) * C + c0) * taps + ct];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < my_channels * out_run; e += blockDim.x) {  // e: (c, f, t)
+        const int c = e / out_run, ft = e % out_run, f = ft / taps, t = ft % taps;
+        wt[((long long)(c0 + c) * F + f0) * taps + ft] = shared[f * stride + c * taps + t];
+    }
+}
+
+// wt: (C, F, taps) from w: (F, C, taps) in a launch of its own. Grid (ceil(C / channels),
+// ceil(F / filters)), block TRANSPOSE_THREADS; filters * channels * taps <= TRANSPOSE_VALUES.
+template <typename T>
+__global__ void __launch_bounds__(TRANSPOSE_THREADS)
+conv_weight_transpose(T* wt, const T* w, int F, int C, int taps, int filters, int channels) {
+    __shared__ T shared[TRANSPOSE_VALUES + TRANSPOSE_PAD * TRANSPOSE_FILTERS];  // [f][c][t]
+    transpose_weight_tile(wt, w, F, C, taps, filters, channels, blockIdx.y * gridDim.x + blockIdx.x,
+                          shared);
+}
+
+// A forward conv's extra blocks: whole columns of blocks after the product's (kernel_facts.
+// TiledProduct.grid's extra_blocks; none when wt is null). Extra block j (row-major over
+// (slice, row, extra column)) transposes tile j of w into wt, if there is one, in tiles of
+// filters x channels cells; true for those blocks, which do nothing else. shared: the
+// product's tiles (CONV_PROLOGUE's conv_shared).
+template <typename Tile, typename T>
+__device__ bool transposing_block(T* wt, const T* w, const ConvShape& s, int filters, int channels,
+                                  T* shared) {
+    static_assert(Tile::A_SIZE + Tile::B_SIZE >= FORWARD_TRANSPOSE_VALUES + TRANSPOSE_PAD * TRANSPOSE_FILTERS,
+                  "a forward block's shared tiles hold a weight-transpose tile");
+    const int col_tiles = (s.N * s.Ho * s.Wo + Tile::TILE_COLS - 1) / Tile::TILE_COLS;
+    if (int(blockIdx.x) < col_tiles) return false;
+    const int j = (blockIdx.z * gridDim.y + blockIdx.y) * (gridDim.x - col_tiles) + blockIdx.x - col_tiles;
+    if (j < (s.F + filters - 1) / filters * ((s.C + channels - 1) / channels))
+        transpose_weight_tile(wt, w, s.F, s.C, s.kh * s.kw, filters, channels, j, shared);
+    return true;
+}
+
 // Forward: slice z of y_partial: (splits, N, F, Ho, Wo), conv(x: (N, C, H, W), w: (F, C, kH,
 // kW)) summed over the rows (c, i, j) in slice z of K = C*kH*kW, + bias: (F,) in slice 0 only.
 template <typename T, typename Tile>
@@ -186,13 +264,34 @@ __device__ void conv2d_forward_slice(T* y_partial, const T* x, const T* w, const
               BatchedRowsOutput<T>{y, blockIdx.z == 0 ? bias : nullptr, s.F, s.Ho * s.Wo}, s.F,
               s.N * s.Ho * s.Wo, k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
-// conv2d_forward and conv2d_forward_split_k (y: (N, F, Ho, Wo); its bias is in slice 0).
-CONV_PASS_KERNELS(conv2d_forward, (const T* x, const T* w, const T* bias, const int* x_taps),
-                  (x, w, bias, x_taps), (BatchedRowsOutput<T>{out, nullptr, F, Ho * Wo}), F,
-                  N * Ho * Wo)
+// conv2d_forward: the slices into partial (with one split, partial is y: (N, F, Ho, Wo)),
+// added by sum_splits. Grid (ceil(N*Ho*Wo / tile cols) + extra columns, ceil(F / tile rows),
+// splits). The last three arguments: with wt given, the extra columns' blocks write wt: (C, F,
+// kH, kW) from w in tiles of wt_filters x wt_channels cells (transposing_block).
+template <typename T, typename Tile = SimtTile<>>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_forward(T* partial, const T* x, const T* w, const T* bias, const int* x_taps,
+               CONV_SHAPE_PARAMS, int k_chunk, T* wt, int wt_filters, int wt_channels) {
+    CONV_PROLOGUE(T, Tile);
+    if (transposing_block<Tile>(wt, w, s, wt_filters, wt_channels, conv_shared)) return;
+    conv2d_forward_slice<T, Tile>(partial, x, w, bias, x_taps, s, k_chunk, a_tile, b_tile);
+}
+// conv2d_forward_split_k: the same slices, then the last block of each tile adds them into y
+// (gemm.cu's add_splits_when_last). Arguments and grid as conv2d_forward's, splits > 1.
+template <typename T, typename Tile = SimtTile<>>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_forward_split_k(T* y, T* partial, unsigned* arrivals, const T* x, const T* w, const T* bias,
+                       const int* x_taps, CONV_SHAPE_PARAMS, int k_chunk, T* wt, int wt_filters,
+                       int wt_channels) {
+    CONV_PROLOGUE(T, Tile);
+    if (transposing_block<Tile>(wt, w, s, wt_filters, wt_channels, conv_shared)) return;
+    conv2d_forward_slice<T, Tile>(partial, x, w, bias, x_taps, s, k_chunk, a_tile, b_tile);
+    add_splits_when_last<Tile>(BatchedRowsOutput<T>{y, nullptr, F, Ho * Wo}, partial, arrivals, F,
+                               N * Ho * Wo);
+}
 
 // Backward-data: slice z of dx_partial: (splits, N, C, H, W) from dy: (N, F, Ho, Wo) and wt: (C,
-// F, kH, kW), the weights transposed by conv_weight_transpose (below), the sum over the rows
+// F, kH, kW), the weights transposed (above), the sum over the rows
 // (f, i, j) in slice z of K = F*kH*kW.
 template <typename T, typename Tile>
 __device__ void conv2d_backward_data_slice(T* dx_partial, const T* dy, const T* wt,
@@ -238,51 +337,16 @@ struct BatchedRowsReluOutput {
     }
 };
 
-// y: (N, F, Ho, Wo) = max(conv(x, w) + bias, 0). Grid as conv2d_forward.
+// y: (N, F, Ho, Wo) = max(conv(x, w) + bias, 0); wt as conv2d_forward's. Grid as
+// conv2d_forward's with one split.
 template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
 conv2d_relu_forward(T* y, const T* x, const T* w, const T* bias, const int* x_taps,
-                    CONV_SHAPE_PARAMS) {
+                    CONV_SHAPE_PARAMS, T* wt, int wt_filters, int wt_channels) {
     CONV_PROLOGUE(T, Tile);
+    if (transposing_block<Tile>(wt, w, s, wt_filters, wt_channels, conv_shared)) return;
     const int K = C * kh * kw;
     Tile::run(MatrixOperand<T, false>{w, F, K}, Im2colOperand<T, false>{x, x_taps, s},
               BatchedRowsReluOutput<T>{{y, nullptr, F, Ho * Wo}, bias}, F, N * Ho * Wo, 0, K, a_tile,
               b_tile);
-}
-
-// ---------------------------------------------------------------------------- W^T for backward-data
-// Backward-data multiplies by W^T, C x (F kH kW). Read in place from w: (F, C, kH, kW), a row
-// of it (one c) is F runs of kH kW values, C kH kW apart, so the tile loader's warp, reading 16
-// consecutive k of two rows, touched 2-3 runs of 36 bytes each (3 x 3): three quarters of the
-// sectors were useful. The launcher first copies w into wt: (C, F, kH kW), where each row is
-// contiguous (one more launch per backward-data; |W| read and written once). A block moves a
-// tile of `filters` x `channels` cells (kH kW values each) through shared memory: it reads
-// `filters` runs of channels * taps contiguous values and writes `channels` runs of
-// filters * taps, so both sides are coalesced. The tile (kernel_facts.weight_transpose_launch)
-// holds at most TRANSPOSE_VALUES values of TRANSPOSE_FILTERS filters or fewer (16 x 16 cells of
-// 3 x 3), each filter's row padded by up to 31 values against bank conflicts.
-constexpr int TRANSPOSE_VALUES = 2304, TRANSPOSE_FILTERS = 16, TRANSPOSE_THREADS = 256;
-
-// wt: (C, F, taps) from w: (F, C, taps), taps = kH * kW. Grid (ceil(C / channels),
-// ceil(F / filters)), block TRANSPOSE_THREADS; filters <= TRANSPOSE_FILTERS and
-// filters * channels * taps <= TRANSPOSE_VALUES.
-template <typename T>
-__global__ void __launch_bounds__(TRANSPOSE_THREADS)
-conv_weight_transpose(T* wt, const T* w, int F, int C, int taps, int filters, int channels) {
-    __shared__ T tile[TRANSPOSE_VALUES + 31 * TRANSPOSE_FILTERS];  // [f][c][t] of this block's cells
-    // Row f holds channels * taps values, padded to a stride = taps (mod 32): the second loop's
-    // lanes read (f, t) at f * stride + t, consecutive words, so no two share a bank.
-    const int stride = channels * taps + ((taps - channels * taps) % 32 + 32) % 32;
-    const int f0 = blockIdx.y * filters, c0 = blockIdx.x * channels;
-    const int my_filters = min(filters, F - f0), my_channels = min(channels, C - c0);
-    const int in_run = my_channels * taps, out_run = my_filters * taps;
-    for (int e = threadIdx.x; e < my_filters * in_run; e += blockDim.x) {  // e: (f, c, t)
-        const int f = e / in_run, ct = e % in_run;
-        tile[f * stride + ct] = w[((long long)(f0 + f) * C + c0) * taps + ct];
-    }
-    __syncthreads();
-    for (int e = threadIdx.x; e < my_channels * out_run; e += blockDim.x) {  // e: (c, f, t)
-        const int c = e / out_run, ft = e % out_run, f = ft / taps, t = ft % taps;
-        wt[((long long)(c0 + c) * F + f0) * taps + ft] = tile[f * stride + c * taps + t];
-    }
 }

@@ -65,10 +65,11 @@ def test_a_conv_backward_is_one_launch_with_the_separate_launches_bits(emulated,
     x = np.maximum(rng.standard_normal(x_shape), 0).astype(dtype)  # a ReLU's output
     w = rng.standard_normal(w_shape).astype(dtype)
     dy = rng.standard_normal(kernels._conv_shape(x_shape, w_shape, stride, pads).y_shape).astype(dtype)
+    wt = kernels.conv2d_forward_train(x, w, None, stride, pads)[1]  # as a training step's forward keeps it
     for flags in [(True, True, True), (True, False, False), (False, True, False)]:
         name = assert_gradients(
             kernels, precision, dtype,
-            lambda: kernels.conv2d_backward(dy, x, w, stride, pads, *flags),
+            lambda: kernels.conv2d_backward(dy, x, w, stride, pads, *flags, wt),
             lambda: numpy_ref.conv2d_backward(dy.astype(np.float64), x.astype(np.float64),
                                               w.astype(np.float64), stride, pads, *flags))
         assert name.startswith("conv2d_backward<")
@@ -162,7 +163,10 @@ def test_the_counters_sample_each_kind_of_block_of_a_backward_launch():
     totals = []
     for blocks in ("sample", "all"):
         recorder = Recorder(execute=CountInEmulator(blocks))
-        recorder.device("emu").kernels.conv2d_backward(dy, x, w, (1, 1), (1, 1, 1, 1), True, True, False)
+        kernels = recorder.device("emu").kernels
+        wt = kernels.conv2d_forward_train(x, w, None, (1, 1), (1, 1, 1, 1))[1]
+        recorder.reset()
+        kernels.conv2d_backward(dy, x, w, (1, 1), (1, 1, 1, 1), True, True, False, wt)
         (record,) = recorder.launches
         segments = backward_segments(record.kernel, [a.value for a in record.args if a.shape is None])
         assert sum(segments) == record.blocks and min(segments) > 0

@@ -26,8 +26,9 @@ from minicnn.backends.cuda_backward import BackwardLaunches
 from minicnn.backends.cuda_fused import FusedLaunches
 from minicnn.backends.cuda_norm import BatchNormLaunches
 from minicnn.backends.cuda_optim import MultiTensorSteps
-from minicnn.backends.kernel_facts import (ConvShape, conv_kernel, conv_taps, gemm_kernel,
-                                          gemm_twin, split_k_kernel, weight_transpose_launch)
+from minicnn.backends.kernel_facts import (NO_TRANSPOSE, ConvShape, conv_kernel, conv_taps,
+                                          forward_transpose, gemm_kernel, gemm_twin,
+                                          split_k_kernel, weight_transpose_launch)
 from minicnn.backends.cupy_runtime import CupyRuntime, KernelCompileError  # noqa: F401 (API)
 
 
@@ -116,20 +117,37 @@ class CudaKernels(BackwardLaunches, BatchNormLaunches, FusedLaunches, KernelLaun
 
     def conv2d_forward(self, x, w, b, stride, pads):
         """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
-        x, s, args = self._conv_forward_args(x, w, b, stride, pads)
+        return self._conv2d_forward(x, w, b, stride, pads, keep_wt=False)[0]
+
+    def conv2d_forward_train(self, x, w, b, stride, pads):
+        """conv2d_forward in training, when the backward will want dx -> (y, wt): wt: (C, F,
+        kH, kW), w transposed for conv2d_backward's data product, written by extra blocks of
+        the same launch (no launch more), or None where the backward transposes w itself (its
+        separate launches, or kernels too large for the forward's tile)."""
+        return self._conv2d_forward(x, w, b, stride, pads, keep_wt=self.backward_in_one_launch)
+
+    def _conv2d_forward(self, x, w, b, stride, pads, keep_wt):
+        x, s, args, wt, transpose = self._conv_forward_args(x, w, b, stride, pads, keep_wt)
         # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo), stored as (N, F, Ho, Wo),
         # split along K when the grid is small (the twin's last blocks, or sum_splits, add the slices)
         tile_kernel = functools.partial(conv_kernel, "conv2d_forward")  # instantiated per tile shape
-        return self._split_k_product("conv.cu", tile_kernel, x.dtype, s.F, s.N * s.Ho * s.Wo, s.patch,
-                                     *args, shape=s.y_shape,
-                                     one_launch=functools.partial(conv_kernel, "conv2d_forward_split_k"))
+        y = self._split_k_product("conv.cu", tile_kernel, x.dtype, s.F, s.N * s.Ho * s.Wo, s.patch,
+                                  *args, shape=s.y_shape,
+                                  one_launch=functools.partial(conv_kernel, "conv2d_forward_split_k"),
+                                  extra=transpose)
+        return y, wt
 
-    def _conv_forward_args(self, x, w, b, stride, pads):
-        """(x, its ConvShape, the forward kernels' arguments after the output)."""
+    def _conv_forward_args(self, x, w, b, stride, pads, keep_wt):
+        """(x, its ConvShape, the forward kernels' arguments after the output and before
+        k_chunk, wt or None, (their weight-transpose arguments, its blocks)): wt when keep_wt
+        (conv2d_forward_train)."""
         x, w = self._float_arrays(x, w)
         s = self._conv_shape(x.shape, w.shape, stride, pads)
         bias = self._zeros(s.F, x.dtype) if b is None else self._float_arrays(b, x)[0]
-        return x, s, (x, w, bias, self._taps(s, True), *i32(*s.ints()))
+        transpose = forward_transpose(s.F, s.C, s.kh * s.kw, self.kernels_dir) if keep_wt else NO_TRANSPOSE
+        wt = self.xp.empty((s.C, s.F, s.kh, s.kw), x.dtype) if transpose.blocks else None
+        tail = (self._zeros(1, x.dtype) if wt is None else wt, *i32(*transpose.tile))
+        return x, s, (x, w, bias, self._taps(s, True), *i32(*s.ints())), wt, (tail, transpose.blocks)
 
     def conv2d_backward_data(self, dy, w, x_shape, stride, pads):
         """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W)."""

@@ -20,20 +20,24 @@ class BackwardLaunches:
     # One launch per layer backward (backward.cu); False: the separate launches (same bits).
     backward_in_one_launch = True
 
-    def conv2d_backward(self, dy, x, w, stride, pads, need_dx, need_db, relu_input):
+    def conv2d_backward(self, dy, x, w, stride, pads, need_dx, need_db, relu_input, wt=None):
         """dy: (N, F, Ho, Wo), x: (N, C, H, W), w: (F, C, kH, kW) -> (dx or None, dw, db or
-        None); dx is relu_backward(dx, x) when relu_input (x is a ReLU's output)."""
+        None); dx is relu_backward(dx, x) when relu_input (x is a ReLU's output). wt: w
+        transposed, (C, F, kH, kW), as conv2d_forward_train kept it, which dx's product reads
+        (its rows are contiguous); None: transposed here (conv_weight_transpose, a launch more)."""
         if not self.backward_in_one_launch:
             return numpy_ref._conv2d_backward_chain(self, dy, x, w, stride, pads, need_dx, need_db,
                                                     relu_input)
         dy, x, w = self._float_arrays(dy, x, w)
+        if need_dx:
+            wt = self._conv_weight_transpose(w) if wt is None else self._float_arrays(wt, w)[0]
         s = self._conv_shape(x.shape, w.shape, stride, pads)
         # dw = dY @ X_col^T and dx = W^T @ dY_col (conv.cu), each split as its own launch splits it
         weight = (s.F, s.patch, s.N * s.Ho * s.Wo)
         data = (s.C, s.N * s.H * s.W if need_dx else 0, s.F * s.kh * s.kw)
         splits = [self._tile_for(dy.dtype, *shape[:2]).split(*shape) for shape in (weight, data)]
         return self._backward_launch("conv2d_backward", weight, data, splits, (s.N, s.F, s.Ho * s.Wo),
-                                     need_db, x.shape, w.shape, (dy, w, x),
+                                     need_db, x.shape, w.shape, (dy, wt if need_dx else w, x),
                                      (self._taps(s, False), self._taps(s, True), *i32(*s.ints())),
                                      (need_dx, relu_input))
 
@@ -55,7 +59,7 @@ class BackwardLaunches:
         """backward.cu's kernel `name` -> (dx or None, dw, db or None). weight, data: the
         products' (rows, cols, depth), data with 0 columns when dx is not wanted; splits: their
         (splits, k_chunk); dy_view: dy as (N, F, S) for the bias's channel sums; inputs: (dy,
-        w, x); sizes: the arguments after them; flags: need_dx[, relu_input]."""
+        the weights as the data product reads them, x); sizes: the arguments after them; flags: need_dx[, relu_input]."""
         dtype = inputs[0].dtype
         dx = self.xp.empty(x_shape, dtype) if flags[0] else None
         dw = self.xp.empty(w_shape, dtype)

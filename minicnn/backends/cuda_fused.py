@@ -110,13 +110,21 @@ class FusedLaunches:
     def conv2d_relu_forward(self, x, w, b, stride, pads):
         """relu(conv2d_forward(x, w, b)): the bias and the ReLU in the product's epilogue, which
         needs whole sums, so K is never split. x: (N, C, H, W) -> y: (N, F, Ho, Wo)."""
-        x, s, args = self._conv_forward_args(x, w, b, stride, pads)
+        return self._conv2d_relu_forward(x, w, b, stride, pads, keep_wt=False)[0]
+
+    def conv2d_relu_forward_train(self, x, w, b, stride, pads):
+        """conv2d_relu_forward with the backward's transposed weights -> (y, wt), as
+        conv2d_forward_train."""
+        return self._conv2d_relu_forward(x, w, b, stride, pads, keep_wt=self.backward_in_one_launch)
+
+    def _conv2d_relu_forward(self, x, w, b, stride, pads, keep_wt):
+        x, s, args, wt, (tail, extra_blocks) = self._conv_forward_args(x, w, b, stride, pads, keep_wt)
         y = self.xp.empty(s.y_shape, x.dtype)
         if y.size:
             product = self._tile_for(x.dtype, s.F, s.N * s.Ho * s.Wo)
             self._tiled_launch("conv.cu", conv_kernel("conv2d_relu_forward", product), x.dtype, s.F,
-                               s.N * s.Ho * s.Wo, (y, *args), 1, product)
-        return y
+                               s.N * s.Ho * s.Wo, (y, *args, *tail), 1, product, extra_blocks)
+        return y, wt
 
     def relu_backward_bias_grad(self, dy, y):
         """(relu_backward(dy, y), the channel sums of it) in one pass: dy, y (N, C, ...)."""

@@ -225,22 +225,27 @@ class KernelLauncher:
         precision = self._product_precision(dtype)
         return best_tile(self.simt_products, rows, cols) if precision == "fp32" else self.products[precision]
 
-    def _tiled_launch(self, source, expression, dtype, rows, cols, args, splits=1, product=None):
+    def _tiled_launch(self, source, expression, dtype, rows, cols, args, splits=1, product=None,
+                      extra_blocks=0):
         """One launch of a tiled product kernel of `dtype`'s precision: rows x cols output;
-        product: its block loop (the precision's default one if None)."""
+        product: its block loop (the precision's default one if None); extra_blocks: blocks
+        of other work after the product's (TiledProduct.grid)."""
         product = product or self.products[self._product_precision(dtype)]
-        self._kernel(source, expression, dtype)(product.grid(rows, cols, splits),
+        self._kernel(source, expression, dtype)(product.grid(rows, cols, splits, extra_blocks),
                                                 (product.threads,), args)
 
     def _split_k_product(self, source, kernel, dtype, rows, cols, depth, *args, shape=None,
-                         one_launch=None):
+                         one_launch=None, extra=((), 0)):
         """rows x cols = a product over `depth`, split along depth when the output is small.
         The kernel writes (splits, rows * cols) partial sums; sum_splits adds them. kernel: its
         expression, or, for kernels instantiated per tile shape (conv.cu), a function from the
         tile _tile_for picks to the expression. shape: how the kernel lays the rows * cols
         values out (default (rows, cols)), the result's shape. one_launch: the kernel's twin
         that adds the slices itself (kernel_facts.split_k_kernel; a function of the tile when
-        kernel is), used when split_k_in_one_launch is set instead of the sum_splits launch."""
+        kernel is), used when split_k_in_one_launch is set instead of the sum_splits launch.
+        extra: (the kernel's arguments after k_chunk, blocks of other work appended to the
+        grid), a forward conv's weight transpose."""
+        tail, extra_blocks = extra
         if callable(kernel):
             product = self._tile_for(dtype, rows, cols)
             expression, one_launch = kernel(product), one_launch and one_launch(product)
@@ -253,13 +258,13 @@ class KernelLauncher:
             return partial.reshape(shape)
         if splits > 1 and one_launch and self.split_k_in_one_launch:
             out = self.xp.empty(shape, dtype)
-            tiles = math.prod(product.grid(rows, cols)[:2])
+            tiles = math.prod(product.grid(rows, cols, splits, extra_blocks)[:2])
             self._tiled_launch(source, one_launch, dtype, rows, cols,
-                               (out, partial, self._arrivals(tiles), *args, *i32(k_chunk)), splits,
-                               product)
+                               (out, partial, self._arrivals(tiles), *args, *i32(k_chunk), *tail),
+                               splits, product, extra_blocks)
             return out
-        self._tiled_launch(source, expression, dtype, rows, cols, (partial, *args, *i32(k_chunk)),
-                           splits, product)
+        self._tiled_launch(source, expression, dtype, rows, cols,
+                           (partial, *args, *i32(k_chunk), *tail), splits, product, extra_blocks)
         if splits == 1:
             return partial
         out = self.xp.empty(shape, dtype)

@@ -85,9 +85,12 @@ class TiledProduct:
     tile_k: int
     policy: str = dataclasses.field(default="", compare=False)  # gemm.cu's C++ name of the loop
 
-    def grid(self, rows: int, cols: int, splits: int = 1) -> tuple[int, int, int]:
-        """(column tiles, row tiles, K slices): blockIdx.x walks columns, as the kernels expect."""
-        return cdiv(cols, self.tile_n), cdiv(rows, self.tile_m), splits
+    def grid(self, rows: int, cols: int, splits: int = 1, extra_blocks: int = 0) -> tuple[int, int, int]:
+        """(column tiles, row tiles, K slices): blockIdx.x walks columns, as the kernels expect.
+        extra_blocks: at least that many blocks more, for other work (a forward conv's weight
+        transpose, conv.cu's transposing_block), as whole columns after the output's."""
+        row_tiles = cdiv(rows, self.tile_m)
+        return cdiv(cols, self.tile_n) + cdiv(extra_blocks, row_tiles * splits), row_tiles, splits
 
     def split(self, rows: int, cols: int, depth: int) -> tuple[int, int]:
         """(splits, k_chunk) for a rows x cols output over `depth` (see split_k); an empty
@@ -299,15 +302,80 @@ def backward_segments(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> 
 
 
 @functools.lru_cache(maxsize=None)
-def weight_transpose_launch(filters: int, channels: int, taps: int,
-                            kernels_dir: Path = KERNELS_DIR) -> tuple[tuple, tuple, tuple]:
-    """(grid, block, (tile filters, tile channels)) of conv.cu's conv_weight_transpose for w:
-    (filters, channels, taps): per block TRANSPOSE_FILTERS filters (fewer for huge kernels) and
-    as many channels as fit in its TRANSPOSE_VALUES (16 x 16 cells of 3 x 3)."""
+def weight_transpose_tile(taps: int, values: str = "TRANSPOSE_VALUES",
+                          kernels_dir: Path = KERNELS_DIR) -> tuple[int, int]:
+    """(filters, channels) of one tile of conv.cu's weight transpose for kernels of `taps`
+    cells: TRANSPOSE_FILTERS filters (fewer for huge kernels) and as many channels as fit in
+    the tile's `values` (conv.cu's constant of that name: TRANSPOSE_VALUES in
+    conv_weight_transpose, 16 x 16 cells of 3 x 3; FORWARD_TRANSPOSE_VALUES in a forward
+    block)."""
     c = source_constants(Path(kernels_dir) / "conv.cu")
     if taps > c["TRANSPOSE_VALUES"]:
         raise ValueError(f"conv2d: the CUDA kernels take kernels of at most {c['TRANSPOSE_VALUES']} "
                          f"cells, got {taps}")
-    tile_f = min(c["TRANSPOSE_FILTERS"], c["TRANSPOSE_VALUES"] // taps)
-    tile_c = c["TRANSPOSE_VALUES"] // (tile_f * taps)
-    return (cdiv(channels, tile_c), cdiv(filters, tile_f)), (c["TRANSPOSE_THREADS"],), (tile_f, tile_c)
+    filters = min(c["TRANSPOSE_FILTERS"], c[values] // taps)
+    return (filters, c[values] // (filters * taps)) if filters else (0, 0)  # (0, 0): too large
+
+
+def transpose_tiles(filters: int, channels: int, tile: tuple[int, int]) -> int:
+    """How many tiles of tile = (filters, channels) cells cover w: (filters, channels, taps)."""
+    return cdiv(filters, tile[0]) * cdiv(channels, tile[1])
+
+
+@functools.lru_cache(maxsize=None)
+def weight_transpose_launch(filters: int, channels: int, taps: int,
+                            kernels_dir: Path = KERNELS_DIR) -> tuple[tuple, tuple, tuple]:
+    """(grid, block, (tile filters, tile channels)) of conv.cu's conv_weight_transpose for w:
+    (filters, channels, taps)."""
+    tile = weight_transpose_tile(taps, kernels_dir=kernels_dir)
+    c = source_constants(Path(kernels_dir) / "conv.cu")
+    return (cdiv(channels, tile[1]), cdiv(filters, tile[0])), (c["TRANSPOSE_THREADS"],), tile
+
+
+@dataclass(frozen=True)
+class ForwardTranspose:
+    """A forward conv launch that also writes wt, its w: (filters, channels, taps) transposed,
+    from extra blocks (conv.cu's transposing_block): `tile` = (filters, channels) cells per
+    block (the kernels' wt_filters, wt_channels), `blocks` of them; NO_TRANSPOSE: none."""
+
+    tile: tuple[int, int]
+    blocks: int
+
+
+NO_TRANSPOSE = ForwardTranspose((0, 0), 0)
+
+
+@functools.lru_cache(maxsize=None)
+def forward_transpose(filters: int, channels: int, taps: int,
+                      kernels_dir: Path = KERNELS_DIR) -> ForwardTranspose:
+    """The ForwardTranspose of a forward conv with w: (filters, channels, taps); NO_TRANSPOSE
+    for kernels too large for a forward block's tile (their backward transposes w itself)."""
+    tile = weight_transpose_tile(taps, "FORWARD_TRANSPOSE_VALUES", kernels_dir)
+    return ForwardTranspose(tile, transpose_tiles(filters, channels, tile)) if tile[0] else NO_TRANSPOSE
+
+
+# conv.cu's forward kernels, whose launches may add weight-transposing blocks (ForwardTranspose)
+FORWARD_KERNELS = ("conv2d_forward", "conv2d_forward_split_k", "conv2d_relu_forward")
+
+
+def block_kinds(kernel: str, scalars, grid, kernels_dir: Path = KERNELS_DIR) -> list | None:
+    """The linear block indices of a launch of `kernel` (its instantiation expression; scalars:
+    its int arguments in order) grouped by the kind of work they do, for the emulator's counters
+    to sample kind by kind; None when every block does the same. backward.cu's kernels: the
+    runs of BackwardPlan's segments; a forward conv writing wt: the product's blocks, the
+    transposing ones (after the product's in each row of the grid), the extra ones with no tile."""
+    segments = backward_segments(kernel, scalars, kernels_dir)
+    if segments is not None:
+        starts = np.cumsum((0, *segments))
+        return [range(start, start + count) for start, count in zip(starts, segments)]
+    if kernel.split("<")[0] not in FORWARD_KERNELS or not scalars[-2]:
+        return None
+    s = ConvShape(*scalars[:13])
+    product = next(p for p in simt_products(kernels_dir) + list(tiled_products(kernels_dir).values())
+                   if p.policy in kernel)
+    gx, gy, gz = (tuple(grid) + (1, 1))[:3]
+    col_tiles = cdiv(s.N * s.Ho * s.Wo, product.tile_n)
+    index = np.arange(gx * gy * gz)
+    extra = index // gx * (gx - col_tiles) + index % gx - col_tiles  # transpose tile, or < 0
+    tiles = transpose_tiles(s.F, s.C, tuple(scalars[-2:]))
+    return [index[extra < 0], index[(extra >= 0) & (extra < tiles)], index[extra >= tiles]]

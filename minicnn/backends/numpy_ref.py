@@ -162,6 +162,13 @@ def conv2d_forward(x, w, b, stride, pads):
     return y
 
 
+def conv2d_forward_train(x, w, b, stride, pads):
+    """conv2d_forward when the backward will want dx -> (y, what conv2d_backward's wt takes):
+    the CUDA kernels' w transposed, (C, F, kH, kW), written by the same launch; None here, where
+    the backward reads w itself."""
+    return conv2d_forward(x, w, b, stride, pads), None
+
+
 def conv2d_backward_data(dy, w, x_shape, stride, pads):
     """dy: (N, F, Ho, Wo), w: (F, C, kH, kW) -> dx: x_shape (N, C, H, W).
 
@@ -746,6 +753,11 @@ def conv2d_relu_forward(x, w, b, stride, pads):
     return relu_forward(conv2d_forward(x, w, b, stride, pads))
 
 
+def conv2d_relu_forward_train(x, w, b, stride, pads):
+    """conv2d_relu_forward when the backward will want dx -> (y, None), as conv2d_forward_train."""
+    return conv2d_relu_forward(x, w, b, stride, pads), None
+
+
 def relu_backward_bias_grad(dy, y):
     """(dx, db): dx = relu_backward(dy, y), db = bias_grad(dx). dy, y: (N, C, ...)."""
     dx = relu_backward(dy, y)
@@ -757,8 +769,9 @@ def relu_backward_bias_grad(dy, y):
 # one launch, backward.cu). relu_input: x is the output of a ReLU (nn/fusion.py's conv -> ReLU
 # -> conv), whose backward is then applied to dx here.
 
-def conv2d_backward(dy, x, w, stride, pads, need_dx, need_db, relu_input):
-    """dy: (N, F, Ho, Wo), x: (N, C, H, W), w: (F, C, kH, kW) -> (dx or None, dw, db or None)."""
+def conv2d_backward(dy, x, w, stride, pads, need_dx, need_db, relu_input, wt=None):
+    """dy: (N, F, Ho, Wo), x: (N, C, H, W), w: (F, C, kH, kW) -> (dx or None, dw, db or None).
+    wt: what conv2d_forward_train kept (the CUDA kernels' transposed w; unused here)."""
     return _conv2d_backward_chain(sys.modules[__name__], dy, x, w, stride, pads, need_dx, need_db,
                                   relu_input)
 

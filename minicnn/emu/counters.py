@@ -11,7 +11,9 @@ warp would need. `blocks` picks which blocks run: "all", "sample" (first, middle
 int (that many, evenly spread). Blocks not picked are *not executed* (their outputs stay as
 they were), and the totals are scaled by blocks in the grid / blocks run. A grid whose blocks do
 different work in consecutive runs (backward.cu: a product's long-K blocks, then another's, then
-channel sums) is sampled run by run (profile_segments), each run scaled by its own size.
+channel sums) is sampled run by run (profile_segments), each run scaled by its own size; one whose
+blocks of each kind are spread over the grid (a forward conv's weight-transposing columns) kind
+by kind (profile_kinds).
 """
 from __future__ import annotations
 
@@ -116,20 +118,27 @@ def profile_launch(kernel, grid, block, args, shared_mem: int = 0, blocks="sampl
 
 def profile_segments(kernel, grid, block, args, shared_mem: int, segments,
                      blocks="sample") -> LaunchCounters:
-    """profile_launch for a grid made of consecutive runs of `segments` blocks (summing to
-    the grid's), each doing its own kind of work: `blocks` are sampled in each run, and each
-    run's counts are weighed by its blocks / blocks run. The result's counts are kept so that
-    its (overall) scale turns them into whole-grid totals."""
-    grid3, block3, blocks_total = _launch_dims(grid, block)
+    """profile_kinds for a grid made of consecutive runs of `segments` blocks (summing to the
+    grid's), each run a kind of its own."""
+    blocks_total = _launch_dims(grid, block)[2]
     if sum(segments) != blocks_total:
         raise ValueError(f"segments {tuple(segments)} do not add up to the grid's {blocks_total} blocks")
-    parts, start = [], 0
-    for count in segments:
-        if count:
-            chosen = sampled_blocks(count, blocks) or list(range(count))
-            parts.append((count, _count(kernel, grid3, block3, args, shared_mem, blocks_total,
-                                        [start + b for b in chosen])))
-        start += count
+    starts = np.cumsum((0, *segments))
+    return profile_kinds(kernel, grid, block, args, shared_mem,
+                         [range(start, start + count) for start, count in zip(starts, segments)], blocks)
+
+
+def profile_kinds(kernel, grid, block, args, shared_mem: int, kinds, blocks="sample") -> LaunchCounters:
+    """profile_launch for a grid whose blocks do different kinds of work: kinds holds each
+    kind's linear block indices (sorted; together every block once). `blocks` are sampled in
+    each kind, and each kind's counts are weighed by its blocks / blocks run. The result's
+    counts are kept so that its (overall) scale turns them into whole-grid totals."""
+    grid3, block3, blocks_total = _launch_dims(grid, block)
+    parts = []
+    for kind in kinds:
+        if len(kind):
+            chosen = [int(kind[i]) for i in sampled_blocks(len(kind), blocks)] or [int(b) for b in kind]
+            parts.append((len(kind), _count(kernel, grid3, block3, args, shared_mem, blocks_total, chosen)))
     return merge_counters(kernel.name, grid3, block3, parts)
 
 

@@ -32,7 +32,17 @@ class Conv2d(TakesBiasGrad, Function):
         self.x, self.w = x, w
         args = (x, w, b, self.stride, self.pads)
         checks.conv2d_forward(*args)  # the rule, beside its kernel: one validator, every device
-        return self.kernels.conv2d_forward(*args)
+        return self._product("conv2d_forward", args)
+
+    def _product(self, kernel, args):
+        """kernels.<kernel>(*args); when the backward will compute dx, its _train twin, whose
+        launch also keeps the transposed weights dx's product reads (self.wt; the CUDA kernels
+        write it from extra blocks, so eval and no_grad forwards never pay for it)."""
+        self.wt = None
+        if not (self.records and self.needs_grad[0]):
+            return getattr(self.kernels, kernel)(*args)
+        y, self.wt = getattr(self.kernels, kernel + "_train")(*args)
+        return y
 
     # x is the output of a ReLU whose backward this conv's dx applies (nn/fusion.py's conv ->
     # ReLU -> conv: the ReLU's Conv2dReLU then receives its gradient already masked).
@@ -48,7 +58,7 @@ class Conv2d(TakesBiasGrad, Function):
         # the network's input rarely needs a gradient
         dx, dw, summed = self.kernels.conv2d_backward(dy, self.x, self.w, self.stride, self.pads,
                                                       self.needs_grad[0], has_bias and db is None,
-                                                      self.relu_input)
+                                                      self.relu_input, self.wt)
         return (dx, dw, summed if db is None else db) if has_bias else (dx, dw)
 
 
@@ -66,7 +76,7 @@ class Conv2dReLU(Conv2d):
         self.x, self.w = x, w
         args = (x, w, b, self.stride, self.pads)
         checks.conv2d_relu_forward(*args)
-        self.y = self.kernels.conv2d_relu_forward(*args)
+        self.y = self._product("conv2d_relu_forward", args)
         return self.y
 
     def backward(self, dy):

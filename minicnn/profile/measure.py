@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from minicnn.backends.kernel_facts import backward_segments
-from minicnn.emu.counters import profile_launch, profile_segments
+from minicnn.backends.kernel_facts import block_kinds
+from minicnn.emu.counters import profile_kinds, profile_launch
 from minicnn.emu.runtime import EmulatorRuntime
 
 
@@ -29,12 +29,12 @@ class CountInEmulator:
             # the record keeps the GPU's grid for the estimate. Every block runs (a grid
             # barrier needs them all), so nothing is scaled.
             grid = (min(int(np.prod(grid)), EmulatorRuntime.co_resident_blocks(int(np.prod(block)))),)
-        segments = backward_segments(record.kernel, [a.value for a in record.args if a.shape is None])
-        if segments is None or self.blocks == "all":
+        kinds = block_kinds(record.kernel, [a.value for a in record.args if a.shape is None], grid)
+        if kinds is None or self.blocks == "all":
             record.counters = profile_launch(kernel, grid, block, args, shared_mem, blocks=self.blocks)
         else:  # blocks of different work: sampled kind by kind
-            record.counters = profile_segments(kernel, grid, block, args, shared_mem, segments,
-                                               blocks=self.blocks)
+            record.counters = profile_kinds(kernel, grid, block, args, shared_mem, kinds,
+                                            blocks=self.blocks)
 
 
 class CudaEventTimer:
