@@ -48,21 +48,22 @@ def test_a_training_forward_also_writes_the_transposed_weights(emulated, precisi
     rng = np.random.default_rng(0)
     x, w, b = (rng.standard_normal(s).astype(dtype) for s in (x_shape, w_shape, w_shape[:1]))
     args = (x, w, b, stride, pads)
-    y, plain = launches(kernels, lambda: kernels.conv2d_forward(*args))
-    for relu in (False, True):
+    for forward in ("conv2d_forward", "conv2d_relu_forward"):  # the second never splits K
+        y, plain = launches(kernels, lambda: getattr(kernels, forward)(*args))
         for split_k_in_one_launch in (True, False):
             kernels.split_k_in_one_launch = split_k_in_one_launch
-            train = kernels.conv2d_relu_forward_train if relu else kernels.conv2d_forward_train
-            (y_train, wt), records = launches(kernels, lambda: train(*args))
+            (y_train, wt), records = launches(kernels, lambda: getattr(kernels, forward + "_train")(*args))
             kernels.split_k_in_one_launch = True
-            np.testing.assert_array_equal(y_train, np.maximum(y, 0) if relu else y)
+            np.testing.assert_array_equal(y_train, y)
             np.testing.assert_array_equal(wt, w.transpose(1, 0, 2, 3))
-            assert len(records) == (1 if relu else len(plain))  # (with sum_splits when split)
-            # the same grid as the plain forward's but for whole columns of transposing blocks
-            (gx, gy, gz), (plain_x, *rows_and_slices) = (next(r.grid for r in made if r.family != "sum_splits")
-                                                        for made in (records, plain))
+            # one launch (with sum_splits after a split K when the slices are added apart),
+            # the plain forward's grid but for whole columns of transposing blocks
+            (product, *rest), ((plain_x, plain_y, splits),) = records, [r.grid for r in plain]
+            summed = not split_k_in_one_launch and splits > 1
+            assert [r.family for r in rest] == ["sum_splits"] * summed
+            gx, gy, gz = product.grid
+            assert (gy, gz) == (plain_y, splits)
             blocks = forward_transpose(w_shape[0], w_shape[1], math.prod(w_shape[2:])).blocks
-            assert [gy, gz] == rows_and_slices or relu
             assert blocks <= (gx - plain_x) * gy * gz < blocks + gy * gz
     assert not kernels._arrivals(1).any()  # the split-K twin's counters are left zero
 
