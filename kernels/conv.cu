@@ -194,11 +194,13 @@ struct Col2imOperand {
 // runs of filters * taps, so both sides are coalesced. The tile (kernel_facts.
 // weight_transpose_tile) holds at most TRANSPOSE_VALUES values (16 x 16 cells of 3 x 3) in
 // conv_weight_transpose, FORWARD_TRANSPOSE_VALUES in a forward block, whose shared tiles it
-// reuses (the smallest, SimtTile<32, 32, 64>'s, hold 2304 values), of TRANSPOSE_FILTERS
+// reuses (the smallest, SimtTile<32, 32, 64>'s, hold 2304 values): 16 x 8 cells of 3 x 3, so
+// that with 3 x 3 kernels and C a multiple of 8 each run read starts and ends on a 32-byte
+// sector (runs of 12 channels' 108 values did not). TRANSPOSE_FILTERS
 // filters or fewer, each filter's row padded by up to TRANSPOSE_PAD values against bank
 // conflicts.
 constexpr int TRANSPOSE_VALUES = 2304, TRANSPOSE_FILTERS = 16, TRANSPOSE_THREADS = 256;
-constexpr int FORWARD_TRANSPOSE_VALUES = 1792, TRANSPOSE_PAD = 31;
+constexpr int FORWARD_TRANSPOSE_VALUES = 1152, TRANSPOSE_PAD = 31;
 
 // Tile `tile` (row-major over (filter tiles, channel tiles)) of wt: (C, F, taps) from w: (F,
 // C, taps), taps = kH * kW; filters <= TRANSPOSE_FILTERS; shared: room for filters * channels

@@ -159,19 +159,25 @@ def test_the_default_backward_loads_at_least_90_percent_coalesced(precision):
 
 
 def test_the_counters_sample_each_kind_of_block_of_a_transposing_forward():
-    """Product blocks, transposing blocks and idle extra blocks: counted from a few blocks of
-    each kind (kernel_facts.block_kinds), the totals are the whole grid's."""
+    """Product blocks (here in two K slices), transposing blocks and idle extra blocks: counted
+    from a few blocks of each kind (kernel_facts.block_kinds), the totals are the whole grid's."""
     rng = np.random.default_rng(3)
-    x, w = rng.standard_normal((8, 20, 16, 16)).astype(np.float32), rng.standard_normal((40, 20, 3, 3)).astype(np.float32)
+    x, w = rng.standard_normal((2, 64, 8, 8)).astype(np.float32), rng.standard_normal((72, 64, 3, 3)).astype(np.float32)
     totals = []
     for blocks in ("sample", "all"):
         recorder = Recorder(execute=CountInEmulator(blocks))
-        recorder.device("emu").kernels.conv2d_forward_train(x, w, None, (1, 1), (1, 1, 1, 1))
-        (record,) = recorder.launches
+        kernels = recorder.device("emu").kernels
+        kernels.conv2d_forward(x, w, None, (1, 1), (1, 1, 1, 1))
+        kernels.conv2d_forward_train(x, w, None, (1, 1), (1, 1, 1, 1))
+        plain, record = recorder.launches
         kinds = block_kinds(record.kernel, [a.value for a in record.args if a.shape is None], record.grid)
-        assert sorted(np.concatenate(kinds)) == list(range(record.blocks)) and min(map(len, kinds[:2])) > 0
-        totals.append([record.counters.total(space, op, "units") for space in ("global", "shared")
-                       for op in ("load", "store")])
+        assert sorted(np.concatenate(kinds)) == list(range(record.blocks))
+        assert [len(kind) for kind in kinds[:2]] == [plain.blocks, forward_transpose(72, 64, 9).blocks]
+        assert plain.grid[2] == 2 and len(kinds[2]) > 0
+        # (not the global stores: the last block of each tile to arrive stores the sums, and
+        # which one that is in a sample is the emulator's schedule)
+        totals.append([record.counters.total(space, op, "units")
+                       for space, op in (("global", "load"), ("shared", "load"), ("shared", "store"))])
     np.testing.assert_allclose(totals[0], totals[1], rtol=0.1)
 
 

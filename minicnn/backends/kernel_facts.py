@@ -376,6 +376,7 @@ def block_kinds(kernel: str, scalars, grid, kernels_dir: Path = KERNELS_DIR) -> 
     gx, gy, gz = (tuple(grid) + (1, 1))[:3]
     col_tiles = cdiv(s.N * s.Ho * s.Wo, product.tile_n)
     index = np.arange(gx * gy * gz)
-    extra = index // gx * (gx - col_tiles) + index % gx - col_tiles  # transpose tile, or < 0
+    column = index % gx
+    extra = np.where(column < col_tiles, -1, index // gx * (gx - col_tiles) + column - col_tiles)
     tiles = transpose_tiles(s.F, s.C, tuple(scalars[-2:]))
     return [index[extra < 0], index[(extra >= 0) & (extra < tiles)], index[extra >= tiles]]
