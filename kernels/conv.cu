@@ -153,32 +153,14 @@ struct Col2imOperand {
     T* const b_tile = conv_shared + Tile::A_SIZE;                           \
     const ConvShape s{N, C, H, W, F, kh, kw, sh, sw, pt, pl, Ho, Wo}
 
-// A pass's two kernels, declared together from its slice function NAME_slice (one block's tile
-// of slice blockIdx.z of the product, written into partial: (splits, output)):
-//   NAME(partial, INPUTS, sizes, k_chunk): the slices, added by a second launch, sum_splits
+// Each pass is a slice function, <pass>_slice (one block's tile of slice blockIdx.z of the
+// product, written into partial: (splits, output)), run by two kernels:
+//   <pass>(partial, inputs, sizes, k_chunk): the slices, added by a second launch, sum_splits
 //     (with one split, partial is the output itself);
-//   NAME_split_k(out, partial, arrivals, INPUTS, sizes, k_chunk): the same slices, then the last
-//     block of each tile adds them into out in the same launch (gemm.cu's add_splits_when_last,
-//     bit for bit sum_splits); OUTPUT (in parentheses) places element (row, col) of the
-//     ROWS x COLS product in out.
-// INPUTS and ARGS: the pass's input parameters and their names, in parentheses. Grid (ceil(COLS
-// / tile cols), ceil(ROWS / tile rows), splits), the twin's only with splits > 1.
-#define CONV_UNPACK(...) __VA_ARGS__
-#define CONV_PASS_KERNELS(NAME, INPUTS, ARGS, OUTPUT, ROWS, COLS)                                  \
-    template <typename T, typename Tile = SimtTile<>>                                             \
-    __global__ void __launch_bounds__(Tile::THREADS)                                              \
-    NAME(T* partial, CONV_UNPACK INPUTS, CONV_SHAPE_PARAMS, int k_chunk) {                        \
-        CONV_PROLOGUE(T, Tile);                                                                   \
-        NAME##_slice<T, Tile>(partial, CONV_UNPACK ARGS, s, k_chunk, a_tile, b_tile);             \
-    }                                                                                             \
-    template <typename T, typename Tile = SimtTile<>>                                             \
-    __global__ void __launch_bounds__(Tile::THREADS)                                              \
-    NAME##_split_k(T* out, T* partial, unsigned* arrivals, CONV_UNPACK INPUTS, CONV_SHAPE_PARAMS, \
-                   int k_chunk) {                                                                 \
-        CONV_PROLOGUE(T, Tile);                                                                   \
-        NAME##_slice<T, Tile>(partial, CONV_UNPACK ARGS, s, k_chunk, a_tile, b_tile);             \
-        add_splits_when_last<Tile>(OUTPUT, partial, arrivals, ROWS, COLS);                        \
-    }
+//   <pass>_split_k(out, partial, arrivals, inputs, sizes, k_chunk): the same slices, then the
+//     last block of each tile adds them into out in the same launch (gemm.cu's
+//     add_splits_when_last, bit for bit sum_splits).
+// Grid (ceil(cols / tile cols), ceil(rows / tile rows), splits), the twin's only with splits > 1.
 
 // ---------------------------------------------------------------------------- W^T for backward-data
 // Backward-data multiplies by W^T, C x (F kH kW). Read in place from w: (F, C, kH, kW), a row
@@ -266,10 +248,9 @@ __device__ void conv2d_forward_slice(T* y_partial, const T* x, const T* w, const
               BatchedRowsOutput<T>{y, blockIdx.z == 0 ? bias : nullptr, s.F, s.Ho * s.Wo}, s.F,
               s.N * s.Ho * s.Wo, k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
-// conv2d_forward: the slices into partial (with one split, partial is y: (N, F, Ho, Wo)),
-// added by sum_splits. Grid (ceil(N*Ho*Wo / tile cols) + extra columns, ceil(F / tile rows),
-// splits). The last three arguments: with wt given, the extra columns' blocks write wt: (C, F,
-// kH, kW) from w in tiles of wt_filters x wt_channels cells (transposing_block).
+// The forward's kernels (y: (N, F, Ho, Wo)) end with wt, wt_filters, wt_channels: with wt given,
+// whole columns of blocks after the product's write wt: (C, F, kH, kW) from w in tiles of
+// wt_filters x wt_channels cells (transposing_block).
 template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
 conv2d_forward(T* partial, const T* x, const T* w, const T* bias, const int* x_taps,
@@ -278,8 +259,6 @@ conv2d_forward(T* partial, const T* x, const T* w, const T* bias, const int* x_t
     if (transposing_block<Tile>(wt, w, s, wt_filters, wt_channels, conv_shared)) return;
     conv2d_forward_slice<T, Tile>(partial, x, w, bias, x_taps, s, k_chunk, a_tile, b_tile);
 }
-// conv2d_forward_split_k: the same slices, then the last block of each tile adds them into y
-// (gemm.cu's add_splits_when_last). Arguments and grid as conv2d_forward's, splits > 1.
 template <typename T, typename Tile = SimtTile<>>
 __global__ void __launch_bounds__(Tile::THREADS)
 conv2d_forward_split_k(T* y, T* partial, unsigned* arrivals, const T* x, const T* w, const T* bias,
@@ -288,8 +267,7 @@ conv2d_forward_split_k(T* y, T* partial, unsigned* arrivals, const T* x, const T
     CONV_PROLOGUE(T, Tile);
     if (transposing_block<Tile>(wt, w, s, wt_filters, wt_channels, conv_shared)) return;
     conv2d_forward_slice<T, Tile>(partial, x, w, bias, x_taps, s, k_chunk, a_tile, b_tile);
-    add_splits_when_last<Tile>(BatchedRowsOutput<T>{y, nullptr, F, Ho * Wo}, partial, arrivals, F,
-                               N * Ho * Wo);
+    add_splits_when_last<Tile>(BatchedRowsOutput<T>{y, nullptr, F, Ho * Wo}, partial, arrivals, F, N * Ho * Wo);
 }
 
 // Backward-data: slice z of dx_partial: (splits, N, C, H, W) from dy: (N, F, Ho, Wo) and wt: (C,
@@ -305,9 +283,21 @@ __device__ void conv2d_backward_data_slice(T* dx_partial, const T* dy, const T* 
               BatchedRowsOutput<T>{dx, nullptr, s.C, s.H * s.W}, s.C, s.N * s.H * s.W, k_begin,
               k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
-// conv2d_backward_data and conv2d_backward_data_split_k (dx: (N, C, H, W)).
-CONV_PASS_KERNELS(conv2d_backward_data, (const T* dy, const T* wt, const int* dy_taps),
-                  (dy, wt, dy_taps), (BatchedRowsOutput<T>{out, nullptr, C, H * W}), C, N * H * W)
+template <typename T, typename Tile = SimtTile<>>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_backward_data(T* partial, const T* dy, const T* wt, const int* dy_taps, CONV_SHAPE_PARAMS,
+                     int k_chunk) {
+    CONV_PROLOGUE(T, Tile);
+    conv2d_backward_data_slice<T, Tile>(partial, dy, wt, dy_taps, s, k_chunk, a_tile, b_tile);
+}
+template <typename T, typename Tile = SimtTile<>>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_backward_data_split_k(T* dx, T* partial, unsigned* arrivals, const T* dy, const T* wt,
+                             const int* dy_taps, CONV_SHAPE_PARAMS, int k_chunk) {
+    CONV_PROLOGUE(T, Tile);
+    conv2d_backward_data_slice<T, Tile>(partial, dy, wt, dy_taps, s, k_chunk, a_tile, b_tile);
+    add_splits_when_last<Tile>(BatchedRowsOutput<T>{dx, nullptr, C, H * W}, partial, arrivals, C, N * H * W);
+}
 
 // Backward-weight: slice z of dw_partial: (splits, F, C*kH*kW), the sum over the pixels
 // (n, ho, wo) in [z * k_chunk, (z + 1) * k_chunk).
@@ -320,9 +310,21 @@ __device__ void conv2d_backward_weight_slice(T* dw_partial, const T* dy, const T
               RowMajorOutput<T>{dw_partial + (long long)blockIdx.z * s.F * cols, cols}, s.F, cols,
               k_begin, k_slice_end(k_begin, k_chunk, K), a_tile, b_tile);
 }
-// conv2d_backward_weight and conv2d_backward_weight_split_k (dw: (F, C*kH*kW)).
-CONV_PASS_KERNELS(conv2d_backward_weight, (const T* dy, const T* x, const int* x_taps),
-                  (dy, x, x_taps), (RowMajorOutput<T>{out, C * kh * kw}), F, C * kh * kw)
+template <typename T, typename Tile = SimtTile<>>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_backward_weight(T* partial, const T* dy, const T* x, const int* x_taps, CONV_SHAPE_PARAMS,
+                       int k_chunk) {
+    CONV_PROLOGUE(T, Tile);
+    conv2d_backward_weight_slice<T, Tile>(partial, dy, x, x_taps, s, k_chunk, a_tile, b_tile);
+}
+template <typename T, typename Tile = SimtTile<>>
+__global__ void __launch_bounds__(Tile::THREADS)
+conv2d_backward_weight_split_k(T* dw, T* partial, unsigned* arrivals, const T* dy, const T* x,
+                               const int* x_taps, CONV_SHAPE_PARAMS, int k_chunk) {
+    CONV_PROLOGUE(T, Tile);
+    conv2d_backward_weight_slice<T, Tile>(partial, dy, x, x_taps, s, k_chunk, a_tile, b_tile);
+    add_splits_when_last<Tile>(RowMajorOutput<T>{dw, C * kh * kw}, partial, arrivals, F, C * kh * kw);
+}
 
 // ---------------------------------------------------------------------------- conv -> ReLU
 // A conv followed by a ReLU (nn/fusion.py): the bias and the ReLU are applied in the product's
