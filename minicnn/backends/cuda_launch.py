@@ -54,7 +54,8 @@ KERNELS = {
                          for pre, post in (("false", "false"), ("true", "false"), ("false", "true"))]
                         + [f"{kind}_{way}_one_launch<{{T}}>" for kind in ("bn_relu_pool", "relu_bn_pool_dropout")
                            for way in ("forward", "backward")],
-    "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
+    "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>",
+                   "prepare_batch<{T}>"],
     "shape.cu": ["broadcast_add<{T}>", "broadcast_mul<{T}>", "sum_to<{T}>", "broadcast_to<{T}>",
                  "zero_pad2d_forward<{T}>", "zero_pad2d_backward<{T}>", "one_hot<{T}>"],
 }
