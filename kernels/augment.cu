@@ -1,6 +1,7 @@
 // augment.cu - training-time augmentation on the device: the affine warp and the colour
 // changes of minicnn/data/augment.py (numpy_ref.affine_warp and numpy_ref.adjust_colour are
-// the specification). Images are (N, C, H, W) in pixel units 0..255.
+// the specification), and prepare_batch, the data loader's whole per-batch work in one launch
+// (numpy_ref.prepare_batch). Images are (N, C, H, W) in pixel units 0..255.
 //
 // Maths:
 //   affine_warp   output pixel (x, y) of image n reads the source position
@@ -15,6 +16,10 @@
 //                   brightness  x1 = clip(b x)
 //                   contrast    x2 = clip(m + c (x1 - m)), m = mean luma of the image's x1
 //                   saturation  y  = clip(g + s (x2 - g)),  g = luma of the pixel's x2
+//   prepare_batch out[b] = normalized(warp(float(images[index[b]]))): the gather, the uint8 to
+//                 float conversion, affine_warp's arithmetic on the uint8 values (each converts
+//                 exactly) and (v - mean[c]) / std[c], so the bits are those of the separate
+//                 steps (gather, astype, affine_warp, subtract, divide) it replaces.
 //
 // Thread layout:
 //   affine_warp   one thread per output pixel (n, y, x), looping over the C channels: the
@@ -28,6 +33,9 @@
 //                 thread per pixel (n, s) does all three channels: saturation mixes them.
 //                 Brightness is recomputed there rather than stored: one multiply, one clamp,
 //                 by the same function as in the reduction, so both see the same bits.
+//   prepare_batch affine_warp's layout over the batch; the thread of pixel (0, 0) also copies
+//                 the image's label. With colour changes it leaves the normalization to
+//                 adjust_colour, which runs after it (the contrast needs each image's mean luma).
 #include "reduce.cu"
 
 template <typename T>
