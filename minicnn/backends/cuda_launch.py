@@ -287,3 +287,11 @@ class KernelLauncher:
         if dtype not in zeros or zeros[dtype].size < count:
             zeros[dtype] = self.xp.zeros(max(count, 1024), dtype)
         return zeros[dtype][:count]
+
+    def _one(self, dtype):
+        """A 0-d 1 of dtype that kernels only read (the dloss = 1 of the loss's separate
+        gradient launch): one array per dtype, filled once, not a CuPy fill every step."""
+        ones = self.__dict__.setdefault("_one_arrays", {})
+        if np.dtype(dtype) not in ones:
+            ones[np.dtype(dtype)] = self.xp.ones((), dtype)
+        return ones[np.dtype(dtype)]
