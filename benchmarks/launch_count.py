@@ -42,15 +42,16 @@ from minicnn.models.zoo import get_spec
 from minicnn.nn import fusion
 
 
-def count_step(arch: str, batch: int, fused: bool = True,
-               bn_one_launch: bool = True) -> dict[str, tuple[list, list]]:
+def count_step(arch: str, batch: int, fused: bool = True, bn_one_launch: bool = True,
+               recorder: Recorder | None = None) -> dict[str, tuple[list, list]]:
     """(kernel launches, glue) per phase of the second training step of `arch` (the first one
     warms up). fused=False adds split-K slices, computes BN statistics and adds a linear
     layer's bias in two launches each, the loss's mean and gradient and Adam's step advance in
     launches of their own, and a conv's or linear layer's gradients in separate launches (nn
     fusion is the caller's). bn_one_launch=False (or fused=False): batch norm's two-launch
-    passes instead of bn_one_launch.cu's."""
-    recorder = Recorder(execute="skip", count_glue=True)
+    passes instead of bn_one_launch.cu's. recorder: a Recorder(execute="skip", count_glue=True)
+    to record into (then also read its allocations and copies of the step), else a new one."""
+    recorder = recorder or Recorder(execute="skip", count_glue=True)
     device = recorder.device("dry")
     kernels = device.kernels  # CudaKernels
     kernels.split_k_in_one_launch = kernels.bn_statistics_in_one_launch = fused
@@ -116,8 +117,9 @@ def main(argv=None) -> None:
                         help="with --with-data: an augmentation preset (default: the arch's recipe's)")
     args = parser.parse_args(argv)
     with fusion.unfused() if args.unfused else contextlib.nullcontext():
+        recorder = Recorder(execute="skip", count_glue=True)
         phases = count_step(args.arch, args.batch, fused=not args.unfused,
-                            bn_one_launch=not args.bn_two_launch)
+                            bn_one_launch=not args.bn_two_launch, recorder=recorder)
     fused = "unfused" if args.unfused else "fused" + (", BN in two launches" * args.bn_two_launch)
     augment = args.augment or get_spec(args.arch).recipe.augmentation
     data = f"; data loader with augmentation '{augment}'" * args.with_data
@@ -135,6 +137,8 @@ def main(argv=None) -> None:
     for phase, launches in rows:
         gigabytes = sum(launch.array_bytes for launch in launches) / 1e9
         print(f"{phase:<18} {len(launches):>8} {gigabytes:>9.3f}")
+    print(f"step allocations {recorder.allocations}, host-to-device copies {recorder.host_to_device}"
+          " (NumPy moves the gradients: Adam's table, see grad_addresses.py)")
     if args.by_kernel:
         names = [launch.kernel for launch in kernels] + [f"glue: {g.operation}" for g in glue]
         for name, count in Counter(names).most_common():
