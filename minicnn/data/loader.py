@@ -10,9 +10,7 @@ exactly, e.g. after resuming a checkpoint.
 """
 import numpy as np
 
-from minicnn.backends import Device, get_device
-
-from minicnn.backends import checks
+from minicnn.backends import Device, checks, get_device
 
 from .augment import AugmentParams, AugmentSpec, augment_preset, sample_params
 from .errors import DataError
