@@ -69,7 +69,8 @@ def test_kernel_matches_the_reference(emu, case, dtype):
         outside[0, 4:] = False
         assert np.all(x[0][:, outside] == fill[:, None])
         corner = images[4, :, 4, :3:-1].astype(dtype)  # flipped: the last row's last 2 px, mirrored
-        assert np.array_equal(x[0, :, 0, 4:], (corner - MEAN.astype(dtype)[:, None]) / STD.astype(dtype)[:, None])
+        expected = (corner - MEAN.astype(dtype)[:, None]) / STD.astype(dtype)[:, None]
+        assert np.array_equal(x[0, :, 0, 4:], expected)
 
 
 def test_edge_values_and_an_empty_batch(emu):

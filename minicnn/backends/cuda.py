@@ -301,7 +301,8 @@ class CudaKernels(BackwardLaunches, BatchNormLaunches, FusedLaunches, KernelLaun
             self._launch_rows(f"cross_entropy_forward_{kind}<{{T}}>", logits.dtype, n, probs,
                               row_loss, logits, target, *i32(n, k))
             loss = self._sum_partials(row_loss.reshape(1, n), divisor=n, source="softmax.cu")
-            grad = (self.cross_entropy_backward(self._one(logits.dtype), probs, target),) if with_grad else ()
+            one = self._one(logits.dtype)
+            grad = (self.cross_entropy_backward(one, probs, target),) if with_grad else ()
             return (loss.reshape(()), probs, *grad)
         loss = self.xp.empty((), logits.dtype)
         dlogits = self.xp.empty_like(logits) if with_grad else probs  # probs: never written
