@@ -125,7 +125,8 @@ conv2d_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, T* db_partial
                                 RowMajorOutput<T>{dw, patch}, dw_partial, counters, a_tile, b_tile);
         },
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
-            product_block<Tile>(data, job, MatrixOperand<T, false>{wt, C, F * kh * kw}, Col2imOperand<T>{dy, dy_taps, s},
+            product_block<Tile>(data, job, MatrixOperand<T, false>{wt, C, F * kh * kw},
+                                Col2imOperand<T>{dy, dy_taps, s},
                                 ReluMaskedOutput<T, BatchedRowsOutput<T>>{{dx, nullptr, C, H * W},
                                                                           relu_input ? x : nullptr},
                                 dx_partial, counters, a_tile, b_tile);

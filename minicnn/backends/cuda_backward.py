@@ -59,7 +59,8 @@ class BackwardLaunches:
         """backward.cu's kernel `name` -> (dx or None, dw, db or None). weight, data: the
         products' (rows, cols, depth), data with 0 columns when dx is not wanted; splits: their
         (splits, k_chunk); dy_view: dy as (N, F, S) for the bias's channel sums; inputs: (dy,
-        the weights as the data product reads them, x); sizes: the arguments after them; flags: need_dx[, relu_input]."""
+        the weights as the data product reads them, x); sizes: the arguments after them;
+        flags: need_dx[, relu_input]."""
         dtype = inputs[0].dtype
         dx = self.xp.empty(x_shape, dtype) if flags[0] else None
         dw = self.xp.empty(w_shape, dtype)

@@ -10,10 +10,9 @@ wavefronts for shared memory, beside `ideal_units`, what a perfectly coalesced o
 warp would need. `blocks` picks which blocks run: "all", "sample" (first, middle, last) or an
 int (that many, evenly spread). Blocks not picked are *not executed* (their outputs stay as
 they were), and the totals are scaled by blocks in the grid / blocks run. A grid whose blocks do
-different work in consecutive runs (backward.cu: a product's long-K blocks, then another's, then
-channel sums) is sampled run by run (profile_segments), each run scaled by its own size; one whose
-blocks of each kind are spread over the grid (a forward conv's weight-transposing columns) kind
-by kind (profile_kinds).
+different kinds of work (backward.cu: a product's long-K blocks, then another's, then channel
+sums; a forward conv's product blocks and its weight-transposing columns) is sampled kind by
+kind (profile_kinds), each kind scaled by its own size.
 """
 from __future__ import annotations
 
@@ -116,24 +115,14 @@ def profile_launch(kernel, grid, block, args, shared_mem: int = 0, blocks="sampl
                   sampled_blocks(blocks_total, blocks))
 
 
-def profile_segments(kernel, grid, block, args, shared_mem: int, segments,
-                     blocks="sample") -> LaunchCounters:
-    """profile_kinds for a grid made of consecutive runs of `segments` blocks (summing to the
-    grid's), each run a kind of its own."""
-    blocks_total = _launch_dims(grid, block)[2]
-    if sum(segments) != blocks_total:
-        raise ValueError(f"segments {tuple(segments)} do not add up to the grid's {blocks_total} blocks")
-    starts = np.cumsum((0, *segments))
-    return profile_kinds(kernel, grid, block, args, shared_mem,
-                         [range(start, start + count) for start, count in zip(starts, segments)], blocks)
-
-
 def profile_kinds(kernel, grid, block, args, shared_mem: int, kinds, blocks="sample") -> LaunchCounters:
     """profile_launch for a grid whose blocks do different kinds of work: kinds holds each
     kind's linear block indices (sorted; together every block once). `blocks` are sampled in
     each kind, and each kind's counts are weighed by its blocks / blocks run. The result's
     counts are kept so that its (overall) scale turns them into whole-grid totals."""
     grid3, block3, blocks_total = _launch_dims(grid, block)
+    if sum(map(len, kinds)) != blocks_total:
+        raise ValueError(f"kinds of {[len(kind) for kind in kinds]} blocks do not add up to the grid's {blocks_total}")
     parts = []
     for kind in kinds:
         if len(kind):

@@ -32,9 +32,9 @@ class Conv2d(TakesBiasGrad, Function):
         self.x, self.w = x, w
         args = (x, w, b, self.stride, self.pads)
         checks.conv2d_forward(*args)  # the rule, beside its kernel: one validator, every device
-        return self._product("conv2d_forward", args)
+        return self._forward_kernel("conv2d_forward", args)
 
-    def _product(self, kernel, args):
+    def _forward_kernel(self, kernel, args):
         """kernels.<kernel>(*args); when the backward will compute dx, its _train twin, whose
         launch also keeps the transposed weights dx's product reads (self.wt; the CUDA kernels
         write it from extra blocks, so eval and no_grad forwards never pay for it)."""
@@ -76,7 +76,7 @@ class Conv2dReLU(Conv2d):
         self.x, self.w = x, w
         args = (x, w, b, self.stride, self.pads)
         checks.conv2d_relu_forward(*args)
-        self.y = self._product("conv2d_relu_forward", args)
+        self.y = self._forward_kernel("conv2d_relu_forward", args)
         return self.y
 
     def backward(self, dy):
