@@ -117,25 +117,28 @@ class CudaKernels(BackwardLaunches, BatchNormLaunches, FusedLaunches, KernelLaun
 
     def conv2d_forward(self, x, w, b, stride, pads):
         """x: (N, C, H, W), w: (F, C, kH, kW), b: (F,) or None -> y: (N, F, Ho, Wo)."""
-        return self._conv2d_forward(x, w, b, stride, pads, keep_wt=False)[0]
+        call, keywords, _ = self._conv_forward_call(x, w, b, stride, pads, keep_wt=False)
+        return self._split_k_product(*call, **keywords)
 
     def conv2d_forward_train(self, x, w, b, stride, pads):
         """conv2d_forward in training, when the backward will want dx -> (y, wt): wt: (C, F,
         kH, kW), w transposed for conv2d_backward's data product, written by extra blocks of
         the same launch (no launch more), or None where the backward transposes w itself (its
         separate launches, or kernels too large for the forward's tile)."""
-        return self._conv2d_forward(x, w, b, stride, pads, keep_wt=self.backward_in_one_launch)
+        call, keywords, wt = self._conv_forward_call(x, w, b, stride, pads, self.backward_in_one_launch)
+        return self._split_k_product(*call, **keywords), wt
 
-    def _conv2d_forward(self, x, w, b, stride, pads, keep_wt):
+    def _conv_forward_call(self, x, w, b, stride, pads, keep_wt):
+        """(_split_k_product's arguments for the forward, its keywords, wt or None), returned
+        rather than run so that the launch stays one call below conv2d_forward."""
         x, s, args, wt, transpose = self._conv_forward_args(x, w, b, stride, pads, keep_wt)
         # the product W (F x C*kH*kW) @ X_col (C*kH*kW x N*Ho*Wo), stored as (N, F, Ho, Wo),
-        # split along K when the grid is small (the twin's last blocks, or sum_splits, add the slices)
-        tile_kernel = functools.partial(conv_kernel, "conv2d_forward")  # instantiated per tile shape
-        y = self._split_k_product("conv.cu", tile_kernel, x.dtype, s.F, s.N * s.Ho * s.Wo, s.patch,
-                                  *args, shape=s.y_shape,
-                                  one_launch=functools.partial(conv_kernel, "conv2d_forward_split_k"),
-                                  extra=transpose)
-        return y, wt
+        # split along K when the grid is small (the twin's last blocks, or sum_splits, add the
+        # slices); the kernels are instantiated per tile shape
+        return (("conv.cu", functools.partial(conv_kernel, "conv2d_forward"), x.dtype, s.F,
+                 s.N * s.Ho * s.Wo, s.patch, *args),
+                dict(shape=s.y_shape, one_launch=functools.partial(conv_kernel, "conv2d_forward_split_k"),
+                     extra=transpose), wt)
 
     def _conv_forward_args(self, x, w, b, stride, pads, keep_wt):
         """(x, its ConvShape, the forward kernels' arguments after the output and before

@@ -32,17 +32,19 @@ class Conv2d(TakesBiasGrad, Function):
         self.x, self.w = x, w
         args = (x, w, b, self.stride, self.pads)
         checks.conv2d_forward(*args)  # the rule, beside its kernel: one validator, every device
-        return self._forward_kernel("conv2d_forward", args)
-
-    def _forward_kernel(self, kernel, args):
-        """kernels.<kernel>(*args); when the backward will compute dx, its _train twin, whose
-        launch also keeps the transposed weights dx's product reads (self.wt; the CUDA kernels
-        write it from extra blocks, so eval and no_grad forwards never pay for it)."""
-        self.wt = None
-        if not (self.records and self.needs_grad[0]):
-            return getattr(self.kernels, kernel)(*args)
-        y, self.wt = getattr(self.kernels, kernel + "_train")(*args)
+        if not self.backward_wants_dx():
+            return self.kernels.conv2d_forward(*args)
+        y, self.wt = self.kernels.conv2d_forward_train(*args)
         return y
+
+    # What a training forward kept for the backward's dx (kernels.conv2d_forward_train): the
+    # CUDA kernels' transposed weights, written by the forward's own launch.
+    wt = None
+
+    def backward_wants_dx(self) -> bool:
+        """The backward will compute dx: then the forward runs its kernel's _train twin, which
+        also keeps wt (never in eval or under no_grad, nor for a network's input)."""
+        return self.records and self.needs_grad[0]
 
     # x is the output of a ReLU whose backward this conv's dx applies (nn/fusion.py's conv ->
     # ReLU -> conv: the ReLU's Conv2dReLU then receives its gradient already masked).
@@ -76,7 +78,10 @@ class Conv2dReLU(Conv2d):
         self.x, self.w = x, w
         args = (x, w, b, self.stride, self.pads)
         checks.conv2d_relu_forward(*args)
-        self.y = self._forward_kernel("conv2d_relu_forward", args)
+        if self.backward_wants_dx():
+            self.y, self.wt = self.kernels.conv2d_relu_forward_train(*args)
+        else:
+            self.y = self.kernels.conv2d_relu_forward(*args)
         return self.y
 
     def backward(self, dy):
