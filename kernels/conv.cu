@@ -180,31 +180,39 @@ struct Col2imOperand {
 // that with 3 x 3 kernels and C a multiple of 8 each run read starts and ends on a 32-byte
 // sector (runs of 12 channels' 108 values did not). TRANSPOSE_FILTERS
 // filters or fewer, each filter's row padded by up to TRANSPOSE_PAD values against bank
-// conflicts.
+// conflicts (transpose_weight_tile).
 constexpr int TRANSPOSE_VALUES = 2304, TRANSPOSE_FILTERS = 16, TRANSPOSE_THREADS = 256;
-constexpr int FORWARD_TRANSPOSE_VALUES = 1152, TRANSPOSE_PAD = 31;
+constexpr int FORWARD_TRANSPOSE_VALUES = 1152, TRANSPOSE_PAD = 62;
 
 // Tile `tile` (row-major over (filter tiles, channel tiles)) of wt: (C, F, taps) from w: (F,
 // C, taps), taps = kH * kW; filters <= TRANSPOSE_FILTERS; shared: room for filters * channels
-// * taps + TRANSPOSE_PAD * filters values. Any block size.
+// * taps + TRANSPOSE_PAD * filters values. Any block size that is whole warps.
 template <typename T>
 __device__ void transpose_weight_tile(T* wt, const T* w, int F, int C, int taps, int filters,
                                       int channels, int tile, T* shared) {
-    // Row f holds channels * taps values, padded to a stride = taps (mod 32): the second loop's
-    // lanes read (f, t) at f * stride + t, consecutive words, so no two share a bank.
-    const int stride = channels * taps + ((taps - channels * taps) % 32 + 32) % 32;
     const int channel_tiles = (C + channels - 1) / channels;
     const int f0 = tile / channel_tiles * filters, c0 = tile % channel_tiles * channels;
     const int my_filters = min(filters, F - f0), my_channels = min(channels, C - c0);
     const int in_run = my_channels * taps, out_run = my_filters * taps;
-    for (int e = threadIdx.x; e < my_filters * in_run; e += blockDim.x) {  // e: (f, c, t)
-        const int f = e / in_run, ct = e % in_run;
-        shared[f * stride + ct] = w[((long long)(f0 + f) * C + c0) * taps + ct];
+    // A warp takes whole runs, 32 values at a time, so none spans two (it would meet its own
+    // banks there), and each lane makes every access of its warp's runs: lanes past a run's
+    // end read its last value again and store it in the tile row's padding, or in wt at the
+    // same place as the lane that owns it (the same value, one store). Row f of the tile holds
+    // in_run values, padded to a stride that is a whole number of 32 words plus taps: the
+    // first loop's lanes write consecutive words, the second's read (f, t) at f * stride + t,
+    // consecutive banks, so no two lanes share a bank.
+    const int stride = (in_run + 31) / 32 * 32 + taps % 32;
+    const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    for (int f = threadIdx.x / 32; f < my_filters; f += warps) {  // (c, t) of filter f
+        for (int ct = lane; ct - lane < in_run; ct += 32)
+            shared[f * stride + ct] = w[((long long)(f0 + f) * C + c0) * taps + min(ct, in_run - 1)];
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < my_channels * out_run; e += blockDim.x) {  // e: (c, f, t)
-        const int c = e / out_run, ft = e % out_run, f = ft / taps, t = ft % taps;
-        wt[((long long)(c0 + c) * F + f0) * taps + ft] = shared[f * stride + c * taps + t];
+    for (int c = threadIdx.x / 32; c < my_channels; c += warps) {  // (f, t) of channel c
+        for (int ft = lane; ft - lane < out_run; ft += 32) {
+            const int last = min(ft, out_run - 1);
+            wt[((long long)(c0 + c) * F + f0) * taps + last] = shared[last / taps * stride + c * taps + last % taps];
+        }
     }
 }
 

@@ -37,9 +37,9 @@ def test_weight_transpose_reads_and_writes_whole_sectors(counted):
     c = recorder.launches[-1].counters
     assert recorder.launches[-1].family == "conv_weight_transpose"
     assert c.efficiency("global", "load") == c.efficiency("global", "store") == 1.0
-    # padded shared rows: a warp within one row of the tile is conflict-free; the one in nine
-    # (1152 requests of each loop, 128 of them straddle two rows) that crosses rows is not
-    assert c.total("shared", None, "units") / c.total("shared", None, "ideal_units") == pytest.approx(1280 / 1152)
+    # padded shared rows, and each warp within one row of the tile: conflict-free (it was 1280
+    # wavefronts for 1152 ideal when a warp could cross rows, one in nine of them)
+    assert c.total("shared", None, "units") == c.total("shared", None, "ideal_units") > 0
 
 
 def test_weight_transpose_refuses_kernels_larger_than_its_tile():
