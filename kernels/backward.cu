@@ -25,9 +25,10 @@
 // product, the shapes their own launches would pick (kernel_facts.backward_tiles), e.g. 64 x 64
 // for dw and 32 x 128 for dx of a 32 -> 64-channel layer. A block has one size, so the two loops
 // have the same THREADS (where the launches' own shapes differ in threads, the launcher takes
-// the pair of one thread count that computes the fewest padding cells); the shared tiles are
-// sized for the larger of the two. Running a 64-thread loop on a subset of a 256-thread block
-// was the other way: it would need the loops' barriers and loaders to know about idle threads.
+// the pair of one thread count that computes the fewest padding cells), and one shared array
+// holds a product's shared tiles, sized for the larger product. Running a 64-thread
+// loop on a subset of a 256-thread block was the other way: it would need the loops' barriers
+// and loaders to know about idle threads.
 // Blocks [0, weight blocks) each compute one tile of one K slice of the weight product (the long
 // one: K = N*Ho*Wo, few tiles, so it starts first), then the data product's blocks, then the
 // bias's (F channels x P slices). Block j of a product with `tiles` output tiles takes tile
@@ -49,9 +50,6 @@ struct ReluMaskedOutput {
         store(r, c, !relu_output || relu_output[store.offset(r, c)] > T(0) ? value : T(0));
     }
 };
-
-// The shared arrays of a block whose two products' loops want a and b elements.
-constexpr int larger(int a, int b) { return a > b ? a : b; }
 
 // One product of the launch: rows x cols over K = depth, in `splits` slices of k_chunk.
 struct ProductPlan {
@@ -98,15 +96,20 @@ __device__ void backward_block(const ProductPlan& weight, const ProductPlan& dat
                                T* db, T* db_partial, unsigned* arrivals, const T* dy, int N, int F,
                                int S, const Weight& weight_block, const Data& data_block) {
     static_assert(WeightTile::THREADS == DataTile::THREADS, "one block size runs both products");
-    __shared__ __align__(16) T a_tile[larger(WeightTile::A_SIZE, DataTile::A_SIZE)];
-    __shared__ __align__(16) T b_tile[larger(WeightTile::B_SIZE, DataTile::B_SIZE)];
+    // one array for a product's b_tile then its a_tile: two arrays of the larger sizes would pass
+    // the 48 KB of static shared memory in double for 64 x 64 with 32 x 128 (and with a_tile
+    // first, ptxas gave the 32 x 32 kernel 80 registers instead of 72)
+    constexpr int WEIGHT_SIZE = WeightTile::A_SIZE + WeightTile::B_SIZE;
+    constexpr int DATA_SIZE = DataTile::A_SIZE + DataTile::B_SIZE;
+    __shared__ __align__(16) T tiles[WEIGHT_SIZE > DATA_SIZE ? WEIGHT_SIZE : DATA_SIZE];
     __shared__ T warp_totals[REDUCE_THREADS / 32];
     static_assert(REDUCE_THREADS % WeightTile::THREADS == 0, "a block stands in for whole 256-thread blocks");
     int job = blockIdx.x;
-    if (job < weight.blocks<WeightTile>()) return weight_block(job, arrivals, a_tile, b_tile);
+    if (job < weight.blocks<WeightTile>())
+        return weight_block(job, arrivals, tiles + WeightTile::B_SIZE, tiles);
     job -= weight.blocks<WeightTile>();
     arrivals += weight.tiles<WeightTile>();
-    if (job < data.blocks<DataTile>()) return data_block(job, arrivals, a_tile, b_tile);
+    if (job < data.blocks<DataTile>()) return data_block(job, arrivals, tiles + DataTile::B_SIZE, tiles);
     job -= data.blocks<DataTile>();
     arrivals += data.tiles<DataTile>();
     channel_reduce(db_partial, arrivals, N, F, S, warp_totals, [=](unsigned i, int) { return dy[i]; },
