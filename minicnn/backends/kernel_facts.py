@@ -317,6 +317,14 @@ def backward_segments(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> 
     """The BackwardPlan segments of a launch of backward.cu's `kernel` (its instantiation
     expression) from its int arguments in order; None for any other kernel. (The emulator's
     counters sample each segment on its own: their blocks do different work.)"""
+    launch = backward_launch(kernel, scalars, kernels_dir)
+    return launch and launch[-1].segments
+
+
+def backward_launch(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> tuple | None:
+    """((weight tile, data tile), weight product, data product, BackwardPlan) of a launch of
+    backward.cu's `kernel` from its int arguments in order, the products as (rows, cols,
+    depth), data with 0 cols without dx; None for any other kernel."""
     name = kernel.split("<")[0]
     if name not in BACKWARD_KERNELS:
         return None
@@ -326,12 +334,15 @@ def backward_segments(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> 
     if name == "conv2d_backward":
         n, c, h, w, f, kh, kw, *_, ho, wo = scalars[:13]
         dx_splits, dx_chunk, dw_splits, dw_chunk, slices, with_dx = scalars[13:19]
-        weight, data, channels = (f, c * kh * kw), (c, n * h * w if with_dx else 0), f
+        weight, data = (f, c * kh * kw, n * ho * wo), (c, n * h * w if with_dx else 0, f * kh * kw)
+        channels = f
     else:
         n, inputs, outputs, dx_splits, dx_chunk, dw_splits, dw_chunk, slices, with_dx = scalars[:9]
-        weight, data, channels = (outputs, inputs), (n if with_dx else 0, inputs), outputs
-    return BackwardPlan.of((named[0], named[-1]), weight, data, ((dw_splits, dw_chunk), (dx_splits, dx_chunk)),
-                           (channels if slices else 0, slices)).segments
+        weight, data, channels = (outputs, inputs, n), (n if with_dx else 0, inputs, outputs), outputs
+    tiles = named[0], named[-1]
+    plan = BackwardPlan.of(tiles, weight[:2], data[:2], ((dw_splits, dw_chunk), (dx_splits, dx_chunk)),
+                           (channels if slices else 0, slices))
+    return tiles, weight, data, plan
 
 
 @functools.lru_cache(maxsize=None)
