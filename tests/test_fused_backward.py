@@ -158,14 +158,17 @@ def test_each_conv_and_linear_backward_is_one_launch():
                 "conv2d_backward_data", "conv2d_backward_weight"} & set(names)
 
 
-def test_the_counters_sample_each_kind_of_block_of_a_backward_launch():
+# (x shape, filters): the second's products take different tiles (dw 64 x 64, dx 32 x 128)
+@pytest.mark.parametrize("x_shape, filters", [((16, 4, 16, 16), 4), ((4, 32, 8, 8), 64)])
+def test_the_counters_sample_each_kind_of_block_of_a_backward_launch(x_shape, filters):
     """Long-K weight blocks first, then many short data blocks, then channel sums: counted from
     a few blocks of each kind (kernel_facts.backward_segments), the totals are the whole grid's."""
     from minicnn.backends.kernel_facts import backward_segments
     from minicnn.profile.measure import CountInEmulator
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((16, 4, 16, 16)).astype(np.float32)
-    w, dy = rng.standard_normal((4, 4, 3, 3)).astype(np.float32), rng.standard_normal(x.shape).astype(np.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((filters, x_shape[1], 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((x_shape[0], filters, *x_shape[2:])).astype(np.float32)
     totals = []
     for blocks in ("sample", "all"):
         recorder = Recorder(execute=CountInEmulator(blocks))

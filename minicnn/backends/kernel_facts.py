@@ -4,8 +4,9 @@ Tile sizes and thread counts are written once, as `constexpr int` in kernels/gem
 tile shapes in its SIMT_SHAPES table); this module parses them (source_constants,
 simt_products), so a launcher cannot compute a grid for tiles the kernel does not use. Next to
 them: each product kernel's launch contract (TiledProduct: block size, output tile, grid,
-split-K), the choice of tile per product (best_tile), the instantiation names per precision,
-and ConvShape, the named twin of conv.cu's `struct ConvShape`.
+split-K), the choice of tile per product (best_tile; backward_tiles for backward.cu's two
+products in one block size), the instantiation names per precision, and ConvShape, the named
+twin of conv.cu's `struct ConvShape`.
 """
 from __future__ import annotations
 
