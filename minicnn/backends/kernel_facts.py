@@ -136,8 +136,8 @@ def backward_tiles(products: list[TiledProduct], weight, data) -> tuple[TiledPro
     have the same thread count (a block has one size); otherwise the best_tile pair among the
     products of one thread count whose cells, padding included and weighed by depth, are fewest
     (the first count listed on a tie). A 32 -> 32-channel layer keeps 32 x 32 for both: 32 x 128
-    for its 32 x 288 weight product would compute a third more cells than its data product
-    saves."""
+    tiles would compute a third more cells of its 32 x 288 weight product and save none of its
+    data product's."""
     shapes = [weight, data] if data[1] else [weight]
 
     def pair(candidates):
