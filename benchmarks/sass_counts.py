@@ -4,12 +4,14 @@
 
 Compiles kernels/gemm.cu and conv.cu for one architecture (nvcc -cubin), disassembles them
 (cuobjdump -sass, which needs nvdisasm; both come with the CUDA toolkit or the PyPI packages
-nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm, found on PATH) and finds each kernel's K loop:
-the backward branch with the widest body that contains a __syncthreads (BAR.SYNC). Inside it,
-the loops of load_tile run once per loaded element group, the rest once per K step, so
+nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm, found on PATH) and counts what one K step of each
+kernel's main loop issues per thread, as `minicnn profile` does (minicnn/profile/main_loop.py:
+the innermost loop with the most mma, else FP instructions; inside it, the loops of load_tile
+run once per loaded element group, the rest once per K step):
 
     per K step per thread = straight-line part + sum(inner loop body * trips),
-    trips = (elements this thread stores to shared memory per K step) / (STS or LDGSTS per iteration)
+    trips = (elements this thread stores to shared memory per K step) / (loops that store)
+            / (STS or LDGSTS per iteration)
 
 (an estimate from static code: a loop's remainder iterations are counted at the body's rate).
 The table gives warp instructions per block step (64 x 64 x 16, 131,072 flops, unless the label
@@ -38,15 +40,14 @@ from pathlib import Path
 
 from minicnn.backends.kernel_facts import (CONV_PASSES, KERNELS_DIR, TiledProduct, best_tile, cdiv, simt_products,
                                            source_constants, tiled_products)
+from minicnn.profile.main_loop import Instruction, k_step, sass_programs
 
-INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
-KINDS = {  # first matching prefix wins
-    "math": ("HMMA", "FFMA", "DFMA", "FMUL", "FADD"),
-    "shared ld": ("LDS", "LDSM"),
-    "shared st": ("STS",),
-    "global ld": ("LDG", "LDGSTS"),
-    "int/addr": ("IMAD", "IADD", "LEA", "SHF", "LOP", "ISETP", "IABS", "I2F", "F2I", "MUFU", "SEL",
-                 "IMNMX", "VIMNMX", "PRMT", "SGXT", "FSETP", "FSEL", "ISCADD"),
+KINDS = {  # the table's columns: main_loop's instruction classes, grouped; the rest is "other"
+    "math": ("tensor (mma)", "fp32 (fma/mul/add)", "fp64"),
+    "shared ld": ("shared load",),
+    "shared st": ("shared store",),
+    "global ld": ("global load",),  # LDGSTS (cp.async) too
+    "int/addr": ("int/address",),
 }
 # (label, source, name expression with {T} -> float, tile precision)
 SHOWN = [
@@ -63,11 +64,8 @@ SHOWN = [
 ]
 
 
-def kind(opcode: str) -> str:
-    for name, prefixes in KINDS.items():
-        if opcode.startswith(prefixes):
-            return name
-    return "other"
+def column(instruction_class: str) -> str:
+    return next((name for name, classes in KINDS.items() if instruction_class in classes), "other")
 
 
 def compile_cubin(kernels_dir: Path, source: str, names: list[str], arch: str, workdir: Path) -> Path:
@@ -79,48 +77,20 @@ def compile_cubin(kernels_dir: Path, source: str, names: list[str], arch: str, w
     return cubin
 
 
-def functions(cubin: Path) -> dict[str, list[tuple[int, str, str]]]:
-    """mangled name -> [(address, opcode, operands)] from cuobjdump -sass."""
-    text = subprocess.run(["cuobjdump", "-sass", str(cubin)], check=True, capture_output=True, text=True).stdout
-    result, current = {}, None
-    for line in text.splitlines():
-        if "Function :" in line:
-            current = result.setdefault(line.split("Function :")[1].strip(), [])
-        elif current is not None and (m := INSTRUCTION.search(line)):
-            # "@!PT LDS RZ, [RZ]" (ptxas pads each LDGSTS with them) never executes: it takes an
-            # issue slot like a NOP, so it is counted as one, not as a shared load
-            opcode = "NOP" if (m.group(2) or "").strip() == "@!PT" else m.group(3)
-            current.append((int(m.group(1), 16), opcode, m.group(4)))
-    return result
+def functions(cubin: Path) -> dict[str, list[Instruction]]:
+    """mangled name -> program, from cuobjdump -sass."""
+    return sass_programs(subprocess.run(["cuobjdump", "-sass", str(cubin)], check=True, capture_output=True,
+                                        text=True).stdout)
 
 
-def loops(code):
-    """(start, end) address ranges of backward branches."""
-    spans = []
-    for address, opcode, operands in code:
-        if opcode.startswith("BRA") and (target := re.search(r"0x([0-9a-f]+)", operands)):
-            if int(target.group(1), 16) <= address:
-                spans.append((int(target.group(1), 16), address))
-    return spans
-
-
-def k_step_counts(code, stores_per_step: int) -> tuple[Counter, int]:
-    """(instructions per K step per thread by kind, plus "mma": the HMMA among them, number of
-    inner loops) per the docstring."""
-    bar = [a for a, op, _ in code if op.startswith("BAR")]
-    outer = max((s for s in loops(code) if any(s[0] <= a <= s[1] for a in bar)), key=lambda s: s[1] - s[0])
-    inner = [s for s in loops(code) if outer[0] <= s[0] and s[1] < outer[1]]
-    inner = [s for s in inner if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in inner)]
-    body = lambda span: [op for a, op, _ in code if span[0] <= a <= span[1]]  # noqa: E731
-    counts = Counter(kind(op) for a, op, _ in code if outer[0] <= a <= outer[1]
-                     and not any(s[0] <= a <= s[1] for s in inner))
-    for span in inner:
-        ops = body(span)
-        stores = sum(op.startswith(("STS", "LDGSTS")) for op in ops)  # LDGSTS: cp.async
-        trips = stores_per_step / len(inner) / stores if stores else 1
-        counts.update({k: v * trips for k, v in Counter(kind(op) for op in ops).items()})
-    counts["mma"] = sum(op.startswith("HMMA") for a, op, _ in code if outer[0] <= a <= outer[1])
-    return counts, len(inner)
+def k_step_counts(program: list[Instruction], stores_per_step: int) -> Counter:
+    """Instructions per K step per thread by column, plus "mma": the mma among them."""
+    step = k_step(program, "sass", stores_per_step).counts
+    counts = Counter()
+    for instruction_class, n in step.items():
+        counts[column(instruction_class)] += n
+    counts["mma"] = step.get("tensor (mma)", 0)
+    return counts
 
 
 def demangled_match(mangled: dict, expression: str) -> str:
@@ -229,7 +199,7 @@ def main() -> None:
             print(f"{label:<32} (not in these sources)")
             continue
         stores = (product.tile_m + product.tile_n) * product.tile_k // product.threads
-        counts, _ = k_step_counts(available[mangled], stores)
+        counts = k_step_counts(available[mangled], stores)
         warps = product.threads // 32
         row = [counts[k] * warps for k in kinds]
         total = sum(row)
