@@ -1,6 +1,6 @@
 """Instructions per inner K-step of the GEMM / convolution kernels, read from their SASS.
 
-    PYTHONPATH=$PWD python benchmarks/sass_counts.py [--kernels-dir DIR] [--arch sm_90]
+    PYTHONPATH=$PWD python benchmarks/sass_counts.py [--kernels-dir DIR] [--arch sm_90] [--ptx]
 
 Compiles kernels/gemm.cu and conv.cu for one architecture (nvcc -cubin), disassembles them
 (cuobjdump -sass, which needs nvdisasm; both come with the CUDA toolkit or the PyPI packages
@@ -14,6 +14,8 @@ run once per loaded element group, the rest once per K step):
             / (STS or LDGSTS per iteration)
 
 (an estimate from static code: a loop's remainder iterations are counted at the body's rate).
+--ptx adds the same K step counted in the PTX (nvcc -ptx), per FP instruction beside the SASS's,
+as `minicnn profile` counts it without cuobjdump.
 The table gives warp instructions per block step (64 x 64 x 16, 131,072 flops, unless the label
 names another v2 tile shape of gemm.cu's SIMT_SHAPES), by kind.
 
@@ -40,7 +42,8 @@ from pathlib import Path
 
 from minicnn.backends.kernel_facts import (CONV_PASSES, KERNELS_DIR, TiledProduct, best_tile, cdiv, simt_products,
                                            source_constants, tiled_products)
-from minicnn.profile.main_loop import Instruction, k_step, sass_programs
+from minicnn.profile.main_loop import Instruction, k_step, ptx_programs, sass_programs
+from minicnn.profile.static import InstructionMix
 
 KINDS = {  # the table's columns: main_loop's instruction classes, grouped; the rest is "other"
     "math": ("tensor (mma)", "fp32 (fma/mul/add)", "fp64"),
@@ -68,13 +71,15 @@ def column(instruction_class: str) -> str:
     return next((name for name, classes in KINDS.items() if instruction_class in classes), "other")
 
 
-def compile_cubin(kernels_dir: Path, source: str, names: list[str], arch: str, workdir: Path) -> Path:
+def compile_unit(kernels_dir: Path, source: str, names: list[str], arch: str, workdir: Path,
+                 output: str = "cubin") -> Path:
+    """nvcc -cubin (or -ptx: output="ptx") of the kernels `names` of `source`."""
     unit = workdir / f"instances_{source}"
     unit.write_text(f'#include "{source}"\nvoid* instances[] = {{' + ", ".join(f"(void*)&{n}" for n in names) + "};\n")
-    cubin = unit.with_suffix(".cubin")
-    subprocess.run(["nvcc", "-cubin", f"-arch={arch}", "-std=c++17", f"-I{kernels_dir}", str(unit),
-                    "-o", str(cubin), "-Xptxas", "-v"], check=True, capture_output=True, text=True)
-    return cubin
+    target = unit.with_suffix(f".{output}")
+    subprocess.run(["nvcc", f"-{output}", f"-arch={arch}", "-std=c++17", f"-I{kernels_dir}", str(unit),
+                    "-o", str(target)], check=True, capture_output=True, text=True)
+    return target
 
 
 def functions(cubin: Path) -> dict[str, list[Instruction]]:
@@ -160,6 +165,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--sms", type=int, default=132)
     parser.add_argument("--clock-ghz", type=float, default=1.755)
+    parser.add_argument("--ptx", action="store_true",
+                        help="also count each K step in the PTX: instructions per FP instruction, SASS vs PTX")
     args = parser.parse_args()
     for tool in ("nvcc", "cuobjdump", "nvdisasm", "c++filt"):
         if shutil.which(tool) is None:
@@ -179,15 +186,20 @@ def main() -> None:
     shown += [(shape_label(f"{PASSES[name]} v2 fp32", tile), "conv.cu", f"{kernel}<float, {tile.policy}>", tile)
               for tile in simt[1:] for name, kernel in zip(PASSES, CONV_PASSES)]
     with tempfile.TemporaryDirectory() as tmp:
-        code = {}
+        code, ptx = {}, {}
         for source in ("gemm.cu", "conv.cu"):
             text = (args.kernels_dir / source).read_text()  # older sources lack v3: skip what is absent
             listed = [e for _, s, e, _ in shown if s == source and ("Mma" not in e or "enum class Mma" in text
                                                                    or "gemm.cu" in text and "Mma" in text)]
-            code[source] = functions(compile_cubin(args.kernels_dir, source, listed, args.arch, Path(tmp)))
+            code[source] = functions(compile_unit(args.kernels_dir, source, listed, args.arch, Path(tmp)))
+            if args.ptx:
+                ptx[source] = ptx_programs(compile_unit(args.kernels_dir, source, listed, args.arch, Path(tmp),
+                                                        "ptx").read_text())
     kinds = list(KINDS) + ["other"]
     per_step = {}  # label -> (warp instructions, mma) per block step
-    print(f"{'kernel':<32}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}")
+    compared = f"{'SASS/FP':>9}{'PTX/FP':>8}{'ratio':>7}" if args.ptx else ""
+    print(f"{'kernel':<32}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}"
+          + compared)
     for label, source, expression, product in shown:
         if product is None:
             print(f"{label:<32} (not in these sources)")
@@ -204,8 +216,12 @@ def main() -> None:
         row = [counts[k] * warps for k in kinds]
         total = sum(row)
         per_step[label] = (total, counts["mma"] * warps)
+        if args.ptx:  # the profiler's measure: per FP instruction, a PTX division as 20
+            per_fp = [InstructionMix(kind, k_step(program, kind, stores).counts, {}).loop_per_fp
+                      for kind, program in (("sass", available[mangled]), ("ptx", ptx[source][mangled]))]
+            compared = f"{per_fp[0]:>9.2f}{per_fp[1]:>8.2f}{per_fp[0] / per_fp[1]:>7.2f}"
         print(f"{label:<32}{product.threads:>8}" + "".join(f"{v:>11.0f}" for v in row) +
-              f"{total:>9.0f}{100 * row[0] / total:>7.1f}%")
+              f"{total:>9.0f}{100 * row[0] / total:>7.1f}%" + compared)
     print(f"\nwarp instructions per block step, 64 x 64 x 16 unless labelled "
           f"({os.path.basename(str(args.kernels_dir))}, {args.arch})")
     if args.step:

@@ -163,7 +163,7 @@ def test_a_failing_cuobjdump_gives_one_note_and_the_ptx_mix(tmp_path, monkeypatc
 # (address arithmetic: add.s64, shl.b64, setp.eq.s64, cvt.s64) is two SASS instructions (IADD3
 # + IADD3.X, ISETP + ISETP.EX), 11-25% of these loops' PTX; SASS adds convergence barriers
 # (BSSY / BSYNC) and the NOP padding of cp.async, up to ~10%; ptxas's common subexpressions
-# remove a few percent. benchmarks/RESULTS.md lists 0.98-1.21 for the step's kernels.
+# remove a few percent. benchmarks/RESULTS.md lists 0.97-1.21 for every pass and tile shape.
 SASS_OVER_PTX = (0.9, 1.35)
 
 

@@ -4,15 +4,17 @@ benchmarks/sass_counts.py.
 
     programs = sass_programs(cuobjdump_text)     # or ptx_programs(nvcc -ptx text)
     step = k_step(programs[mangled], "sass", stores_per_step=8)
-    step.counts["fp32 (fma/mul/add)"], step.per_fp()
+    step.counts["fp32 (fma/mul/add)"], step.loops
 
 A listing becomes a program per kernel: one Instruction per SASS (or PTX) instruction, each
 branch knowing the index it jumps to (`cuobjdump -sass` names targets by address, PTX by
-label). A loop is a backward branch's span, from its target to the branch. The main loop is
-the loop with the most mma instructions, else the most floating-point ones (the K loop: a
-tensor-core kernel's has 16 mma per warp and few FP32 instructions); when several loops tie
-(backward.cu inlines the block loop once per product, split and unsplit), the innermost of
-them are all main loops and a step is their mean. Inside a main loop, loops that store to
+label). A loop is a backward branch's span, from its target to the branch. The main loop is,
+of the innermost loops holding floating-point instructions, the one with the most mma, else
+the most FP instructions: the K loop (a tensor-core kernel's has 16 mma per warp and few FP32
+instructions). Innermost, because a span is a stretch of code, not a loop's body: ptxas lays
+backward.cu out with a branch from its end back to its start, a span holding every loop.
+When several loops tie (backward.cu inlines the block loop once per product, split and
+unsplit), all are main loops and a step is their mean. Inside a main loop, loops that store to
 shared memory (load_tile's, over the elements a thread loads) run once per stored element
 group: with `stores_per_step` (elements each thread stores per K step, from the tile shape),
 
@@ -78,11 +80,6 @@ class KStep:
     """What one pass of the main loop issues per thread (the mean over tied main loops)."""
     counts: dict   # instruction class -> instructions (fractional: trips, means)
     loops: int     # main loops found (0: none, counts are the whole kernel's)
-
-    def per_fp(self) -> float | None:
-        """Instructions per floating-point (FMA or mma) instruction; None without any."""
-        fp = sum(self.counts.get(c, 0) for c in FP_CLASSES)
-        return sum(self.counts.values()) / fp if fp else None
 
 
 _SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
