@@ -129,7 +129,7 @@ def _ptx_program(lines: list[str]) -> list[Instruction]:
             continue
         text = line.split("//")[0].strip()
         if text.startswith("@"):  # a predicate guard: "@%p1 bra $L__BB0_1;"
-            text = text.split(None, 1)[1] if " " in text else ""
+            text = text.split(None, 1)[1] if len(text.split(None, 1)) > 1 else ""
         if not text or text[0] in ".{}(),)" or text.endswith(":"):
             continue  # directives, braces, parameter lists
         opcode, *operands = text.rstrip(";").split(None, 1)

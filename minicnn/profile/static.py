@@ -32,7 +32,7 @@ from minicnn.backends.kernel_facts import MMA_TYPES, TiledProduct, simt_products
 from minicnn.profile.estimate import CONV_FAMILIES, GEMM_FAMILIES
 from minicnn.profile.main_loop import FP_CLASSES, classify, k_step, ptx_programs, sass_programs
 
-CACHE_VERSION = "4"  # bump when the parsing below changes
+CACHE_VERSION = "4"  # bump when the parsing here or in main_loop.py changes
 PTX_DIVISION_COST = 20  # SASS instructions of a 32-bit integer division by a non-constant
 
 
