@@ -114,3 +114,20 @@ def test_loader_augments_on_the_gpu(kernels):
         assert isinstance(x, kernels.xp.ndarray) and x.dtype == np.float32
         np.testing.assert_array_equal(y.get(), y_cpu)
         np.testing.assert_allclose(x.get(), x_cpu, rtol=1e-4, atol=1e-3)
+
+
+def test_loader_batches_with_whole_pixel_crops_are_the_cpus_bit_for_bit(kernels):
+    """prepare_batch at batch 512: pad-crop-flip moves whole pixels (bilinear weights 0 and 1,
+    exact with or without FMA) and the normalization is a subtract and an IEEE divide."""
+    from minicnn.backends import get_device
+    from minicnn.data import BatchLoader, Normalizer, augment_preset
+
+    images = np.random.default_rng(7).integers(0, 256, (1100, 3, 32, 32), dtype=np.uint8)
+    labels = np.arange(1100) % 10
+    common = dict(normalizer=Normalizer.fit("standardize", images),
+                  augment=augment_preset("pad_crop_flip"), shuffle=True, seed=8)
+    gpu = BatchLoader(images, labels, 512, device=get_device("cuda"), **common)
+    cpu = BatchLoader(images, labels, 512, **common)
+    for (x, y), (x_cpu, y_cpu) in zip(gpu, cpu):
+        np.testing.assert_array_equal(y.get(), y_cpu)
+        np.testing.assert_array_equal(x.get(), x_cpu)

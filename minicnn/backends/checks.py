@@ -301,6 +301,27 @@ def adjust_colour(images, factors):
         raise ValueError(f"factors must have shape ({images.shape[0]}, 3), got {tuple(np.shape(factors))}")
 
 
+@rule
+def prepare_batch(images, labels, index, inverse, fill, factors, mean, std, dtype):
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"prepare_batch takes (N, C, H, W) uint8 images, got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    if tuple(labels.shape) != images.shape[:1] or index.ndim != 1 or index.dtype.kind not in "iu":
+        raise ValueError(f"prepare_batch takes ({images.shape[0]},) labels and a 1-D int index, got "
+                         f"{tuple(labels.shape)} and {index.dtype} {tuple(index.shape)}")
+    if np.dtype(dtype).char not in FLOAT_CHARS:
+        raise ValueError(f"prepare_batch makes float32 or float64 batches, got {np.dtype(dtype)}")
+    batch = np.empty((index.shape[0], images.shape[1], 0, 0), dtype)  # the output's rules, no data
+    if inverse is not None:
+        affine_warp(batch, inverse, fill)
+    if factors is not None:
+        adjust_colour(batch, factors)
+    channels = (images.shape[1],)
+    if (mean is None) != (std is None) or (mean is not None and (
+            tuple(np.shape(mean)) != channels or tuple(np.shape(std)) != channels)):
+        raise ValueError(f"prepare_batch: mean and std must both be {channels} or both None")
+
+
 # Fused passes (nn/fusion.py): the rules of the layers they stand for.
 
 @rule

@@ -301,7 +301,7 @@ class CudaKernels(BackwardLaunches, BatchNormLaunches, FusedLaunches, KernelLaun
             self._launch_rows(f"cross_entropy_forward_{kind}<{{T}}>", logits.dtype, n, probs,
                               row_loss, logits, target, *i32(n, k))
             loss = self._sum_partials(row_loss.reshape(1, n), divisor=n, source="softmax.cu")
-            one = self.xp.ones((), logits.dtype)
+            one = self._one(logits.dtype)
             grad = (self.cross_entropy_backward(one, probs, target),) if with_grad else ()
             return (loss.reshape(()), probs, *grad)
         loss = self.xp.empty((), logits.dtype)
@@ -409,7 +409,10 @@ class CudaKernels(BackwardLaunches, BatchNormLaunches, FusedLaunches, KernelLaun
     def adjust_colour(self, images, factors):
         """Brightness, contrast, saturation: images (N, 3, H, W) in pixel units, factors (N, 3)
         (cast to the images' dtype) -> (N, 3, H, W) clipped to [0, 255]."""
-        (images,) = self._float_arrays(images)
+        return self._adjust_colour(*self._float_arrays(images), factors, None, None)
+
+    def _adjust_colour(self, images, factors, mean, std):
+        """adjust_colour, then (x - mean) / std per channel when mean is not None."""
         n, _, h, w = images.shape
         factors = self._array(factors, images.dtype)
         # the images are the "channels" of reduce.cu's (1, C, S) view: one mean per image
@@ -417,9 +420,38 @@ class CudaKernels(BackwardLaunches, BatchNormLaunches, FusedLaunches, KernelLaun
             "augment.cu", "brightness_luma_partial_sums<{T}>", images.dtype, 1, n, h * w, images,
             factors), divisor=h * w)
         out = self.xp.empty_like(images)
+        mean, std, normalize = self._normalizer(mean, std, images.dtype)
         self._launch("augment.cu", "adjust_colour<{T}>", images.dtype, n * h * w, out, images,
-                     factors, mean_luma, *i32(n, h * w))
+                     factors, mean_luma, mean, std, *i32(n, h * w, normalize))
         return out
+
+    def prepare_batch(self, images, labels, index, inverse, fill, factors, mean, std, dtype):
+        """A batch of the uint8 set, made on the device: images (N, C, H, W) uint8, labels (N,)
+        int64, index (B,) the rows to take; inverse (B, 2, 3) or None, fill as affine_warp;
+        factors (B, 3) or None as adjust_colour; mean, std (C,) or None: (x - mean) / std per
+        channel last -> (x (B, C, H, W) of dtype, y (B,) int64). One launch (prepare_batch);
+        with colour changes, whose contrast needs each image's mean luma first, adjust_colour's
+        three launches follow, the last one normalizing."""
+        dtype = np.dtype(dtype)
+        images = self._array(images)
+        labels, index = self._array(labels, np.int64), self._array(index, np.int64)
+        b, (c, h, w) = index.shape[0], images.shape[1:]
+        out, y = self.xp.empty((b, c, h, w), dtype), self.xp.empty(b, np.int64)
+        warp = inverse is not None
+        inverse = self._array(inverse, dtype) if warp else self._zeros(1, dtype)
+        last = factors is None  # else the colour kernel normalizes, after its changes
+        scale = self._normalizer(mean if last else None, std, dtype)
+        self._launch("augment.cu", "prepare_batch<{T}>", dtype, b * h * w, out, y, images, labels,
+                     index, inverse, *scale[:2], *i32(b, c, h, w, warp, FILL_MODES[fill], scale[2]))
+        return (out if last else self._adjust_colour(out, factors, mean, std)), y
+
+    def _normalizer(self, mean, std, dtype):
+        """(mean, std, 1) as arrays of dtype for a kernel's normalized(), or unused stand-ins
+        and 0 when mean is None."""
+        if mean is None:
+            unused = self._zeros(1, dtype)
+            return unused, unused, 0
+        return self._array(mean, dtype), self._array(std, dtype), 1
 
     # ------------------------------------------------------------------ arithmetic, shapes
 

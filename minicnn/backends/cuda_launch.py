@@ -54,7 +54,8 @@ KERNELS = {
                          for pre, post in (("false", "false"), ("true", "false"), ("false", "true"))]
                         + [f"{kind}_{way}_one_launch<{{T}}>" for kind in ("bn_relu_pool", "relu_bn_pool_dropout")
                            for way in ("forward", "backward")],
-    "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>"],
+    "augment.cu": ["affine_warp<{T}>", "brightness_luma_partial_sums<{T}>", "adjust_colour<{T}>",
+                   "prepare_batch<{T}>"],
     "shape.cu": ["broadcast_add<{T}>", "broadcast_mul<{T}>", "sum_to<{T}>", "broadcast_to<{T}>",
                  "zero_pad2d_forward<{T}>", "zero_pad2d_backward<{T}>", "one_hot<{T}>"],
 }
@@ -286,3 +287,11 @@ class KernelLauncher:
         if dtype not in zeros or zeros[dtype].size < count:
             zeros[dtype] = self.xp.zeros(max(count, 1024), dtype)
         return zeros[dtype][:count]
+
+    def _one(self, dtype):
+        """A 0-d 1 of dtype that kernels only read (the dloss = 1 of the loss's separate
+        gradient launch): one array per dtype, filled once, not a CuPy fill every step."""
+        ones = self.__dict__.setdefault("_one_arrays", {})
+        if np.dtype(dtype) not in ones:
+            ones[np.dtype(dtype)] = self.xp.ones((), dtype)
+        return ones[np.dtype(dtype)]

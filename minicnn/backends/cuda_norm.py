@@ -121,6 +121,11 @@ class BatchNormLaunches:
                 (grid,), (THREADS,),
                 (*outputs, partial, self._arrivals(3 * c), *inputs, *i32(slices), *trailing))
 
+    def _dx_sums_output(self, written, c, dtype):
+        """The dx_sums argument of a one-launch backward: (c,) when the kernel writes it, else
+        the launcher's zeros, never touched (no allocation per step)."""
+        return self.xp.empty(c, dtype) if written else self._zeros(1, dtype)
+
     def _bn_backward(self, dy, y, x, gamma, mean, rstd, pre_relu=False, post_relu=False,
                      dx_sums=False):
         """y: the fused ReLU's output when post_relu (else unused, pass dy)."""
@@ -129,7 +134,7 @@ class BatchNormLaunches:
         dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
         flags = _flags(pre_relu, post_relu)
         if self.bn_in_one_launch:
-            dx, sums = self.xp.empty_like(x), self.xp.empty(c, x.dtype)
+            dx, sums = self.xp.empty_like(x), self._dx_sums_output(dx_sums, c, x.dtype)
             self._bn_backward_one_launch(f"bn_backward_one_launch<{{T}}, {flags}>", x,
                                          (dx, sums, dbeta, dgamma),
                                          (dy, y, x, gamma, mean, rstd, *i32(n, c, s)),
@@ -244,7 +249,8 @@ class BatchNormLaunches:
         n, c, s, _ = self._bn_view(x)
         dbeta, dgamma = self.xp.empty(c, x.dtype), self.xp.empty(c, x.dtype)
         if self.bn_in_one_launch:
-            dx, sums = self.xp.empty_like(x), self.xp.empty(c, x.dtype)
+            # the dropout kinds write the sums whether or not they are asked for
+            dx, sums = self.xp.empty_like(x), self._dx_sums_output(dx_sums or dropout, c, x.dtype)
             self._bn_backward_one_launch(f"{kind}_backward_one_launch<{{T}}>", x,
                                          (dx, sums, dbeta, dgamma), (dy, index, *arguments),
                                          dropout or i32(bool(dx_sums)))

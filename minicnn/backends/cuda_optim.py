@@ -6,9 +6,10 @@
 A kernel reaches the tensors through pointer tables: uint64 device arrays of their addresses
 (runtime.pointer_table). Building a table is a host-to-device copy, so each table is kept and
 rebuilt only when an address changes: the parameters and their optimizer state never move; the
-gradients are new arrays each step, which a caching allocator (CuPy's pool) usually puts at the
-same addresses (NumPy's allocator does not, so on the emulator the gradient table is rebuilt
-every step; a CUDA graph would need the gradients at fixed addresses). The per-step scalars
+gradients are new arrays each step, which neither NumPy's allocator nor CuPy's pool keeps in
+place (benchmarks/grad_addresses.py replays eager steps through a model of CuPy's pool: most
+gradients move every step), so an eager step rebuilds the gradient table; a CUDA graph replay
+keeps the gradients at fixed addresses in its own pool and uploads nothing. The per-step scalars
 live in a device array `schedule` (float64: step, lr, correction1, correction2, optim.cu's
 Schedule) that Adam's launch moves to the next step on the device; the host writes it only on
 the first step, after a resume or when lr changes. Hence, once warm, an optimizer step copies

@@ -583,6 +583,24 @@ def adjust_colour(images, factors):
     return np.clip((out - gray) * f[:, 2] + gray, 0, MAX_VALUE)
 
 
+def prepare_batch(images, labels, index, inverse, fill, factors, mean, std, dtype):
+    """One batch of a uint8 set as the model takes it: rows `index` as float `dtype`, warped
+    (affine_warp, when inverse is not None), colour-changed (adjust_colour, when factors is not
+    None), then (x - mean) / std per channel (when mean is not None).
+
+    images: (N, C, H, W) uint8; labels: (N,); index: (B,) ints; inverse: (B, 2, 3); factors:
+    (B, 3); mean, std: (C,) -> (x (B, C, H, W) of dtype, y (B,) int64).
+    """
+    x = images[index].astype(dtype)
+    if inverse is not None:
+        x = affine_warp(x, inverse, fill)
+    if factors is not None:
+        x = adjust_colour(x, factors)
+    if mean is not None:
+        x = (x - np.asarray(mean, dtype)[:, None, None]) / np.asarray(std, dtype)[:, None, None]
+    return x, labels[index].astype(np.int64, copy=False)
+
+
 # --------------------------------------------------------------------------- arithmetic, shapes
 # The glue ops (add, mul, sums, zero padding) and eval-mode batch norm's backward are kernels
 # too, so that every number an op computes comes from a kernel set.

@@ -427,10 +427,12 @@ class CountingArrayModule:
     def _copy_counted(self, function):
         def copy(a, *args, **kwargs):
             out = function(a, *args, **kwargs)
-            if out is not a:
+            # NumPy returns a subclass's data as a new base-class view: neither an allocation
+            # nor a copy
+            copied = out is not a and not (isinstance(a, np.ndarray) and np.may_share_memory(a, out))
+            if copied:
                 self._recorder.allocations += self._xp is np
-                # a copy on the device (NumPy returns a subclass's data as a new base-class view)
-                if isinstance(a, DeviceArray) and out.size and not np.may_share_memory(a, out):
+                if isinstance(a, DeviceArray) and out.size:  # a copy on the device
                     self._recorder.glue_op(function.__name__, a, out)
             if getattr(self, "_marked", None) is not None:  # anything unmarked comes from the host
                 self._recorder.host_to_device += not isinstance(a, DeviceArray)

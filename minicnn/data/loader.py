@@ -3,15 +3,16 @@
 Each split is copied to the device once, as uint8 (a quarter of the bytes of float32; CIFAR's
 training set is 150 MB), and every epoch's shuffled order and augmentation draws go over in one
 copy at the epoch's start; so a training step copies nothing from the host: a batch is gathered,
-made float, augmented (by the device's kernels) and normalized on the device. Shuffling and
+made float, augmented and normalized on the device by one kernel (`kernels.prepare_batch`; three
+more launches when colour changes need each image's mean luma). Shuffling and
 augmentation draw from a NumPy Generator seeded by (seed, epoch), so any epoch can be replayed
 exactly, e.g. after resuming a checkpoint.
 """
 import numpy as np
 
-from minicnn.backends import Device, get_device
+from minicnn.backends import Device, checks, get_device
 
-from .augment import AugmentSpec, apply_params, augment_preset, sample_params
+from .augment import AugmentParams, AugmentSpec, augment_preset, sample_params
 from .errors import DataError
 from .splits import DataSplits, Normalizer
 
@@ -37,7 +38,8 @@ class BatchLoader:
         self.labels = self.device.asarray(labels[:limit], dtype=np.int64)
         self.batch_size, self.normalizer, self.augment = batch_size, normalizer, augment
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
-        self.normalize = normalizer.on(self.device.xp, dtype) if normalizer is not None else None
+        # (mean, std) on the device, copied once
+        self.scale = normalizer.constants(self.device.xp, dtype) if normalizer is not None else (None, None)
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -52,19 +54,17 @@ class BatchLoader:
         rng = np.random.default_rng([self.seed, self.epoch])
         self.epoch += 1
         order = device.asarray(rng.permutation(n) if self.shuffle else np.arange(n))
-        draws = None
+        draws = AugmentParams(None, "nearest", None)  # no augmentation
         if self.augment is not None and (self.augment.geometric or self.augment.colour):
             h, w = self.images.shape[2:]
             draws = sample_params(self.augment, n, rng, h, w).to(device.xp, self.dtype)
         for b in range(len(self)):
             start, stop = b * self.batch_size, (b + 1) * self.batch_size
-            index = order[start:stop]
-            x = self.images[index].astype(self.dtype)
-            if draws is not None:
-                x = apply_params(x, draws.rows(start, stop), device.kernels)
-            if self.normalize is not None:
-                x = self.normalize(x)
-            yield x, self.labels[index]
+            batch = draws.rows(start, stop)
+            args = (self.images, self.labels, order[start:stop], batch.inverse, batch.fill,
+                    batch.colour, *self.scale, self.dtype)
+            checks.prepare_batch(*args)
+            yield device.kernels.prepare_batch(*args)
 
 
 def split_loaders(splits: DataSplits, batch_size: int, *, seed: int = 0, limit: int | None = None,

@@ -72,9 +72,13 @@ class Normalizer:
     def on(self, xp, dtype):
         """The normalization of `dtype` batches of xp, its constants copied to the device once
         (a loader's steps then copy nothing from the host)."""
-        mean = xp.asarray(self.mean, dtype=dtype)[:, None, None]
-        std = xp.asarray(self.std, dtype=dtype)[:, None, None]
+        mean, std = self.constants(xp, dtype)
+        mean, std = mean[:, None, None], std[:, None, None]
         return lambda images: (images - mean) / std
+
+    def constants(self, xp, dtype):
+        """(mean, std), each (C,) of `dtype` on xp's device: what kernels.prepare_batch takes."""
+        return xp.asarray(self.mean, dtype=dtype), xp.asarray(self.std, dtype=dtype)
 
 
 @dataclass(frozen=True)
