@@ -1,17 +1,21 @@
 """Instructions per inner K-step of the GEMM / convolution kernels, read from their SASS.
 
-    PYTHONPATH=$PWD python benchmarks/sass_counts.py [--kernels-dir DIR] [--arch sm_90]
+    PYTHONPATH=$PWD python benchmarks/sass_counts.py [--kernels-dir DIR] [--arch sm_90] [--ptx]
 
 Compiles kernels/gemm.cu and conv.cu for one architecture (nvcc -cubin), disassembles them
 (cuobjdump -sass, which needs nvdisasm; both come with the CUDA toolkit or the PyPI packages
-nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm, found on PATH) and finds each kernel's K loop:
-the backward branch with the widest body that contains a __syncthreads (BAR.SYNC). Inside it,
-the loops of load_tile run once per loaded element group, the rest once per K step, so
+nvidia-cuda-cuobjdump / nvidia-cuda-nvdisasm, found on PATH) and counts what one K step of each
+kernel's main loop issues per thread, as `minicnn profile` does (minicnn/profile/main_loop.py:
+the innermost loop with the most mma, else FP instructions; inside it, the loops of load_tile
+run once per loaded element group, the rest once per K step):
 
     per K step per thread = straight-line part + sum(inner loop body * trips),
-    trips = (elements this thread stores to shared memory per K step) / (STS or LDGSTS per iteration)
+    trips = (elements this thread stores to shared memory per K step) / (loops that store)
+            / (STS or LDGSTS per iteration)
 
 (an estimate from static code: a loop's remainder iterations are counted at the body's rate).
+--ptx adds the same K step counted in the PTX (nvcc -ptx), per FP instruction beside the SASS's,
+as `minicnn profile` counts it without cuobjdump.
 The table gives warp instructions per block step (64 x 64 x 16, 131,072 flops, unless the label
 names another v2 tile shape of gemm.cu's SIMT_SHAPES), by kind.
 
@@ -38,15 +42,15 @@ from pathlib import Path
 
 from minicnn.backends.kernel_facts import (CONV_PASSES, KERNELS_DIR, TiledProduct, best_tile, cdiv, simt_products,
                                            source_constants, tiled_products)
+from minicnn.profile.main_loop import Instruction, k_step, ptx_programs, sass_programs
+from minicnn.profile.static import InstructionMix
 
-INSTRUCTION = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
-KINDS = {  # first matching prefix wins
-    "math": ("HMMA", "FFMA", "DFMA", "FMUL", "FADD"),
-    "shared ld": ("LDS", "LDSM"),
-    "shared st": ("STS",),
-    "global ld": ("LDG", "LDGSTS"),
-    "int/addr": ("IMAD", "IADD", "LEA", "SHF", "LOP", "ISETP", "IABS", "I2F", "F2I", "MUFU", "SEL",
-                 "IMNMX", "VIMNMX", "PRMT", "SGXT", "FSETP", "FSEL", "ISCADD"),
+KINDS = {  # the table's columns: main_loop's instruction classes, grouped; the rest is "other"
+    "math": ("tensor (mma)", "fp32 (fma/mul/add)", "fp64"),
+    "shared ld": ("shared load",),
+    "shared st": ("shared store",),
+    "global ld": ("global load",),  # LDGSTS (cp.async) too
+    "int/addr": ("int/address",),
 }
 # (label, source, name expression with {T} -> float, tile precision)
 SHOWN = [
@@ -63,64 +67,35 @@ SHOWN = [
 ]
 
 
-def kind(opcode: str) -> str:
-    for name, prefixes in KINDS.items():
-        if opcode.startswith(prefixes):
-            return name
-    return "other"
+def column(instruction_class: str) -> str:
+    return next((name for name, classes in KINDS.items() if instruction_class in classes), "other")
 
 
-def compile_cubin(kernels_dir: Path, source: str, names: list[str], arch: str, workdir: Path) -> Path:
+def compile_unit(kernels_dir: Path, source: str, names: list[str], arch: str, workdir: Path,
+                 output: str = "cubin") -> Path:
+    """nvcc -cubin (or -ptx: output="ptx") of the kernels `names` of `source`."""
     unit = workdir / f"instances_{source}"
     unit.write_text(f'#include "{source}"\nvoid* instances[] = {{' + ", ".join(f"(void*)&{n}" for n in names) + "};\n")
-    cubin = unit.with_suffix(".cubin")
-    subprocess.run(["nvcc", "-cubin", f"-arch={arch}", "-std=c++17", f"-I{kernels_dir}", str(unit),
-                    "-o", str(cubin), "-Xptxas", "-v"], check=True, capture_output=True, text=True)
-    return cubin
+    target = unit.with_suffix(f".{output}")
+    subprocess.run(["nvcc", f"-{output}", f"-arch={arch}", "-std=c++17", f"-I{kernels_dir}", str(unit),
+                    "-o", str(target)], check=True, capture_output=True, text=True)
+    return target
 
 
-def functions(cubin: Path) -> dict[str, list[tuple[int, str, str]]]:
-    """mangled name -> [(address, opcode, operands)] from cuobjdump -sass."""
-    text = subprocess.run(["cuobjdump", "-sass", str(cubin)], check=True, capture_output=True, text=True).stdout
-    result, current = {}, None
-    for line in text.splitlines():
-        if "Function :" in line:
-            current = result.setdefault(line.split("Function :")[1].strip(), [])
-        elif current is not None and (m := INSTRUCTION.search(line)):
-            # "@!PT LDS RZ, [RZ]" (ptxas pads each LDGSTS with them) never executes: it takes an
-            # issue slot like a NOP, so it is counted as one, not as a shared load
-            opcode = "NOP" if (m.group(2) or "").strip() == "@!PT" else m.group(3)
-            current.append((int(m.group(1), 16), opcode, m.group(4)))
-    return result
+def functions(cubin: Path) -> dict[str, list[Instruction]]:
+    """mangled name -> program, from cuobjdump -sass."""
+    return sass_programs(subprocess.run(["cuobjdump", "-sass", str(cubin)], check=True, capture_output=True,
+                                        text=True).stdout)
 
 
-def loops(code):
-    """(start, end) address ranges of backward branches."""
-    spans = []
-    for address, opcode, operands in code:
-        if opcode.startswith("BRA") and (target := re.search(r"0x([0-9a-f]+)", operands)):
-            if int(target.group(1), 16) <= address:
-                spans.append((int(target.group(1), 16), address))
-    return spans
-
-
-def k_step_counts(code, stores_per_step: int) -> tuple[Counter, int]:
-    """(instructions per K step per thread by kind, plus "mma": the HMMA among them, number of
-    inner loops) per the docstring."""
-    bar = [a for a, op, _ in code if op.startswith("BAR")]
-    outer = max((s for s in loops(code) if any(s[0] <= a <= s[1] for a in bar)), key=lambda s: s[1] - s[0])
-    inner = [s for s in loops(code) if outer[0] <= s[0] and s[1] < outer[1]]
-    inner = [s for s in inner if not any(o != s and o[0] <= s[0] and s[1] <= o[1] for o in inner)]
-    body = lambda span: [op for a, op, _ in code if span[0] <= a <= span[1]]  # noqa: E731
-    counts = Counter(kind(op) for a, op, _ in code if outer[0] <= a <= outer[1]
-                     and not any(s[0] <= a <= s[1] for s in inner))
-    for span in inner:
-        ops = body(span)
-        stores = sum(op.startswith(("STS", "LDGSTS")) for op in ops)  # LDGSTS: cp.async
-        trips = stores_per_step / len(inner) / stores if stores else 1
-        counts.update({k: v * trips for k, v in Counter(kind(op) for op in ops).items()})
-    counts["mma"] = sum(op.startswith("HMMA") for a, op, _ in code if outer[0] <= a <= outer[1])
-    return counts, len(inner)
+def k_step_counts(program: list[Instruction], stores_per_step: int) -> Counter:
+    """Instructions per K step per thread by column, plus "mma": the mma among them."""
+    step = k_step(program, "sass", stores_per_step).counts
+    counts = Counter()
+    for instruction_class, n in step.items():
+        counts[column(instruction_class)] += n
+    counts["mma"] = step.get("tensor (mma)", 0)
+    return counts
 
 
 def demangled_match(mangled: dict, expression: str) -> str:
@@ -190,6 +165,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--sms", type=int, default=132)
     parser.add_argument("--clock-ghz", type=float, default=1.755)
+    parser.add_argument("--ptx", action="store_true",
+                        help="also count each K step in the PTX: instructions per FP instruction, SASS vs PTX")
     args = parser.parse_args()
     for tool in ("nvcc", "cuobjdump", "nvdisasm", "c++filt"):
         if shutil.which(tool) is None:
@@ -209,15 +186,20 @@ def main() -> None:
     shown += [(shape_label(f"{PASSES[name]} v2 fp32", tile), "conv.cu", f"{kernel}<float, {tile.policy}>", tile)
               for tile in simt[1:] for name, kernel in zip(PASSES, CONV_PASSES)]
     with tempfile.TemporaryDirectory() as tmp:
-        code = {}
+        code, ptx = {}, {}
         for source in ("gemm.cu", "conv.cu"):
             text = (args.kernels_dir / source).read_text()  # older sources lack v3: skip what is absent
             listed = [e for _, s, e, _ in shown if s == source and ("Mma" not in e or "enum class Mma" in text
                                                                    or "gemm.cu" in text and "Mma" in text)]
-            code[source] = functions(compile_cubin(args.kernels_dir, source, listed, args.arch, Path(tmp)))
+            code[source] = functions(compile_unit(args.kernels_dir, source, listed, args.arch, Path(tmp)))
+            if args.ptx:
+                ptx[source] = ptx_programs(compile_unit(args.kernels_dir, source, listed, args.arch, Path(tmp),
+                                                        "ptx").read_text())
     kinds = list(KINDS) + ["other"]
     per_step = {}  # label -> (warp instructions, mma) per block step
-    print(f"{'kernel':<32}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}")
+    compared = f"{'SASS/FP':>9}{'PTX/FP':>8}{'ratio':>7}" if args.ptx else ""
+    print(f"{'kernel':<32}{'threads':>8}" + "".join(f"{k:>11}" for k in kinds) + f"{'total':>9}{'math %':>8}"
+          + compared)
     for label, source, expression, product in shown:
         if product is None:
             print(f"{label:<32} (not in these sources)")
@@ -229,13 +211,17 @@ def main() -> None:
             print(f"{label:<32} (not in these sources)")
             continue
         stores = (product.tile_m + product.tile_n) * product.tile_k // product.threads
-        counts, _ = k_step_counts(available[mangled], stores)
+        counts = k_step_counts(available[mangled], stores)
         warps = product.threads // 32
         row = [counts[k] * warps for k in kinds]
         total = sum(row)
         per_step[label] = (total, counts["mma"] * warps)
+        if args.ptx:  # the profiler's measure: per FP instruction, a PTX division as 20
+            per_fp = [InstructionMix(kind, k_step(program, kind, stores).counts, {}).loop_per_fp
+                      for kind, program in (("sass", available[mangled]), ("ptx", ptx[source][mangled]))]
+            compared = f"{per_fp[0]:>9.2f}{per_fp[1]:>8.2f}{per_fp[0] / per_fp[1]:>7.2f}"
         print(f"{label:<32}{product.threads:>8}" + "".join(f"{v:>11.0f}" for v in row) +
-              f"{total:>9.0f}{100 * row[0] / total:>7.1f}%")
+              f"{total:>9.0f}{100 * row[0] / total:>7.1f}%" + compared)
     print(f"\nwarp instructions per block step, 64 x 64 x 16 unless labelled "
           f"({os.path.basename(str(args.kernels_dir))}, {args.arch})")
     if args.step:

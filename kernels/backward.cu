@@ -20,8 +20,15 @@
 // weight product); that sums in the product's order, not channel_sums', and costs a column of
 // tiles more on layers whose C*kH*kW fills whole tiles.
 //
-// Thread layout: one 1-D grid, Tile::THREADS threads per block (gemm.cu's SimtTile v2 or
-// MmaTile v3, one policy for both products: the larger shared tiles of the two are the same).
+// Thread layout: one 1-D grid, THREADS threads per block. Each product runs its own block loop
+// (gemm.cu's SimtTile v2 or MmaTile v3): WeightTile for the weight product, DataTile for the data
+// product, the shapes their own launches would pick (kernel_facts.backward_tiles), e.g. 64 x 64
+// for dw and 32 x 128 for dx of a 32 -> 64-channel layer. A block has one size, so the two loops
+// have the same THREADS (where the launches' own shapes differ in threads, the launcher takes
+// the pair of one thread count that computes the fewest padding cells), and one shared array
+// holds a product's shared tiles, sized for the larger product. Running a 64-thread
+// loop on a subset of a 256-thread block was the other way: it would need the loops' barriers
+// and loaders to know about idle threads.
 // Blocks [0, weight blocks) each compute one tile of one K slice of the weight product (the long
 // one: K = N*Ho*Wo, few tiles, so it starts first), then the data product's blocks, then the
 // bias's (F channels x P slices). Block j of a product with `tiles` output tiles takes tile
@@ -81,23 +88,30 @@ __device__ void product_block(const ProductPlan& p, int job, const OperandA& a, 
 
 // Block blockIdx.x of the launch: one of the weight product's blocks, the data product's or the
 // bias's (channel_sums' block (c, p) of dy viewed as (N, F, S), P = bias_slices of each channel;
-// none when bias_slices is 0), in that order. arrivals: a counter per tile of each product and
-// one per channel, zeroed (left zero).
-template <typename Tile, typename T, typename Weight, typename Data>
+// none when bias_slices is 0), in that order; the weight product's tiles are WeightTile's, the
+// data product's DataTile's. arrivals: a counter per tile of each product and one per channel,
+// zeroed (left zero).
+template <typename WeightTile, typename DataTile, typename T, typename Weight, typename Data>
 __device__ void backward_block(const ProductPlan& weight, const ProductPlan& data, int bias_slices,
                                T* db, T* db_partial, unsigned* arrivals, const T* dy, int N, int F,
                                int S, const Weight& weight_block, const Data& data_block) {
-    __shared__ __align__(16) T a_tile[Tile::A_SIZE];
-    __shared__ __align__(16) T b_tile[Tile::B_SIZE];
+    static_assert(WeightTile::THREADS == DataTile::THREADS, "one block size runs both products");
+    // one array for a product's b_tile then its a_tile: two arrays of the larger sizes would pass
+    // the 48 KB of static shared memory in double for 64 x 64 with 32 x 128 (and with a_tile
+    // first, ptxas gave the 32 x 32 kernel 80 registers instead of 72)
+    constexpr int WEIGHT_SIZE = WeightTile::A_SIZE + WeightTile::B_SIZE;
+    constexpr int DATA_SIZE = DataTile::A_SIZE + DataTile::B_SIZE;
+    __shared__ __align__(16) T tiles[WEIGHT_SIZE > DATA_SIZE ? WEIGHT_SIZE : DATA_SIZE];
     __shared__ T warp_totals[REDUCE_THREADS / 32];
-    static_assert(REDUCE_THREADS % Tile::THREADS == 0, "a block stands in for whole 256-thread blocks");
+    static_assert(REDUCE_THREADS % WeightTile::THREADS == 0, "a block stands in for whole 256-thread blocks");
     int job = blockIdx.x;
-    if (job < weight.blocks<Tile>()) return weight_block(job, arrivals, a_tile, b_tile);
-    job -= weight.blocks<Tile>();
-    arrivals += weight.tiles<Tile>();
-    if (job < data.blocks<Tile>()) return data_block(job, arrivals, a_tile, b_tile);
-    job -= data.blocks<Tile>();
-    arrivals += data.tiles<Tile>();
+    if (job < weight.blocks<WeightTile>())
+        return weight_block(job, arrivals, tiles + WeightTile::B_SIZE, tiles);
+    job -= weight.blocks<WeightTile>();
+    arrivals += weight.tiles<WeightTile>();
+    if (job < data.blocks<DataTile>()) return data_block(job, arrivals, tiles + DataTile::B_SIZE, tiles);
+    job -= data.blocks<DataTile>();
+    arrivals += data.tiles<DataTile>();
     channel_reduce(db_partial, arrivals, N, F, S, warp_totals, [=](unsigned i, int) { return dy[i]; },
                    [=](int c, T total) { db[c] = total; },
                    ChannelSlice{job / bias_slices, job % bias_slices, bias_slices, 0});
@@ -107,9 +121,9 @@ __device__ void backward_block(const ProductPlan& weight, const ProductPlan& dat
 // db: (F,) when db_slices > 0 (channel_sums' P), from dy: (N, F, Ho, Wo), x and wt: (C, F, kH,
 // kW), the weights transposed (conv.cu's weight transpose: W^T's rows contiguous). *_partial:
 // scratch: (splits, rows, cols) of a split product, (F, P) for db; the taps as conv.cu's. Grid
-// (weight blocks + data blocks + F * db_slices,), block (Tile::THREADS,).
-template <typename T, typename Tile = SimtTile<>>
-__global__ void __launch_bounds__(Tile::THREADS)
+// (weight blocks + data blocks + F * db_slices,), block (WeightTile::THREADS,).
+template <typename T, typename WeightTile = SimtTile<>, typename DataTile = WeightTile>
+__global__ void __launch_bounds__(WeightTile::THREADS)
 conv2d_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, T* db_partial, unsigned* arrivals,
                 const T* dy, const T* wt, const T* x, const int* dy_taps, const int* x_taps,
                 CONV_SHAPE_PARAMS, int dx_splits, int dx_k_chunk, int dw_splits, int dw_k_chunk,
@@ -118,14 +132,14 @@ conv2d_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, T* db_partial
     const int patch = C * kh * kw;
     const ProductPlan weight{F, patch, N * Ho * Wo, dw_splits, dw_k_chunk};
     const ProductPlan data{C, with_dx ? N * H * W : 0, F * kh * kw, dx_splits, dx_k_chunk};
-    backward_block<Tile>(
+    backward_block<WeightTile, DataTile>(
         weight, data, db_slices, db, db_partial, arrivals, dy, N, F, Ho * Wo,
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
-            product_block<Tile>(weight, job, BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, x_taps, s},
+            product_block<WeightTile>(weight, job, BatchedRows<T>{dy, F, Ho * Wo}, Im2colOperand<T, true>{x, x_taps, s},
                                 RowMajorOutput<T>{dw, patch}, dw_partial, counters, a_tile, b_tile);
         },
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
-            product_block<Tile>(data, job, MatrixOperand<T, false>{wt, C, F * kh * kw},
+            product_block<DataTile>(data, job, MatrixOperand<T, false>{wt, C, F * kh * kw},
                                 Col2imOperand<T>{dy, dy_taps, s},
                                 ReluMaskedOutput<T, BatchedRowsOutput<T>>{{dx, nullptr, C, H * W},
                                                                           relu_input ? x : nullptr},
@@ -136,21 +150,21 @@ conv2d_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, T* db_partial
 // Linear layer (x: (N, IN), w: (OUT, IN)): dx: (N, IN) = dy @ w when with_dx, dw: (OUT, IN) =
 // dy^T @ x, db: (OUT,) when db_slices > 0, from dy: (N, OUT). Arguments and grid as
 // conv2d_backward's (dy viewed as (N, OUT, 1) for db).
-template <typename T, typename Tile = SimtTile<>>
-__global__ void __launch_bounds__(Tile::THREADS)
+template <typename T, typename WeightTile = SimtTile<>, typename DataTile = WeightTile>
+__global__ void __launch_bounds__(WeightTile::THREADS)
 linear_backward(T* dx, T* dw, T* db, T* dx_partial, T* dw_partial, T* db_partial, unsigned* arrivals,
                 const T* dy, const T* w, const T* x, int N, int IN, int OUT, int dx_splits,
                 int dx_k_chunk, int dw_splits, int dw_k_chunk, int db_slices, int with_dx) {
     const ProductPlan weight{OUT, IN, N, dw_splits, dw_k_chunk};
     const ProductPlan data{with_dx ? N : 0, IN, OUT, dx_splits, dx_k_chunk};
-    backward_block<Tile>(
+    backward_block<WeightTile, DataTile>(
         weight, data, db_slices, db, db_partial, arrivals, dy, N, OUT, 1,
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
-            product_block<Tile>(weight, job, MatrixOperand<T, true>{dy, OUT, N}, MatrixOperand<T, false>{x, N, IN},
+            product_block<WeightTile>(weight, job, MatrixOperand<T, true>{dy, OUT, N}, MatrixOperand<T, false>{x, N, IN},
                                 RowMajorOutput<T>{dw, IN}, dw_partial, counters, a_tile, b_tile);
         },
         [&](int job, unsigned* counters, T* a_tile, T* b_tile) {
-            product_block<Tile>(data, job, MatrixOperand<T, false>{dy, N, OUT},
+            product_block<DataTile>(data, job, MatrixOperand<T, false>{dy, N, OUT},
                                 MatrixOperand<T, false>{w, OUT, IN}, RowMajorOutput<T>{dx, IN},
                                 dx_partial, counters, a_tile, b_tile);
         });

@@ -454,8 +454,11 @@ __device__ void mma_gemm_tile(const OperandA& a, const OperandB& b, const Output
                                        warp_m, warp_n);
         __syncthreads();  // everyone is done reading this stage before it is refilled
     }
+#pragma unroll  // constant indices keep acc in registers (else a 128-byte stack frame)
     for (int i = 0; i < 2; ++i)
+#pragma unroll
         for (int j = 0; j < 4; ++j)
+#pragma unroll
             for (int r = 0; r < 4; ++r) {  // accumulator r: row g (+8 for r >= 2), column 2t + r % 2
                 const int m = m0 + warp_m + 16 * i + g + 8 * (r / 2), n = n0 + warp_n + 8 * j + 2 * t + r % 2;
                 if (m < M && n < N) out(m, n, acc[i][j][r]);

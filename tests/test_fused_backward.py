@@ -1,6 +1,8 @@
 """A layer's whole backward in one launch (backward.cu): a conv's or linear layer's dx (with the
 ReLU backward of a conv -> ReLU -> conv folded in), dw and db, equal bit for bit to the separate
 launches and close to numpy_ref on the emulator; and the fusion pass that moves the ReLU."""
+import os
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from minicnn.autograd import _topological_order
 from minicnn.backends import numpy_ref
 from minicnn.backends.recording import Recorder
 from test_fusion import assert_fusion_changes_no_bit
+from test_kernels_precision import FULL_RUN_WEIGHTS, zoo_layers
 from test_split_k_one_launch import emulated  # noqa: F401 (a fixture: CudaKernels on the emulator)
 
 # float64 runs the SIMT loop only, so the tensor-core precisions pair with float32
@@ -18,7 +21,8 @@ TOLERANCE = {("fp32", np.float32): 1e-5, ("fp32", np.float64): 1e-10, ("tf32", n
              ("bf16", np.float32): 2e-2}  # of the largest value
 # (x shape, w shape, stride, pads): small batches of the layers of vgg_like (3x3 'same', 64
 # channels), vgg8_bn (the first layer, 3 channels) and resnet20 (a stride-2 stage entry and a
-# 1 x 1 shortcut), odd shapes with edges inside every tile, and a split K
+# 1 x 1 shortcut), odd shapes with edges inside every tile, a split K, and two layers whose
+# products take different fp32 tiles (dw 64 x 64 or 128 x 32, dx 32 x 128)
 CONV_LAYERS = {
     "vgg_like-64": ((2, 64, 6, 6), (64, 64, 3, 3), (1, 1), (1, 1, 1, 1)),
     "vgg8_bn-first": ((3, 3, 9, 9), (32, 3, 3, 3), (1, 1), (1, 1, 1, 1)),
@@ -26,6 +30,8 @@ CONV_LAYERS = {
     "resnet20-1x1": ((2, 16, 8, 8), (32, 16, 1, 1), (2, 2), (0, 0, 0, 0)),
     "odd": ((3, 5, 7, 6), (67, 5, 3, 2), (2, 1), (1, 0, 1, 1)),
     "split-K": ((2, 70, 5, 5), (72, 70, 3, 3), (1, 1), (1, 1, 1, 1)),
+    "tiles-64x64-32x128": ((2, 32, 8, 8), (64, 32, 3, 3), (1, 1), (1, 1, 1, 1)),
+    "tiles-128x32-32x128": ((2, 32, 8, 8), (128, 32, 1, 1), (1, 1), (0, 0, 0, 0)),
 }
 
 
@@ -76,7 +82,8 @@ def test_a_conv_backward_is_one_launch_with_the_separate_launches_bits(emulated,
 
 
 @pytest.mark.parametrize("precision, dtype", PRECISIONS)
-@pytest.mark.parametrize("n, inputs, outputs", [(70, 40, 65), (1500, 33, 10)])  # the second splits K
+# the second splits K; the third's dw takes 32 x 128 tiles, its dx 64 x 64 (fp32)
+@pytest.mark.parametrize("n, inputs, outputs", [(70, 40, 65), (1500, 33, 10), (64, 128, 20)])
 def test_a_linear_backward_is_one_launch_with_the_separate_launches_bits(emulated, precision, dtype,
                                                                          n, inputs, outputs):
     kernels = emulated(precision)
@@ -152,14 +159,17 @@ def test_each_conv_and_linear_backward_is_one_launch():
                 "conv2d_backward_data", "conv2d_backward_weight"} & set(names)
 
 
-def test_the_counters_sample_each_kind_of_block_of_a_backward_launch():
+# (x shape, filters): the second's products take different tiles (dw 64 x 64, dx 32 x 128)
+@pytest.mark.parametrize("x_shape, filters", [((16, 4, 16, 16), 4), ((4, 32, 8, 8), 64)])
+def test_the_counters_sample_each_kind_of_block_of_a_backward_launch(x_shape, filters):
     """Long-K weight blocks first, then many short data blocks, then channel sums: counted from
     a few blocks of each kind (kernel_facts.backward_segments), the totals are the whole grid's."""
     from minicnn.backends.kernel_facts import backward_segments
     from minicnn.profile.measure import CountInEmulator
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((16, 4, 16, 16)).astype(np.float32)
-    w, dy = rng.standard_normal((4, 4, 3, 3)).astype(np.float32), rng.standard_normal(x.shape).astype(np.float32)
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    w = rng.standard_normal((filters, x_shape[1], 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((x_shape[0], filters, *x_shape[2:])).astype(np.float32)
     totals = []
     for blocks in ("sample", "all"):
         recorder = Recorder(execute=CountInEmulator(blocks))
@@ -172,3 +182,62 @@ def test_the_counters_sample_each_kind_of_block_of_a_backward_launch():
         assert sum(segments) == record.blocks and min(segments) > 0
         totals.append([record.counters.total(space, None, "units") for space in ("global", "shared")])
     np.testing.assert_allclose(totals[0], totals[1], rtol=0.1)
+
+
+def tile_names(weight, data):
+    from minicnn.backends.kernel_facts import backward_tiles, simt_products
+    return [f"{t.tile_m}x{t.tile_n}/{t.threads}" for t in backward_tiles(simt_products(), weight, data)]
+
+
+def test_each_product_takes_the_tile_of_its_own_launch_where_the_thread_counts_agree():
+    # vgg_like at batch 512, products as (rows, cols, depth): its 32 -> 64 layer
+    assert tile_names((64, 288, 131072), (32, 131072, 576)) == ["64x64/256", "32x128/256"]
+    assert tile_names((10, 128, 512), (512, 128, 10)) == ["32x128/256", "64x64/256"]  # the head
+    # its 32 -> 32 layer: dw alone would take 32 x 32 (64 threads), dx 32 x 128 (256); one block
+    # size: 32 x 128 would compute 4/3 of dw's cells, 32 x 32 none too many of either
+    assert tile_names((32, 288, 524288), (32, 524288, 288)) == ["32x32/64", "32x32/64"]
+    assert tile_names((32, 27, 524288), (3, 0, 288)) == ["32x32/64", "32x32/64"]  # conv1: no dx
+
+
+def test_the_one_launch_has_the_blocks_of_the_separate_products(emulated):
+    """Each product in its own launch's tiles: as many blocks per product as those launches."""
+    from minicnn.backends.kernel_facts import backward_segments
+    kernels = emulated("fp32")
+    x_shape, w_shape, stride, pads = CONV_LAYERS["tiles-64x64-32x128"]
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
+    dy = rng.standard_normal(kernels._conv_shape(x_shape, w_shape, stride, pads).y_shape).astype(np.float32)
+    launches = []
+    for one_launch in (True, False):
+        kernels.backward_in_one_launch = one_launch
+        kernels.runtime.recorder.reset()
+        kernels.conv2d_backward(dy, x, w, stride, pads, True, True, False)
+        launches.append(list(kernels.runtime.recorder.launches))
+    kernels.backward_in_one_launch = True
+    (fused,), separate = launches
+    assert fused.kernel == "conv2d_backward<float, SimtTile<64, 64, 256>, SimtTile<32, 128, 256>>"
+    blocks = {name: sum(r.blocks for r in separate if r.family.startswith(name))
+              for name in ("conv2d_backward_weight", "conv2d_backward_data")}
+    segments = backward_segments(fused.kernel, [a.value for a in fused.args if a.shape is None])
+    assert segments[:2] == (blocks["conv2d_backward_weight"], blocks["conv2d_backward_data"]) == (5, 2)
+
+
+# every conv layer shape of vgg_like, vgg8_bn and resnet20 at batch 1 (test_kernels_precision's)
+ZOO_LAYERS = zoo_layers(["vgg_like", "vgg8_bn", "resnet20"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("layer", list(ZOO_LAYERS))
+def test_zoo_layers_in_one_launch(emulated, layer, dtype):
+    n, c, h, w, f, kernel, stride, pads = ZOO_LAYERS[layer]
+    if f * c * kernel[0] * kernel[1] > FULL_RUN_WEIGHTS and not os.environ.get("MINICNN_EMU_FULL"):
+        pytest.skip("over a minute in the emulator: set MINICNN_EMU_FULL=1 to run it")
+    kernels = emulated("fp32")
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.standard_normal((n, c, h, w)), 0).astype(dtype)
+    weight = rng.standard_normal((f, c, *kernel)).astype(dtype)
+    dy = rng.standard_normal(kernels._conv_shape(x.shape, weight.shape, stride, pads).y_shape).astype(dtype)
+    assert_gradients(kernels, "fp32", dtype,
+                     lambda: kernels.conv2d_backward(dy, x, weight, stride, pads, True, True, True),
+                     lambda: numpy_ref.conv2d_backward(*(a.astype(np.float64) for a in (dy, x, weight)),
+                                                       stride, pads, True, True, True))

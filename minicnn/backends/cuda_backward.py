@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from minicnn.backends import numpy_ref
 from minicnn.backends.cuda_launch import i32, reduction_slices
-from minicnn.backends.kernel_facts import BackwardPlan, best_shared_tile, conv_kernel
+from minicnn.backends.kernel_facts import BackwardPlan, backward_kernel, backward_tiles
 
 
 class BackwardLaunches:
@@ -68,17 +68,16 @@ class BackwardLaunches:
         bias = (channels, reduction_slices(channels, n * s)) if need_db else (0, 0)
         db = self.xp.empty(channels, dtype) if need_db else None
         precision = self._product_precision(dtype)
-        shapes = [shape for shape in (weight, data) if shape[1]]
-        product = (best_shared_tile(self.simt_products, shapes) if precision == "fp32"
-                   else self.products[precision])
-        plan = BackwardPlan.of(product, weight[:2], data[:2], splits, bias)
+        tiles = backward_tiles(self.simt_products if precision == "fp32" else [self.products[precision]],
+                               weight, data)
+        plan = BackwardPlan.of(tiles, weight[:2], data[:2], splits, bias)
         if plan.blocks:
             unused = self._zeros(1, dtype)  # stands for the outputs and scratch not written
             scratch = [self.xp.empty((count, rows * cols), dtype) if count > 1 else unused
                        for (rows, cols, _), (count, _) in ((data, plan.data), (weight, plan.weight))]
             scratch.append(self.xp.empty(bias, dtype) if need_db else unused)
-            self._kernel("backward.cu", conv_kernel(name, product), dtype)(
-                (plan.blocks,), (product.threads,),
+            self._kernel("backward.cu", backward_kernel(name, *tiles), dtype)(
+                (plan.blocks,), (tiles[0].threads,),
                 (unused if dx is None else dx, dw, unused if db is None else db, *scratch,
                  self._arrivals(plan.counters), *inputs, *sizes,
                  *i32(*plan.data, *plan.weight, plan.bias_slices, *flags)))

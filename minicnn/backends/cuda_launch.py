@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from minicnn.backends import kernel_facts
-from minicnn.backends.kernel_facts import (BACKWARD_KERNELS, KERNELS_DIR, MIN_SPLIT_K,  # noqa: F401
-                                           TARGET_BLOCKS, best_tile, cdiv, conv_instantiations,
+from minicnn.backends.kernel_facts import (KERNELS_DIR, MIN_SPLIT_K, TARGET_BLOCKS,  # noqa: F401
+                                           backward_instantiations, best_tile, cdiv, conv_instantiations,
                                            gemm_instantiations, gemm_twin, simt_products,
                                            source_constants, split_k_instantiations, tiled_products)
 from minicnn.backends.precision import PRECISIONS, check_precision
@@ -25,7 +25,7 @@ KERNELS = {
     "gemm.cu": gemm_instantiations() + ["sum_splits<{T}>"] + split_k_instantiations()
                + [gemm_twin("gemm_bias", p, False, True) for p in PRECISIONS],  # linear layers
     "conv.cu": conv_instantiations() + ["sum_splits<{T}>"],
-    "backward.cu": conv_instantiations(names=BACKWARD_KERNELS),
+    "backward.cu": backward_instantiations(),
     "reduce.cu": ["sum_partials<{T}>", "channel_sums<{T}>"],
     "batchnorm.cu": [f"bn_{name}<{{T}}, {pre}>" for name in ("mean", "variance", "moments")
                      for pre in ("false", "true")]
@@ -123,7 +123,7 @@ class KernelLauncher:
         # conv.cu's instantiations follow the SIMT_SHAPES of the sources this runtime compiles
         self.instantiations = {**KERNELS, "conv.cu": conv_instantiations(kernels_dir) + ["sum_splits<{T}>",
                                                                              "conv_weight_transpose<{T}>"],
-                               "backward.cu": conv_instantiations(kernels_dir, BACKWARD_KERNELS)}
+                               "backward.cu": backward_instantiations(kernels_dir)}
         self._kernels: dict[tuple[str, str], object] = {}
         self._conv_taps: dict = {}  # conv.cu's per-layer tables (CudaKernels._taps)
 

@@ -4,8 +4,9 @@ Tile sizes and thread counts are written once, as `constexpr int` in kernels/gem
 tile shapes in its SIMT_SHAPES table); this module parses them (source_constants,
 simt_products), so a launcher cannot compute a grid for tiles the kernel does not use. Next to
 them: each product kernel's launch contract (TiledProduct: block size, output tile, grid,
-split-K), the choice of tile per product (best_tile), the instantiation names per precision,
-and ConvShape, the named twin of conv.cu's `struct ConvShape`.
+split-K), the choice of tile per product (best_tile; backward_tiles for backward.cu's two
+products in one block size), the instantiation names per precision, and ConvShape, the named
+twin of conv.cu's `struct ConvShape`.
 """
 from __future__ import annotations
 
@@ -126,17 +127,33 @@ def best_tile(products: list[TiledProduct], rows: int, cols: int) -> TiledProduc
     one computing the fewest padding cells (the first on a tie). The other shapes cost ~1.2-1.4x
     the default's instructions per cell (benchmarks/sass_counts.py), so a tile 90% useful
     stays."""
-    return best_shared_tile(products, [(rows, cols, 1)])
-
-
-def best_shared_tile(products: list[TiledProduct], shapes) -> TiledProduct:
-    """best_tile for products that share one tile (backward.cu's two per launch): shapes are
-    (rows, cols, depth), and a tile's cells, padding included, are weighed by their depth."""
-    def work(product):
-        return sum(padded_cells(product, rows, cols) * depth for rows, cols, depth in shapes)
-    if work(products[0]) * 7 <= sum(rows * cols * depth for rows, cols, depth in shapes) * 8:
+    if padded_cells(products[0], rows, cols) * 7 <= rows * cols * 8:
         return products[0]
-    return min(products, key=work)
+    return min(products, key=lambda product: padded_cells(product, rows, cols))
+
+
+def backward_tiles(products: list[TiledProduct], weight, data) -> tuple[TiledProduct, TiledProduct]:
+    """(weight tile, data tile): the block loops of backward.cu's two products, one launch.
+    weight, data: the products' (rows, cols, depth), data with 0 cols when dx is not wanted
+    (its tile is then the weight's). Each product takes its own launch's best_tile when the two
+    have the same thread count (a block has one size); otherwise the best_tile pair among the
+    products of one thread count whose cells, padding included and weighed by depth, are fewest
+    (the first count listed on a tie). A 32 -> 32-channel layer keeps 32 x 32 for both: 32 x 128
+    tiles would compute a third more cells of its 32 x 288 weight product and save none of its
+    data product's."""
+    shapes = [weight, data] if data[1] else [weight]
+
+    def pair(candidates):
+        tiles = [best_tile(candidates, rows, cols) for rows, cols, _ in shapes]
+        return tiles[0], tiles[-1]
+
+    own = pair(products)
+    if own[0].threads == own[1].threads:
+        return own
+    pairs = [pair([p for p in products if p.threads == threads])
+             for threads in dict.fromkeys(p.threads for p in products)]
+    return min(pairs, key=lambda tiles: sum(padded_cells(tile, rows, cols) * depth
+                                            for tile, (rows, cols, depth) in zip(tiles, shapes)))
 
 
 def tiled_products(kernels_dir: Path = KERNELS_DIR) -> dict[str, TiledProduct]:
@@ -162,6 +179,23 @@ def conv_kernel(name: str, product: TiledProduct) -> str:
     symbol names it, so that `minicnn profile` finds its compiler facts."""
     return f"{name}<{{T}}, {product.policy}>" if product.policy.startswith("Simt") else \
         f"{name}<float, {product.policy}>"
+
+
+def backward_kernel(name: str, weight_tile: TiledProduct, data_tile: TiledProduct) -> str:
+    """backward.cu's kernel `name` with its weight product run by weight_tile's block loop and
+    its data product by data_tile's: conv_kernel's spelling, data_tile's policy added only when
+    it differs (the kernels default it to weight_tile's, so equal pairs keep one name)."""
+    expression = conv_kernel(name, weight_tile)
+    return expression if data_tile.policy == weight_tile.policy else f"{expression[:-1]}, {data_tile.policy}>"
+
+
+def backward_instantiations(kernels_dir: Path = KERNELS_DIR) -> list[str]:
+    """backward.cu's kernels on every pair backward_tiles can choose: two SIMT shapes of one
+    thread count (either order, or the same twice), or a tensor-core loop with itself."""
+    simt = simt_products(kernels_dir)
+    mma = [p for name, p in tiled_products(kernels_dir).items() if name != "fp32"]
+    pairs = [(w, d) for w in simt for d in simt if w.threads == d.threads] + [(p, p) for p in mma]
+    return [backward_kernel(name, *tiles) for tiles in pairs for name in BACKWARD_KERNELS]
 
 
 def gemm_instantiations() -> list[str]:
@@ -256,9 +290,9 @@ def split_k_instantiations() -> list[str]:
 @dataclass(frozen=True)
 class BackwardPlan:
     """Launch geometry of backward.cu's kernels (a layer's gradients in one 1-D grid): the
-    weight product's and the data product's blocks (one per output tile per K slice; the slices
-    (splits, k_chunk) those of each product's own launch), then the bias's, channel_sums'
-    (channels x slices) blocks."""
+    weight product's and the data product's blocks (one per output tile of the product's own
+    tile shape per K slice; the slices (splits, k_chunk) those of each product's own launch),
+    then the bias's, channel_sums' (channels x slices) blocks."""
 
     weight: tuple[int, int]  # (splits, k_chunk)
     data: tuple[int, int]
@@ -272,10 +306,12 @@ class BackwardPlan:
         return sum(self.segments)
 
     @classmethod
-    def of(cls, product: TiledProduct, weight, data, splits, bias) -> "BackwardPlan":
-        """product: the block loop both products run; weight, data: each product's (rows,
-        cols); splits: each product's (splits, k_chunk); bias: (channels, slices)."""
-        tiles = [cdiv(rows, product.tile_m) * cdiv(cols, product.tile_n) for rows, cols in (weight, data)]
+    def of(cls, products, weight, data, splits, bias) -> "BackwardPlan":
+        """products: the (weight, data) products' block loops (backward_tiles); weight, data:
+        each product's (rows, cols); splits: each product's (splits, k_chunk); bias:
+        (channels, slices)."""
+        tiles = [cdiv(rows, product.tile_m) * cdiv(cols, product.tile_n)
+                 for product, (rows, cols) in zip(products, (weight, data))]
         channels, slices = bias
         return cls(*splits, slices, segments=(*(t * s for t, (s, _) in zip(tiles, splits)), channels * slices),
                    counters=sum(tiles) + channels)
@@ -285,20 +321,32 @@ def backward_segments(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> 
     """The BackwardPlan segments of a launch of backward.cu's `kernel` (its instantiation
     expression) from its int arguments in order; None for any other kernel. (The emulator's
     counters sample each segment on its own: their blocks do different work.)"""
+    launch = backward_launch(kernel, scalars, kernels_dir)
+    return launch and launch[-1].segments
+
+
+def backward_launch(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> tuple | None:
+    """((weight tile, data tile), weight product, data product, BackwardPlan) of a launch of
+    backward.cu's `kernel` from its int arguments in order, the products as (rows, cols,
+    depth), data with 0 cols without dx; None for any other kernel."""
     name = kernel.split("<")[0]
     if name not in BACKWARD_KERNELS:
         return None
-    tiles = simt_products(kernels_dir) + list(tiled_products(kernels_dir).values())
-    product = next(p for p in tiles if p.policy in kernel)
+    loops = simt_products(kernels_dir) + list(tiled_products(kernels_dir).values())
+    by_policy = {p.policy: p for p in loops}
+    named = [by_policy[policy] for policy in re.findall(r"\w+Tile<[^<>]*>", kernel)]  # backward_kernel's
     if name == "conv2d_backward":
         n, c, h, w, f, kh, kw, *_, ho, wo = scalars[:13]
         dx_splits, dx_chunk, dw_splits, dw_chunk, slices, with_dx = scalars[13:19]
-        weight, data, channels = (f, c * kh * kw), (c, n * h * w if with_dx else 0), f
+        weight, data = (f, c * kh * kw, n * ho * wo), (c, n * h * w if with_dx else 0, f * kh * kw)
+        channels = f
     else:
         n, inputs, outputs, dx_splits, dx_chunk, dw_splits, dw_chunk, slices, with_dx = scalars[:9]
-        weight, data, channels = (outputs, inputs), (n if with_dx else 0, inputs), outputs
-    return BackwardPlan.of(product, weight, data, ((dw_splits, dw_chunk), (dx_splits, dx_chunk)),
-                           (channels if slices else 0, slices)).segments
+        weight, data, channels = (outputs, inputs, n), (n if with_dx else 0, inputs, outputs), outputs
+    tiles = named[0], named[-1]
+    plan = BackwardPlan.of(tiles, weight[:2], data[:2], ((dw_splits, dw_chunk), (dx_splits, dx_chunk)),
+                           (channels if slices else 0, slices))
+    return tiles, weight, data, plan
 
 
 @functools.lru_cache(maxsize=None)

@@ -167,9 +167,9 @@ def detail(profile, row) -> str:
     if row["limiter"] == "issue" and facts and facts.mix and facts.mix.loop_per_fp:
         loop = facts.mix.loop
         return (f" ({facts.mix.loop_per_fp:.1f} instructions per FP instruction in the main loop: "
-                f"{loop.get('int/address', 0)} integer/address and {loop.get('int div/rem', 0)} integer "
-                f"divisions beside {loop.get('fp32 (fma/mul/add)', 0)} FMAs and {loop.get('tensor (mma)', 0)} mma, "
-                f"counted in {facts.mix.kind.upper()}; "
+                f"{loop.get('int/address', 0):.3g} integer/address and {loop.get('int div/rem', 0):.3g} integer "
+                f"divisions beside {loop.get('fp32 (fma/mul/add)', 0):.3g} FMAs and "
+                f"{loop.get('tensor (mma)', 0):.3g} mma per K step, counted in {facts.mix.kind.upper()}; "
                 f"{ISSUE_PER_CLOCK} issue slots per SM per clock)")
     if row["limiter"] == "shared":
         per_request = _ratio(sums["shared", "units"], sums["shared", "requests"])
@@ -206,8 +206,8 @@ def render_kernel(profile, name: str) -> str:
             lines += ["", f"{kernel}: {facts.registers} registers, {facts.static_shared} B static shared, "
                           f"spills {facts.spill_stores} B stored / {facts.spill_loads} B loaded"]
             if facts.mix:
-                mix = ", ".join(f"{k} {v}" for k, v in sorted(facts.mix.loop.items(), key=lambda kv: -kv[1]))
-                lines.append(f"main loop ({facts.mix.kind.upper()}, static): {mix}")
+                mix = ", ".join(f"{k} {v:.3g}" for k, v in sorted(facts.mix.loop.items(), key=lambda kv: -kv[1]))
+                lines.append(f"main loop, per K step ({facts.mix.kind.upper()}, static): {mix}")
     lines += ["", "access sites (all launches, whole grids), worst first:", *site_lines(records)]
     return "\n".join(lines)
 

@@ -6,13 +6,13 @@ instruction mix of its main loop.
 
 nvcc compiles the source once per (source, instantiations, arch) with `-Xptxas -v`, which
 prints per kernel "Used 64 registers, ... 8320 bytes smem" and the spill bytes. The instruction
-mix comes from `cuobjdump -sass` of the same cubin when cuobjdump is installed, otherwise from
-the PTX (`nvcc -ptx`): PTX is the compiler's intermediate code, close to but not the same as
-what runs (ptxas schedules it, and one PTX integer division becomes a ~20-instruction SASS
-sequence), so the table says which one it counted. The "main loop" is the loop (a backward
-branch) with the most mma instructions, else the most floating-point instructions: the k-loop
-of a GEMM or convolution.
-Results are cached on disk under a hash of kernels/ and the nvcc version.
+mix comes from `cuobjdump -sass` of the same cubin when cuobjdump is installed (and works:
+it needs nvdisasm), otherwise from the PTX (`nvcc -ptx`): PTX is the compiler's intermediate
+code, close to but not the same as what runs (ptxas schedules it, and one PTX integer division
+becomes a ~20-instruction SASS sequence), so the table says which one it counted. Either way
+the mix is what one K step of the main loop issues per thread (profile/main_loop.py, shared
+with benchmarks/sass_counts.py), load loops weighed by the kernel's tile shape.
+Results are cached on disk under a hash of kernels/, the nvcc version and the listing used.
 """
 from __future__ import annotations
 
@@ -28,48 +28,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from minicnn.backends.cupy_runtime import KERNELS_DIR, kernels_digest
+from minicnn.backends.kernel_facts import MMA_TYPES, TiledProduct, simt_products, tiled_products
+from minicnn.profile.estimate import CONV_FAMILIES, GEMM_FAMILIES
+from minicnn.profile.main_loop import FP_CLASSES, classify, k_step, ptx_programs, sass_programs
 
-CACHE_VERSION = "3"  # bump when the parsing below changes
-
-# Instruction classes, by opcode prefix (PTX: "fma.rn.f32"; SASS: "FFMA").
-PTX_CLASSES = [
-    ("tensor (mma)", ("mma.", "wmma.")),
-    ("fp32 (fma/mul/add)", ("fma.rn.f32", "mul.rn.f32", "mul.f32", "add.f32", "add.rn.f32", "sub.f32",
-                            "max.f32", "min.f32", "neg.f32")),
-    ("fp64", ("fma.rn.f64", "mul.f64", "mul.rn.f64", "add.f64", "add.rn.f64", "sub.f64")),
-    ("shared load", ("ld.shared", "ldmatrix.")),
-    ("shared store", ("st.shared",)),
-    ("global load", ("ld.global", "cp.async.ca.", "cp.async.cg.")),  # cp.async: global to shared
-    ("global store", ("st.global",)),
-    ("int div/rem", ("div.s", "div.u", "rem.s", "rem.u")),
-    ("int/address", ("add.s", "add.u", "sub.s", "sub.u", "mul.lo", "mul.hi", "mul.wide", "mad.lo", "mad.wide",
-                     "shl.", "shr.", "and.", "or.", "xor.", "not.", "setp.", "selp.", "cvt.", "min.s",
-                     "max.s", "min.u", "max.u", "neg.s", "abs.s", "mov.")),
-    ("branch", ("bra",)),
-    ("barrier", ("bar.", "barrier.")),
-]
-SASS_CLASSES = [
-    ("tensor (mma)", ("HMMA", "IMMA", "HGMMA")),
-    ("fp32 (fma/mul/add)", ("FFMA", "FMUL", "FADD", "FMNMX")),
-    ("fp64", ("DFMA", "DMUL", "DADD")),
-    ("shared load", ("LDS", "LDSM")),
-    ("shared store", ("STS",)),
-    ("global load", ("LDG",)),
-    ("global store", ("STG",)),
-    ("int/address", ("IMAD", "IADD", "LEA", "SHF", "LOP", "ISETP", "IABS", "SEL", "I2F", "F2I", "IMNMX",
-                     "MOV", "FSETP", "PRMT", "S2R", "CS2R")),
-    ("branch", ("BRA", "BSSY", "BSYNC")),
-    ("barrier", ("BAR",)),
-]
-FP_CLASSES = ("fp32 (fma/mul/add)", "fp64", "tensor (mma)")
+CACHE_VERSION = "4"  # bump when the parsing here or in main_loop.py changes
 PTX_DIVISION_COST = 20  # SASS instructions of a 32-bit integer division by a non-constant
 
 
 @dataclass(frozen=True)
 class InstructionMix:
     kind: str          # "sass" or "ptx"
-    loop: dict         # class -> static count in the main loop (the whole kernel if it has none)
+    loop: dict         # class -> instructions per thread per K step of the main loop (the whole
+                       # kernel if it has none; see main_loop.py)
     kernel: dict       # class -> static count in the whole kernel
+    note: str = ""     # why it is PTX although cuobjdump is installed
 
     @property
     def loop_per_fp(self) -> float | None:
@@ -97,21 +70,25 @@ class StaticFactsError(RuntimeError):
 def static_facts(source: str, expressions: list[str], arch: str = "sm_90",
                  kernels_dir: Path = KERNELS_DIR) -> dict[str, KernelFacts]:
     """expression -> KernelFacts for each instantiation of kernels_dir/source (cached)."""
-    return _cached_facts(source, tuple(sorted(set(expressions))), arch, str(kernels_dir))
+    return _cached_facts(source, tuple(sorted(set(expressions))), arch, str(kernels_dir), shutil.which("cuobjdump"))
 
 
 @functools.lru_cache(maxsize=None)
-def _cached_facts(source: str, expressions: tuple[str, ...], arch: str, kernels_dir: str) -> dict:
+def _cached_facts(source: str, expressions: tuple[str, ...], arch: str, kernels_dir: str,
+                  cuobjdump: str | None) -> dict:
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         raise StaticFactsError("nvcc not found")
+    listing = _tool_version(cuobjdump) if cuobjdump else "ptx"  # a PTX mix is not a SASS one
     key = hashlib.sha256("\0".join([CACHE_VERSION, kernels_digest(Path(kernels_dir)), source, arch,
-                                    *expressions, _tool_version(nvcc)]).encode()).hexdigest()[:24]
+                                    *expressions, _tool_version(nvcc), listing]).encode()).hexdigest()[:24]
     cache = _cache_dir() / f"{Path(source).stem}-{key}.json"
     if cache.exists():
         stored = json.loads(cache.read_text())
         return {e: _facts_from_json(f) for e, f in stored.items()}
-    facts = _compile_facts(nvcc, source, expressions, arch, Path(kernels_dir))
+    facts = _compile_facts(nvcc, cuobjdump, source, expressions, arch, Path(kernels_dir))
+    if any(f.mix is not None and f.mix.note for f in facts.values()):
+        return facts  # cuobjdump failed: not cached, so that a repaired one is used next time
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(f".{os.getpid()}.tmp")
     partial.write_text(json.dumps({e: asdict(f) for e, f in facts.items()}))
@@ -124,7 +101,7 @@ def _facts_from_json(fields: dict) -> KernelFacts:
     return KernelFacts(**fields, mix=InstructionMix(**mix) if mix else None)
 
 
-def _compile_facts(nvcc: str, source: str, expressions: tuple[str, ...], arch: str,
+def _compile_facts(nvcc: str, cuobjdump: str | None, source: str, expressions: tuple[str, ...], arch: str,
                    kernels_dir: Path) -> dict[str, KernelFacts]:
     # Taking each kernel's address in host code makes nvcc instantiate the template.
     wrapper = f'#include "{source}"\nvoid* minicnn_instantiate[] = {{\n' + "".join(
@@ -135,20 +112,62 @@ def _compile_facts(nvcc: str, source: str, expressions: tuple[str, ...], arch: s
         common = [nvcc, f"-arch={arch}", "-std=c++17", f"-I{kernels_dir}", str(path)]
         verbose = _run([*common, "-cubin", "-Xptxas", "-v", "-o", str(Path(tmp) / "k.cubin")], source)
         resources = parse_ptxas_verbose(verbose)
-        cuobjdump = shutil.which("cuobjdump")
-        if cuobjdump:
-            mixes = parse_listing(_run([cuobjdump, "-sass", str(Path(tmp) / "k.cubin")], source), "sass")
-        else:
-            _run([*common, "-ptx", "-o", str(Path(tmp) / "k.ptx")], source)
-            mixes = parse_listing((Path(tmp) / "k.ptx").read_text(), "ptx")
-    names = _demangle([*resources, *mixes])
+        programs, kind, note = _programs(cuobjdump, Path(tmp) / "k.cubin", common, source)
+    names = _demangle([*resources, *programs])
     by_expression = {_expression_of(names[m]): m for m in resources}
     facts = {}
     for expression, mangled in _match_expressions(expressions, by_expression, _enumerators(kernels_dir)).items():
         if mangled is None:
             raise StaticFactsError(f"nvcc did not report {expression} of {source}")
-        facts[expression] = KernelFacts(**resources[mangled], mix=mixes.get(mangled))
+        program = programs.get(mangled)
+        mix = None if program is None else instruction_mix(
+            program, kind, stores_per_step(expression, kernels_dir), note)
+        facts[expression] = KernelFacts(**resources[mangled], mix=mix)
     return facts
+
+
+def _programs(cuobjdump: str | None, cubin: Path, compile_command: list[str], source: str):
+    """(mangled name -> program, "sass" or "ptx", why PTX though cuobjdump is installed): the
+    cubin's SASS, or the PTX of the same source when cuobjdump is missing or fails."""
+    note = ""
+    if cuobjdump:
+        sass = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True)
+        if sass.returncode == 0:
+            return sass_programs(sass.stdout), "sass", note
+        # e.g. no nvdisasm, which it runs: one line in the profile's notes, not a traceback
+        note = f"cuobjdump -sass failed ({_last_error(sass)}): main loops counted in PTX"
+    ptx = cubin.with_suffix(".ptx")
+    _run([*compile_command, "-ptx", "-o", str(ptx)], source)
+    return ptx_programs(ptx.read_text()), "ptx", note
+
+
+def instruction_mix(program, kind: str, stores: float | None = None, note: str = "") -> InstructionMix:
+    """One kernel's main-loop step (main_loop.k_step) and whole-kernel counts."""
+    kernel: dict[str, int] = {}
+    for instruction in program:
+        name = classify(instruction.opcode, kind)
+        kernel[name] = kernel.get(name, 0) + 1
+    return InstructionMix(kind, k_step(program, kind, stores).counts, kernel, note)
+
+
+def stores_per_step(expression: str, kernels_dir: Path = KERNELS_DIR) -> float | None:
+    """Elements each thread stores into the shared tiles per K step, for a GEMM or convolution
+    kernel (main_loop's trips of its load loops); None for other kernels."""
+    if expression.split("<")[0] not in GEMM_FAMILIES + CONV_FAMILIES:
+        return None
+    tile = block_loop(expression, kernels_dir)
+    return (tile.tile_m + tile.tile_n) * tile.tile_k / tile.threads
+
+
+def block_loop(expression: str, kernels_dir: Path = KERNELS_DIR) -> TiledProduct:
+    """The block loop a GEMM or convolution kernel runs: the tile policy its expression names
+    (gemm_v3<Mma::TF32, ...> runs MmaTile<Mma::TF32>), else gemm.cu's default SimtTile<>."""
+    tiled = tiled_products(kernels_dir)
+    flat = expression.replace(" ", "")
+    for product in simt_products(kernels_dir) + list(tiled.values()):
+        if product.policy.replace(" ", "") in flat:
+            return product
+    return next((tiled[p] for p, mma in MMA_TYPES.items() if mma in flat), tiled["fp32"])
 
 
 def _enumerators(kernels_dir: Path) -> dict[str, str]:
@@ -200,73 +219,11 @@ def parse_ptxas_verbose(text: str) -> dict[str, dict]:
     return facts
 
 
-_LABEL = re.compile(r"^\s*(\$?[\w.$]+):\s*$")
-_TARGET = re.compile(r"(\$L__BB\d+_\d+|\.L_x_\d+)")
-
-
 def parse_listing(text: str, kind: str) -> dict[str, InstructionMix]:
-    """PTX or `cuobjdump -sass` text -> mangled kernel name -> InstructionMix."""
-    entry = re.compile(r"\.entry\s+(\w+)" if kind == "ptx" else r"Function\s*:\s*(\w+)")
-    kernels, name = {}, None
-    for line in text.splitlines():
-        if m := entry.search(line):
-            name = m.group(1)
-            kernels[name] = []
-        elif name is not None:
-            kernels[name].append(line)
-    return {name: _mix(lines, kind) for name, lines in kernels.items()}
-
-
-def _mix(lines: list[str], kind: str) -> InstructionMix:
-    """Classify each instruction; the main loop is the backward branch's span with most FP."""
-    classes = PTX_CLASSES if kind == "ptx" else SASS_CLASSES
-    labels, program = {}, []  # program: (class, branch target or None)
-    for line in lines:
-        if m := _LABEL.match(line):
-            labels[m.group(1)] = len(program)
-            continue
-        opcode = _opcode(line, kind)
-        if opcode is None:
-            continue
-        target = _TARGET.search(line) if opcode.lower().startswith("bra") else None
-        program.append((_classify(opcode, classes), target.group(1) if target else None))
-    loops = [(labels[t], i + 1) for i, (_, t) in enumerate(program) if t in labels and labels[t] <= i]
-
-    def fp_count(span, fp_classes=FP_CLASSES):
-        return sum(1 for c, _ in program[span[0]:span[1]] if c in fp_classes)
-
-    # a loop with mma first: a tensor-core kernel's k-loop has few FP instructions (16 mma per
-    # k step), fewer than, say, an unrolled channel sum in the same kernel (backward.cu)
-    main = max(loops, key=lambda s: (fp_count(s, ("tensor (mma)",)), fp_count(s), -(s[1] - s[0])),
-               default=(0, len(program)))
-    return InstructionMix(kind, _count(program[main[0]:main[1]]), _count(program))
-
-
-def _opcode(line: str, kind: str) -> str | None:
-    if kind == "sass":
-        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", line)
-        return m.group(1) if m else None
-    text = line.split("//")[0].strip()
-    if not text or text[0] in ".{}(),)" or text.endswith(":") or text.startswith("//"):
-        return None
-    if text.startswith("@"):
-        text = text.split(None, 1)[1] if " " in text else ""
-    opcode = text.split(None, 1)[0].rstrip(";") if text else ""
-    return opcode or None
-
-
-def _classify(opcode: str, classes) -> str:
-    for name, prefixes in classes:
-        if opcode.startswith(prefixes):
-            return name
-    return "other"
-
-
-def _count(program) -> dict:
-    counts: dict[str, int] = {}
-    for cls, _ in program:
-        counts[cls] = counts.get(cls, 0) + 1
-    return counts
+    """PTX or `cuobjdump -sass` text -> mangled kernel name -> InstructionMix (load loops
+    counted once per K step: no tile shape is known here)."""
+    programs = sass_programs(text) if kind == "sass" else ptx_programs(text)
+    return {name: instruction_mix(program, kind) for name, program in programs.items()}
 
 
 def _demangle(names: list[str]) -> dict[str, str]:
@@ -292,9 +249,13 @@ def _expression_of(demangled: str) -> str:
 def _run(command: list[str], source: str) -> str:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["failed"])[-1]
-        raise StaticFactsError(f"{Path(command[0]).name} on {source}: {last}")
+        raise StaticFactsError(f"{Path(command[0]).name} on {source}: {_last_error(result)}")
     return result.stdout + result.stderr
+
+
+def _last_error(result: subprocess.CompletedProcess) -> str:
+    """The last line a failed tool wrote to stderr, spaces collapsed."""
+    return " ".join((result.stderr.strip().splitlines() or ["failed"])[-1].split())
 
 
 @functools.cache

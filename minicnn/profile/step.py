@@ -174,4 +174,5 @@ def _facts(launches, gpu: Gpu, notes: list) -> dict:
             facts.update(static_facts(source, sorted(kernels), gpu.arch))
         except StaticFactsError as error:
             notes.append(f"no compiler facts for {source} ({error}): occupancy and issue terms left out")
+    notes.extend(sorted({f.mix.note for f in facts.values() if f.mix is not None and f.mix.note}))
     return facts
