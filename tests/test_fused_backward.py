@@ -207,11 +207,12 @@ def test_the_one_launch_has_the_blocks_of_the_separate_products(emulated):
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal(x_shape).astype(np.float32), rng.standard_normal(w_shape).astype(np.float32)
     dy = rng.standard_normal(kernels._conv_shape(x_shape, w_shape, stride, pads).y_shape).astype(np.float32)
+    wt = kernels.conv2d_forward_train(x, w, None, stride, pads)[1]  # as a training step's forward keeps it
     launches = []
     for one_launch in (True, False):
         kernels.backward_in_one_launch = one_launch
         kernels.runtime.recorder.reset()
-        kernels.conv2d_backward(dy, x, w, stride, pads, True, True, False)
+        kernels.conv2d_backward(dy, x, w, stride, pads, True, True, False, wt)
         launches.append(list(kernels.runtime.recorder.launches))
     kernels.backward_in_one_launch = True
     (fused,), separate = launches
@@ -237,7 +238,8 @@ def test_zoo_layers_in_one_launch(emulated, layer, dtype):
     x = np.maximum(rng.standard_normal((n, c, h, w)), 0).astype(dtype)
     weight = rng.standard_normal((f, c, *kernel)).astype(dtype)
     dy = rng.standard_normal(kernels._conv_shape(x.shape, weight.shape, stride, pads).y_shape).astype(dtype)
+    wt = kernels.conv2d_forward_train(x, weight, None, stride, pads)[1]
     assert_gradients(kernels, "fp32", dtype,
-                     lambda: kernels.conv2d_backward(dy, x, weight, stride, pads, True, True, True),
+                     lambda: kernels.conv2d_backward(dy, x, weight, stride, pads, True, True, True, wt),
                      lambda: numpy_ref.conv2d_backward(*(a.astype(np.float64) for a in (dy, x, weight)),
                                                        stride, pads, True, True, True))
