@@ -317,6 +317,15 @@ class BackwardPlan:
                    counters=sum(tiles) + channels)
 
 
+def named_products(kernel: str, kernels_dir: Path = KERNELS_DIR) -> list[TiledProduct]:
+    """The block loops an instantiation expression names as template arguments
+    (SimtTile<...>, MmaTile<...>), in order; spaces in the expression do not matter."""
+    loops = simt_products(kernels_dir) + list(tiled_products(kernels_dir).values())
+    by_policy = {p.policy.replace(" ", ""): p for p in loops}
+    return [by_policy[name] for name in re.findall(r"\w+Tile<[^<>]*>", kernel.replace(" ", ""))
+            if name in by_policy]
+
+
 def backward_segments(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> tuple | None:
     """The BackwardPlan segments of a launch of backward.cu's `kernel` (its instantiation
     expression) from its int arguments in order; None for any other kernel. (The emulator's
@@ -332,9 +341,7 @@ def backward_launch(kernel: str, scalars, kernels_dir: Path = KERNELS_DIR) -> tu
     name = kernel.split("<")[0]
     if name not in BACKWARD_KERNELS:
         return None
-    loops = simt_products(kernels_dir) + list(tiled_products(kernels_dir).values())
-    by_policy = {p.policy: p for p in loops}
-    named = [by_policy[policy] for policy in re.findall(r"\w+Tile<[^<>]*>", kernel)]  # backward_kernel's
+    named = named_products(kernel, kernels_dir)  # backward_kernel's: weight's, then data's if other
     if name == "conv2d_backward":
         n, c, h, w, f, kh, kw, *_, ho, wo = scalars[:13]
         dx_splits, dx_chunk, dw_splits, dw_chunk, slices, with_dx = scalars[13:19]
@@ -419,8 +426,7 @@ def block_kinds(kernel: str, scalars, grid, kernels_dir: Path = KERNELS_DIR) -> 
     if kernel.split("<")[0] not in FORWARD_KERNELS or not scalars[-2]:
         return None
     s = ConvShape(*scalars[:13])
-    product = next(p for p in simt_products(kernels_dir) + list(tiled_products(kernels_dir).values())
-                   if p.policy in kernel)
+    product = named_products(kernel, kernels_dir)[0]
     gx, gy, gz = (tuple(grid) + (1, 1))[:3]
     col_tiles = cdiv(s.N * s.Ho * s.Wo, product.tile_n)
     index = np.arange(gx * gy * gz)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from minicnn.backends.cupy_runtime import KERNELS_DIR, kernels_digest
-from minicnn.backends.kernel_facts import MMA_TYPES, TiledProduct, simt_products, tiled_products
+from minicnn.backends.kernel_facts import MMA_TYPES, TiledProduct, named_products, tiled_products
 from minicnn.profile.estimate import CONV_FAMILIES, GEMM_FAMILIES
 from minicnn.profile.main_loop import FP_CLASSES, classify, k_step, ptx_programs, sass_programs
 
@@ -162,11 +162,10 @@ def stores_per_step(expression: str, kernels_dir: Path = KERNELS_DIR) -> float |
 def block_loop(expression: str, kernels_dir: Path = KERNELS_DIR) -> TiledProduct:
     """The block loop a GEMM or convolution kernel runs: the tile policy its expression names
     (gemm_v3<Mma::TF32, ...> runs MmaTile<Mma::TF32>), else gemm.cu's default SimtTile<>."""
-    tiled = tiled_products(kernels_dir)
-    flat = expression.replace(" ", "")
-    for product in simt_products(kernels_dir) + list(tiled.values()):
-        if product.policy.replace(" ", "") in flat:
-            return product
+    named = named_products(expression, kernels_dir)
+    if named:
+        return named[0]
+    tiled, flat = tiled_products(kernels_dir), expression.replace(" ", "")
     return next((tiled[p] for p, mma in MMA_TYPES.items() if mma in flat), tiled["fp32"])
 
 
